@@ -1,0 +1,213 @@
+"""Image classification data: scikit-learn's bundled digits (offline) and torchvision's MNIST,
+Fashion-MNIST and CIFAR-10, all held as normalised float tensors in memory.
+
+Files live under ``data_dir`` in torchvision's own layout (``<data_dir>/MNIST/raw/...``,
+``<data_dir>/cifar-10-batches-py/...``) and are downloaded by torchvision when missing.
+"""
+from __future__ import annotations
+
+import os
+from urllib.error import URLError
+
+import torch
+
+from datamodules.augment import random_crop, random_hflip
+from datamodules.base import TensorDataModule, count, seeded_split
+from datamodules.spec import DataSpec
+from zoo.errors import UserError
+
+
+class ImageClassificationData(TensorDataModule):
+    """Subclasses say what they are (name, shape, classes) and how to read the raw splits."""
+
+    name = "images"
+    shape: tuple[int, int, int] = (1, 1, 1)
+    class_names: tuple[str, ...] = ()
+
+    def __init__(self, data_dir: str = "data", batch_size: int = 128, eval_batch_size: int = 1024,
+                 val_size: float = 0.1, seed: int = 0, download: bool = True,
+                 mirror: str | None = None, random_crop: int = 0, hflip: bool = False):
+        super().__init__(batch_size, eval_batch_size, seed)
+        self.data_dir = os.path.expanduser(str(data_dir))
+        self.val_size, self.download, self.mirror = val_size, download, mirror
+        self.crop_padding, self.hflip = int(random_crop), bool(hflip)
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec(name=self.name, kind="image", shape=self.shape,
+                        num_classes=len(self.class_names), class_names=self.class_names)
+
+    def load_raw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(train images uint8 NCHW, train labels, test images, test labels)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # already loaded: setup is called by train.py and again by the Trainer
+            return
+        x, y, x_test, y_test = self.load_raw()
+        n_val = count(self.val_size, len(x))
+        train_idx, val_idx = seeded_split(len(x), [len(x) - n_val, n_val], self.seed)
+        x = x.float().div_(255)
+        # Per-channel statistics of the training split only, so val/test stay unseen.
+        mean = x[train_idx].mean(dim=(0, 2, 3), keepdim=True)
+        std = x[train_idx].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        norm = lambda t: (t - mean) / std  # noqa: E731
+        self.splits = {
+            "train": (norm(x[train_idx]), y[train_idx]),
+            "val": (norm(x[val_idx]), y[val_idx]),
+            "test": (norm(x_test.float().div_(255)), y_test),
+        }
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # Augment the training batch only, as a whole, on whatever device it now lives on.
+        if self.trainer is not None and self.trainer.training and (self.crop_padding or self.hflip):
+            x, *rest = batch
+            if self.crop_padding:
+                x = random_crop(x, self.crop_padding)
+            if self.hflip:
+                x = random_hflip(x)
+            batch = (x, *rest)
+        return batch
+
+
+class DigitsData(ImageClassificationData):
+    """scikit-learn's 1,797 8x8 handwritten digits: ships with the package, trains in seconds."""
+
+    name = "digits"
+    shape = (1, 8, 8)
+    class_names = tuple(str(i) for i in range(10))
+    test_size = 360  # a fixed 20% test split, the same for every seed, so runs compare
+
+    def load_raw(self):
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.from_numpy(d.images).mul(255 / 16).round().to(torch.uint8)[:, None]
+        y = torch.from_numpy(d.target).long()
+        test_idx, train_idx = seeded_split(len(x), [self.test_size, len(x) - self.test_size], 0)
+        return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+class TorchvisionImages(ImageClassificationData):
+    """A torchvision dataset class, read once into tensors."""
+
+    def dataset_class(self):
+        raise NotImplementedError
+
+    def folder(self) -> str:
+        """Where torchvision keeps this dataset's files under data_dir."""
+        raise NotImplementedError
+
+    def expected_files(self) -> list[str]:
+        raise NotImplementedError
+
+    def _point_at_mirror(self, ds) -> None:
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        cls = self.dataset_class()
+        # An instance without __init__, so we can aim torchvision's own download() at
+        # data.mirror (the tests' 127.0.0.1 server, or a lab-local copy) before it runs.
+        ds = cls.__new__(cls)
+        ds.root = self.data_dir
+        if self.mirror:
+            self._point_at_mirror(ds)
+        if self.is_complete(ds):
+            return
+        where = os.path.join(self.data_dir, self.folder())
+        files = ", ".join(self.expected_files())
+        if not self.download:
+            raise UserError(
+                f"{self.name} is not in {where} (expected {files}) and data.download=false; "
+                f"put the files there or use data=digits, which ships offline.")
+        try:
+            ds.download()
+        except (RuntimeError, URLError, OSError) as e:
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"{self.name} is not in {where} (expected {files}) and downloading it failed "
+                f"({reason}); copy the files there, point paths.data_dir at a folder that has them, "
+                f"or use data=digits, which ships offline.") from None
+
+    def is_complete(self, ds) -> bool:
+        raise NotImplementedError
+
+    def load_raw(self):
+        cls = self.dataset_class()
+        try:
+            train = cls(self.data_dir, train=True, download=False)
+            test = cls(self.data_dir, train=False, download=False)
+            return (*self.to_tensors(train), *self.to_tensors(test))
+        except (RuntimeError, ValueError, OSError, EOFError) as e:
+            where = os.path.join(self.data_dir, self.folder())
+            raise UserError(
+                f"the {self.name} files in {where} cannot be read ({str(e).strip().splitlines()[0]}); "
+                f"delete that folder and run again to download them afresh.") from None
+
+    @staticmethod
+    def to_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class MNISTData(TorchvisionImages):
+    name = "mnist"
+    shape = (1, 28, 28)
+    class_names = tuple(str(i) for i in range(10))
+
+    def dataset_class(self):
+        from torchvision.datasets import MNIST
+        return MNIST
+
+    def folder(self) -> str:
+        return os.path.join(self.dataset_class().__name__, "raw")
+
+    def expected_files(self) -> list[str]:
+        return [f.removesuffix(".gz") for f, _ in self.dataset_class().resources]
+
+    def _point_at_mirror(self, ds) -> None:
+        ds.mirrors = [self.mirror.rstrip("/") + "/"]
+
+    def is_complete(self, ds) -> bool:
+        return ds._check_exists()
+
+    @staticmethod
+    def to_tensors(ds):
+        return ds.data[:, None].contiguous(), ds.targets.long()
+
+
+class FashionMNISTData(MNISTData):
+    name = "fashion_mnist"
+    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+    def dataset_class(self):
+        from torchvision.datasets import FashionMNIST
+        return FashionMNIST
+
+
+class CIFAR10Data(TorchvisionImages):
+    name = "cifar10"
+    shape = (3, 32, 32)
+    class_names = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+
+    def dataset_class(self):
+        from torchvision.datasets import CIFAR10
+        return CIFAR10
+
+    def folder(self) -> str:
+        return self.dataset_class().base_folder
+
+    def expected_files(self) -> list[str]:
+        cls = self.dataset_class()
+        return [f for f, _ in cls.train_list + cls.test_list]
+
+    def _point_at_mirror(self, ds) -> None:
+        ds.url = self.mirror.rstrip("/") + "/" + ds.filename
+
+    def is_complete(self, ds) -> bool:
+        return ds._check_integrity()
+
+    @staticmethod
+    def to_tensors(ds):
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets).long()

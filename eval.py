@@ -1,0 +1,61 @@
+"""Evaluate a checkpoint: ``python eval.py ckpt_path=PATH [data_dir=DIR] [split=val] [out=FILE]``.
+
+The checkpoint is loaded as data only (weights_only=True); its stored config rebuilds the same
+dataset split and network, so the metrics equal those the run reported for that checkpoint.
+"""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.config import preflight, user_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        metrics = evaluate(cfg)
+    from train import report
+
+    report(metrics)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from datamodules.spec import DataSpec
+    from zoo.artifacts import load_checkpoint, write_json_atomic
+    from zoo.errors import UserError
+    from zoo.tasks import build_net, build_task
+
+    if cfg.split not in ("test", "val"):
+        raise UserError(f"split must be test or val, got {cfg.split!r}.")
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    hp = ckpt["hyper_parameters"]
+    config, choices, spec = hp["config"], hp.get("choices", {}), DataSpec.from_dict(hp["spec"])
+    data_cfg = dict(config["data"])
+    if cfg.data_dir and "data_dir" in data_cfg:
+        data_cfg["data_dir"] = cfg.data_dir
+    if cfg.batch_size:
+        data_cfg["eval_batch_size"] = cfg.batch_size
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    net = build_net(instantiate(config["model"]), spec, choices.get("model", "the model"), choices.get("data", spec.name))
+    task = build_task(spec, net, instantiate(config["optimizer"]), None, hp)
+    task.load_state_dict(ckpt["state_dict"])
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, enable_progress_bar=False)
+    run = trainer.test if cfg.split == "test" else trainer.validate
+    metrics = {k: float(v) for k, v in run(task, datamodule=datamodule, verbose=False)[0].items()}
+    if cfg.out:
+        write_json_atomic(cfg.out, metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    preflight("eval", sys.argv[1:])
+    main()

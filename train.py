@@ -1,0 +1,135 @@
+"""Train a network: ``python train.py [group=choice ...] [key=value ...]``.
+
+Reads top to bottom as the flow of shared/DESIGN.md: compose the config (Hydra), check it before
+torch is imported, build the data and publish its spec, build the network from the spec, wrap it
+in the task for that kind of data, fit, test the best checkpoint, write metrics.json.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.config import check_config, preflight, user_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        check_config(cfg)
+        metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+def group_choices() -> dict[str, str]:
+    """The choice made for each config group (model=cnn, ...), as Hydra recorded it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v and not k.startswith("hydra")}
+
+
+def train(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from zoo.artifacts import load_weights, write_json_atomic
+    from zoo.callbacks import ValidationHistory, write_hparams
+    from zoo.tasks import build_net, build_task
+
+    choices = group_choices()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out_dir = cfg.paths.output_dir
+
+    # Data first: it publishes the spec every model is sized from.
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    spec = datamodule.spec
+
+    net = build_net(instantiate(cfg.model), spec, choices.get("model", "the model"), choices.get("data", spec.name))
+    if cfg.get("init_from"):
+        skipped = load_weights(net, cfg.init_from)
+        print(f"Initialised from {cfg.init_from}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""))
+
+    # Stored in every checkpoint as plain data: enough to rebuild the run's data and network.
+    hparams = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices, "spec": spec.to_dict()}
+    scheduler = {**cfg.scheduler, "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None}
+    task = build_task(spec, net, instantiate(cfg.optimizer), scheduler, hparams)
+
+    history = ValidationHistory()
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [history]
+    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(task, datamodule=datamodule)
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    best_val = history.best(checkpoint.monitor, checkpoint.mode) if checkpoint and checkpoint.monitor else (
+        history.epochs[-1] if history.epochs else {})
+    metrics: dict = {k: v for k, v in best_val.items() if k.startswith("val/")}
+    if cfg.get("test", True):
+        results = trainer.test(task, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=True)
+        metrics.update(results[0] if results else {})
+    metrics = {k: float(v) for k, v in metrics.items()}
+    summary = {**metrics, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+               "best_epoch": best_val.get("epoch"), "best_checkpoint": best_path,
+               "seconds": round(time.perf_counter() - started, 2)}
+    if trainer.is_global_zero:
+        write_json_atomic(os.path.join(out_dir, "metrics.json"), summary)
+        write_hparams(trainer, flat_hparams(hparams["config"], choices),
+                      {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))})
+        report(summary, out_dir)
+    return summary
+
+
+def flat_hparams(config: dict, choices: dict[str, str]) -> dict:
+    """The hyper-parameters shown in TensorBoard's HParams tab: the group choices and every value
+    of the data, model, optimizer and scheduler configs, plus the trainer settings that change results."""
+    flat: dict = {f"choice/{k}": v for k, v in choices.items()}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k not in ("_target_", "_partial_", "data_dir", "mirror"):
+                    walk(f"{prefix}.{k}", v)
+        else:
+            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
+
+    for group in ("data", "model", "optimizer", "scheduler"):
+        walk(group, config.get(group, {}))
+    for key in ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val"):
+        walk(f"trainer.{key}", config["trainer"].get(key))
+    flat["seed"] = config.get("seed")
+    return flat
+
+
+def report(summary: dict, out_dir: str | None = None) -> None:
+    """The metrics as a small table; for a run, where its folder is and how to look at it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Results")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in sorted(k for k in summary if "/" in k):
+        table.add_row(k, f"{summary[k]:.4f}")
+    for k in ("epochs", "best_epoch", "seconds"):
+        if k in summary:
+            table.add_row(k, str(summary[k]))
+    console = Console()
+    console.print(table)
+    if out_dir:
+        console.print(f"Run folder: {out_dir}", soft_wrap=True)
+        console.print(f"TensorBoard: tensorboard --logdir {out_dir}", soft_wrap=True)
+
+
+if __name__ == "__main__":
+    preflight("train", sys.argv[1:])
+    main()

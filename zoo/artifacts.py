@@ -1,0 +1,65 @@
+"""What a run leaves on disk and how it is read back: checkpoints (data only: weights_only=True)
+and metrics.json (written atomically)."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from typing import Any
+
+from zoo.errors import UserError
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write to a temporary file beside ``path`` and rename it: a crash leaves the old file whole."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load a checkpoint of this framework as data only; never unpickles code."""
+    import torch
+
+    if not path or not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}; give the path of a .ckpt file from a run's checkpoints/ folder.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{path} holds objects other than plain data and was refused unopened "
+                        f"({str(e).splitlines()[0]}); only load checkpoints written by this framework.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0]}); "
+                        f"it may be truncated or corrupt: use another one, e.g. last.ckpt.") from None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or "config" not in hp or "state_dict" not in ckpt:
+        raise UserError(f"{path} is not a checkpoint of this framework (it has no stored run config); "
+                        f"give one from a run's checkpoints/ folder.")
+    return ckpt
+
+
+def load_weights(net, path: str) -> list[str]:
+    """Copy a checkpoint's network weights into ``net`` (fine-tuning: a new run starts from them).
+
+    Tensors whose shape differs (a new head for another number of classes) are left as initialised;
+    their names are returned."""
+    state = {k.removeprefix("net."): v for k, v in load_checkpoint(path)["state_dict"].items() if k.startswith("net.")}
+    own = net.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise UserError(f"none of the weights in {path} fit model; init_from needs a checkpoint of the same network.")
+    net.load_state_dict(matching, strict=False)
+    return sorted(set(own) - set(matching))
