@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.config import check_config, preflight, user_errors
+
+# Noise from Lightning's internals that says nothing about the user's run.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

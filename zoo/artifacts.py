@@ -36,6 +36,9 @@ def load_checkpoint(path: str) -> dict:
 
     if not path or not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}; give the path of a .ckpt file from a run's checkpoints/ folder.")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a readable checkpoint (not a PyTorch checkpoint archive); "
+                        f"it may be truncated or corrupt: use another one, e.g. last.ckpt.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -1,0 +1,114 @@
+"""The commands a user types: the default run end to end, --help, eval.py, and bad input answered
+with one sentence, exit status 2 and no traceback (config mistakes before torch is imported)."""
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+
+from conftest import cli, run_train
+from datamodules.spec import DataSpec
+from zoo.errors import UserError
+from zoo.tasks import build_net
+
+
+def test_default_run_end_to_end_then_eval(tmp_path):
+    out = tmp_path / "run"
+    r = cli("train.py", "trainer.max_epochs=3", f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"tensorboard --logdir {out}" in r.stdout and "test/acc" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"test/acc", "test/loss", "val/loss", "val/acc"} <= set(metrics) and metrics["test/acc"] > 0.8
+    for path in (".hydra/config.yaml", ".hydra/overrides.yaml", "checkpoints/last.ckpt", "train.log"):
+        assert (out / path).is_file(), path
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+    e = cli("eval.py", f"ckpt_path={metrics['best_checkpoint']}", f"out={tmp_path / 'eval.json'}")
+    assert e.returncode == 0, e.stderr[-3000:]
+    again = json.loads((tmp_path / "eval.json").read_text())
+    assert again["test/acc"] == pytest.approx(metrics["test/acc"]) and f"{metrics['test/acc']:.4f}" in e.stdout
+
+
+def test_help_lists_every_group_and_its_choices():
+    r = cli("train.py", "--help", timeout=30)
+    assert r.returncode == 0
+    for line in ("data: cifar10, digits, fashion_mnist, mnist", "model: cnn, mlp, resnet",
+                 "optimizer: adagrad, adam, adamw, rmsprop, sgd", "scheduler: cosine, none, onecycle, plateau, step",
+                 "trainer: cpu, default, gpu", "callbacks: default, none", "debug: fdr, limit, overfit, profiler",
+                 "logger: csv, many, none, tensorboard", "experiment: cifar10_resnet, digits_mlp"):
+        assert line in r.stdout, line
+
+
+BAD = [
+    (["model=transformer"], "'transformer' is not a choice for model; choose one of: cnn, mlp, resnet."),
+    (["data=imagenet"], "'imagenet' is not a choice for data; choose one of: cifar10, digits, fashion_mnist, mnist."),
+    (["trainer.max_epoch=3"], "'trainer.max_epoch' is not a config key; did you mean trainer.max_epochs?"),
+    (["optimizer.lr=-0.1"], "optimizer.lr must be a positive number, got -0.1; try optimizer.lr=1e-3."),
+    (["optimizer.lr=0"], "optimizer.lr must be a positive number, got 0"),
+    (["data.batch_size=0"], "data.batch_size must be a positive whole number, got 0"),
+    (["data.batch_size=-5"], "data.batch_size must be a positive whole number, got -5"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs must be a positive whole number, got 0"),
+    (["modle=cnn"], "'modle' is neither a config group nor a key; did you mean model?"),
+    (["-m", "model=mlp,cnnn"], "'cnnn' is not a choice for model"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_config_mistakes_get_one_sentence_before_torch(args, message, tmp_path):
+    r = cli("-X", "importtime", "train.py", *args, f"hydra.run.dir={tmp_path}", timeout=30)
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+    assert errors == [errors[0]] and errors[0].startswith("error: ") and message in errors[0], r.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" not in imported and "lightning" not in imported
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_dataset_missing_offline(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = cli("train.py", "data=mnist", f"paths.data_dir={tmp_path / 'data'}", f"data.mirror=http://127.0.0.1:{port}/",
+            f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: mnist is not in ") and str(tmp_path / "data" / "MNIST" / "raw") in line
+    assert "use data=digits" in line
+
+
+def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "x.ckpt"
+    bogus.write_bytes(b"not a checkpoint at all")
+    r = cli("eval.py", f"ckpt_path={bogus}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {bogus} is not a readable checkpoint")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_trainer_without_a_gpu(tmp_path):
+    r = cli("train.py", "trainer=gpu", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "error: the trainer cannot start" in r.stderr and "trainer=cpu runs anywhere" in r.stderr
+
+
+def test_a_model_that_cannot_take_the_data_names_both_sides():
+    from zoo.mlp import MLP
+
+    from functools import partial
+
+    spec = DataSpec(name="sine", kind="series", shape=(96, 3))
+    with pytest.raises(UserError, match=r"^model=mlp cannot take data=sine: it needs images, and sine yields series"):
+        build_net(partial(MLP, dropout=0.1), spec, "mlp", "sine")
+
+
+@pytest.mark.parametrize("debug", ["fdr", "overfit", "profiler", "limit"])
+def test_debug_modes(debug, tmp_path):
+    extra = ["trainer.max_epochs=2"] if debug == "overfit" else []
+    metrics = run_train([f"debug={debug}", *extra], tmp_path / "run")
+    assert "test/acc" in metrics
+    if debug == "fdr":
+        assert metrics["global_step"] == 1
+    if debug == "profiler":
+        assert list((tmp_path / "run").glob("*profile*"))
