@@ -45,7 +45,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     datamodule.setup("test")
     net = build_net(instantiate(config["model"]), spec, choices.get("model", "the model"), choices.get("data", spec.name))
-    task = build_task(spec, net, instantiate(config["optimizer"]), None, hp)
+    task = build_task(hp.get("task", spec.task), spec, net, instantiate(config["optimizer"]), None,
+                      {k: v for k, v in hp.items() if k != "task"})
     task.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False)

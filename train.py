@@ -37,14 +37,15 @@ def group_choices() -> dict[str, str]:
     return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v and not k.startswith("hydra")}
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
+    """Fit, test and report one run; ``extra_callbacks`` lets a script (the benchmark) watch it."""
     started = time.perf_counter()
     import lightning as L
     from hydra.utils import instantiate
 
     from zoo.artifacts import load_weights, write_json_atomic
     from zoo.callbacks import ValidationHistory, write_hparams
-    from zoo.tasks import build_net, build_task
+    from zoo.tasks import build_net, build_task, task_name
 
     choices = group_choices()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -56,7 +57,8 @@ def train(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     spec = datamodule.spec
 
-    net = build_net(instantiate(cfg.model), spec, choices.get("model", "the model"), choices.get("data", spec.name))
+    model_factory = instantiate(cfg.model)
+    net = build_net(model_factory, spec, choices.get("model", "the model"), choices.get("data", spec.name))
     if cfg.get("init_from"):
         skipped = load_weights(net, cfg.init_from)
         print(f"Initialised from {cfg.init_from}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""))
@@ -64,10 +66,10 @@ def train(cfg: DictConfig) -> dict:
     # Stored in every checkpoint as plain data: enough to rebuild the run's data and network.
     hparams = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices, "spec": spec.to_dict()}
     scheduler = {**cfg.scheduler, "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None}
-    task = build_task(spec, net, instantiate(cfg.optimizer), scheduler, hparams)
+    task = build_task(task_name(spec, model_factory), spec, net, instantiate(cfg.optimizer), scheduler, hparams)
 
     history = ValidationHistory()
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [history]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [history, *extra_callbacks]
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

@@ -14,6 +14,7 @@ class DataSpec:
     shape: tuple[int, ...]         # one sample, without the batch: (C, H, W) for images
     num_classes: int = 0           # 0 when the data has no labels to classify
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    task: str = "classify"         # the learning problem the data poses: a name in zoo.tasks.TASKS
 
     def to_dict(self) -> dict:
         """Plain types only: stored in checkpoints, which load with weights_only=True."""

@@ -16,32 +16,15 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = str(ROOT / "conf")
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
-
-
-def compose_train(overrides: list[str], out: Path, data_dir: Path | None = None):
-    """The config `python train.py <overrides>` would run, with its folders under tmp paths."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    base = [f"hydra.run.dir={out}", f"paths.output_dir={out}", f"paths.root_dir={out.parent}",
-            f"paths.data_dir={data_dir or out.parent / 'data'}"]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=base + overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def run_train(overrides: list[str], out: Path, data_dir: Path | None = None, quiet: bool = True) -> dict:
     """train.py's pipeline in this process (no torch import per test); returns metrics.json."""
     import train
-    from zoo.config import check_config
+    from zoo.config import check_config, compose_run
 
-    cfg = compose_train((QUIET if quiet else []) + overrides, out, data_dir)
+    cfg = compose_run((QUIET if quiet else []) + overrides, str(out), str(data_dir) if data_dir else None)
     check_config(cfg)
     summary = train.train(cfg)
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(summary))

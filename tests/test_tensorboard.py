@@ -30,7 +30,7 @@ def run(tmp_path_factory):
 def test_losses_accuracies_and_learning_rate(run):
     _, metrics, ea = run
     scalars = set(ea.Tags()["scalars"])
-    for tag in ("train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss",
+    for tag in ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss",
                 "test/acc", "lr-Adam"):
         assert tag in scalars, (tag, sorted(scalars))
     assert len(ea.Scalars("val/acc")) == 2  # one point per epoch

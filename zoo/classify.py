@@ -27,9 +27,19 @@ class ClassificationTask(L.LightningModule):
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
         if hparams is not None:
             self.save_hyperparameters(hparams)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Training loss and accuracy are summed on the device and logged once per epoch: a
+        # `self.log` call costs about as much as a whole step of a small model (Lightning moves its
+        # whole result collection on each call), so the per-step loss is logged only on the
+        # steps the loggers write (trainer.log_every_n_steps).
+        self.register_buffer("train_sums", torch.zeros(3), persistent=False)  # loss*n, correct, n
+
+    @classmethod
+    def from_parts(cls, spec, net, optimizer, scheduler: dict, hparams: dict, **options):
+        """The uniform constructor zoo.tasks.build_task calls for every task."""
+        return cls(net, spec.num_classes, optimizer, scheduler.get("factory"), scheduler.get("interval", "epoch"),
+                   scheduler.get("monitor", "val/loss"), hparams=hparams, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -40,14 +50,27 @@ class ClassificationTask(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         preds = logits.argmax(dim=1)
         metric.update(preds, y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
         return loss, preds
 
     def training_step(self, batch, batch_idx):
-        loss, _ = self._shared_step(batch, "train", self.train_acc)
+        x, y = batch[0], batch[1]
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        with torch.no_grad():
+            self.train_sums[0] += loss.detach() * len(y)
+            self.train_sums[1] += (logits.argmax(dim=1) == y).sum()
+            self.train_sums[2] += len(y)
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss_sum, correct, n = self.train_sums
+        self.log("train/loss_epoch", loss_sum / n.clamp_min(1), sync_dist=True)
+        self.log("train/acc", correct / n.clamp_min(1), sync_dist=True, prog_bar=True)
+        self.train_sums.zero_()
 
     def validation_step(self, batch, batch_idx):
         loss, preds = self._shared_step(batch, "val", self.val_acc)

@@ -126,6 +126,22 @@ def _compose(overrides: list[str], config_name: str = "train") -> DictConfig:
         return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
 
 
+def compose_run(overrides: list[str], output_dir: str, data_dir: str | None = None) -> DictConfig:
+    """The config ``python train.py <overrides>`` would run, for running ``train.train`` in-process
+    (tests, benchmarks): its run folder is ``output_dir`` and Hydra's runtime info is set up."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    root = os.path.dirname(os.path.abspath(output_dir))
+    base = [f"hydra.run.dir={output_dir}", f"paths.output_dir={output_dir}", f"paths.root_dir={root}",
+            f"paths.data_dir={data_dir or os.path.join(root, 'data')}"]
+    cfg = _compose(base + overrides)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 def _combinations(args: list[str]) -> list[list[str]]:
     """The overrides to try: every value of every sweep at least once, the others at their first."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -1,17 +1,30 @@
-"""Which task trains which kind of data, and building networks from a data spec.
+"""Which Lightning task trains which pairing, and building networks from a data spec.
 
-The registry is the one place that pairs a spec's ``kind`` with the Lightning module for it;
-new kinds (token sequences, series, adversarial) add a line here.
+The data says what learning problem it poses (``spec.task``: classify, language_model, forecast);
+a network may insist on its own (a GAN's ``task = "adversarial"``). ``TASKS`` maps that name to
+the task class, so a new kind of problem is one line here and one module in zoo/.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 from torch import nn
 
 from zoo.errors import UserError
 
-KIND_WORDS = {"image": "images"}
+KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series"}
+
+# task name -> "module:Class" (imported only when used)
+TASKS = {
+    "classify": "zoo.classify:ClassificationTask",
+}
+
+
+def task_name(spec, factory: Callable | None = None) -> str:
+    """The task a run needs: the network's own, if it has one, else the one its data poses."""
+    cls = getattr(factory, "func", factory)
+    return getattr(cls, "task", None) or spec.task
 
 
 def build_net(factory: Callable, spec, model_name: str = "the model", data_name: str | None = None) -> nn.Module:
@@ -29,12 +42,17 @@ def build_net(factory: Callable, spec, model_name: str = "the model", data_name:
         raise UserError(f"model={model_name} cannot be built for data={data_name}: {e}.") from None
 
 
-def build_task(spec, net: nn.Module, optimizer: Callable, scheduler: dict | None, hparams: dict[str, Any]):
-    from zoo.classify import ClassificationTask
+def task_class(name: str):
+    if name not in TASKS:
+        raise UserError(f"no task named '{name}'; known tasks: {', '.join(sorted(TASKS))}.")
+    module, _, cls = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
-    scheduler = scheduler or {}
-    if spec.kind == "image" and spec.num_classes > 0:
-        return ClassificationTask(net, spec.num_classes, optimizer, scheduler.get("factory"),
-                                  scheduler.get("interval", "epoch"), scheduler.get("monitor", "val/loss"),
-                                  hparams=hparams)
-    raise UserError(f"no task trains data of kind '{spec.kind}' yet; pick an image dataset.")
+
+def build_task(name: str, spec, net: nn.Module, optimizer: Callable, scheduler: dict | None,
+               hparams: dict[str, Any], task_options: dict | None = None):
+    """The Lightning module for task ``name``. ``hparams`` (plain data) goes into every checkpoint;
+    the task's name is added so a checkpoint says what trained it."""
+    cls = task_class(name)
+    return cls.from_parts(spec=spec, net=net, optimizer=optimizer, scheduler=scheduler or {},
+                          hparams={**hparams, "task": name}, **(task_options or {}))

@@ -1,0 +1,247 @@
+"""Training speed of the framework against a plain PyTorch loop doing the same work, in one run.
+
+    python benchmarks/bench_train.py                      # MLP and CNN, 3 interleaved rounds
+    python benchmarks/bench_train.py --model mlp --rounds 5
+    python benchmarks/bench_train.py --callbacks          # the cost of each observability callback
+    python benchmarks/bench_train.py --device cuda        # both on the GPU
+
+It writes MNIST-sized synthetic data in the real IDX format (60,000 + 10,000 28x28 images, so
+55,000 train after the 5,000 validation images), then runs, alternately in fresh processes, the
+plain loop and `python train.py experiment=bench_<model>_mnist` (in process, same config). Each
+epoch is timed from its first batch to its end, validation included; the first epoch is a warm-up
+and is not counted. Reports medians: steps/s, epoch seconds, the ratio framework / plain, peak
+memory and the time from the command to the first training step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# The callbacks whose cost --callbacks measures, one at a time on top of the bare framework (all of
+# them off). Confusion matrix and misclassified images run at test time only, outside the epochs.
+OBSERVABILITY = ["gradient_norms", "histograms", "lr_monitor", "progress_bar", "model_summary", "checkpoint",
+                 "confusion_matrix", "misclassified"]
+CALLBACK_VARIANTS = ["bare", "gradient_norms", "histograms", "lr_monitor", "progress_bar", "checkpoint"]
+HISTOGRAMS_ON = "callbacks.histograms={_target_:zoo.callbacks.HistogramLogger,every_n_steps:200}"
+
+
+def write_mnist_sized(data_dir: str) -> None:
+    """60,000 train and 10,000 test 28x28 images in MNIST's IDX files, with learnable classes."""
+    import numpy as np
+
+    raw = os.path.join(data_dir, "MNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    rng = np.random.default_rng(0)
+    prototypes = rng.integers(0, 256, (10, 28, 28))
+    for split, n in (("train", 60_000), ("t10k", 10_000)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        noise = rng.integers(-80, 80, (n, 28, 28))
+        images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+        for name, arr in ((f"{split}-images-idx3-ubyte", images), (f"{split}-labels-idx1-ubyte", labels)):
+            header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+            with open(os.path.join(raw, name), "wb") as f:
+                f.write(header + arr.tobytes())
+
+
+class EpochTimer:
+    """Times each training epoch, validation and checkpointing included (a Lightning callback)."""
+
+    def __init__(self, command_started: float):
+        import lightning as L
+
+        class _Timer(L.Callback):
+            def __init__(s):
+                s.epochs, s.steps, s.first_step, s.t0 = [], [], None, None
+
+            def on_train_epoch_start(s, trainer, pl_module):
+                s.t0, s.n0 = None, trainer.global_step
+
+            def on_train_batch_start(s, trainer, pl_module, batch, batch_idx):
+                if s.t0 is None:
+                    s.t0 = time.perf_counter()
+                    if s.first_step is None:
+                        s.first_step = time.time() - command_started
+
+            def on_train_epoch_end(s, trainer, pl_module):
+                s.epochs.append(time.perf_counter() - s.t0)
+                s.steps.append(trainer.global_step - s.n0)
+
+        self.callback = _Timer()
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_plain(args) -> dict:
+    """The hand-written loop: preloaded tensors, randperm batches, Adam; then a validation pass."""
+    import torch
+    import torch.nn.functional as F
+
+    from datamodules.images import MNISTData
+    from zoo.cnn import CNN
+    from zoo.mlp import MLP
+
+    torch.manual_seed(42)
+    dm = MNISTData(data_dir=args.data_dir, batch_size=128, val_size=5000, seed=42)
+    dm.prepare_data()
+    dm.setup("fit")
+    dev = torch.device(args.device)
+    (x_train, y_train), (x_val, y_val) = [tuple(t.to(dev) for t in dm.splits[s]) for s in ("train", "val")]
+    if args.model == "mlp":
+        net = MLP(dm.spec, widths=[64, 128, 64], batchnorm=True, dropout=0.0)
+    else:
+        net = CNN(dm.spec, dropout=0.0)
+    net = net.to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    n_steps = len(x_train) // 128 + (len(x_train) % 128 > 0)
+    n_steps = min(n_steps, args.steps) if args.steps else n_steps
+    epochs, first_step = [], None
+    for epoch in range(args.epochs):
+        net.train()
+        t0 = time.perf_counter()
+        if first_step is None:
+            first_step = time.time() - args.started
+        perm = torch.randperm(len(x_train), device=dev)
+        total = torch.zeros((), device=dev)
+        for i in range(n_steps):
+            idx = perm[i * 128:(i + 1) * 128]
+            x, y = x_train[idx], y_train[idx]
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+        net.eval()
+        correct = torch.zeros((), device=dev)
+        with torch.no_grad():
+            for i in range(0, len(x_val), 1024):
+                logits = net(x_val[i:i + 1024])
+                F.cross_entropy(logits, y_val[i:i + 1024])
+                correct += (logits.argmax(1) == y_val[i:i + 1024]).sum()
+        val_acc = correct.item() / len(x_val)
+        total.item()
+        epochs.append(time.perf_counter() - t0)
+    return {"epoch_s": epochs, "steps": n_steps, "first_step_s": first_step, "peak_mb": peak_mb(),
+            "val_acc": val_acc}
+
+
+def run_framework(args) -> dict:
+    import torch
+
+    import train
+    from zoo.config import compose_run
+
+    out = tempfile.mkdtemp(prefix="bench-run-")
+    overrides = [f"experiment=bench_{args.model}_mnist", f"trainer.max_epochs={args.epochs}", "test=false",
+                 "trainer=gpu" if args.device == "cuda" else "trainer=cpu"]
+    if args.steps:
+        overrides.append(f"trainer.limit_train_batches={args.steps}")
+    if args.variant:
+        overrides += [f"callbacks.{c}=null" for c in OBSERVABILITY if c not in (args.variant, "histograms")]
+        if args.variant == "histograms":
+            overrides.append(HISTOGRAMS_ON)
+    cfg = compose_run(overrides, out, args.data_dir)
+    timer = EpochTimer(args.started).callback
+    summary = train.train(cfg, extra_callbacks=(timer,))
+    result = {"epoch_s": timer.epochs, "steps": timer.steps[-1], "first_step_s": timer.first_step,
+              "peak_mb": peak_mb(), "val_acc": summary.get("val/acc")}
+    if args.device == "cuda":
+        result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def worker(kind: str, args, variant: str | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--model", args.model, "--data-dir", args.data_dir,
+           "--epochs", str(args.epochs), "--steps", str(args.steps), "--device", args.device,
+           "--started", repr(time.time())]
+    if variant:
+        cmd += ["--variant", variant]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("BENCH ")]
+    if r.returncode or not lines:
+        sys.exit(f"{kind} worker failed:\n{r.stderr[-3000:]}")
+    return json.loads(lines[-1][6:])
+
+
+def summarise(runs: list[dict]) -> dict:
+    epochs = [e for r in runs for e in r["epoch_s"][1:]]  # drop each process's warm-up epoch
+    steps = runs[0]["steps"]
+    med = statistics.median(epochs)
+    return {"epoch_s": med, "steps_per_s": steps / med, "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+            "first_step_s": statistics.median(r["first_step_s"] for r in runs),
+            "val_acc": statistics.median(r["val_acc"] for r in runs), "n": len(epochs)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved plain/framework process pairs")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per process; the first is a warm-up")
+    p.add_argument("--steps", type=int, default=0, help="limit the training steps per epoch (0: all 430)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--callbacks", action="store_true", help="measure each observability callback's cost")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--worker", choices=["plain", "framework"], help=argparse.SUPPRESS)
+    p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--started", type=float, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.worker:
+        result = (run_plain if args.worker == "plain" else run_framework)(args)
+        print("BENCH " + json.dumps(result))
+        return
+
+    args.data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-data-")
+    if not os.path.exists(os.path.join(args.data_dir, "MNIST", "raw", "t10k-labels-idx1-ubyte")):
+        write_mnist_sized(args.data_dir)
+    import torch
+
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {args.device}, "
+          f"{args.rounds} rounds x {args.epochs - 1} timed epochs")
+    models = ["mlp", "cnn"] if args.model == "both" else [args.model]
+    rows = []
+    for model in models:
+        args.model = model
+        if args.callbacks:
+            variants = CALLBACK_VARIANTS
+            runs = {v: [] for v in variants}
+            for _ in range(args.rounds):
+                for v in variants:
+                    runs[v].append(worker("framework", args, v))
+            base = summarise(runs["bare"])
+            print(f"\n{model}: cost of each observability callback (epoch time / bare framework epoch time)")
+            print(f"{'callback':<16}{'epoch s':>10}{'steps/s':>10}{'ratio':>8}")
+            for v in variants:
+                s = summarise(runs[v])
+                print(f"{v:<16}{s['epoch_s']:>10.3f}{s['steps_per_s']:>10.0f}{s['epoch_s'] / base['epoch_s']:>8.3f}")
+            continue
+        plain, framework = [], []
+        for i in range(args.rounds):
+            pair = [("plain", plain), ("framework", framework)]
+            for kind, acc in (pair if i % 2 == 0 else pair[::-1]):
+                acc.append(worker(kind, args))
+        rows.append((model, summarise(plain), summarise(framework)))
+
+    if rows:
+        print(f"\n| model | loop | steps/s | epoch s | ratio | peak MB | command to 1st step s | val acc |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for model, plain, fw in rows:
+            for name, s in (("plain PyTorch", plain), ("framework", fw)):
+                print(f"| {model} | {name} | {s['steps_per_s']:.0f} | {s['epoch_s']:.3f} | "
+                      f"{s['epoch_s'] / plain['epoch_s']:.2f} | {s['peak_mb']:.0f} | {s['first_step_s']:.1f} | "
+                      f"{s['val_acc']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
