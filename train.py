@@ -53,6 +53,8 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
 
     # Data first: it publishes the spec every model is sized from.
     datamodule = instantiate(cfg.data)
+    steps_per_execution = int(cfg.get("steps_per_execution", 1))
+    datamodule.steps_per_execution = steps_per_execution
     datamodule.prepare_data()
     datamodule.setup("fit")
     spec = datamodule.spec
@@ -66,7 +68,8 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     # Stored in every checkpoint as plain data: enough to rebuild the run's data and network.
     hparams = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices, "spec": spec.to_dict()}
     scheduler = {**cfg.scheduler, "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None}
-    task = build_task(task_name(spec, model_factory), spec, net, instantiate(cfg.optimizer), scheduler, hparams)
+    task = build_task(task_name(spec, model_factory), spec, net, instantiate(cfg.optimizer), scheduler, hparams,
+                      {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None)
 
     history = ValidationHistory()
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [history, *extra_callbacks]

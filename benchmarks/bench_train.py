@@ -145,8 +145,10 @@ def run_framework(args) -> dict:
     out = tempfile.mkdtemp(prefix="bench-run-")
     overrides = [f"experiment=bench_{args.model}_mnist", f"trainer.max_epochs={args.epochs}", "test=false",
                  "trainer=gpu" if args.device == "cuda" else "trainer=cpu"]
-    if args.steps:
-        overrides.append(f"trainer.limit_train_batches={args.steps}")
+    overrides += args.set
+    if args.steps:  # a limit in batches; Lightning counts executions of steps_per_execution batches
+        k = next((int(o.split("=")[1]) for o in args.set if o.startswith("steps_per_execution=")), 1)
+        overrides.append(f"trainer.limit_train_batches={-(-args.steps // k)}")
     if args.variant:
         overrides += [f"callbacks.{c}=null" for c in OBSERVABILITY if c not in (args.variant, "histograms")]
         if args.variant == "histograms":
@@ -154,17 +156,23 @@ def run_framework(args) -> dict:
     cfg = compose_run(overrides, out, args.data_dir)
     timer = EpochTimer(args.started).callback
     summary = train.train(cfg, extra_callbacks=(timer,))
-    result = {"epoch_s": timer.epochs, "steps": timer.steps[-1], "first_step_s": timer.first_step,
+    result = {"epoch_s": timer.epochs, "steps": trainer_batches(args), "first_step_s": timer.first_step,
               "peak_mb": peak_mb(), "val_acc": summary.get("val/acc")}
     if args.device == "cuda":
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
+def trainer_batches(args) -> int:
+    """Optimizer steps per epoch (the work), whatever Lightning counts as a step."""
+    full = -(-55_000 // 128)
+    return min(full, args.steps) if args.steps else full
+
+
 def worker(kind: str, args, variant: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--model", args.model, "--data-dir", args.data_dir,
            "--epochs", str(args.epochs), "--steps", str(args.steps), "--device", args.device,
-           "--started", repr(time.time())]
+           "--started", repr(time.time())] + [f"--set={o}" for o in args.set]
     if variant:
         cmd += ["--variant", variant]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -192,6 +200,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--callbacks", action="store_true", help="measure each observability callback's cost")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra train.py override for the framework, e.g. --set steps_per_execution=1")
     p.add_argument("--worker", choices=["plain", "framework"], help=argparse.SUPPRESS)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--started", type=float, default=None, help=argparse.SUPPRESS)

@@ -64,6 +64,9 @@ class TensorDataModule(L.LightningDataModule):
     def __init__(self, batch_size: int = 128, eval_batch_size: int = 1024, seed: int = 0):
         super().__init__()
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        # Training batches of steps_per_execution x batch_size rows, in the order of that many
+        # separate batches; the task splits them again (zoo/execution.py). Set by train.py.
+        self.steps_per_execution = 1
         self.splits: dict[str, tuple[torch.Tensor, ...]] = {}
 
     @property
@@ -74,7 +77,8 @@ class TensorDataModule(L.LightningDataModule):
         return {k: len(v[0]) for k, v in self.splits.items()}
 
     def train_dataloader(self):
-        return BatchLoader(self.splits["train"], self.batch_size, shuffle=True, seed=self.seed)
+        return BatchLoader(self.splits["train"], self.batch_size * self.steps_per_execution, shuffle=True,
+                           seed=self.seed)
 
     def val_dataloader(self):
         return BatchLoader(self.splits["val"], self.eval_batch_size)

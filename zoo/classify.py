@@ -16,12 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.execution import StepsPerExecution
 
-class ClassificationTask(L.LightningModule):
+
+class ClassificationTask(StepsPerExecution, L.LightningModule):
     def __init__(self, net: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable | None = None, scheduler_interval: str = "epoch",
-                 scheduler_monitor: str = "val/loss", hparams: dict[str, Any] | None = None):
+                 scheduler_monitor: str = "val/loss", hparams: dict[str, Any] | None = None,
+                 steps_per_execution: int = 1):
         super().__init__()
+        self.steps_per_execution = steps_per_execution
         self.net, self.num_classes = net, num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
@@ -54,7 +58,10 @@ class ClassificationTask(L.LightningModule):
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
         return loss, preds
 
-    def training_step(self, batch, batch_idx):
+    def on_fit_start(self) -> None:
+        self.check_steps_per_execution()
+
+    def _train_loss(self, batch) -> torch.Tensor:
         x, y = batch[0], batch[1]
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
@@ -62,8 +69,15 @@ class ClassificationTask(L.LightningModule):
             self.train_sums[0] += loss.detach() * len(y)
             self.train_sums[1] += (logits.argmax(dim=1) == y).sum()
             self.train_sums[2] += len(y)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        *earlier, last = self.micro_batches(batch)
+        for micro in earlier:  # steps_per_execution > 1: all but the last step are taken here
+            self.optimizer_substep(self._train_loss(micro))
+        loss = self._train_loss(last)
         if self.trainer._logger_connector.should_update_logs:
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(last[1]))
         return loss
 
     def on_train_epoch_end(self) -> None:

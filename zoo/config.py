@@ -72,6 +72,7 @@ def check_config(cfg: DictConfig) -> None:
     """Values that no run can use, caught before any data is read or torch is imported."""
     _positive(cfg, "optimizer.lr", "1e-3")
     _positive(cfg, "data.batch_size", "64", integer=True)
+    _positive(cfg, "steps_per_execution", "1", integer=True)
     _positive(cfg, "data.eval_batch_size", "1024", integer=True)
     if not OmegaConf.select(cfg, "trainer.fast_dev_run", default=False):
         _positive(cfg, "trainer.max_epochs", "10", integer=True)

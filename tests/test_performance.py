@@ -1,0 +1,53 @@
+"""The fast paths of issue 3 keep results: several optimizer steps per Lightning step give the same
+model as one, training metrics are aggregated per epoch, and the benchmark script runs."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import cli, run_train
+
+FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
+
+
+def test_steps_per_execution_trains_the_same_model(tmp_path):
+    one = run_train(FAST, tmp_path / "k1")
+    four = run_train(FAST + ["steps_per_execution=4"], tmp_path / "k4")
+    for key in ("test/acc", "test/loss", "val/acc", "val/loss"):
+        assert four[key] == pytest.approx(one[key], rel=1e-6, abs=1e-7), key
+    assert four["global_step"] == -(-one["global_step"] // 3 // 4) * 3  # Lightning counts executions
+
+
+def test_steps_per_execution_with_clipping_matches_too(tmp_path):
+    one = run_train(FAST + ["trainer.gradient_clip_val=0.05"], tmp_path / "k1")
+    three = run_train(FAST + ["trainer.gradient_clip_val=0.05", "steps_per_execution=3"], tmp_path / "k3")
+    assert three["test/loss"] == pytest.approx(one["test/loss"], rel=1e-5)
+
+
+def test_steps_per_execution_refuses_gradient_accumulation(tmp_path):
+    from zoo.errors import UserError
+
+    with pytest.raises(UserError, match=r"steps_per_execution=2 .* trainer.accumulate_grad_batches=2; set steps_per_execution=1"):
+        run_train(FAST + ["steps_per_execution=2", "trainer.accumulate_grad_batches=2"], tmp_path / "run")
+
+
+def test_training_loss_is_logged_at_the_logging_interval_only(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    metrics = run_train(FAST + ["trainer.log_every_n_steps=5"], out)
+    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    steps = [e.step for e in ea.Scalars("train/loss")]
+    assert steps == list(range(4, metrics["global_step"], 5))
+    epoch_loss = [e.value for e in ea.Scalars("train/loss_epoch")]
+    assert len(epoch_loss) == 3 and epoch_loss[-1] < epoch_loss[0]
+    assert [round(e.value, 3) for e in ea.Scalars("train/acc")][-1] > 0.8
+
+
+def test_benchmark_script_prints_the_table(tmp_path):
+    r = cli("benchmarks/bench_train.py", "--model", "mlp", "--rounds", "1", "--epochs", "2", "--steps", "20",
+            "--data-dir", str(tmp_path / "data"), timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| mlp |")]
+    assert len(rows) == 2 and "plain PyTorch" in rows[0] and "framework" in rows[1]
+    assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 784
