@@ -61,6 +61,8 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
 
     model_factory = instantiate(cfg.model)
     net = build_net(model_factory, spec, choices.get("model", "the model"), choices.get("data", spec.name))
+    if cfg.get("compile"):
+        net.compile()
     if cfg.get("init_from"):
         skipped = load_weights(net, cfg.init_from)
         print(f"Initialised from {cfg.init_from}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""))

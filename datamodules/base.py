@@ -49,6 +49,8 @@ class BatchLoader:
 
     def __iter__(self):
         order, bs = self.sampler.order(), self.batch_size
+        if order is not None:
+            order = order.to(self.tensors[0].device)  # index on the device the data lives on
         for i in range(len(self)):
             if order is None:  # contiguous slices are views: no copy at all
                 yield tuple(t[i * bs:(i + 1) * bs] for t in self.tensors)
@@ -61,9 +63,11 @@ class TensorDataModule(L.LightningDataModule):
     """A datamodule whose splits are tensors in memory. Subclasses fill ``self.splits`` in ``setup``
     with {"train": (x, y), "val": (x, y), "test": (x, y)} and define ``spec``."""
 
-    def __init__(self, batch_size: int = 128, eval_batch_size: int = 1024, seed: int = 0):
+    def __init__(self, batch_size: int = 128, eval_batch_size: int = 1024, seed: int = 0,
+                 data_on_device: bool = True):
         super().__init__()
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.data_on_device = data_on_device
         # Training batches of steps_per_execution x batch_size rows, in the order of that many
         # separate batches; the task splits them again (zoo/execution.py). Set by train.py.
         self.steps_per_execution = 1
@@ -76,15 +80,24 @@ class TensorDataModule(L.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         return {k: len(v[0]) for k, v in self.splits.items()}
 
+    def split(self, name: str) -> tuple[torch.Tensor, ...]:
+        """A split's tensors; on an accelerator they are moved there once, so every batch is cut
+        from device memory and nothing crosses the bus per step (data_on_device=false: per batch)."""
+        tensors = self.splits[name]
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.data_on_device and device.type != "cpu" and tensors[0].device != device:
+            tensors = self.splits[name] = tuple(t.to(device) for t in tensors)
+        return tensors
+
     def train_dataloader(self):
-        return BatchLoader(self.splits["train"], self.batch_size * self.steps_per_execution, shuffle=True,
+        return BatchLoader(self.split("train"), self.batch_size * self.steps_per_execution, shuffle=True,
                            seed=self.seed)
 
     def val_dataloader(self):
-        return BatchLoader(self.splits["val"], self.eval_batch_size)
+        return BatchLoader(self.split("val"), self.eval_batch_size)
 
     def test_dataloader(self):
-        return BatchLoader(self.splits["test"], self.eval_batch_size)
+        return BatchLoader(self.split("test"), self.eval_batch_size)
 
 
 def seeded_split(n: int, sizes: list[int], seed: int) -> list[torch.Tensor]:

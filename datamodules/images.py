@@ -26,8 +26,9 @@ class ImageClassificationData(TensorDataModule):
 
     def __init__(self, data_dir: str = "data", batch_size: int = 128, eval_batch_size: int = 1024,
                  val_size: float = 0.1, seed: int = 0, download: bool = True,
-                 mirror: str | None = None, random_crop: int = 0, hflip: bool = False):
-        super().__init__(batch_size, eval_batch_size, seed)
+                 mirror: str | None = None, random_crop: int = 0, hflip: bool = False,
+                 data_on_device: bool = True):
+        super().__init__(batch_size, eval_batch_size, seed, data_on_device)
         self.data_dir = os.path.expanduser(str(data_dir))
         self.val_size, self.download, self.mirror = val_size, download, mirror
         self.crop_padding, self.hflip = int(random_crop), bool(hflip)

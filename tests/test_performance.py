@@ -51,3 +51,23 @@ def test_benchmark_script_prints_the_table(tmp_path):
     rows = [line for line in r.stdout.splitlines() if line.startswith("| mlp |")]
     assert len(rows) == 2 and "plain PyTorch" in rows[0] and "framework" in rows[1]
     assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 784
+
+
+def test_compile_trains_and_keeps_plain_checkpoint_keys(tmp_path):
+    import torch
+
+    metrics = run_train(["compile=true", "trainer.max_epochs=1", "callbacks.histograms=null"], tmp_path / "run")
+    assert metrics["test/acc"] > 0.5
+    keys = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert "net.head.weight" in keys and not any("_orig_mod" in k for k in keys)
+
+
+def test_data_stays_put_on_the_cpu_and_batches_are_views_of_it():
+    from datamodules.images import DigitsData
+
+    dm = DigitsData(batch_size=32)
+    dm.setup("fit")
+    x, _ = dm.split("train")
+    assert x.device.type == "cpu" and x is dm.splits["train"][0]
+    first = next(iter(dm.val_dataloader()))[0]
+    assert first.data_ptr() == dm.splits["val"][0].data_ptr()  # unshuffled batches are slices, no copy
