@@ -22,9 +22,15 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from zoo.reliability import RunStopped
+
     with user_errors():
         check_config(cfg)
-        metrics = train(cfg)
+        try:
+            metrics = train(cfg)
+        except RunStopped as stop:
+            sys.stderr.write(f"{stop}\n")
+            sys.exit(stop.exit_code)
     return metrics.get(cfg.get("optimized_metric"))
 
 
@@ -45,6 +51,8 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
 
     from zoo.artifacts import load_weights, write_json_atomic
     from zoo.callbacks import ValidationHistory, write_hparams
+    from zoo.reliability import (AtomicCheckpointIO, Diverged, DivergenceGuard, GracefulStop, RunState, RunStopped,
+                                 read_resume_state, rewind_event_files)
     from zoo.tasks import build_net, build_task, task_name
 
     choices = group_choices()
@@ -73,12 +81,38 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     task = build_task(task_name(spec, model_factory), spec, net, instantiate(cfg.optimizer), scheduler, hparams,
                       {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None)
 
-    history = ValidationHistory()
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [history, *extra_callbacks]
-    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # resume=true continues this run folder's resume.ckpt exactly; the event files are first cut
+    # back to where that checkpoint was written, so the replayed steps are not logged twice.
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    resume_from = resume_point(cfg, ckpt_dir, read_resume_state, rewind_event_files, out_dir)
 
-    trainer.fit(task, datamodule=datamodule)
+    history = ValidationHistory()
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks += [history, RunState(ckpt_dir), GracefulStop(ckpt_dir), DivergenceGuard(), *extra_callbacks]
+    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=[AtomicCheckpointIO()])
+
+    # tuner.lr_find=true: Lightning's learning-rate finder picks the learning rate (zoo/tuning.py);
+    # the run's recorded config then holds the rate it trained with.
+    if OmegaConf.select(cfg, "tuner.lr_find", default=False) and not resume_from:
+        from zoo.tuning import find_lr
+
+        found = find_lr(trainer, task, datamodule, cfg.tuner)
+        if found is not None:
+            hparams["config"]["optimizer"]["lr"] = found
+
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except (RunStopped, Diverged) as stop:
+        if trainer.is_global_zero:
+            write_json_atomic(os.path.join(out_dir, "metrics.json"), {
+                "status": "interrupted" if isinstance(stop, RunStopped) else "diverged", "error": str(stop),
+                "epochs": trainer.current_epoch, "global_step": trainer.global_step})
+        if isinstance(stop, RunStopped):
+            raise RunStopped(f"{stop}; continue with: python {' '.join(sys.argv)} resume=true "
+                             f"hydra.run.dir={out_dir}", stop.exit_code) from None
+        raise
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
@@ -89,7 +123,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
         results = trainer.test(task, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=True)
         metrics.update(results[0] if results else {})
     metrics = {k: float(v) for k, v in metrics.items()}
-    summary = {**metrics, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+    summary = {**metrics, "status": "finished", "epochs": trainer.current_epoch, "global_step": trainer.global_step,
                "best_epoch": best_val.get("epoch"), "best_checkpoint": best_path,
                "seconds": round(time.perf_counter() - started, 2)}
     if trainer.is_global_zero:
@@ -98,6 +132,20 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
                       {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))})
         report(summary, out_dir)
     return summary
+
+
+def resume_point(cfg: DictConfig, ckpt_dir: str, read_resume_state, rewind_event_files, out_dir: str) -> str | None:
+    """The checkpoint to resume from, if ``resume=true`` and the run folder has one."""
+    if not cfg.get("resume"):
+        return None
+    path = os.path.join(ckpt_dir, "resume.ckpt")
+    if not os.path.isfile(path):
+        print(f"resume=true, but {path} does not exist: starting a fresh run in {out_dir}.")
+        return None
+    state = read_resume_state(path)
+    rewind_event_files(out_dir, state["global_step"])
+    print(f"Resuming {out_dir} from epoch {state['epoch']}, step {state['global_step']}.")
+    return path
 
 
 def flat_hparams(config: dict, choices: dict[str, str]) -> dict:

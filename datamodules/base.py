@@ -8,6 +8,7 @@ sees the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import lightning as L
 import torch
@@ -32,31 +33,77 @@ class EpochShuffle:
 
 
 class BatchLoader:
-    """Iterates (x, y, ...) batches of tensors that share their first dimension."""
+    """Iterates (x, y, ...) batches of tensors that share their first dimension.
+
+    It is stateful in Lightning's sense (``state_dict``/``load_state_dict``): a checkpoint taken in
+    the middle of an epoch records how many batches were trained on, and a resumed run skips them.
+    ``trained`` tells how many batches of the running epoch the training loop has finished (the
+    loader cannot: Lightning reads ahead).
+
+    Under DDP (``world_size`` > 1; Lightning adds no DistributedSampler to a loader of its own)
+    each process takes its part of every batch: a shuffled epoch is cut into global batches of
+    ``batch_size x world_size`` rows of the one permutation all processes draw from (seed, epoch),
+    and process ``rank`` takes its slice of each, so the processes see disjoint rows, the same
+    number of batches, and together the batches one process would see with the global batch size.
+    An unshuffled split (validation, test) is cut into ``world_size`` contiguous parts.
+    """
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0):
+                 drop_last: bool = False, seed: int = 0, trained: Callable[[], int] | None = None,
+                 rank: int = 0, world_size: int = 1):
         n = len(tensors[0])
         if any(len(t) != n for t in tensors):
             raise ValueError("all tensors of a BatchLoader need the same length")
         self.tensors, self.batch_size, self.drop_last = tensors, batch_size, drop_last
         self.sampler = EpochShuffle(n, shuffle, seed)
         self.batch_sampler = None  # Lightning's loops look for one; the batches come from __iter__
+        self.trained = trained
+        self._iter_epoch, self._resume_at = -1, None
+        self.rank, self.world_size = rank, world_size
+
+    def _part(self) -> tuple[int, int]:
+        """This process's rows of an unshuffled split: [lo, hi)."""
+        n, w = self.sampler.n, self.world_size
+        return n * self.rank // w, n * (self.rank + 1) // w
 
     def __len__(self) -> int:
-        n = self.sampler.n
+        n, w = self.sampler.n, self.world_size
+        if w > 1 and self.sampler.shuffle:  # global batches; a last one too small to give every process a row is left out
+            g = self.batch_size * w
+            return n // g + (0 if self.drop_last or n % g < w else 1)
+        if w > 1:
+            lo, hi = self._part()
+            n = hi - lo
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
         order, bs = self.sampler.order(), self.batch_size
         if order is not None:
             order = order.to(self.tensors[0].device)  # index on the device the data lives on
-        for i in range(len(self)):
+        start = 0
+        if self._resume_at is not None and self._resume_at["epoch"] == self.sampler.epoch:
+            start = self._resume_at["batches"]  # the batches of this epoch trained before a checkpoint
+        self._resume_at, self._iter_epoch = None, self.sampler.epoch
+        lo, hi = self._part()
+        w = self.world_size
+        for i in range(start, len(self)):
             if order is None:  # contiguous slices are views: no copy at all
-                yield tuple(t[i * bs:(i + 1) * bs] for t in self.tensors)
+                yield tuple(t[lo + i * bs:min(lo + (i + 1) * bs, hi)] for t in self.tensors)
             else:
-                idx = order[i * bs:(i + 1) * bs]
+                idx = order[i * bs * w:(i + 1) * bs * w]
+                if w > 1:
+                    idx = idx.tensor_split(w)[self.rank]
                 yield tuple(t[idx] for t in self.tensors)
+
+    def state_dict(self) -> dict:
+        """The epoch and how many of its batches are trained on."""
+        if self._iter_epoch != self.sampler.epoch or self.trained is None:
+            return {"epoch": self.sampler.epoch, "batches": 0}  # the epoch is set but not begun
+        return {"epoch": self._iter_epoch, "batches": int(self.trained())}
+
+    def load_state_dict(self, state: dict) -> None:
+        # Loaded before Lightning sets the epoch: compared when the next epoch's iteration starts.
+        self._resume_at = {"epoch": int(state["epoch"]), "batches": int(state.get("batches", 0))}
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -89,15 +136,24 @@ class TensorDataModule(L.LightningDataModule):
             tensors = self.splits[name] = tuple(t.to(device) for t in tensors)
         return tensors
 
+    def _ranks(self) -> dict:
+        """This process's place under DDP, for the loaders to take their part of each batch."""
+        trainer = self.trainer
+        return {"rank": trainer.global_rank, "world_size": trainer.world_size} if trainer is not None else {}
+
+    def _trained_in_epoch(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
     def train_dataloader(self):
         return BatchLoader(self.split("train"), self.batch_size * self.steps_per_execution, shuffle=True,
-                           seed=self.seed)
+                           seed=self.seed, trained=self._trained_in_epoch if self.trainer is not None else None,
+                           **self._ranks())
 
     def val_dataloader(self):
-        return BatchLoader(self.split("val"), self.eval_batch_size)
+        return BatchLoader(self.split("val"), self.eval_batch_size, **self._ranks())
 
     def test_dataloader(self):
-        return BatchLoader(self.split("test"), self.eval_batch_size)
+        return BatchLoader(self.split("test"), self.eval_batch_size, **self._ranks())
 
 
 def seeded_split(n: int, sizes: list[int], seed: int) -> list[torch.Tensor]:

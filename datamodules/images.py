@@ -6,7 +6,11 @@ Files live under ``data_dir`` in torchvision's own layout (``<data_dir>/MNIST/ra
 """
 from __future__ import annotations
 
+import math
 import os
+import shutil
+import tarfile
+import tempfile
 from urllib.error import URLError
 
 import torch
@@ -53,6 +57,8 @@ class ImageClassificationData(TensorDataModule):
         mean = x[train_idx].mean(dim=(0, 2, 3), keepdim=True)
         std = x[train_idx].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         norm = lambda t: (t - mean) / std  # noqa: E731
+        # Kept (per channel) so a task can map the images back to pixels, e.g. a GAN's [-1, 1].
+        self.pixel_mean, self.pixel_std = mean.flatten(), std.flatten()
         self.splits = {
             "train": (norm(x[train_idx]), y[train_idx]),
             "val": (norm(x[val_idx]), y[val_idx]),
@@ -121,14 +127,26 @@ class TorchvisionImages(ImageClassificationData):
             raise UserError(
                 f"{self.name} is not in {where} (expected {files}) and data.download=false; "
                 f"put the files there or use data=digits, which ships offline.")
+        # torchvision downloads (and checks the archives' md5) into a scratch folder; only whole,
+        # extracted files are moved into place, so an interrupted download is never taken for data.
+        os.makedirs(self.data_dir, exist_ok=True)
+        scratch = tempfile.mkdtemp(dir=self.data_dir, prefix=".download-")
         try:
+            ds.root = scratch
             ds.download()
-        except (RuntimeError, URLError, OSError) as e:
+            for folder, _, names in os.walk(os.path.join(scratch, self.folder())):
+                target = os.path.join(self.data_dir, os.path.relpath(folder, scratch))
+                os.makedirs(target, exist_ok=True)
+                for name in names:
+                    os.replace(os.path.join(folder, name), os.path.join(target, name))
+        except (RuntimeError, URLError, OSError, EOFError, tarfile.TarError) as e:
             reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             raise UserError(
                 f"{self.name} is not in {where} (expected {files}) and downloading it failed "
                 f"({reason}); copy the files there, point paths.data_dir at a folder that has them, "
                 f"or use data=digits, which ships offline.") from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def is_complete(self, ds) -> bool:
         raise NotImplementedError
@@ -148,6 +166,20 @@ class TorchvisionImages(ImageClassificationData):
     @staticmethod
     def to_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+
+def check_idx_file(path: str) -> None:
+    """An IDX file (MNIST's format) is as long as its header says, or a sentence naming it."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header = f.read(4)
+        ndim = header[3] if len(header) == 4 else 0
+        dims = f.read(4 * ndim)
+    expected = 4 + 4 * ndim + (math.prod(int.from_bytes(dims[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
+                               if len(dims) == 4 * ndim else 0)
+    if len(header) < 4 or header[:2] != b"\0\0" or ndim == 0 or len(dims) < 4 * ndim or size != expected:
+        raise UserError(f"{path} is truncated or corrupt ({size} bytes where its header promises {expected}); "
+                        f"delete it and run again to download it afresh.")
 
 
 class MNISTData(TorchvisionImages):
@@ -170,6 +202,12 @@ class MNISTData(TorchvisionImages):
 
     def is_complete(self, ds) -> bool:
         return ds._check_exists()
+
+    def load_raw(self):
+        raw = os.path.join(self.data_dir, self.folder())
+        for name in self.expected_files():
+            check_idx_file(os.path.join(raw, name))
+        return super().load_raw()
 
     @staticmethod
     def to_tensors(ds):

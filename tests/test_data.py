@@ -114,7 +114,8 @@ def test_truncated_file_gets_a_sentence(tmp_path):
     (raw / "train-images-idx3-ubyte").write_bytes(blob[: len(blob) // 2])
     dm = MNISTData(data_dir=str(tmp_path))
     dm.prepare_data()
-    with pytest.raises(UserError, match=r"cannot be read .* delete that folder"):
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte is truncated or corrupt \(\d+ bytes where its header "
+                                        r"promises \d+\); delete it and run again"):
         dm.setup("fit")
 
 

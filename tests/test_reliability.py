@@ -1,0 +1,241 @@
+"""Runs survive kill -9, Ctrl-C/SIGTERM, divergence and hostile files, and lose nothing written."""
+from __future__ import annotations
+
+import collections
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, cli, fake_idx_files, gz
+
+RUN = ["seed=3", "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.log_every_n_steps=5",
+       "callbacks.gradient_norms.every_n_steps=5", "callbacks.histograms.every_n_steps=7",
+       "callbacks.progress_bar=null", "callbacks.early_stopping=null"]
+SLOW = ["+callbacks.sleepy._target_=tests.sleepy.SleepPerStep", "+callbacks.sleepy.seconds=0.06"]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def events(run: Path) -> collections.Counter:
+    """(tag, step) -> how many times it is in the run's event files, read raw."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    counts = collections.Counter()
+    for path in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                counts[(value.tag, event.step)] += 1
+    return counts
+
+
+def curve_steps(counts: collections.Counter) -> dict[str, list[int]]:
+    return {tag: sorted(s for (t, s) in counts if t == tag) for tag in {t for t, _ in counts}}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    r = cli("train.py", *RUN, *SLOW[:1], "+callbacks.sleepy.seconds=0", f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads((out / "metrics.json").read_text()), events(out)
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    proc = start([*RUN, *SLOW, f"hydra.run.dir={out}"])
+    resume_ckpt = out / "checkpoints" / "resume.ckpt"
+    wait_for(resume_ckpt.exists)  # written as epoch 1 starts
+    time.sleep(0.5)               # some steps into epoch 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+
+    r = cli("train.py", *RUN, *SLOW[:1], "+callbacks.sleepy.seconds=0", f"hydra.run.dir={out}", "resume=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Resuming" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    whole, whole_events = uninterrupted
+    for key in ("test/acc", "test/loss", "val/acc", "val/loss", "global_step", "epochs", "best_epoch"):
+        assert metrics[key] == whole[key], key
+    counts = events(out)
+    # Every (tag, step) as often as in the uninterrupted run: nothing twice, nothing missing.
+    assert counts == whole_events, (counts - whole_events, whole_events - counts)
+    assert curve_steps(counts)["train/loss"] == list(range(4, 80, 5))
+
+
+def test_sigint_stops_with_a_resumable_checkpoint_and_says_how(uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    proc = start([*RUN, *SLOW, f"hydra.run.dir={out}"])
+    wait_for(lambda: (out / "tensorboard").exists())
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and f"resume=true hydra.run.dir={out}" in stderr
+    assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
+    ckpt = torch.load(out / "checkpoints" / "resume.ckpt", weights_only=True)
+    assert 0 < ckpt["global_step"] < uninterrupted[0]["global_step"]
+
+    r = cli("train.py", *RUN, *SLOW[:1], "+callbacks.sleepy.seconds=0", f"hydra.run.dir={out}", "resume=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["global_step"] == uninterrupted[0]["global_step"]
+    assert metrics["test/acc"] == uninterrupted[0]["test/acc"]  # resumed mid-epoch, exactly
+    counts = events(out)
+    assert counts == uninterrupted[1], (counts - uninterrupted[1], uninterrupted[1] - counts)
+
+
+def test_resume_without_a_checkpoint_starts_fresh_and_says_so(tmp_path):
+    r = cli("train.py", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}", "resume=true")
+    assert r.returncode == 0 and "does not exist: starting a fresh run" in r.stdout
+
+
+def test_divergence_stops_keeps_checkpoints_and_records_it(tmp_path):
+    out = tmp_path / "run"
+    # Two good epochs, then the step schedule multiplies the learning rate by a million.
+    r = cli("train.py", "trainer.max_epochs=5", "scheduler=step", "scheduler.factory.step_size=2",
+            "scheduler.factory.gamma=1e6", "optimizer=sgd", "callbacks.early_stopping=null",
+            f"hydra.run.dir={out}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training diverged at step ") and "optimizer.lr=" in line
+    step = int(line.split("at step ")[1].split(":")[0])
+    assert 40 <= step <= 62  # within the third epoch (20 steps per epoch)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "diverged" in metrics["error"]
+    for name in os.listdir(out / "checkpoints"):
+        state = torch.load(out / "checkpoints" / name, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values()), name  # only good weights kept
+    assert (out / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    from zoo.artifacts import write_json_atomic
+    from zoo.reliability import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    good = path.read_bytes()
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["last.ckpt"]
+
+    write_json_atomic(str(tmp_path / "metrics.json"), {"a": 1})
+    monkeypatch.setattr(json, "dump", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        write_json_atomic(str(tmp_path / "metrics.json"), {"a": 2})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1}
+
+
+class _Boom:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ck") / "run"
+    r = cli("train.py", "trainer.max_epochs=1", f"hydra.run.dir={out}")
+    assert r.returncode == 0
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_truncated_corrupt_and_malicious_checkpoints_are_refused(checkpoint, tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(checkpoint.read_bytes()[:5000])
+    marker = tmp_path / "pwned"
+    malicious = tmp_path / "malicious.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": {}}, "x": _Boom(str(marker))}, malicious)
+    for bad, text in ((truncated, "is not a readable checkpoint"), (malicious, "holds objects other than plain data")):
+        for args in (("eval.py", f"ckpt_path={bad}"), ("train.py", f"init_from={bad}", f"hydra.run.dir={tmp_path / 'r'}")):
+            r = cli(*args)
+            assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+            assert text in r.stderr.strip().splitlines()[-1]
+    assert not marker.exists()  # nothing was executed
+
+
+def test_malicious_resume_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    torch.save({"x": _Boom(str(marker))}, out / "checkpoints" / "resume.ckpt")
+    r = cli("train.py", "trainer.max_epochs=1", f"hydra.run.dir={out}", "resume=true")
+    assert r.returncode == 2 and "holds objects other than plain data" in r.stderr and not marker.exists()
+
+
+def test_an_interrupted_download_is_never_taken_for_the_file(tmp_path, monkeypatch):
+    """The server cuts the connection half-way through one file: nothing lands in MNIST/raw; the next
+    attempt, with a working server, downloads everything."""
+    import torchvision.datasets as tvd
+
+    from datamodules.images import MNISTData
+    from zoo.errors import UserError
+
+    files = {f"{n}.gz": gz(b) for n, b in fake_idx_files().items()}
+    import hashlib
+
+    monkeypatch.setattr(tvd.MNIST, "resources", [(n, hashlib.md5(b).hexdigest()) for n, b in files.items()])
+    cut = {"on": True}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            blob = files.get(self.path.lstrip("/"))
+            if blob is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(blob)))
+            self.end_headers()
+            self.wfile.write(blob[: len(blob) // 2] if cut["on"] and "train-images" in self.path else blob)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    data = tmp_path / "data"
+    try:
+        with pytest.raises(UserError, match="downloading it failed"):
+            MNISTData(data_dir=str(data), mirror=url).prepare_data()
+        raw = data / "MNIST" / "raw"
+        assert not raw.exists() or not any(raw.iterdir())
+        assert [p.name for p in data.iterdir() if p.name.startswith(".download")] == []
+        cut["on"] = False
+        dm = MNISTData(data_dir=str(data), mirror=url, val_size=16)
+        dm.prepare_data()
+        dm.setup("fit")
+        assert dm.split_sizes()["test"] == 48
+    finally:
+        server.shutdown()
+        server.server_close()

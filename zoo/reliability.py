@@ -1,0 +1,234 @@
+"""Runs that survive being killed, interrupted or diverging, and lose nothing already written.
+
+- ``RunState`` writes ``checkpoints/resume.ckpt`` between epochs (after the epoch's logging) with the
+  RNG states, so ``resume=true`` continues exactly: same batches, same dropout masks; the event
+  files are first cut back to the checkpoint's step, so no step appears twice.
+- ``GracefulStop``: the first Ctrl-C (SIGINT) or SIGTERM stops after the current step with a
+  resumable checkpoint; a second one stops at once.
+- ``DivergenceGuard`` stops within a step when the loss is NaN or infinite, before any checkpoint of
+  the broken weights is written.
+- ``AtomicCheckpointIO`` writes every checkpoint to a temporary file and renames it into place.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from zoo.callbacks import tensorboards
+from zoo.errors import UserError
+
+RESUME_FILE = "resume.ckpt"
+
+
+class RunStopped(Exception):
+    """Training ended early on purpose (a signal); ``exit_code`` is what the process returns."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Diverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+# ---- atomic checkpoint files -------------------------------------------------------------------
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: a crash while saving leaves the previous file whole."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = str(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+# ---- exact resumption --------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """Every random generator a training step may draw from, as plain data (weights_only-safe)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rewind_event_files(log_dir: str, step: int) -> int:
+    """Drop from the run's TensorBoard event files every event at ``step`` or later (and the final
+    HParams summary): that part of the run is about to be replayed from a checkpoint at ``step``.
+    Every event of a step is logged at that step or earlier (epoch-end metrics at the epoch's last
+    step), so the resumed run writes each step once. Returns the number of events dropped."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    dropped = 0
+    for root, _, names in os.walk(log_dir):
+        for name in sorted(n for n in names if n.startswith("events.out.tfevents.")):
+            path = os.path.join(root, name)
+            events = list(EventFileLoader(path).Load())
+            keep = [e for e in events if not (e.HasField("summary") and (
+                e.step >= step or any(v.tag.startswith("_hparams_/") for v in e.summary.value)))]
+            if len(keep) == len(events):
+                continue
+            dropped += len(events) - len(keep)
+            tmp = path + ".rewind"
+            with open(tmp, "wb") as f:
+                writer = RecordWriter(f)
+                for event in keep:
+                    writer.write(event.SerializeToString())
+            os.replace(tmp, path)
+    return dropped
+
+
+class RunState(L.Callback):
+    """Writes ``<dirpath>/resume.ckpt`` between epochs (the previous one complete, validated and
+    logged; the next one not begun) and at the end of training, with the random generators' states."""
+
+    def __init__(self, dirpath: str):
+        self.path = os.path.join(dirpath, RESUME_FILE)
+        self._resumed_at: int | None = None
+        self._between_epochs = False
+
+    def save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        set_rng_state(state["rng"])
+        self._resumed_at = -1  # the epoch resumed into is not saved again before it has run
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._resumed_at == -1:
+            self._resumed_at = trainer.current_epoch
+        if trainer.current_epoch > 0 and trainer.current_epoch != self._resumed_at:
+            self._between_epochs = True
+            try:
+                self.save(trainer)
+            finally:
+                self._between_epochs = False
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._between_epochs:
+            # Lightning has already counted the next epoch as "ready" when this hook runs; record the
+            # state as it was a moment before (previous epoch completed, next not yet begun), which
+            # is the state Lightning resumes cleanly from.
+            progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+            for part in ("current", "total"):
+                progress[part]["ready"] = progress[part]["completed"]
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.global_step > 0:
+            self.save(trainer)
+
+
+def read_resume_state(path: str) -> dict:
+    """The epoch and step a resume.ckpt continues from (loaded as data only)."""
+    from zoo.artifacts import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    return {"epoch": ckpt.get("epoch"), "global_step": int(ckpt.get("global_step", 0))}
+
+
+# ---- signals -----------------------------------------------------------------------------------
+
+class GracefulStop(L.Callback):
+    """First SIGINT/SIGTERM: finish the current step, write a resumable checkpoint, stop.
+    A second one: stop at once (KeyboardInterrupt)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, dirpath: str):
+        self.path = os.path.join(dirpath, RESUME_FILE)
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received:
+            self._restore()
+            raise KeyboardInterrupt(f"second {name}")
+        self.received = name
+        sys.stderr.write(f"\n{name} received: stopping after this step and writing a checkpoint "
+                         f"(press Ctrl-C again to stop at once).\n")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            sig = getattr(signal, name)
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.received:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            code = 128 + getattr(signal, self.received)
+            raise RunStopped(f"stopped by {self.received} at epoch {trainer.current_epoch}, step "
+                             f"{trainer.global_step}; the checkpoint {self.path} resumes it", code)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()
+
+
+# ---- divergence --------------------------------------------------------------------------------
+
+class DivergenceGuard(L.Callback):
+    """Stops training when the training loss is NaN or infinite. On a CPU the loss of each step is
+    checked at once; on an accelerator the check reads the previous step's flag, which is ready by
+    then, so it costs no wait (the run stops one step later)."""
+
+    def __init__(self):
+        self._pending: tuple[torch.Tensor, int, torch.Tensor] | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        current = (torch.isfinite(loss.detach()).all(), trainer.global_step, loss.detach())
+        check, self._pending = (current, None) if loss.device.type == "cpu" else (self._pending, current)
+        if check is not None and not bool(check[0]):
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else "the run folder"
+            raise Diverged(
+                f"training diverged at step {check[1]}: the loss became {float(check[2])}, most likely because the "
+                f"learning rate is too high for this model (optimizer.lr={lr:g}); try a 10x smaller optimizer.lr or "
+                f"trainer.gradient_clip_val=1.0 (the last good checkpoints are kept in {folder}).")
