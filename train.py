@@ -51,8 +51,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
 
     from zoo.artifacts import load_weights, write_json_atomic
     from zoo.callbacks import ValidationHistory, write_hparams
-    from zoo.reliability import (AtomicCheckpointIO, Diverged, DivergenceGuard, GracefulStop, RunState, RunStopped,
-                                 read_resume_state, rewind_event_files)
+    from zoo.reliability import AtomicCheckpointIO, Diverged, DivergenceGuard, GracefulStop, RunState, RunStopped
     from zoo.tasks import build_net, build_task, task_name
 
     choices = group_choices()
@@ -84,7 +83,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     # resume=true continues this run folder's resume.ckpt exactly; the event files are first cut
     # back to where that checkpoint was written, so the replayed steps are not logged twice.
     ckpt_dir = os.path.join(out_dir, "checkpoints")
-    resume_from = resume_point(cfg, ckpt_dir, read_resume_state, rewind_event_files, out_dir)
+    resume_from = resume_point(cfg, ckpt_dir, out_dir)
 
     history = ValidationHistory()
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
@@ -113,6 +112,13 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
             raise RunStopped(f"{stop}; continue with: python {' '.join(sys.argv)} resume=true "
                              f"hydra.run.dir={out_dir}", stop.exit_code) from None
         raise
+    except RuntimeError as e:
+        if resume_from and "state_dict" in str(e):
+            from zoo.errors import UserError
+
+            raise UserError(f"{resume_from} does not fit this run's model or optimizer ({str(e).splitlines()[0]}); "
+                            f"resume with the same overrides as the run that wrote it.") from None
+        raise
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
@@ -134,8 +140,10 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     return summary
 
 
-def resume_point(cfg: DictConfig, ckpt_dir: str, read_resume_state, rewind_event_files, out_dir: str) -> str | None:
+def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str) -> str | None:
     """The checkpoint to resume from, if ``resume=true`` and the run folder has one."""
+    from zoo.reliability import read_resume_state, rewind_event_files
+
     if not cfg.get("resume"):
         return None
     path = os.path.join(ckpt_dir, "resume.ckpt")

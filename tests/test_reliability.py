@@ -239,3 +239,11 @@ def test_an_interrupted_download_is_never_taken_for_the_file(tmp_path, monkeypat
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_resume_with_another_model_says_so(tmp_path):
+    out = tmp_path / "run"
+    assert cli("train.py", "trainer.max_epochs=2", f"hydra.run.dir={out}").returncode == 0
+    r = cli("train.py", "trainer.max_epochs=3", "model.widths=[32]", f"hydra.run.dir={out}", "resume=true")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "does not fit this run's model or optimizer" in r.stderr.strip().splitlines()[-1]
