@@ -13,7 +13,10 @@ from omegaconf import DictConfig
 from zoo.config import preflight, user_errors
 
 # task name -> "module:function(ckpt: dict, cfg: DictConfig) -> None"
-GENERATORS: dict[str, str] = {}
+GENERATORS: dict[str, str] = {
+    "adversarial": "zoo.adversarial:generate",
+    "language_model": "zoo.language_model:generate",
+}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")

@@ -85,9 +85,9 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(uninterrupted
 
 def test_sigint_stops_with_a_resumable_checkpoint_and_says_how(uninterrupted, tmp_path):
     out = tmp_path / "run"
-    proc = start([*RUN, *SLOW, f"hydra.run.dir={out}"])
-    wait_for(lambda: (out / "tensorboard").exists())
-    time.sleep(1.5)
+    mark = tmp_path / "step7"
+    proc = start([*RUN, *SLOW, f"+callbacks.sleepy.mark={mark}", f"hydra.run.dir={out}"])
+    wait_for(mark.exists)  # seven steps into the first epoch
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr[-2000:]

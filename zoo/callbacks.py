@@ -293,7 +293,7 @@ def write_hparams(trainer: L.Trainer, params: dict, metrics: dict[str, float]) -
         w.flush()
 
 
-def _image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
+def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> one (C, H', W') image, small images enlarged to >= 28 px so
     TensorBoard shows 8x8 digits at a visible size."""
     from torchvision.utils import make_grid
@@ -320,7 +320,7 @@ class SampleGrid(L.Callback):
             return
         images = sample(self.num_samples, self.seed)
         columns = getattr(pl_module, "grid_columns", None) or math.ceil(math.sqrt(len(images)))
-        grid = _image_grid(images, columns)
+        grid = image_grid(images, columns)
         for w in writers:
             w.add_image("samples/fixed_noise", grid, logging_step(trainer))
 
@@ -349,7 +349,7 @@ class RealImages(L.Callback):
             lo = x.flatten(1).min(1).values[:, None, None, None]
             hi = x.flatten(1).max(1).values[:, None, None, None]
             x = (x - lo) / (hi - lo).clamp_min(1e-8)
-        grid = _image_grid(x, math.ceil(math.sqrt(len(x))))
+        grid = image_grid(x, math.ceil(math.sqrt(len(x))))
         for w in writers:
             w.add_image("samples/real", grid, logging_step(trainer))
 

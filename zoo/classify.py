@@ -14,7 +14,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from zoo.execution import StepsPerExecution
 
@@ -29,10 +29,15 @@ class ClassificationTask(StepsPerExecution, L.LightningModule):
         self.net, self.num_classes = net, num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+        # The learning rate to start from instead of the optimizer config's; Lightning's
+        # learning-rate finder (tuner.lr_find=true) sets it.
+        self.lr: float | None = None
         if hparams is not None:
             self.save_hyperparameters(hparams)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Macro F1: every class counts the same, whatever its size (val/macro_f1, test/macro_f1).
+        self.f1 = nn.ModuleDict({s: MulticlassF1Score(num_classes, average="macro") for s in ("val", "test")})
         # Training loss and accuracy are summed on the device and logged once per epoch: a
         # `self.log` call costs about as much as a whole step of a small model (Lightning moves its
         # whole result collection on each call), so the per-step loss is logged only on the
@@ -54,8 +59,11 @@ class ClassificationTask(StepsPerExecution, L.LightningModule):
         loss = F.cross_entropy(logits, y)
         preds = logits.argmax(dim=1)
         metric.update(preds, y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.f1[stage].update(preds, y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
+                 sync_dist=True)  # under DDP: the mean over every process's batches
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/macro_f1", self.f1[stage], on_step=False, on_epoch=True)
         return loss, preds
 
     def on_fit_start(self) -> None:
@@ -98,7 +106,7 @@ class ClassificationTask(StepsPerExecution, L.LightningModule):
         return self.net(batch[0]).softmax(dim=1)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameters(), **({"lr": self.lr} if self.lr else {}))
         if self.scheduler_factory is None:
             return optimizer
         kwargs = {}

@@ -21,6 +21,12 @@ EXIT_USER_ERROR = 2
 
 
 def fail(message: str) -> None:
+    from zoo.sweep import in_multirun
+
+    if in_multirun():  # a job of a sweep: it fails with its sentence (zoo.sweep lists it), the sweep goes on
+        raise UserError(message)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("SLURM_LOCALID", "0") != "0":
+        sys.exit(EXIT_USER_ERROR)  # another process of a DDP run: its rank zero says the sentence
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,73 @@
+"""What both sweepers share: launching jobs whose numbers are not contiguous, reading a job's
+outcome, and refusing bad input with one sentence."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+
+EXIT_USER_ERROR = 2
+
+
+def refuse(message: str) -> None:
+    """A mistake in the sweep's settings: one sentence and exit status 2, as for a single run."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(EXIT_USER_ERROR)
+
+
+def contiguous(numbered: Sequence[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
+    """Split [(job number, x), ...] into runs of consecutive numbers.
+
+    Hydra's launchers number the jobs of one ``launch`` call consecutively from ``initial_job_idx``
+    (and the job number is the job's subfolder), so jobs that must keep given numbers are launched
+    one run of consecutive numbers at a time."""
+    groups: list[list[tuple[int, Any]]] = []
+    for item in sorted(numbered, key=lambda t: t[0]):
+        if groups and groups[-1][-1][0] + 1 == item[0]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def launch_numbered(launcher, jobs: Sequence[tuple[int, list[str]]]) -> dict[int, JobReturn]:
+    """Launch jobs with their own job numbers; {number: JobReturn}."""
+    results: dict[int, JobReturn] = {}
+    for group in contiguous(jobs):
+        returns = launcher.launch([overrides for _, overrides in group], initial_job_idx=group[0][0])
+        for (number, _), ret in zip(group, returns):
+            results[number] = ret
+    return results
+
+
+def job_error(ret: JobReturn) -> BaseException | None:
+    """The exception a failed job raised (None for a completed one), without Hydra's re-raise."""
+    return ret._return_value if ret.status == JobStatus.FAILED else None  # noqa: SLF001 - JobReturn has no public accessor
+
+
+def describe(error: BaseException) -> str:
+    """One line for a job's error (the same as the sweep summary's)."""
+    from zoo.sweep import describe_error
+
+    return describe_error(error)
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_finished(folder: str) -> bool:
+    """Whether the run in ``folder`` ran to its end (metrics.json says so)."""
+    metrics = read_json(os.path.join(folder, "metrics.json"))
+    if not metrics:
+        return False
+    return metrics.get("status", "finished") == "finished"

@@ -1,0 +1,388 @@
+"""AdversarialTask: trains a GAN (zoo/gan.py) with manual optimisation, one optimizer per network.
+
+Each batch: the discriminator D takes a step on real images and on images of the generator G;
+every ``n_critic``-th batch G then takes a step to fool the updated D. Losses (``model.loss``):
+
+- ``non_saturating`` (default): D minimises BCE(D(x), 1 - smoothing) + BCE(D(G(z)), 0); G minimises
+  BCE(D(G(z)), 1), i.e. -log D(G(z)), whose gradient does not vanish when D wins (Goodfellow 2014).
+- ``hinge``: D minimises relu(1 - D(x)) + relu(1 + D(G(z))); G minimises -D(G(z)) (Lim & Ye 2017).
+- ``wgan-gp``: the critic minimises D(G(z)) - D(x) + gp_weight * (|grad D(x_hat)| - 1)^2 on points
+  between real and generated images; G minimises -D(G(z)) (Gulrajani et al. 2017).
+
+Both optimizers come from the run's optimizer group (the discriminator's lr times ``d_lr_scale``),
+each with its own copy of the scheduler. Image quality (``val/fid`` and friends, zoo/quality.py) is
+measured in every validation pass on as many generated images as there are real ones, from the
+same noise every epoch, so the curve shows the generator's changes and nothing else.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.errors import UserError
+from zoo.execution import StepsPerExecution
+
+EVAL_NOISE_SEED = 2024  # the noise of every validation pass
+
+
+class AdversarialTask(StepsPerExecution, L.LightningModule):
+    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable | None = None, scheduler_interval: str = "epoch",
+                 scheduler_monitor: str = "val/fid", hparams: dict[str, Any] | None = None,
+                 judge_dir: str | None = None, data_name: str = "data", steps_per_execution: int = 1):
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = net
+        self.objective = dict(net.objective)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+        self.judge_dir, self.data_name = judge_dir, data_name
+        self.steps_per_execution = steps_per_execution
+        if hparams is not None:
+            self.save_hyperparameters(hparams)
+        channels = net.image_shape[0]
+        # Real images arrive normalised per channel; x * scale + shift puts them in G's [-1, 1].
+        # Set from the datamodule's statistics in setup(); identity for data already in [-1, 1].
+        self.register_buffer("pixel_scale", torch.ones(1, channels, 1, 1), persistent=False)
+        self.register_buffer("pixel_shift", torch.zeros(1, channels, 1, 1), persistent=False)
+        # Sums over the epoch, kept on the device: d_loss*n, d_real*n, d_fake*n, n, g_loss*m, m.
+        self.register_buffer("train_sums", torch.zeros(6), persistent=False)
+        self._last_g_loss: torch.Tensor | None = None
+        self._judge: dict = {}        # plain attribute: the judge is no part of the checkpoint
+        self._meter = None
+        self._eval_sums = None
+        self.clip_val, self.clip_algorithm = None, "norm"
+        self.grid_columns = net.num_classes if net.conditional else None  # sample grids: a class per column
+
+    @classmethod
+    def from_parts(cls, spec, net, optimizer, scheduler: dict, hparams: dict, **options):
+        if not hasattr(net, "objective"):
+            raise UserError(f"the adversarial task trains a generator and a discriminator, and {type(net).__name__} "
+                            f"is not a GAN; use model=gan or model=dcgan.")
+        config = hparams.get("config", {})
+        return cls(net, optimizer, scheduler.get("factory"), scheduler.get("interval", "epoch"),
+                   scheduler.get("monitor", "val/fid"), hparams=hparams,
+                   judge_dir=config.get("paths", {}).get("data_dir"), data_name=spec.name, **options)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def configure_callbacks(self):
+        # Lightning refuses trainer.gradient_clip_val and accumulate_grad_batches under manual
+        # optimisation; this is the first hook that sees the trainer, before that check. The task
+        # takes clipping over (each network's gradients, after the gradient-norm callback has read
+        # them) and explains why accumulation does not apply.
+        trainer = self.trainer
+        if trainer.gradient_clip_val:
+            self.clip_val, self.clip_algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
+            trainer.gradient_clip_val = None
+        if trainer.accumulate_grad_batches != 1:
+            raise UserError(f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} does not apply to "
+                            f"GANs, which step their two optimizers themselves; use a larger data.batch_size instead.")
+        # Under DDP each of the two backward passes of a step uses one network only: DDP must be
+        # told to expect parameters without gradients (set before it wraps the model, in setup).
+        ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
+        if isinstance(ddp_kwargs, dict):
+            ddp_kwargs["find_unused_parameters"] = True
+        return []
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        mean, std = getattr(dm, "pixel_mean", None), getattr(dm, "pixel_std", None)
+        if mean is not None and std is not None:
+            self.pixel_scale.copy_((2 * std).reshape(self.pixel_scale.shape))
+            self.pixel_shift.copy_((2 * mean - 1).reshape(self.pixel_shift.shape))
+        if stage == "fit" and getattr(dm, "crop_padding", 0):
+            print(f"Note: data.random_crop={dm.crop_padding} is off for GAN training: it pads real images with "
+                  f"black borders that the generator would learn to draw (flips stay on).")
+            dm.crop_padding = 0
+
+    def on_fit_start(self) -> None:
+        logged = self.logged_metrics()
+        for cb in self.trainer.callbacks:
+            monitor = getattr(cb, "monitor", None)
+            if monitor and monitor not in logged:
+                raise UserError(f"callback {type(cb).__name__} watches {monitor}, which a GAN does not log; "
+                                f"watch one of {', '.join(m for m in logged if m.startswith('val/'))} "
+                                f"(callbacks=gan watches val/fid).")
+        plateau = any(isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+                      for c in self.trainer.lr_scheduler_configs)
+        if plateau and self.scheduler_monitor not in logged:
+            raise UserError(f"the plateau scheduler watches {self.scheduler_monitor}, which a GAN does not log; "
+                            f"add scheduler.monitor=val/fid.")
+
+    def logged_metrics(self) -> list[str]:
+        """Every metric this task logs: what checkpoints, early stopping and schedulers can watch."""
+        val = ["fid", "fid_real", "confidence", "coverage", "d_real", "d_fake"] + (["cond_acc"] if self.net.conditional else [])
+        train = [f"{k}{s}" for k in ("d_loss", "g_loss", "d_real", "d_fake") for s in ("", "_epoch")]
+        return [f"val/{k}" for k in val] + [f"train/{k}" for k in train]
+
+    def to_model_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised real images -> [-1, 1], the generator's range."""
+        return torch.addcmul(self.pixel_shift, x, self.pixel_scale)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised real images -> [0, 1], for display."""
+        return ((self.to_model_range(x) + 1) / 2).clamp(0, 1)
+
+    # -- losses ---------------------------------------------------------------------------------
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        loss = self.objective["loss"]
+        if loss == "non_saturating":
+            target = torch.full_like(real, 1.0 - self.objective["label_smoothing"])  # one-sided smoothing
+            return F.binary_cross_entropy_with_logits(real, target) + F.softplus(fake).mean()
+        if loss == "hinge":
+            return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        return fake.mean() - real.mean()
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        if self.objective["loss"] == "non_saturating":
+            return F.softplus(-fake).mean()  # BCE(D(G(z)), 1)
+        return -fake.mean()
+
+    def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, labels) -> torch.Tensor:
+        eps = torch.rand(len(real), 1, 1, 1, device=real.device, dtype=real.dtype)
+        between = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        scores = self.net.discriminate(between, labels)
+        grad, = torch.autograd.grad(scores.sum(), between, create_graph=True)
+        return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+    def score_as_d(self, scores: torch.Tensor) -> torch.Tensor:
+        """D(x) as reported: a probability for the non-saturating loss, the raw score otherwise."""
+        return scores.sigmoid() if self.objective["loss"] == "non_saturating" else scores
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_d = self.optimizers()
+        for i, micro in enumerate(self.micro_batches(batch)):
+            self._adversarial_step(micro, batch_idx * self.steps_per_execution + i, opt_g, opt_d)
+
+    def _adversarial_step(self, batch, index: int, opt_g, opt_d) -> None:
+        net, n_critic = self.net, self.objective["n_critic"]
+        real = self.to_model_range(batch[0])
+        labels = batch[1] if net.conditional else None
+        n = len(real)
+        g_turn = (index + 1) % n_critic == 0
+        z = torch.randn(n, net.latent_dim, device=self.device)
+        with torch.set_grad_enabled(g_turn):   # the graph through G is kept only when G steps too
+            fake = net.generate(z, labels)
+
+        d_real, d_fake = net.discriminate(real, labels), net.discriminate(fake.detach(), labels)
+        d_loss = self.d_loss(d_real, d_fake)
+        if self.objective["loss"] == "wgan-gp":
+            d_loss = d_loss + self.objective["gp_weight"] * self.gradient_penalty(real, fake.detach(), labels)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self._step_scheduler(1)
+
+        with torch.no_grad():
+            self.train_sums[:4] += torch.stack([d_loss.detach() * n, self.score_as_d(d_real).sum(),
+                                                self.score_as_d(d_fake).sum(), real.new_tensor(n)])
+        if g_turn:
+            net.discriminator.requires_grad_(False)  # G's step needs gradients through D, not D's own
+            net.head.requires_grad_(False)
+            if net.embed is not None:
+                net.embed.requires_grad_(False)
+            g_loss = self.g_loss(net.discriminate(fake, labels))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            opt_g.step()
+            self._step_scheduler(0)
+            net.requires_grad_(True)
+            with torch.no_grad():
+                self.train_sums[4:] += torch.stack([g_loss.detach() * n, real.new_tensor(n)])
+            self._last_g_loss = g_loss.detach()
+        if self.trainer._logger_connector.should_update_logs:
+            logs = {"train/d_loss": d_loss.detach(), "train/d_real": self.score_as_d(d_real.detach()).mean(),
+                    "train/d_fake": self.score_as_d(d_fake.detach()).mean()}
+            if self._last_g_loss is not None:
+                logs["train/g_loss"] = self._last_g_loss
+            self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.clip_val:  # after the callbacks (gradient norms) have seen the unclipped gradients
+            self.clip_gradients(optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm)
+
+    def on_train_epoch_end(self) -> None:
+        d_loss, d_real, d_fake, n, g_loss, m = self.train_sums
+        n, m = n.clamp_min(1), m.clamp_min(1)
+        self.log_dict({"train/d_loss_epoch": d_loss / n, "train/d_real_epoch": d_real / n,
+                       "train/d_fake_epoch": d_fake / n, "train/g_loss_epoch": g_loss / m}, sync_dist=True)
+        self.train_sums.zero_()
+        if self.scheduler_factory is not None and self.scheduler_interval == "epoch":
+            self._step_scheduler(0, epoch_end=True)
+            self._step_scheduler(1, epoch_end=True)
+
+    # -- schedules ------------------------------------------------------------------------------
+    def _step_scheduler(self, which: int, epoch_end: bool = False) -> None:
+        if self.scheduler_factory is None or (self.scheduler_interval == "epoch") != epoch_end:
+            return
+        scheduler = self.lr_schedulers()[which]
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self.trainer.callback_metrics.get(self.scheduler_monitor)
+            if value is not None:  # none yet when validation runs less often than every epoch
+                scheduler.step(value)
+        else:
+            scheduler.step()
+
+    def configure_optimizers(self):
+        net = self.net
+        d_params = [*net.discriminator.parameters(), *net.head.parameters(),
+                    *(net.embed.parameters() if net.embed is not None else [])]
+        opt_g = self.optimizer_factory([{"params": list(net.generator.parameters()), "name": "generator"}])
+        opt_d = self.optimizer_factory([{"params": d_params, "name": "discriminator"}])
+        for group in opt_d.param_groups:
+            group["lr"] *= self.objective["d_lr_scale"]
+        if self.scheduler_factory is None:
+            return [opt_g, opt_d]
+        schedulers = []
+        batches = int(self.trainer.estimated_stepping_batches) * self.steps_per_execution
+        for opt, steps in ((opt_g, max(1, batches // self.objective["n_critic"])), (opt_d, batches)):
+            kwargs = {"total_steps": steps} if "total_steps" in inspect.signature(self.scheduler_factory).parameters else {}
+            schedulers.append({"scheduler": self.scheduler_factory(opt, **kwargs), "interval": self.scheduler_interval})
+        return [opt_g, opt_d], schedulers
+
+    # -- quality --------------------------------------------------------------------------------
+    def judge(self):
+        """The quality judge for this data (zoo/quality.py), trained or loaded on first use."""
+        from zoo.quality import load_or_train_judge
+
+        if "net" not in self._judge:
+            dm = self.trainer.datamodule
+            # Evaluation runs under torch.inference_mode, in which nothing can be trained.
+            with torch.inference_mode(False), torch.enable_grad():
+                x, y = dm.splits["train"][:2]
+                x = torch.cat([self.to_model_range(b.to(self.device)) for b in x.split(4096)])
+                net, stats = load_or_train_judge(x, y.to(self.device), dm.spec.num_classes,
+                                                 self.judge_dir, self.data_name, self.device)
+            self._judge.update(net=net, stats=stats)
+        self._judge["net"].to(self.device)
+        return self._judge["net"], self._judge["stats"]
+
+    def _start_eval(self) -> None:
+        from zoo.quality import QualityMeter
+
+        judge, stats = self.judge()
+        self._meter = QualityMeter(judge, stats, self.trainer.datamodule.spec.num_classes)
+        self._eval_sums = torch.zeros(3, device=self.device)  # D(x) sum, D(G(z)) sum, n
+
+    def _eval_step(self, batch, batch_idx) -> None:
+        net = self.net
+        real = self.to_model_range(batch[0])
+        labels = batch[1] if net.conditional else None
+        g = torch.Generator().manual_seed(EVAL_NOISE_SEED + batch_idx)
+        fake = net.generate(net.noise(len(real), g, self.device), labels)
+        self._meter.update(real, fake, labels)
+        scores = self.score_as_d(torch.stack([net.discriminate(real, labels), net.discriminate(fake, labels)]))
+        self._eval_sums += torch.cat([scores.sum(1), scores.new_tensor([len(real)])])
+
+    def _end_eval(self, stage: str) -> None:
+        values = {f"{stage}/{k}": v for k, v in self._meter.compute().items()}
+        d_real, d_fake, n = self._eval_sums
+        values[f"{stage}/d_real"], values[f"{stage}/d_fake"] = d_real / n.clamp_min(1), d_fake / n.clamp_min(1)
+        fid = values.pop(f"{stage}/fid", None)
+        self.log_dict(values, sync_dist=True)
+        if fid is not None:
+            self.log(f"{stage}/fid", fid, prog_bar=True, sync_dist=True)
+        self._meter = None
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval()
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test")
+
+    # -- sampling -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` images in [0, 1] from the noise of ``seed`` (the sample-grid callback's fixed noise);
+        a conditional model cycles through the classes unless given ``labels``."""
+        return sample_images(self.net, n, seed, labels, self.device)
+
+
+def sample_images(net, n: int, seed: int = 0, labels: torch.Tensor | None = None, device=None,
+                  batch_size: int = 1024) -> torch.Tensor:
+    """``n`` images in [0, 1] from a GAN in eval mode (BatchNorm on its running statistics), the
+    same for the same seed on the same device."""
+    g = torch.Generator().manual_seed(seed)
+    z = net.noise(n, g)
+    if labels is None:
+        labels = net.cycle_labels(n)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = [net.generate(zb.to(device), None if labels is None else lb.to(device))
+                   for zb, lb in zip(z.split(batch_size), labels.split(batch_size) if labels is not None
+                                     else [None] * len(z.split(batch_size)))]
+    finally:
+        net.train(was_training)
+    return ((torch.cat(out) + 1) / 2).clamp(0, 1)
+
+
+def generate(ckpt: dict, cfg) -> None:
+    """generate.py for a GAN checkpoint: ``out=grid.png`` writes a grid of ``num_samples`` images
+    (images under 28 px enlarged by whole pixels), ``out=samples.npy`` the images as an
+    (N, C, H, W) float32 array in [0, 1] at their own size."""
+    import math
+    import os
+
+    import numpy as np
+    from hydra.utils import instantiate
+
+    from datamodules.spec import DataSpec
+    from zoo.tasks import build_net
+
+    hp = ckpt["hyper_parameters"]
+    config, choices, spec = hp["config"], hp.get("choices", {}), DataSpec.from_dict(hp["spec"])
+    out = str(cfg.out)
+    kind = os.path.splitext(out)[1].lower()
+    if kind not in (".png", ".npy"):
+        raise UserError(f"out={out} must end in .png (a grid of images) or .npy (the raw samples as an array).")
+    n = cfg.num_samples
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise UserError(f"num_samples must be a positive whole number, got {n!r}; try num_samples=64.")
+    net = build_net(instantiate(config["model"]), spec, choices.get("model", "the model"), choices.get("data", spec.name))
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    labels = None
+    if cfg.get("label") is not None:
+        if not net.conditional:
+            raise UserError(f"label={cfg.label} needs a class-conditional GAN (model.conditional=true), "
+                            f"and {cfg.ckpt_path} is not one; leave label out.")
+        names = list(spec.class_names)
+        label = names.index(str(cfg.label)) if str(cfg.label) in names else cfg.label
+        if not isinstance(label, int) or not 0 <= label < net.num_classes:
+            raise UserError(f"label={cfg.label} is not a class of {spec.name}; give an index 0-{net.num_classes - 1} "
+                            f"or one of: {', '.join(names)}.")
+        labels = torch.full((n,), label, dtype=torch.long)
+    use_gpu = cfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device = torch.device("cuda" if use_gpu else "cpu")
+    images = sample_images(net.to(device), n, int(cfg.seed), labels, device).cpu()
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    if kind == ".npy":
+        np.save(out, images.numpy().astype(np.float32))
+    else:
+        from torchvision.utils import save_image
+
+        from zoo.callbacks import image_grid
+
+        columns = net.num_classes if net.conditional and labels is None else math.ceil(math.sqrt(n))
+        save_image(image_grid(images, columns), out)  # as TensorBoard shows it: small images enlarged
+    print(f"Wrote {n} samples of {spec.name} ({'x'.join(map(str, spec.shape))}) to {out}")

@@ -1,0 +1,194 @@
+"""LanguageModelTask: trains any network that maps token ids (B, T) to next-token logits (B, T, vocab).
+
+Loss is the mean cross-entropy per token in nats; it is also reported in bits per character
+(``bpc`` = loss / ln 2) and as perplexity (e^loss), with the next-token accuracy. Sampling lives
+here too (``sample_from``): the generated-text callback and ``generate.py`` both use it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from zoo.classify import ClassificationTask
+from zoo.errors import UserError
+from zoo.execution import StepsPerExecution
+
+LN2 = math.log(2)
+
+
+class LanguageModelTask(StepsPerExecution, L.LightningModule):
+    def __init__(self, net: nn.Module, vocabulary: list[str], optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable | None = None, scheduler_interval: str = "epoch",
+                 scheduler_monitor: str = "val/loss", hparams: dict[str, Any] | None = None, context: int = 128,
+                 steps_per_execution: int = 1):
+        super().__init__()
+        self.steps_per_execution = steps_per_execution
+        self.net, self.vocabulary, self.context = net, list(vocabulary), context
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+        self.lr: float | None = None  # set by Lightning's learning-rate finder (configure_optimizers reads it)
+        if hparams is not None:
+            self.save_hyperparameters(hparams)
+        # Means weighted by the number of tokens, reduced across processes by torchmetrics.
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.eval_acc = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        # Summed on the device and logged once per epoch (see ClassificationTask).
+        self.register_buffer("train_sums", torch.zeros(2), persistent=False)  # loss*tokens, tokens
+
+    @classmethod
+    def from_parts(cls, spec, net, optimizer, scheduler: dict, hparams: dict, **options):
+        if not spec.vocabulary:
+            raise UserError(f"data={spec.name} has no vocabulary for a language model; use a text dataset such as data=pydoc.")
+        return cls(net, spec.vocabulary, optimizer, scheduler.get("factory"), scheduler.get("interval", "epoch"),
+                   scheduler.get("monitor", "val/loss"), hparams=hparams, context=spec.shape[0], **options)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        logits = self.net(x)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten()), logits
+
+    def on_fit_start(self) -> None:
+        self.check_steps_per_execution()
+
+    def _train_loss(self, batch) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        with torch.no_grad():
+            self.train_sums[0] += loss.detach() * batch[1].numel()
+            self.train_sums[1] += batch[1].numel()
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        *earlier, last = self.micro_batches(batch)
+        for micro in earlier:
+            self.optimizer_substep(self._train_loss(micro))
+        loss = self._train_loss(last)
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=last[1].numel())
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss = self.train_sums[0] / self.train_sums[1].clamp_min(1)
+        self.log("train/loss_epoch", loss, sync_dist=True)
+        self.log("train/bpc", loss / LN2, sync_dist=True, prog_bar=True)
+        self.train_sums.zero_()
+
+    def _eval_step(self, batch, stage: str):
+        loss, logits = self._loss(batch)
+        n = batch[1].numel()
+        self.eval_loss[stage].update(loss.detach(), n)
+        self.eval_acc[stage].update((logits.argmax(dim=-1) == batch[1]).float().mean(), n)
+        return {"loss": loss}
+
+    def _log_eval(self, stage: str) -> None:
+        loss = self.eval_loss[stage].compute()
+        self.log(f"{stage}/loss", loss, prog_bar=True)
+        self.log(f"{stage}/bpc", loss / LN2, prog_bar=True)
+        self.log(f"{stage}/ppl", loss.exp())
+        self.log(f"{stage}/acc", self.eval_acc[stage].compute())
+        self.eval_loss[stage].reset()
+        self.eval_acc[stage].reset()
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def sample_text(self, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
+                    seed: int = 0) -> str:
+        """Text continuing ``prompt``, from this model as it is now."""
+        return sample_from(self.net, self.vocabulary, prompt, length, temperature, top_k, self.context,
+                           torch.Generator().manual_seed(seed), self.device)
+
+    configure_optimizers = ClassificationTask.configure_optimizers
+
+
+def encode_prompt(prompt: str, vocabulary: list[str]) -> list[int]:
+    stoi = {c: i for i, c in enumerate(vocabulary)}
+    unknown = sorted(set(prompt) - set(stoi))
+    if unknown:
+        shown = "".join(c for c in vocabulary if c.isprintable() and c != " ")
+        raise UserError(f"the prompt has characters this model never saw ({', '.join(repr(c) for c in unknown)}); "
+                        f"use only characters of its vocabulary: {shown[:120]}{'...' if len(shown) > 120 else ''} "
+                        f"(and space/newline where present).")
+    return [stoi[c] for c in prompt]
+
+
+@torch.no_grad()
+def sample_from(net: nn.Module, vocabulary: list[str], prompt: str, length: int, temperature: float = 1.0,
+                top_k: int | None = None, context: int = 128, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> str:
+    """``prompt`` followed by ``length`` sampled characters. Temperature 0 takes the most likely
+    character each time; ``top_k`` samples among the k most likely only. A network with
+    ``forward_with_state`` (a recurrent one) is stepped one token at a time; any other is run on
+    the last ``context`` tokens for every new one."""
+    ids = encode_prompt(prompt, vocabulary)
+    if not ids:  # no prompt: start after a line break, as a text does, and show only what follows
+        ids = [vocabulary.index("\n") if "\n" in vocabulary else 0]
+    stateful = hasattr(net, "forward_with_state")
+    was_training = net.training
+    net.eval()
+    try:
+        seq = torch.tensor([ids], device=device)
+        state = None
+        out: list[int] = []
+        for _ in range(length):
+            if stateful:
+                logits, state = net.forward_with_state(seq if state is None else seq[:, -1:], state)
+            else:
+                logits = net(seq[:, -context:])
+            last = logits[0, -1].float().cpu()
+            if temperature <= 0:
+                nxt = int(last.argmax())
+            else:
+                last = last / temperature
+                if top_k:
+                    kth = last.topk(min(int(top_k), len(last))).values[-1]
+                    last = last.masked_fill(last < kth, float("-inf"))
+                nxt = int(torch.multinomial(last.softmax(dim=0), 1, generator=generator))
+            out.append(nxt)
+            seq = torch.cat([seq, torch.tensor([[nxt]], device=seq.device)], dim=1)[:, -max(context, 1):]
+    finally:
+        net.train(was_training)
+    return prompt + "".join(vocabulary[i] for i in out)
+
+
+def generate(ckpt: dict, cfg) -> None:
+    """``python generate.py ckpt_path=... prompt=... length=500 temperature=0.8 [top_k=40]``: print text."""
+    from hydra.utils import instantiate
+
+    from datamodules.spec import DataSpec
+    from zoo.tasks import build_net
+
+    if not isinstance(cfg.length, int) or cfg.length < 1:
+        raise UserError(f"length must be a positive whole number, got {cfg.length!r}; try length=500.")
+    if not isinstance(cfg.temperature, (int, float)) or cfg.temperature < 0:
+        raise UserError(f"temperature must be a number >= 0 (0: always the most likely character), got "
+                        f"{cfg.temperature!r}; try temperature=0.8.")
+    if cfg.top_k is not None and (not isinstance(cfg.top_k, int) or cfg.top_k < 1):
+        raise UserError(f"top_k must be a positive whole number or null, got {cfg.top_k!r}; try top_k=40.")
+    hp = ckpt["hyper_parameters"]
+    spec = DataSpec.from_dict(hp["spec"])
+    choices = hp.get("choices", {})
+    net = build_net(instantiate(hp["config"]["model"]), spec, choices.get("model", "the model"), choices.get("data", spec.name))
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    device = "cuda" if cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    prompt = "" if cfg.prompt is None else str(cfg.prompt)
+    text = sample_from(net.to(device), list(spec.vocabulary), prompt, cfg.length, float(cfg.temperature), cfg.top_k,
+                       spec.shape[0], torch.Generator().manual_seed(int(cfg.seed)), device)
+    print(text)
