@@ -77,6 +77,16 @@ def test_frechet_distance_of_known_gaussians():
     assert frechet_distance(mu2, cov2, mu2, cov2) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_the_judge_on_data_without_classes_measures_fid_only():
+    from zoo.quality import QualityMeter, train_judge
+
+    x = torch.rand(64, 1, 8, 8) * 2 - 1
+    judge, stats = train_judge(x, torch.zeros(64, dtype=torch.long), 0, "cpu")
+    meter = QualityMeter(judge, stats, 0)
+    meter.update(x[:32], torch.zeros(32, 1, 8, 8))
+    assert set(meter.compute()) == {"fid", "fid_real"} and stats["steps"] == 0
+
+
 # ---- training on every image dataset ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -118,16 +128,6 @@ def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
     assert ckpt["hyper_parameters"]["config"]["model"]["conditional"] is True
     assert any(k.startswith("net.embed.") for k in ckpt["state_dict"])           # the projection
     assert not any("judge" in k for k in ckpt["state_dict"])                    # not part of the model
-
-
-def test_a_gan_trains_with_ddp_on_two_processes(tmp_path):
-    out = tmp_path / "run"
-    r = cli("train.py", "model=gan", "trainer=ddp_cpu", "trainer.devices=2", "model.conditional=true",
-            "trainer.max_epochs=1", "trainer.limit_train_batches=4", *QUIET, f"hydra.run.dir={out}",
-            f"paths.data_dir={tmp_path / 'data'}", env={"OMP_WAIT_POLICY": "PASSIVE"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["global_step"] == 8 and math.isfinite(metrics["val/fid"]) and "test/cond_acc" in metrics
 
 
 # ---- a real run on digits: quality, TensorBoard, checkpoints, generate.py ---------------------
@@ -198,6 +198,17 @@ def test_tensorboard_shows_both_losses_d_outputs_gradients_and_samples(digits_ru
     assert len(ea.Images("samples/fixed_noise")) == 6 and len(ea.Images("samples/real")) == 1
     grid = ea.Images("samples/fixed_noise")[-1]
     assert grid.encoded_image_string[:4] == b"\x89PNG" and grid.width > 200 and "test/confusion_matrix" not in images
+
+
+def test_a_gan_trains_with_ddp_on_two_processes(digits_run, tmp_path):
+    _, data, _ = digits_run  # the same digits split, so both processes find the judge cached
+    out = tmp_path / "run"
+    r = cli("train.py", "model=gan", "trainer=ddp_cpu", "trainer.devices=2", "model.conditional=true",
+            "trainer.max_epochs=1", "trainer.limit_train_batches=4", *QUIET, f"hydra.run.dir={out}",
+            f"paths.data_dir={data}", env={"OMP_WAIT_POLICY": "PASSIVE"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 8 and math.isfinite(metrics["val/fid"]) and "test/cond_acc" in metrics
 
 
 def test_eval_of_a_gan_checkpoint_gives_the_same_test_metrics(digits_run):

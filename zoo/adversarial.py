@@ -158,9 +158,16 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
         for i, micro in enumerate(self.micro_batches(batch)):
-            self._adversarial_step(micro, batch_idx * self.steps_per_execution + i, opt_g, opt_d)
+            d_loss, d_real, d_fake = self._adversarial_step(micro, batch_idx * self.steps_per_execution + i, opt_g, opt_d)
+        if self.trainer._logger_connector.should_update_logs:
+            logs = {"train/d_loss": d_loss, "train/d_real": d_real.mean(), "train/d_fake": d_fake.mean()}
+            if self._last_g_loss is not None:
+                logs["train/g_loss"] = self._last_g_loss
+            self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(d_real))
 
-    def _adversarial_step(self, batch, index: int, opt_g, opt_d) -> None:
+    def _adversarial_step(self, batch, index: int, opt_g, opt_d):
+        """One discriminator step and, on every n_critic-th batch, one generator step; returns D's
+        loss and its D(x) and D(G(z)) on this batch (detached)."""
         net, n_critic = self.net, self.objective["n_critic"]
         real = self.to_model_range(batch[0])
         labels = batch[1] if net.conditional else None
@@ -196,12 +203,7 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
             with torch.no_grad():
                 self.train_sums[4:] += torch.stack([g_loss.detach() * n, real.new_tensor(n)])
             self._last_g_loss = g_loss.detach()
-        if self.trainer._logger_connector.should_update_logs:
-            logs = {"train/d_loss": d_loss.detach(), "train/d_real": self.score_as_d(d_real.detach()).mean(),
-                    "train/d_fake": self.score_as_d(d_fake.detach()).mean()}
-            if self._last_g_loss is not None:
-                logs["train/g_loss"] = self._last_g_loss
-            self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        return d_loss.detach(), self.score_as_d(d_real.detach()), self.score_as_d(d_fake.detach())
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.clip_val:  # after the callbacks (gradient norms) have seen the unclipped gradients
