@@ -5,11 +5,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
+import http.server
 import os
 import pickle
 import struct
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +106,39 @@ def image_data(tmp_path, monkeypatch):
     write_mnist(data, "FashionMNIST", seed=1)
     write_cifar(data, monkeypatch=monkeypatch)
     return data
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1 and records the paths asked for."""
+    root = tmp_path / "www"
+    root.mkdir()
+    asked = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/", asked
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """These models are small and step through time in many tiny kernels: on 2 cores that other work
+    also uses, OpenMP's threads spin-waiting on each other make them many times slower than one
+    thread (see the CHANGELOG for issue 4). One thread here; the setting is put back after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,11 +3,8 @@ the offline error, deterministic splits and batch-level augmentation."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import socket
-import threading
-from functools import partial
 
 import pytest
 import torch
@@ -18,29 +15,6 @@ from datamodules.augment import random_crop, random_hflip
 from datamodules.base import BatchLoader
 from datamodules.images import CIFAR10Data, DigitsData, FashionMNISTData, MNISTData
 from zoo.errors import UserError
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serves tmp_path/www on 127.0.0.1 and records the paths asked for."""
-    root = tmp_path / "www"
-    root.mkdir()
-    asked = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            asked.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/", asked
-    server.shutdown()
-    server.server_close()
 
 
 def closed_port_url() -> str:

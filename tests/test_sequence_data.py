@@ -2,10 +2,7 @@
 protocol, AG News' vocabulary and padding, and bad input answered with one sentence."""
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
-from functools import partial
 
 import numpy as np
 import pytest
@@ -17,38 +14,7 @@ from datamodules.text import AGNews, PydocCorpus, TextFile, TinyShakespeare
 from seqdata import ag_news_csv, ett_csv, md5, plain_csv, shakespeare_text
 from zoo.errors import UserError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are small and step through time in many tiny kernels: on 2 cores that other work
-    also uses, OpenMP's threads spin-waiting on each other make them many times slower than one
-    thread (see the CHANGELOG for issue 4). One thread here; the setting is put back after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serves tmp_path/www on 127.0.0.1 and records the paths asked for."""
-    root = tmp_path / "www"
-    root.mkdir()
-    asked = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            asked.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/", asked
-    server.shutdown()
-    server.server_close()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def closed_port_url() -> str:

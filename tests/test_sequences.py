@@ -52,16 +52,7 @@ METRICS = {"language_model": {"test/loss", "test/bpc", "test/ppl", "test/acc"},
            "classify": {"test/loss", "test/acc", "test/macro_f1"},
            "forecast": {"test/loss", "test/mse", "test/mae", "test/mse_orig", "test/mae_orig", "test/naive_mse"}}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are small and step through time in many tiny kernels: on 2 cores that other work
-    also uses, OpenMP's threads spin-waiting on each other make them many times slower than one
-    thread (see the CHANGELOG for issue 4). One thread here; the setting is put back after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def task_of(data: str) -> str:
