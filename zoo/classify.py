@@ -79,15 +79,6 @@ class ClassificationTask(StepsPerExecution, L.LightningModule):
             self.train_sums[2] += len(y)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        *earlier, last = self.micro_batches(batch)
-        for micro in earlier:  # steps_per_execution > 1: all but the last step are taken here
-            self.optimizer_substep(self._train_loss(micro))
-        loss = self._train_loss(last)
-        if self.trainer._logger_connector.should_update_logs:
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(last[1]))
-        return loss
-
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, n = self.train_sums
         self.log("train/loss_epoch", loss_sum / n.clamp_min(1), sync_dist=True)

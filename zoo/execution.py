@@ -40,6 +40,20 @@ class StepsPerExecution:
             raise UserError(f"steps_per_execution={k} runs several optimizer steps inside one Lightning step, "
                             f"which cannot work with {problem}; set steps_per_execution=1.")
 
+    def _train_loss(self, batch) -> torch.Tensor:
+        """The loss of one batch; the task also adds it to its epoch sums."""
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        *earlier, last = self.micro_batches(batch)
+        for micro in earlier:  # steps_per_execution > 1: all but the last step are taken here
+            self.optimizer_substep(self._train_loss(micro))
+        loss = self._train_loss(last)
+        # self.log costs about a small model's whole step: only on the steps the loggers write.
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(last[1]))
+        return loss
+
     def micro_batches(self, batch) -> list:
         """The K batches of one execution (the last may be shorter, or missing at an epoch's end)."""
         if self.steps_per_execution == 1:

@@ -65,15 +65,6 @@ class ForecastTask(StepsPerExecution, L.LightningModule):
             self.train_sums[1] += y.numel()
         return loss
 
-    def training_step(self, batch, batch_idx):
-        *earlier, last = self.micro_batches(batch)
-        for micro in earlier:
-            self.optimizer_substep(self._train_loss(micro))
-        loss = self._train_loss(last)
-        if self.trainer._logger_connector.should_update_logs:
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(last[1]))
-        return loss
-
     def on_train_epoch_end(self) -> None:
         self.log("train/loss_epoch", self.train_sums[0] / self.train_sums[1].clamp_min(1), sync_dist=True)
         self.train_sums.zero_()

@@ -66,15 +66,6 @@ class LanguageModelTask(StepsPerExecution, L.LightningModule):
             self.train_sums[1] += batch[1].numel()
         return loss
 
-    def training_step(self, batch, batch_idx):
-        *earlier, last = self.micro_batches(batch)
-        for micro in earlier:
-            self.optimizer_substep(self._train_loss(micro))
-        loss = self._train_loss(last)
-        if self.trainer._logger_connector.should_update_logs:
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=last[1].numel())
-        return loss
-
     def on_train_epoch_end(self) -> None:
         loss = self.train_sums[0] / self.train_sums[1].clamp_min(1)
         self.log("train/loss_epoch", loss, sync_dist=True)
