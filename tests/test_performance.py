@@ -71,3 +71,15 @@ def test_data_stays_put_on_the_cpu_and_batches_are_views_of_it():
     assert x.device.type == "cpu" and x is dm.splits["train"][0]
     first = next(iter(dm.val_dataloader()))[0]
     assert first.data_ptr() == dm.splits["val"][0].data_ptr()  # unshuffled batches are slices, no copy
+
+
+def test_bench_experiments_hold_the_benchmark_settings(tmp_path):
+    """experiment=... overrides train.yaml's own keys (here steps_per_execution), not the other way round."""
+    from zoo.config import compose_run
+
+    mlp = compose_run(["experiment=bench_mlp_mnist"], str(tmp_path), str(tmp_path))
+    assert mlp.steps_per_execution == 8 and mlp.data.batch_size == 128 and list(mlp.model.widths) == [64, 128, 64]
+    assert mlp.model.batchnorm and mlp.optimizer._target_ == "torch.optim.Adam" and mlp.data.val_size == 5000
+    assert compose_run(["experiment=bench_mlp_mnist", "steps_per_execution=2"], str(tmp_path), None).steps_per_execution == 2
+    cnn = compose_run(["experiment=bench_cnn_mnist"], str(tmp_path), str(tmp_path))
+    assert cnn.model._target_ == "zoo.cnn.CNN" and cnn.data.batch_size == 128
