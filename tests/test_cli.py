@@ -47,6 +47,44 @@ def test_help_lists_every_group_and_its_choices():
         assert choices <= listed.get(group, set()), (group, listed.get(group))
 
 
+
+def hydra_own_help(command: str, *args: str) -> str:
+    """What Hydra's own --help machinery prints for conf/<command>.yaml (the slow path train.py skips)."""
+    import contextlib
+    import io
+
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+
+    from zoo.config import CONF_DIR
+
+    parser = get_args_parser()
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name=command, config_search_path=create_config_search_path(CONF_DIR))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            hydra.app_help(config_name=command, args_parser=parser, args=parser.parse_args([*args, "--help"]))
+    finally:
+        GlobalHydra.instance().clear()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("command, args", [("train", ()), ("train", ("model=cnn", "data=mnist", "--resolve")),
+                                           ("eval", ()), ("generate", ())])
+def test_help_is_hydras_help_text_without_torch(command, args):
+    r = cli("-X", "importtime", f"{command}.py", *args, "--help", timeout=30)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == hydra_own_help(command, *args)
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" not in imported and "lightning" not in imported
+
+
+def test_help_with_a_bad_override_gets_one_sentence():
+    r = cli("train.py", "model=transformer", "--help", timeout=30)
+    assert r.returncode == 2 and r.stderr.startswith("error: 'transformer' is not a choice for model") and not r.stdout
+
 BAD = [
     (["model=transformer"], f"'transformer' is not a choice for model; choose one of: {', '.join(group_choices('model'))}."),
     (["data=imagenet"], f"'imagenet' is not a choice for data; choose one of: {', '.join(group_choices('data'))}."),
