@@ -50,7 +50,8 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     from hydra.utils import instantiate
 
     from zoo.artifacts import load_weights, write_json_atomic
-    from zoo.callbacks import ValidationHistory, write_hparams
+    from zoo.callbacks import StartupTimer, ValidationHistory, write_hparams
+    from zoo.execution import CheapAcceleratorCheck
     from zoo.reliability import AtomicCheckpointIO, Diverged, DivergenceGuard, GracefulStop, RunState, RunStopped
     from zoo.tasks import build_net, build_task, task_name
 
@@ -85,9 +86,9 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     resume_from = resume_point(cfg, ckpt_dir, out_dir)
 
-    history = ValidationHistory()
+    history, startup = ValidationHistory(), StartupTimer()
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks += [history, RunState(ckpt_dir), GracefulStop(ckpt_dir), DivergenceGuard(), *extra_callbacks]
+    callbacks += [history, startup, CheapAcceleratorCheck(), RunState(ckpt_dir), GracefulStop(ckpt_dir), DivergenceGuard(), *extra_callbacks]
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=[AtomicCheckpointIO()])
@@ -131,7 +132,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     metrics = {k: float(v) for k, v in metrics.items()}
     summary = {**metrics, "status": "finished", "epochs": trainer.current_epoch, "global_step": trainer.global_step,
                "best_epoch": best_val.get("epoch"), "best_checkpoint": best_path,
-               "seconds": round(time.perf_counter() - started, 2)}
+               "seconds": round(time.perf_counter() - started, 2), "first_step_s": startup.first_step_s}
     if trainer.is_global_zero:
         write_json_atomic(os.path.join(out_dir, "metrics.json"), summary)
         write_hparams(trainer, flat_hparams(hparams["config"], choices),
@@ -187,7 +188,7 @@ def report(summary: dict, out_dir: str | None = None) -> None:
     table.add_column("value", justify="right")
     for k in sorted(k for k in summary if "/" in k):
         table.add_row(k, f"{summary[k]:.4f}")
-    for k in ("epochs", "best_epoch", "seconds"):
+    for k in ("epochs", "best_epoch", "seconds", "first_step_s"):
         if k in summary:
             table.add_row(k, str(summary[k]))
     console = Console()

@@ -93,6 +93,9 @@ def run_plain(args) -> dict:
     from zoo.cnn import CNN
     from zoo.mlp import MLP
 
+    # A hand-written loop does not import Lightning, which sets this on import (NVML loaded on
+    # every Adam step to ask whether CUDA is available); the framework clears it during training.
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.manual_seed(42)
     dm = MNISTData(data_dir=args.data_dir, batch_size=128, val_size=5000, seed=42)
     dm.prepare_data()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 import torch
@@ -17,11 +18,14 @@ from zoo.tasks import build_net
 
 def test_default_run_end_to_end_then_eval(tmp_path):
     out = tmp_path / "run"
+    started = time.time()
     r = cli("train.py", "trainer.max_epochs=3", f"hydra.run.dir={out}")
+    wall = time.time() - started
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"tensorboard --logdir {out}" in r.stdout and "test/acc" in r.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"test/acc", "test/loss", "val/loss", "val/acc"} <= set(metrics) and metrics["test/acc"] > 0.8
+    assert 0.5 < metrics["first_step_s"] < wall  # from the command: interpreter, imports, data, model
     for path in (".hydra/config.yaml", ".hydra/overrides.yaml", "checkpoints/last.ckpt", "train.log"):
         assert (out / path).is_file(), path
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))

@@ -83,3 +83,26 @@ def test_bench_experiments_hold_the_benchmark_settings(tmp_path):
     assert compose_run(["experiment=bench_mlp_mnist", "steps_per_execution=2"], str(tmp_path), None).steps_per_execution == 2
     cnn = compose_run(["experiment=bench_cnn_mnist"], str(tmp_path), str(tmp_path))
     assert cnn.model._target_ == "zoo.cnn.CNN" and cnn.data.batch_size == 128
+
+
+def test_nvml_cuda_check_is_off_while_training_on_a_cpu_and_restored_after(tmp_path):
+    """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 makes every Adam step load NVML; with no GPU
+    visible it is cleared for the training and put back afterwards."""
+    import os
+
+    import lightning as L
+
+    import train
+    from zoo.config import compose_run
+
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"  # set by importing Lightning
+    seen = []
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK"))
+
+    cfg = compose_run(FAST + ["trainer.max_epochs=1", "callbacks.progress_bar=null", "test=false"], str(tmp_path / "run"))
+    train.train(cfg, extra_callbacks=(Watch(),))
+    assert seen and set(seen) == {None}  # no GPU visible, or (trainer on a GPU) CUDA already initialised
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"

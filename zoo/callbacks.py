@@ -6,7 +6,9 @@ precision plugin has unscaled them, so the norms under mixed precision are the t
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 
 import lightning as L
 import torch
@@ -273,6 +275,32 @@ class ValidationHistory(L.Callback):
             return self.epochs[-1] if self.epochs else {}
         pick = min if mode == "min" else max
         return pick(rows, key=lambda r: r[monitor])  # the first best, as ModelCheckpoint keeps it
+
+
+def process_age() -> float:
+    """Seconds since this process started (from /proc on Linux; elsewhere since this module loaded)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _LOADED
+
+
+_LOADED = time.perf_counter()
+
+
+class StartupTimer(L.Callback):
+    """The time from the command to the first training step (interpreter, imports, data, model,
+    sanity check): ``first_step_s`` in metrics.json."""
+
+    def __init__(self):
+        self.first_step_s: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_step_s is None:
+            self.first_step_s = round(process_age(), 2)
 
 
 def write_hparams(trainer: L.Trainer, params: dict, metrics: dict[str, float]) -> None:

@@ -74,9 +74,9 @@ class ClassificationTask(StepsPerExecution, L.LightningModule):
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
         with torch.no_grad():
-            self.train_sums[0] += loss.detach() * len(y)
-            self.train_sums[1] += (logits.argmax(dim=1) == y).sum()
-            self.train_sums[2] += len(y)
+            self.train_sums[0].add_(loss.detach(), alpha=len(y))  # in place on views: no copies back
+            self.train_sums[1].add_((logits.argmax(dim=1) == y).sum())
+            self.train_sums[2].add_(len(y))
         return loss
 
     def on_train_epoch_end(self) -> None:
