@@ -51,7 +51,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
 
     from zoo.artifacts import load_weights, write_json_atomic
     from zoo.callbacks import StartupTimer, ValidationHistory, write_hparams
-    from zoo.execution import CheapAcceleratorCheck
+    from zoo.execution import CheapAcceleratorCheck, Unprofiled
     from zoo.reliability import AtomicCheckpointIO, Diverged, DivergenceGuard, GracefulStop, RunState, RunStopped
     from zoo.tasks import build_net, build_task, task_name
 
@@ -91,7 +91,8 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     callbacks += [history, startup, CheapAcceleratorCheck(), RunState(ckpt_dir), GracefulStop(ckpt_dir), DivergenceGuard(), *extra_callbacks]
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     plugins=[AtomicCheckpointIO()])
+                                     plugins=[AtomicCheckpointIO()],
+                                     **({} if cfg.trainer.get("profiler") else {"profiler": Unprofiled()}))
 
     # tuner.lr_find=true: Lightning's learning-rate finder picks the learning rate (zoo/tuning.py);
     # the run's recorded config then holds the rate it trained with.
