@@ -12,14 +12,25 @@ from typing import Any
 from zoo.errors import UserError
 
 
+def read_json(path: str) -> dict | None:
+    """A JSON object from a file, or None if the file is missing, unreadable or not an object."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
 def write_json_atomic(path: str, data: Any) -> None:
-    """Write to a temporary file beside ``path`` and rename it: a crash leaves the old file whole."""
+    """Write to a temporary file beside ``path`` and rename it: a crash leaves the old file whole.
+    Values JSON has no type for are written as their str()."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

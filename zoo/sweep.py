@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import logging
 import math
 import os
@@ -30,6 +29,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from zoo.artifacts import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class SweepSummary(Callback):
                   "seconds": round(time.time() - getattr(self, "_job_started", time.time()), 2),
                   "finished_at": time.time()}
         try:
-            _write_json(os.path.join(folder, JOB_FILE), record)
+            write_json_atomic(os.path.join(folder, JOB_FILE), record)
         except OSError as e:
             log.warning(f"could not write {JOB_FILE} in {folder}: {e}")
         if status == "failed":
@@ -129,8 +130,8 @@ def collect(sweep_dir: str) -> list[dict]:
             overrides = [str(o) for o in OmegaConf.load(overrides_file)]
         except Exception:  # noqa: BLE001 - a half-written file: the run is listed without its settings
             overrides = []
-        job = _read_json(os.path.join(folder, JOB_FILE)) or {}
-        metrics = _read_json(os.path.join(folder, "metrics.json")) or {}
+        job = read_json(os.path.join(folder, JOB_FILE)) or {}
+        metrics = read_json(os.path.join(folder, "metrics.json")) or {}
         status = job.get("status")
         if status in (None, "completed") or (status == "failed" and metrics.get("status") == "diverged"):
             status = metrics.get("status") or ("finished" if "seconds" in metrics else status or "unfinished")
@@ -331,19 +332,3 @@ def _blank(v: Any) -> Any:
     return "" if v is None else v
 
 
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)

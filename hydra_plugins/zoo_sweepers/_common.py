@@ -2,12 +2,13 @@
 outcome, and refusing bad input with one sentence."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
+
+from zoo.artifacts import read_json
 
 EXIT_USER_ERROR = 2
 
@@ -54,15 +55,6 @@ def describe(error: BaseException) -> str:
     from zoo.sweep import describe_error
 
     return describe_error(error)
-
-
-def read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def run_finished(folder: str) -> bool:
