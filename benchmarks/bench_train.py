@@ -30,10 +30,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # The callbacks whose cost --callbacks measures, one at a time on top of the bare framework (all of
-# them off). Confusion matrix and misclassified images run at test time only, outside the epochs.
+# them off). The confusion matrix and misclassified images run at test time only: their cost is
+# measured on the test pass (test seconds / bare test seconds), the others' on the training epochs.
 OBSERVABILITY = ["gradient_norms", "histograms", "lr_monitor", "progress_bar", "model_summary", "checkpoint",
                  "confusion_matrix", "misclassified"]
-CALLBACK_VARIANTS = ["bare", "gradient_norms", "histograms", "lr_monitor", "progress_bar", "checkpoint"]
+CALLBACK_VARIANTS = ["bare", "gradient_norms", "histograms", "lr_monitor", "progress_bar", "checkpoint",
+                     "confusion_matrix", "misclassified"]
+TEST_TIME = ("confusion_matrix", "misclassified")
 HISTOGRAMS_ON = "callbacks.histograms={_target_:zoo.callbacks.HistogramLogger,every_n_steps:200}"
 
 
@@ -64,7 +67,7 @@ class EpochTimer:
 
         class _Timer(L.Callback):
             def __init__(s):
-                s.epochs, s.first_step, s.t0 = [], None, None
+                s.epochs, s.first_step, s.t0, s.test_s = [], None, None, None
 
             def _close(s):
                 if s.t0 is not None:
@@ -79,6 +82,12 @@ class EpochTimer:
 
             def on_train_end(s, trainer, pl_module):
                 s._close()
+
+            def on_test_start(s, trainer, pl_module):
+                s.test_t0 = time.perf_counter()
+
+            def on_test_end(s, trainer, pl_module):
+                s.test_s = time.perf_counter() - s.test_t0
 
         self.callback = _Timer()
 
@@ -150,8 +159,8 @@ def run_framework(args) -> dict:
     from zoo.config import compose_run
 
     out = tempfile.mkdtemp(prefix="bench-run-")
-    overrides = [f"experiment=bench_{args.model}_mnist", f"trainer.max_epochs={args.epochs}", "test=false",
-                 "trainer=gpu" if args.device == "cuda" else "trainer=cpu"]
+    overrides = [f"experiment=bench_{args.model}_mnist", f"trainer.max_epochs={args.epochs}",
+                 f"test={'true' if args.variant else 'false'}", "trainer=gpu" if args.device == "cuda" else "trainer=cpu"]
     overrides += args.set
     if args.steps:  # a limit in batches; Lightning counts executions of steps_per_execution batches
         k = next((int(o.split("=")[1]) for o in args.set if o.startswith("steps_per_execution=")), 1)
@@ -164,7 +173,7 @@ def run_framework(args) -> dict:
     timer = EpochTimer(args.started).callback
     summary = train.train(cfg, extra_callbacks=(timer,))
     result = {"epoch_s": timer.epochs, "steps": trainer_batches(args), "first_step_s": timer.first_step,
-              "peak_mb": peak_mb(), "val_acc": summary.get("val/acc")}
+              "peak_mb": peak_mb(), "val_acc": summary.get("val/acc"), "test_s": timer.test_s}
     if args.device == "cuda":
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -233,15 +242,22 @@ def main() -> None:
         if args.callbacks:
             variants = CALLBACK_VARIANTS
             runs = {v: [] for v in variants}
-            for _ in range(args.rounds):
-                for v in variants:
+            for i in range(args.rounds):  # the order turns each round, so no callback always runs first
+                for v in variants[i % len(variants):] + variants[:i % len(variants)]:
                     runs[v].append(worker("framework", args, v))
-            base = summarise(runs["bare"])
-            print(f"\n{model}: cost of each observability callback (epoch time / bare framework epoch time)")
-            print(f"{'callback':<16}{'epoch s':>10}{'steps/s':>10}{'ratio':>8}")
+            print(f"\n{model}: cost of each observability callback, alone on the bare framework; ratio: the median"
+                  f" over rounds of its time / the bare run's of the same round (epochs; test pass for the last two)")
+            print(f"{'callback':<18}{'seconds':>9}{'ratio':>8}   per round")
             for v in variants:
-                s = summarise(runs[v])
-                print(f"{v:<16}{s['epoch_s']:>10.3f}{s['steps_per_s']:>10.0f}{s['epoch_s'] / base['epoch_s']:>8.3f}")
+                key = "test_s" if v in TEST_TIME else "epoch_s"
+                secs = [statistics.median(r[key][1:]) if key == "epoch_s" else r[key] for r in runs[v]]
+                bare = [statistics.median(r[key][1:]) if key == "epoch_s" else r[key] for r in runs["bare"]]
+                ratios = [a / b for a, b in zip(secs, bare)]
+                label = v if v != "bare" else "bare (epoch)"
+                print(f"{label:<18}{statistics.median(secs):>9.3f}{statistics.median(ratios):>8.2f}   "
+                      + " ".join(f"{r:.2f}" for r in ratios))
+            bare_test = statistics.median(r["test_s"] for r in runs["bare"])
+            print(f"{'bare (test pass)':<18}{bare_test:>9.3f}{1.0:>8.2f}")
             continue
         plain, framework = [], []
         for i in range(args.rounds):

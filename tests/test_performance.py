@@ -2,6 +2,8 @@
 model as one, training metrics are aggregated per epoch, and the benchmark script runs."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import cli, run_train
@@ -51,6 +53,18 @@ def test_benchmark_script_prints_the_table(tmp_path):
     rows = [line for line in r.stdout.splitlines() if line.startswith("| mlp |")]
     assert len(rows) == 2 and "plain PyTorch" in rows[0] and "framework" in rows[1]
     assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 784
+
+
+def test_benchmark_measures_each_callback(tmp_path):
+    r = cli("benchmarks/bench_train.py", "--model", "mlp", "--rounds", "1", "--epochs", "2", "--steps", "10",
+            "--callbacks", "--data-dir", str(tmp_path / "data"), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("bare (epoch)", "gradient_norms", "histograms", "lr_monitor", "progress_bar", "checkpoint",
+                 "confusion_matrix", "misclassified", "bare (test pass)"):
+        line = next((ln for ln in r.stdout.splitlines() if ln.startswith(name + " ")), None)
+        assert line is not None, (name, r.stdout[-2000:])
+        seconds, ratio = (float(v) for v in re.findall(r"\d+\.\d+", line[len(name):])[:2])
+        assert seconds > 0 and ratio > 0, line
 
 
 def test_compile_trains_and_keeps_plain_checkpoint_keys(tmp_path):
