@@ -237,7 +237,7 @@ def print_help(config_name: str, args: list[str]) -> bool:
 def preflight(config_name: str, argv: list[str]) -> None:
     """Compose the config Hydra is about to compose and report a mistake in one sentence.
 
-    Flags other than -m/--multirun (--help, --cfg, -cn, ...) are left to Hydra itself.
+    ``--help`` is answered here (``print_help``); other flags (--cfg, -cn, ...) are left to Hydra.
     """
     args = [a for a in argv if a not in ("-m", "--multirun")]
     if "--help" in args or "-h" in args:

@@ -330,5 +330,3 @@ def _short(v: Any) -> str:
 
 def _blank(v: Any) -> Any:
     return "" if v is None else v
-
-
