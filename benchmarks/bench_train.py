@@ -62,7 +62,7 @@ class EpochTimer:
     """Times each training epoch from its first batch to the first batch of the next (the last one:
     to the end of training), so validation, checkpoints and every callback's epoch-end work count."""
 
-    def __init__(self, command_started: float):
+    def __init__(self, command_started: float, between=None):
         import lightning as L
 
         class _Timer(L.Callback):
@@ -76,6 +76,8 @@ class EpochTimer:
             def on_train_batch_start(s, trainer, pl_module, batch, batch_idx):
                 if batch_idx == 0:
                     s._close()
+                    if between is not None:  # --interleaved: a plain epoch before each of these, untimed here
+                        between()
                     s.t0 = time.perf_counter()
                     if s.first_step is None:
                         s.first_step = time.time() - command_started
@@ -96,41 +98,46 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_plain(args) -> dict:
+class PlainLoop:
     """The hand-written loop: preloaded tensors, randperm batches, Adam; then a validation pass."""
-    import torch
-    import torch.nn.functional as F
 
-    from datamodules.images import MNISTData
-    from zoo.cnn import CNN
-    from zoo.mlp import MLP
+    def __init__(self, args):
+        import torch
 
-    # A hand-written loop does not import Lightning, which sets this on import (NVML loaded on
-    # every Adam step to ask whether CUDA is available); the framework clears it during training.
-    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-    torch.manual_seed(42)
-    dm = MNISTData(data_dir=args.data_dir, batch_size=128, val_size=5000, seed=42)
-    dm.prepare_data()
-    dm.setup("fit")
-    dev = torch.device(args.device)
-    (x_train, y_train), (x_val, y_val) = [tuple(t.to(dev) for t in dm.splits[s]) for s in ("train", "val")]
-    if args.model == "mlp":
-        net = MLP(dm.spec, widths=[64, 128, 64], batchnorm=True, dropout=0.0)
-    else:
-        net = CNN(dm.spec, dropout=0.0)
-    net = net.to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    n_steps = len(x_train) // 128 + (len(x_train) % 128 > 0)
-    n_steps = min(n_steps, args.steps) if args.steps else n_steps
-    epochs, first_step = [], None
-    for epoch in range(args.epochs):
-        net.train()
+        from datamodules.images import MNISTData
+        from zoo.cnn import CNN
+        from zoo.mlp import MLP
+
+        # A hand-written loop does not import Lightning, which sets this on import (NVML loaded on
+        # every Adam step to ask whether CUDA is available); the framework clears it during training.
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        torch.manual_seed(42)
+        dm = MNISTData(data_dir=args.data_dir, batch_size=128, val_size=5000, seed=42)
+        dm.prepare_data()
+        dm.setup("fit")
+        self.dev = dev = torch.device(args.device)
+        (self.x_train, self.y_train), (self.x_val, self.y_val) = [
+            tuple(t.to(dev) for t in dm.splits[s]) for s in ("train", "val")]
+        net = MLP(dm.spec, widths=[64, 128, 64], batchnorm=True, dropout=0.0) if args.model == "mlp" else \
+            CNN(dm.spec, dropout=0.0)
+        self.net = net.to(dev)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        n_steps = -(-len(self.x_train) // 128)
+        self.n_steps = min(n_steps, args.steps) if args.steps else n_steps
+        self.gen = torch.Generator(device=dev).manual_seed(42)  # its own: leaves others' random streams alone
+        self.val_acc = None
+
+    def epoch(self) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        net, opt, x_train, y_train, x_val, y_val = (self.net, self.opt, self.x_train, self.y_train, self.x_val,
+                                                    self.y_val)
         t0 = time.perf_counter()
-        if first_step is None:
-            first_step = time.time() - args.started
-        perm = torch.randperm(len(x_train), device=dev)
-        total = torch.zeros((), device=dev)
-        for i in range(n_steps):
+        net.train()
+        perm = torch.randperm(len(x_train), device=self.dev, generator=self.gen)
+        total = torch.zeros((), device=self.dev)
+        for i in range(self.n_steps):
             idx = perm[i * 128:(i + 1) * 128]
             x, y = x_train[idx], y_train[idx]
             loss = F.cross_entropy(net(x), y)
@@ -139,17 +146,23 @@ def run_plain(args) -> dict:
             opt.step()
             total += loss.detach()
         net.eval()
-        correct = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=self.dev)
         with torch.no_grad():
             for i in range(0, len(x_val), 1024):
                 logits = net(x_val[i:i + 1024])
                 F.cross_entropy(logits, y_val[i:i + 1024])
                 correct += (logits.argmax(1) == y_val[i:i + 1024]).sum()
-        val_acc = correct.item() / len(x_val)
+        self.val_acc = correct.item() / len(x_val)
         total.item()
-        epochs.append(time.perf_counter() - t0)
-    return {"epoch_s": epochs, "steps": n_steps, "first_step_s": first_step, "peak_mb": peak_mb(),
-            "val_acc": val_acc}
+        return time.perf_counter() - t0
+
+
+def run_plain(args) -> dict:
+    loop = PlainLoop(args)
+    first_step = time.time() - args.started
+    epochs = [loop.epoch() for _ in range(args.epochs)]
+    return {"epoch_s": epochs, "steps": loop.n_steps, "first_step_s": first_step, "peak_mb": peak_mb(),
+            "val_acc": loop.val_acc}
 
 
 def run_framework(args) -> dict:
@@ -170,10 +183,16 @@ def run_framework(args) -> dict:
         if args.variant == "histograms":
             overrides.append(HISTOGRAMS_ON)
     cfg = compose_run(overrides, out, args.data_dir)
-    timer = EpochTimer(args.started).callback
+    plain_epochs: list[float] = []
+    if args.worker == "interleaved":
+        loop = PlainLoop(args)
+        timer = EpochTimer(args.started, between=lambda: plain_epochs.append(loop.epoch())).callback
+    else:
+        timer = EpochTimer(args.started).callback
     summary = train.train(cfg, extra_callbacks=(timer,))
     result = {"epoch_s": timer.epochs, "steps": trainer_batches(args), "first_step_s": timer.first_step,
-              "peak_mb": peak_mb(), "val_acc": summary.get("val/acc"), "test_s": timer.test_s}
+              "peak_mb": peak_mb(), "val_acc": summary.get("val/acc"), "test_s": timer.test_s,
+              "plain_epoch_s": plain_epochs}
     if args.device == "cuda":
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -218,7 +237,9 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra train.py override for the framework, e.g. --set steps_per_execution=1")
-    p.add_argument("--worker", choices=["plain", "framework"], help=argparse.SUPPRESS)
+    p.add_argument("--interleaved", action="store_true",
+                   help="also run both loops in one process, a plain epoch before each framework epoch")
+    p.add_argument("--worker", choices=["plain", "framework", "interleaved"], help=argparse.SUPPRESS)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--started", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -236,7 +257,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {args.device}, "
           f"{args.rounds} rounds x {args.epochs - 1} timed epochs")
     models = ["mlp", "cnn"] if args.model == "both" else [args.model]
-    rows = []
+    rows, interleaved = [], {}
     for model in models:
         args.model = model
         if args.callbacks:
@@ -270,6 +291,16 @@ def main() -> None:
                   for p, f in zip(plain, framework)]
         rows.append((model, summarise(plain), summarise(framework), statistics.median(ratios)))
         print(f"{model}: framework / plain epoch time per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+        if args.interleaved:
+            # Both loops in one process, epochs alternating (a plain epoch, then a framework epoch):
+            # the machine's slow and fast spells land on both. Ratio per pair, warm-up pair dropped.
+            pairs = []
+            for _ in range(args.rounds):
+                r = worker("interleaved", args)
+                pairs += [f / p for p, f in zip(r["plain_epoch_s"][1:], r["epoch_s"][1:])]
+            interleaved[model] = pairs
+            print(f"{model}: interleaved in one process, framework / plain per epoch pair: "
+                  f"{', '.join(f'{r:.2f}' for r in pairs)}")
 
     if rows:
         print(f"\n| model | loop | steps/s | epoch s | ratio | peak MB | command to 1st step s | val acc |")
@@ -278,6 +309,9 @@ def main() -> None:
             for name, s, r in (("plain PyTorch", plain, 1.0), ("framework", fw, ratio)):
                 print(f"| {model} | {name} | {s['steps_per_s']:.0f} | {s['epoch_s']:.3f} | "
                       f"{r:.2f} | {s['peak_mb']:.0f} | {s['first_step_s']:.1f} | {s['val_acc']:.3f} |")
+        for model, pairs in interleaved.items():
+            print(f"{model}: framework / plain, interleaved in one process: median {statistics.median(pairs):.2f} "
+                  f"over {len(pairs)} epoch pairs")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,17 @@ def test_steps_per_execution_with_clipping_matches_too(tmp_path):
     assert three["test/loss"] == pytest.approx(one["test/loss"], rel=1e-5)
 
 
+def test_gradient_norm_interval_counts_batches_with_steps_per_execution(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    metrics = run_train(FAST + ["steps_per_execution=4", "callbacks.gradient_norms.every_n_steps=4"], out)
+    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    steps = [e.step for e in ea.Scalars("grad_norm/total")]
+    assert steps == list(range(metrics["global_step"]))  # every 4 batches: once per execution of 4
+
+
 def test_steps_per_execution_refuses_gradient_accumulation(tmp_path):
     from zoo.errors import UserError
 

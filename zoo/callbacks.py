@@ -45,7 +45,7 @@ def logging_step(trainer: L.Trainer) -> int:
 
 
 class _EveryNSteps:
-    """For callbacks that act in ``on_before_optimizer_step`` every ``every_n_steps`` logging steps:
+    """For callbacks that act in ``on_before_optimizer_step`` every ``every_n_steps`` batches:
     each optimizer at its first step in every such window, so a network that does not step on every
     batch (a GAN's generator with n_critic > 1) is still seen, at the same interval as the others."""
 
@@ -55,11 +55,14 @@ class _EveryNSteps:
         if self.every_n_steps <= 0:
             return False
         last = self.__dict__.setdefault("_last_window", {})
-        step = logging_step(trainer)
-        window = step // self.every_n_steps
+        # With steps_per_execution=K a Lightning step is K batches and this hook sees the last of
+        # them: the interval still counts batches, so the norms come as often whatever K is.
+        k = getattr(trainer.lightning_module, "steps_per_execution", 1)
+        batch = logging_step(trainer) * k + k - 1
+        window = batch // self.every_n_steps
         key = id(getattr(optimizer, "optimizer", optimizer))
         # A run resumed inside a window has had that window's turn already (unless it starts on it).
-        if last.get(key, (step - 1) // self.every_n_steps) >= window:
+        if last.get(key, (batch - k) // self.every_n_steps) >= window:
             return False
         last[key] = window
         return True

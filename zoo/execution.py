@@ -8,8 +8,8 @@ optimizer steps itself, returning the last loss to Lightning, which steps as usu
 hooks. The optimizer sees exactly the same batches in the same order as with K=1.
 
 What changes: Lightning counts one step per execution (``global_step``, ``log_every_n_steps``,
-``max_steps``, the callbacks' step intervals and step-wise LR schedules move once per K batches),
-and gradient norms are those of the last batch of each execution. It needs one device, one
+``max_steps`` and step-wise LR schedules move once per K batches; the gradient-norm and histogram
+intervals still count batches), and gradient norms are those of the last batch of an execution. It needs one device, one
 optimizer and no gradient accumulation; the task says so in one sentence otherwise.
 """
 from __future__ import annotations
