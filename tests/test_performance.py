@@ -58,11 +58,15 @@ def test_training_loss_is_logged_at_the_logging_interval_only(tmp_path):
 
 
 def test_benchmark_script_prints_the_table(tmp_path):
-    r = cli("benchmarks/bench_train.py", "--model", "mlp", "--rounds", "1", "--epochs", "2", "--steps", "20",
-            "--data-dir", str(tmp_path / "data"), timeout=400)
+    r = cli("benchmarks/bench_train.py", "--model", "mlp", "--rounds", "1", "--epochs", "3", "--steps", "20",
+            "--interleaved", "--data-dir", str(tmp_path / "data"), timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith("| mlp |")]
     assert len(rows) == 2 and "plain PyTorch" in rows[0] and "framework" in rows[1]
+    ratio = float(rows[1].split("|")[5])
+    assert 0.2 < ratio < 50, rows[1]
+    assert re.search(r"^mlp: framework / plain, interleaved in one process: median \d+\.\d+ over 2 epoch pairs$",
+                     r.stdout, re.M), r.stdout[-2000:]
     assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 784
 
 
