@@ -175,9 +175,8 @@ def run_framework(args) -> dict:
     overrides = [f"experiment=bench_{args.model}_mnist", f"trainer.max_epochs={args.epochs}",
                  f"test={'true' if args.variant else 'false'}", "trainer=gpu" if args.device == "cuda" else "trainer=cpu"]
     overrides += args.set
-    if args.steps:  # a limit in batches; Lightning counts executions of steps_per_execution batches
-        k = next((int(o.split("=")[1]) for o in args.set if o.startswith("steps_per_execution=")), 1)
-        overrides.append(f"trainer.limit_train_batches={-(-args.steps // k)}")
+    if args.steps:  # a limit in batches (a multiple of K: see main); Lightning counts executions of K
+        overrides.append(f"trainer.limit_train_batches={args.steps // executions_of(args.model, args.set)}")
     if args.variant:
         overrides += [f"callbacks.{c}=null" for c in OBSERVABILITY if c not in (args.variant, "histograms")]
         if args.variant == "histograms":
@@ -196,6 +195,13 @@ def run_framework(args) -> dict:
     if args.device == "cuda":
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+def executions_of(model: str, overrides: list[str]) -> int:
+    """The steps_per_execution the framework runs with (the bench experiment's, or --set's)."""
+    from zoo.config import _compose
+
+    return int(_compose([f"experiment=bench_{model}_mnist", *overrides]).steps_per_execution)
 
 
 def trainer_batches(args) -> int:
@@ -258,8 +264,13 @@ def main() -> None:
           f"{args.rounds} rounds x {args.epochs - 1} timed epochs")
     models = ["mlp", "cnn"] if args.model == "both" else [args.model]
     rows, interleaved = [], {}
+    steps = args.steps
     for model in models:
         args.model = model
+        k = executions_of(model, args.set)
+        args.steps = -(-steps // k) * k if steps else 0
+        if args.steps != steps:
+            print(f"{model}: --steps {steps} rounded up to {args.steps}, a multiple of steps_per_execution={k}")
         if args.callbacks:
             variants = CALLBACK_VARIANTS
             runs = {v: [] for v in variants}
