@@ -21,3 +21,12 @@ def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     cols = (dx + torch.arange(w, device=x.device))[:, None, :]          # (N, 1, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def augment(x: torch.Tensor, crop_padding: int = 0, hflip: bool = False) -> torch.Tensor:
+    """The image datamodules' training augmentation of a whole batch: random crop, then flip."""
+    if crop_padding:
+        x = random_crop(x, crop_padding)
+    if hflip:
+        x = random_hflip(x)
+    return x

@@ -15,7 +15,7 @@ import os
 import lightning as L
 import torch
 
-from datamodules.augment import random_crop, random_hflip
+from datamodules.augment import augment
 from datamodules.base import count, seeded_split
 from datamodules.spec import DataSpec
 from zoo.errors import UserError
@@ -104,10 +104,7 @@ class ImageFolderData(L.LightningDataModule):
         x, y = batch
         x = (x.float().div_(255) - self.pixel_mean.to(x.device)[:, None, None]) / self.pixel_std.to(x.device)[:, None, None]
         if self.trainer is not None and self.trainer.training:
-            if self.crop_padding:
-                x = random_crop(x, self.crop_padding)
-            if self.hflip:
-                x = random_hflip(x)
+            x = augment(x, self.crop_padding, self.hflip)
         return x, y
 
 

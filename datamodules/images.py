@@ -15,7 +15,7 @@ from urllib.error import URLError
 
 import torch
 
-from datamodules.augment import random_crop, random_hflip
+from datamodules.augment import augment
 from datamodules.base import TensorDataModule, count, seeded_split
 from datamodules.spec import DataSpec
 from zoo.errors import UserError
@@ -69,11 +69,7 @@ class ImageClassificationData(TensorDataModule):
         # Augment the training batch only, as a whole, on whatever device it now lives on.
         if self.trainer is not None and self.trainer.training and (self.crop_padding or self.hflip):
             x, *rest = batch
-            if self.crop_padding:
-                x = random_crop(x, self.crop_padding)
-            if self.hflip:
-                x = random_hflip(x)
-            batch = (x, *rest)
+            batch = (augment(x, self.crop_padding, self.hflip), *rest)
         return batch
 
 
