@@ -8,16 +8,16 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from zoo.config import preflight, user_errors
+from zoo.run.config import preflight, user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         metrics = evaluate(cfg)
-    from train import report
+    from zoo.run.report import report
 
     report(metrics)
 
@@ -27,9 +27,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from datamodules.spec import DataSpec
-    from zoo.artifacts import load_checkpoint, write_json_atomic
     from zoo.errors import UserError
-    from zoo.tasks import build_net, build_task
+    from zoo.run.checkpoints import load_checkpoint
+    from zoo.run.files import write_json_atomic
+    from zoo.tasks.registry import build_net, build_task
 
     if cfg.split not in ("test", "val"):
         raise UserError(f"split must be test or val, got {cfg.split!r}.")

@@ -10,12 +10,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from zoo.config import preflight, user_errors
+from zoo.run.config import preflight, user_errors
 
 # task name -> "module:function(ckpt: dict, cfg: DictConfig) -> None"
 GENERATORS: dict[str, str] = {
-    "adversarial": "zoo.adversarial:generate",
-    "language_model": "zoo.language_model:generate",
+    "adversarial": "zoo.tasks.adversarial:generate",
+    "language_model": "zoo.tasks.language_model:generate",
 }
 
 
@@ -28,8 +28,8 @@ def main(cfg: DictConfig) -> None:
 def generate(cfg: DictConfig) -> None:
     import importlib
 
-    from zoo.artifacts import load_checkpoint
     from zoo.errors import UserError
+    from zoo.run.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(cfg.ckpt_path)
     task = ckpt["hyper_parameters"].get("task", "classify")

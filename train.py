@@ -1,6 +1,6 @@
 """Train a network: ``python train.py [group=choice ...] [key=value ...]``.
 
-Reads top to bottom as the flow of shared/DESIGN.md: compose the config (Hydra), check it before
+Reads top to bottom as the flow of one run (ARCHITECTURE.md): compose the config (Hydra), check it before
 torch is imported, build the data and publish its spec, build the network from the spec, wrap it
 in the task for that kind of data, fit, test the best checkpoint, write metrics.json.
 """
@@ -14,7 +14,7 @@ import warnings
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.config import check_config, preflight, user_errors
+from zoo.run.config import check_config, preflight, user_errors
 
 # Noise from Lightning's internals that says nothing about the user's run.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from zoo.reliability import RunStopped
+    from zoo.run.reliability import RunStopped
 
     with user_errors():
         check_config(cfg)
@@ -34,26 +34,20 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric"))
 
 
-def group_choices() -> dict[str, str]:
-    """The choice made for each config group (model=cnn, ...), as Hydra recorded it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v and not k.startswith("hydra")}
-
-
 def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     """Fit, test and report one run; ``extra_callbacks`` lets a script (the benchmark) watch it."""
     started = time.perf_counter()
     import lightning as L
     from hydra.utils import instantiate
 
-    from zoo.artifacts import load_weights, write_json_atomic
-    from zoo.callbacks import StartupTimer, ValidationHistory, write_hparams
-    from zoo.execution import CheapAcceleratorCheck, Unprofiled
-    from zoo.reliability import AtomicCheckpointIO, Diverged, DivergenceGuard, GracefulStop, RunState, RunStopped
-    from zoo.tasks import build_net, build_task, task_name
+    from zoo.callbacks.history import StartupTimer, ValidationHistory
+    from zoo.run.checkpoints import load_weights
+    from zoo.run.files import write_json_atomic
+    from zoo.run.job import group_choices
+    from zoo.run.reliability import AtomicCheckpointIO, Diverged, DivergenceGuard, GracefulStop, RunState, RunStopped
+    from zoo.run.report import flat_hparams, report, write_hparams
+    from zoo.tasks.execution import CheapAcceleratorCheck, Unprofiled
+    from zoo.tasks.registry import build_net, build_task, task_name
 
     choices = group_choices()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -97,7 +91,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     # tuner.lr_find=true: Lightning's learning-rate finder picks the learning rate (zoo/tuning.py);
     # the run's recorded config then holds the rate it trained with.
     if OmegaConf.select(cfg, "tuner.lr_find", default=False) and not resume_from:
-        from zoo.tuning import find_lr
+        from zoo.run.tuning import find_lr
 
         found = find_lr(trainer, task, datamodule, cfg.tuner)
         if found is not None:
@@ -144,7 +138,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
 
 def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str) -> str | None:
     """The checkpoint to resume from, if ``resume=true`` and the run folder has one."""
-    from zoo.reliability import read_resume_state, rewind_event_files
+    from zoo.run.reliability import read_resume_state, rewind_event_files
 
     if not cfg.get("resume"):
         return None
@@ -156,47 +150,6 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str) -> str | None:
     rewind_event_files(out_dir, state["global_step"])
     print(f"Resuming {out_dir} from epoch {state['epoch']}, step {state['global_step']}.")
     return path
-
-
-def flat_hparams(config: dict, choices: dict[str, str]) -> dict:
-    """The hyper-parameters shown in TensorBoard's HParams tab: the group choices and every value
-    of the data, model, optimizer and scheduler configs, plus the trainer settings that change results."""
-    flat: dict = {f"choice/{k}": v for k, v in choices.items()}
-
-    def walk(prefix: str, node) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k not in ("_target_", "_partial_", "data_dir", "mirror"):
-                    walk(f"{prefix}.{k}", v)
-        else:
-            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
-
-    for group in ("data", "model", "optimizer", "scheduler"):
-        walk(group, config.get(group, {}))
-    for key in ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val"):
-        walk(f"trainer.{key}", config["trainer"].get(key))
-    flat["seed"] = config.get("seed")
-    return flat
-
-
-def report(summary: dict, out_dir: str | None = None) -> None:
-    """The metrics as a small table; for a run, where its folder is and how to look at it."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Results")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k in sorted(k for k in summary if "/" in k):
-        table.add_row(k, f"{summary[k]:.4f}")
-    for k in ("epochs", "best_epoch", "seconds", "first_step_s"):
-        if k in summary:
-            table.add_row(k, str(summary[k]))
-    console = Console()
-    console.print(table)
-    if out_dir:
-        console.print(f"Run folder: {out_dir}", soft_wrap=True)
-        console.print(f"TensorBoard: tensorboard --logdir {out_dir}", soft_wrap=True)
 
 
 if __name__ == "__main__":

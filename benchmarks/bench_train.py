@@ -37,7 +37,7 @@ OBSERVABILITY = ["gradient_norms", "histograms", "lr_monitor", "progress_bar", "
 CALLBACK_VARIANTS = ["bare", "gradient_norms", "histograms", "lr_monitor", "progress_bar", "checkpoint",
                      "confusion_matrix", "misclassified"]
 TEST_TIME = ("confusion_matrix", "misclassified")
-HISTOGRAMS_ON = "callbacks.histograms={_target_:zoo.callbacks.HistogramLogger,every_n_steps:200}"
+HISTOGRAMS_ON = "callbacks.histograms={_target_:zoo.callbacks.gradients.HistogramLogger,every_n_steps:200}"
 
 
 def write_mnist_sized(data_dir: str) -> None:
@@ -105,8 +105,8 @@ class PlainLoop:
         import torch
 
         from datamodules.images import MNISTData
-        from zoo.cnn import CNN
-        from zoo.mlp import MLP
+        from zoo.nets.cnn import CNN
+        from zoo.nets.mlp import MLP
 
         # A hand-written loop does not import Lightning, which sets this on import (NVML loaded on
         # every Adam step to ask whether CUDA is available); the framework clears it during training.
@@ -169,7 +169,7 @@ def run_framework(args) -> dict:
     import torch
 
     import train
-    from zoo.config import compose_run
+    from zoo.run.config import compose_run
 
     out = tempfile.mkdtemp(prefix="bench-run-")
     overrides = [f"experiment=bench_{args.model}_mnist", f"trainer.max_epochs={args.epochs}",
@@ -199,7 +199,7 @@ def run_framework(args) -> dict:
 
 def executions_of(model: str, overrides: list[str]) -> int:
     """The steps_per_execution the framework runs with (the bench experiment's, or --set's)."""
-    from zoo.config import _compose
+    from zoo.run.config import _compose
 
     return int(_compose([f"experiment=bench_{model}_mnist", *overrides]).steps_per_execution)
 
@@ -314,7 +314,7 @@ def main() -> None:
                   f"{', '.join(f'{r:.2f}' for r in pairs)}")
 
     if rows:
-        print(f"\n| model | loop | steps/s | epoch s | ratio | peak MB | command to 1st step s | val acc |")
+        print("\n| model | loop | steps/s | epoch s | ratio | peak MB | command to 1st step s | val acc |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for model, plain, fw, ratio in rows:
             for name, s, r in (("plain PyTorch", plain, 1.0), ("framework", fw, ratio)):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
-import threading
 import http.server
+import json
 import os
 import pickle
 import struct
 import subprocess
 import sys
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +25,7 @@ QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
 def run_train(overrides: list[str], out: Path, data_dir: Path | None = None, quiet: bool = True) -> dict:
     """train.py's pipeline in this process (no torch import per test); returns metrics.json."""
     import train
-    from zoo.config import check_config, compose_run
+    from zoo.run.config import check_config, compose_run
 
     cfg = compose_run((QUIET if quiet else []) + overrides, str(out), str(data_dir) if data_dir else None)
     check_config(cfg)

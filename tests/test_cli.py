@@ -8,12 +8,12 @@ import time
 
 import pytest
 import torch
-
 from conftest import cli, run_train
+
 from datamodules.spec import DataSpec
-from zoo.config import group_choices
 from zoo.errors import UserError
-from zoo.tasks import build_net
+from zoo.run.config import group_choices
+from zoo.tasks.registry import build_net
 
 
 def test_default_run_end_to_end_then_eval(tmp_path):
@@ -61,7 +61,7 @@ def hydra_own_help(command: str, *args: str) -> str:
     from hydra._internal.utils import create_config_search_path, get_args_parser
     from hydra.core.global_hydra import GlobalHydra
 
-    from zoo.config import CONF_DIR
+    from zoo.run.config import CONF_DIR
 
     parser = get_args_parser()
     GlobalHydra.instance().clear()
@@ -142,9 +142,9 @@ def test_gpu_trainer_without_a_gpu(tmp_path):
 
 
 def test_a_model_that_cannot_take_the_data_names_both_sides():
-    from zoo.resnet import ResNet
-
     from functools import partial
+
+    from zoo.nets.resnet import ResNet
 
     spec = DataSpec(name="sine", kind="series", shape=(96, 3))
     with pytest.raises(UserError, match=r"^model=resnet cannot take data=sine: it needs images, and sine yields numeric series"):

@@ -3,14 +3,13 @@ the offline error, deterministic splits and batch-level augmentation."""
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 
 import pytest
 import torch
 import torchvision.datasets as tvd
-
 from conftest import fake_idx_files, gz, write_cifar, write_mnist
+
 from datamodules.augment import random_crop, random_hflip
 from datamodules.base import BatchLoader
 from datamodules.images import CIFAR10Data, DigitsData, FashionMNISTData, MNISTData

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 import torch
-
 from conftest import QUIET, cli, run_train
+
 from datamodules.base import BatchLoader
 
 

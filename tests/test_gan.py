@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import QUIET, ROOT, cli, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import QUIET, ROOT, cli, run_train
 from datamodules.spec import DataSpec
 from zoo.errors import UserError
-from zoo.gan import DCGAN, GAN
-from zoo.quality import frechet_distance
-from zoo.tasks import build_net
-
+from zoo.nets.gan import DCGAN, GAN
+from zoo.tasks.quality import frechet_distance
+from zoo.tasks.registry import build_net
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,7 +77,7 @@ def test_frechet_distance_of_known_gaussians():
 
 
 def test_the_judge_on_data_without_classes_measures_fid_only():
-    from zoo.quality import QualityMeter, train_judge
+    from zoo.tasks.quality import QualityMeter, train_judge
 
     x = torch.rand(64, 1, 8, 8) * 2 - 1
     judge, stats = train_judge(x, torch.zeros(64, dtype=torch.long), 0, "cpu")
@@ -142,8 +141,8 @@ def fid_at_initialisation(tmp_path: Path, data_dir: Path) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from zoo.config import compose_run
-    from zoo.tasks import build_task
+    from zoo.run.config import compose_run
+    from zoo.tasks.registry import build_task
 
     cfg = compose_run(DIGITS, str(tmp_path / "init"), str(data_dir))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -212,8 +211,9 @@ def test_a_gan_trains_with_ddp_on_two_processes(digits_run, tmp_path):
 
 
 def test_eval_of_a_gan_checkpoint_gives_the_same_test_metrics(digits_run):
-    import eval as evaluate_module
     from omegaconf import OmegaConf
+
+    import eval as evaluate_module
 
     _, _, metrics = digits_run
     cfg = OmegaConf.create({"ckpt_path": metrics["best_checkpoint"], "data_dir": None, "split": "test",
@@ -224,9 +224,10 @@ def test_eval_of_a_gan_checkpoint_gives_the_same_test_metrics(digits_run):
 
 
 def test_generate_writes_a_png_grid_and_an_array_in_0_1(digits_run, tmp_path):
-    import generate as generate_module
     from matplotlib.image import imread
     from omegaconf import OmegaConf
+
+    import generate as generate_module
 
     _, _, metrics = digits_run
     png = tmp_path / "grid.png"
@@ -247,8 +248,9 @@ def test_generate_writes_a_png_grid_and_an_array_in_0_1(digits_run, tmp_path):
 
 
 def test_generate_one_class_of_a_conditional_gan(image_data, tmp_path):
-    import generate as generate_module
     from omegaconf import OmegaConf
+
+    import generate as generate_module
 
     metrics = run_train(["model=gan", "data=mnist", "model.conditional=true", *FEW_STEPS], tmp_path / "run",
                         data_dir=image_data)

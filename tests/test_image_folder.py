@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import cli, run_train
+from PIL import Image
 
 
 def write_image_folder(root, n_per_class: int = 40, size: int = 20) -> list[str]:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import run_train
+
 from datamodules.spec import DataSpec
-from zoo.cnn import CNN
-from zoo.mlp import MLP
-from zoo.resnet import ResNet
+from zoo.nets.cnn import CNN
+from zoo.nets.mlp import MLP
+from zoo.nets.resnet import ResNet
 
 MODELS = ["mlp", "cnn", "resnet"]
 DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import cli, run_train
 
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
@@ -104,14 +103,14 @@ def test_data_stays_put_on_the_cpu_and_batches_are_views_of_it():
 
 def test_bench_experiments_hold_the_benchmark_settings(tmp_path):
     """experiment=... overrides train.yaml's own keys (here steps_per_execution), not the other way round."""
-    from zoo.config import compose_run
+    from zoo.run.config import compose_run
 
     mlp = compose_run(["experiment=bench_mlp_mnist"], str(tmp_path), str(tmp_path))
     assert mlp.steps_per_execution == 16 and mlp.data.batch_size == 128 and list(mlp.model.widths) == [64, 128, 64]
     assert mlp.model.batchnorm and mlp.optimizer._target_ == "torch.optim.Adam" and mlp.data.val_size == 5000
     assert compose_run(["experiment=bench_mlp_mnist", "steps_per_execution=2"], str(tmp_path), None).steps_per_execution == 2
     cnn = compose_run(["experiment=bench_cnn_mnist"], str(tmp_path), str(tmp_path))
-    assert cnn.model._target_ == "zoo.cnn.CNN" and cnn.data.batch_size == 128
+    assert cnn.model._target_ == "zoo.nets.cnn.CNN" and cnn.data.batch_size == 128
 
 
 def test_nvml_cuda_check_is_off_while_training_on_a_cpu_and_restored_after(tmp_path):
@@ -122,7 +121,7 @@ def test_nvml_cuda_check_is_off_while_training_on_a_cpu_and_restored_after(tmp_p
     import lightning as L
 
     import train
-    from zoo.config import compose_run
+    from zoo.run.config import compose_run
 
     assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"  # set by importing Lightning
     seen = []

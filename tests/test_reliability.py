@@ -10,12 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, cli, fake_idx_files, gz
 
 RUN = ["seed=3", "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.log_every_n_steps=5",
@@ -130,8 +128,8 @@ def test_divergence_stops_keeps_checkpoints_and_records_it(tmp_path):
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
-    from zoo.artifacts import write_json_atomic
-    from zoo.reliability import AtomicCheckpointIO
+    from zoo.run.files import write_json_atomic
+    from zoo.run.reliability import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"

@@ -11,14 +11,13 @@ from collections import Counter
 from functools import partial
 
 import pytest
-import torch
+from conftest import cli, run_train, write_mnist
+from seqdata import write_sequence_data
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import cli, run_train, write_mnist
 from datamodules.spec import DataSpec
-from seqdata import write_sequence_data
 from zoo.errors import UserError
-from zoo.tasks import build_net
+from zoo.tasks.registry import build_net
 
 # A few steps, without the per-run cost of the TensorBoard logger (it is tested below).
 FEW_STEPS = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -99,7 +98,7 @@ def test_a_pairing_that_cannot_work_names_both_sides(model, data, why, seq_data,
 
 
 def test_a_language_model_cannot_be_bidirectional():
-    from zoo.rnn import LSTM
+    from zoo.nets.rnn import LSTM
 
     spec = DataSpec(name="pydoc", kind="tokens", shape=(32,), task="language_model", vocab_size=5,
                     vocabulary=tuple("abcde"))
@@ -237,8 +236,8 @@ def test_generate_prints_text_from_a_language_model_checkpoint(char_lm, tmp_path
 def test_sampling_from_a_checkpoint_in_process(char_lm):
     from omegaconf import OmegaConf
 
-    from zoo.artifacts import load_checkpoint
-    from zoo.language_model import generate
+    from zoo.run.checkpoints import load_checkpoint
+    from zoo.tasks.language_model import generate
 
     _, metrics = char_lm
     ckpt = load_checkpoint(metrics["best_checkpoint"])
@@ -267,7 +266,7 @@ def test_sampling_from_a_checkpoint_in_process(char_lm):
 # ---- settings a user can rely on ------------------------------------------------------------------
 
 def compose(*overrides: str):
-    from zoo.config import _compose
+    from zoo.run.config import _compose
 
     return _compose(list(overrides))
 
@@ -293,7 +292,7 @@ def test_experiments_compose():
         cfg = compose(f"experiment={name}")
         assert cfg.data._target_.endswith({"shakespeare": "TinyShakespeare", "ag_news": "AGNews",
                                            "etth1": "ETTData", "sine": "SineData"}[data])
-        assert cfg.model._target_ == f"zoo.rnn.{model.upper()}"
+        assert cfg.model._target_ == f"zoo.nets.rnn.{model.upper()}"
         assert cfg.trainer.gradient_clip_val
 
 

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import QUIET, ROOT, cli, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-
-from conftest import QUIET, ROOT, cli, run_train
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", *QUIET]
 
@@ -202,8 +201,8 @@ def test_pruning_stops_a_bad_trial_and_records_it_as_pruned(tmp_path):
 def test_search_space_syntax():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from hydra_plugins.zoo_sweepers._optuna import SearchSpace
     from zoo.errors import UserError
+    from zoo.sweeps.optuna import SearchSpace
 
     space = SearchSpace(["optimizer.lr=tag(log, interval(1e-4, 1e-1))", "model.dropout=interval(0, 0.5)",
                          "model.depth=tag(int, interval(1, 4))", "data.batch_size=choice(32, 64)",
@@ -228,7 +227,7 @@ def test_search_space_syntax():
 
 
 def test_search_configs_compose():
-    from zoo.config import _compose
+    from zoo.run.config import _compose
 
     for name in ("digits_optuna", "mnist_optuna"):
         cfg = _compose([f"hparams_search={name}"])

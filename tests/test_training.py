@@ -5,9 +5,8 @@ import json
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import run_train
+from omegaconf import OmegaConf
 
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 
@@ -59,7 +58,7 @@ def test_checkpoints_are_plain_data(trained_run):
         path = out / "checkpoints" / name
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # raises on any pickled object
         hp = ckpt["hyper_parameters"]
-        assert hp["config"]["model"]["_target_"] == "zoo.mlp.MLP"
+        assert hp["config"]["model"]["_target_"] == "zoo.nets.mlp.MLP"
         assert hp["spec"]["shape"] == [1, 8, 8] and hp["choices"]["data"] == "digits"
 
 

@@ -2,7 +2,7 @@
 
 Two differences from ``hydra._internal.core_plugins.basic_sweeper.BasicSweeper``:
 
-- A job that fails is recorded (its exception stays in its JobReturn; zoo.sweep.SweepSummary lists
+- A job that fails is recorded (its exception stays in its JobReturn; zoo.sweeps.summary.SweepSummary lists
   it with its error) and the sweep goes on; Hydra's re-raises the first failure and the rest of
   the sweep is lost.
 - Rerunning a sweep into its own folder (``hydra.sweep.dir=<sweep folder>``, same command) skips
@@ -21,7 +21,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from ._common import launch_numbered, refuse, run_finished
+from zoo.sweeps.common import launch_numbered, refuse, run_finished
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 class ZooOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        from ._optuna import OptunaSearch
+        from zoo.sweeps.optuna import OptunaSearch
 
         self.search = OptunaSearch(**settings)
 

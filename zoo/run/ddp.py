@@ -8,7 +8,7 @@ here starts rank k as the *job*: ``python train.py <the job's own overrides> hyd
 job's folder>``, without ``-m`` and without writing a second ``.hydra`` or log file. Lightning's
 rank-zero rule then writes the TensorBoard events, checkpoints and metrics.json once.
 
-After each job of a multirun, ``release()`` (called by zoo.sweep.SweepSummary) waits for the job's
+After each job of a multirun, ``release()`` (called by zoo.sweeps.summary.SweepSummary) waits for the job's
 ranks, closes the process group and removes the variables the launch set, so the next job starts
 its own ranks instead of waiting for the finished job's (the other cause of hangs).
 
@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 _ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
 _LAUNCHED: list["HydraJobLauncher"] = []  # launches of this process whose ranks may still run
 
@@ -90,7 +90,7 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
         for local_rank in range(1, self.num_processes):
             self.procs.append(subprocess.Popen(command, env={**env, "LOCAL_RANK": str(local_rank)}, cwd=cwd))
         _LAUNCHED.append(self)
-        from zoo.sweep import in_multirun
+        from zoo.run.job import in_multirun
 
         _RankWatcher(self.procs, end_main=not in_multirun()).start()  # decided now: Hydra's state moves on between jobs
 

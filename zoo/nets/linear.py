@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.revin import RevIN
+from zoo.nets.blocks import RevIN
 
 
 def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:

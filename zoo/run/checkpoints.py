@@ -1,44 +1,11 @@
-"""What a run leaves on disk and how it is read back: checkpoints (data only: weights_only=True)
-and metrics.json (written atomically)."""
+"""Checkpoints as data: loaded with weights_only=True, never unpickling code."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import tempfile
 import zipfile
-from typing import Any
 
 from zoo.errors import UserError
-
-
-def read_json(path: str) -> dict | None:
-    """A JSON object from a file, or None if the file is missing, unreadable or not an object."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write to a temporary file beside ``path`` and rename it: a crash leaves the old file whole.
-    Values JSON has no type for are written as their str()."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path: str) -> dict:

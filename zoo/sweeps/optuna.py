@@ -13,7 +13,7 @@ SQLAlchemy 2, and it cannot continue a search. Here:
   study_name and storage share it. A study remembers the command-line settings it was started
   with and refuses to mix in trials run with other ones.
 - Trial N runs as Hydra job number N, in ``<sweep folder>/N``; the job finds its trial from that
-  number, so zoo.pruning.OptunaPruning can report each epoch's validation metric to it and stop it
+  number, so zoo.sweeps.pruning.OptunaPruning can report each epoch's validation metric to it and stop it
   when the pruner says so (the trial is then recorded as PRUNED).
 - A job that fails is told to Optuna as FAIL with its error and the search goes on. Ctrl-C (or a
   crash) leaves the running trials failed as interrupted and queued again, so the next run of the
@@ -42,7 +42,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from ._common import describe, job_error, launch_numbered, refuse
+from zoo.sweeps.common import describe, job_error, launch_numbered, refuse
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ _NOT_RESULTS = ("paths.", "hydra.", "callbacks.progress_bar=", "callbacks.model_
 ATTR_ERROR, ATTR_INTERRUPTED = "error", "interrupted"
 
 
-# ---- where a study lives (shared with the jobs: zoo.pruning) ----------------------------------
+# ---- where a study lives (shared with the jobs: zoo.sweeps.pruning) ----------------------------------
 
 def study_name_of(sweeper: DictConfig) -> str:
     return str(sweeper.get("study_name") or "search")
@@ -382,8 +382,8 @@ class OptunaSearch:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from zoo.config import _explain
         from zoo.errors import UserError
+        from zoo.run.config import _explain
 
         assert self.hydra_context is not None and self.config is not None
         for params in space.examples():

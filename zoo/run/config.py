@@ -16,14 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
 
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+CONF_DIR = os.path.join(ROOT, "conf")
 EXIT_USER_ERROR = 2
 
 
 def fail(message: str) -> None:
-    from zoo.sweep import in_multirun
+    from zoo.run.job import in_multirun
 
-    if in_multirun():  # a job of a sweep: it fails with its sentence (zoo.sweep lists it), the sweep goes on
+    if in_multirun():  # a job of a sweep: it fails with its sentence (zoo.sweeps.summary lists it), the sweep goes on
         raise UserError(message)
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("SLURM_LOCALID", "0") != "0":
         sys.exit(EXIT_USER_ERROR)  # another process of a DDP run: its rank zero says the sentence

@@ -30,7 +30,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.artifacts import read_json, write_json_atomic
+from zoo.run.files import read_json, write_json_atomic
+from zoo.run.job import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,6 @@ HPARAMS_SUFFIX = ".sweep-hparams"
 EXIT_SOME_FAILED = 1
 FAILED = ("failed", "diverged")  # statuses that make the sweep exit with EXIT_SOME_FAILED
 _LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "mae", "mse", "rmse", "mape", "smape", "nll", "bpc", "fid")
-
-
-def in_multirun() -> bool:
-    """Whether this process is running a job of a Hydra multirun (where a job's error must fail
-    that job only, not end the process that runs the whole sweep)."""
-    if "hydra" not in sys.modules:
-        return False
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def lower_is_better(metric: str) -> bool:
@@ -291,7 +281,7 @@ def _minimize(config: DictConfig, metric: str | None) -> bool:
 
 
 def _release_distributed() -> None:
-    ddp = sys.modules.get("zoo.ddp")
+    ddp = sys.modules.get("zoo.run.ddp")
     if ddp is not None:
         ddp.release()
 

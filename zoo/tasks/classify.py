@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from zoo.execution import StepsPerExecution
+from zoo.tasks.execution import StepsPerExecution
 
 
 class ClassificationTask(StepsPerExecution, L.LightningModule):

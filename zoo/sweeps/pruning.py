@@ -21,7 +21,7 @@ class OptunaPruning(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.trial = None
         if trainer.is_global_zero:
-            from hydra_plugins.zoo_sweepers._optuna import current_trial
+            from zoo.sweeps.optuna import current_trial
 
             self.trial = current_trial()
 

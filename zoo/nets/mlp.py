@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from zoo.revin import RevIN
+from zoo.nets.blocks import RevIN
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU,
                "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid}

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from zoo.callbacks import tensorboards
 from zoo.errors import UserError
 
 RESUME_FILE = "resume.ckpt"
@@ -154,7 +153,7 @@ class RunState(L.Callback):
 
 def read_resume_state(path: str) -> dict:
     """The epoch and step a resume.ckpt continues from (loaded as data only)."""
-    from zoo.artifacts import load_checkpoint
+    from zoo.run.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
     return {"epoch": ckpt.get("epoch"), "global_step": int(ckpt.get("global_step", 0))}

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from zoo.artifacts import read_json
+from zoo.run.files import read_json
 
 EXIT_USER_ERROR = 2
 
@@ -52,7 +52,7 @@ def job_error(ret: JobReturn) -> BaseException | None:
 
 def describe(error: BaseException) -> str:
     """One line for a job's error (the same as the sweep summary's)."""
-    from zoo.sweep import describe_error
+    from zoo.sweeps.summary import describe_error
 
     return describe_error(error)
 

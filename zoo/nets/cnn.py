@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.revin import RevIN
+from zoo.nets.blocks import RevIN
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 POOLS_1D = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d}

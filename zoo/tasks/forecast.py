@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
-from zoo.classify import ClassificationTask
-from zoo.execution import StepsPerExecution
+from zoo.tasks.classify import ClassificationTask
+from zoo.tasks.execution import StepsPerExecution
 
 
 def _errors() -> nn.ModuleDict:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import UserError
-from zoo.execution import StepsPerExecution
+from zoo.tasks.execution import StepsPerExecution
 
 EVAL_NOISE_SEED = 2024  # the noise of every validation pass
 
@@ -251,7 +251,7 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
     # -- quality --------------------------------------------------------------------------------
     def judge(self):
         """The quality judge for this data (zoo/quality.py), trained or loaded on first use."""
-        from zoo.quality import load_or_train_judge
+        from zoo.tasks.quality import load_or_train_judge
 
         if "net" not in self._judge:
             dm = self.trainer.datamodule
@@ -266,7 +266,7 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
         return self._judge["net"], self._judge["stats"]
 
     def _start_eval(self) -> None:
-        from zoo.quality import QualityMeter
+        from zoo.tasks.quality import QualityMeter
 
         judge, stats = self.judge()
         self._meter = QualityMeter(judge, stats, self.trainer.datamodule.spec.num_classes)
@@ -349,7 +349,7 @@ def generate(ckpt: dict, cfg) -> None:
     from hydra.utils import instantiate
 
     from datamodules.spec import DataSpec
-    from zoo.tasks import build_net
+    from zoo.tasks.registry import build_net
 
     hp = ckpt["hyper_parameters"]
     config, choices, spec = hp["config"], hp.get("choices", {}), DataSpec.from_dict(hp["spec"])
@@ -383,7 +383,7 @@ def generate(ckpt: dict, cfg) -> None:
     else:
         from torchvision.utils import save_image
 
-        from zoo.callbacks import image_grid
+        from zoo.callbacks.common import image_grid
 
         columns = net.num_classes if net.conditional and labels is None else math.ceil(math.sqrt(n))
         save_image(image_grid(images, columns), out)  # as TensorBoard shows it: small images enlarged

@@ -12,7 +12,7 @@ from __future__ import annotations
 import lightning as L
 from omegaconf import DictConfig
 
-from zoo.callbacks import tensorboards
+from zoo.callbacks.common import tensorboards
 from zoo.errors import UserError
 
 

@@ -17,10 +17,10 @@ KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric
 
 # task name -> "module:Class" (imported only when used)
 TASKS = {
-    "classify": "zoo.classify:ClassificationTask",
-    "adversarial": "zoo.adversarial:AdversarialTask",
-    "language_model": "zoo.language_model:LanguageModelTask",
-    "forecast": "zoo.forecast:ForecastTask",
+    "classify": "zoo.tasks.classify:ClassificationTask",
+    "adversarial": "zoo.tasks.adversarial:AdversarialTask",
+    "language_model": "zoo.tasks.language_model:LanguageModelTask",
+    "forecast": "zoo.tasks.forecast:ForecastTask",
 }
 
 

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from zoo.classify import ClassificationTask
 from zoo.errors import UserError
-from zoo.execution import StepsPerExecution
+from zoo.tasks.classify import ClassificationTask
+from zoo.tasks.execution import StepsPerExecution
 
 LN2 = math.log(2)
 
@@ -164,7 +164,7 @@ def generate(ckpt: dict, cfg) -> None:
     from hydra.utils import instantiate
 
     from datamodules.spec import DataSpec
-    from zoo.tasks import build_net
+    from zoo.tasks.registry import build_net
 
     if not isinstance(cfg.length, int) or cfg.length < 1:
         raise UserError(f"length must be a positive whole number, got {cfg.length!r}; try length=500.")

@@ -1,0 +1,93 @@
+"""What the observability callbacks share: the run's TensorBoard writers, the logging step, the
+every-N-batches schedule, per-layer parameter names and image grids.
+
+Callbacks work with any task: gradients are read in ``on_before_optimizer_step``, after Lightning's
+precision plugin has unscaled them, so the norms under mixed precision are the true ones."""
+from __future__ import annotations
+
+import math
+import re
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+
+def tensorboards(trainer: L.Trainer) -> list:
+    """The SummaryWriters of the run's TensorBoard loggers (none when TensorBoard is off)."""
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def named_params_of(pl_module: L.LightningModule, optimizer) -> list[tuple[str, torch.nn.Parameter]]:
+    """The named parameters this optimizer steps (one network of a GAN, or all of a classifier)."""
+    stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return [(n, p) for n, p in pl_module.named_parameters() if id(p) in stepped]
+
+
+def optimizer_prefix(trainer: L.Trainer, optimizer) -> str:
+    """'' with one optimizer; with several, the name of the optimizer's parameter group
+    ('generator/', 'discriminator/': a GAN names them), else 'opt<i>/'."""
+    opts = [getattr(o, "optimizer", o) for o in trainer.optimizers]
+    if len(opts) < 2:
+        return ""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    name = inner.param_groups[0].get("name") if inner.param_groups else None
+    return f"{name}/" if name else f"opt{next((i for i, o in enumerate(opts) if o is inner), 0)}/"
+
+
+def logging_step(trainer: L.Trainer) -> int:
+    """The step Lightning's loggers write ``self.log`` scalars at: one per training batch, however
+    many optimizers step in it (``global_step`` counts both of a GAN's steps). With one optimizer
+    it equals ``global_step``."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+class EveryNSteps:
+    """For callbacks that act in ``on_before_optimizer_step`` every ``every_n_steps`` batches:
+    each optimizer at its first step in every such window, so a network that does not step on every
+    batch (a GAN's generator with n_critic > 1) is still seen, at the same interval as the others."""
+
+    every_n_steps: int
+
+    def _due(self, trainer: L.Trainer, optimizer) -> bool:
+        if self.every_n_steps <= 0:
+            return False
+        last = self.__dict__.setdefault("_last_window", {})
+        # With steps_per_execution=K a Lightning step is K batches and this hook sees the last of
+        # them: the interval still counts batches, so the norms come as often whatever K is.
+        k = getattr(trainer.lightning_module, "steps_per_execution", 1)
+        batch = logging_step(trainer) * k + k - 1
+        window = batch // self.every_n_steps
+        key = id(getattr(optimizer, "optimizer", optimizer))
+        # A run resumed inside a window has had that window's turn already (unless it starts on it).
+        if last.get(key, (batch - k) // self.every_n_steps) >= window:
+            return False
+        last[key] = window
+        return True
+
+
+# weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0 (LSTM projections): the parameters of nn.RNN/LSTM/GRU
+_RECURRENT_PARAM = re.compile(r"^(?:weight|bias)_(?:ih|hh|hr)_(l\d+(?:_reverse)?)$")
+
+
+def layer_of(name: str) -> str:
+    """The layer a parameter belongs to: its module, or for a recurrent module its stacked layer."""
+    module, _, leaf = name.rpartition(".")
+    m = _RECURRENT_PARAM.match(leaf)
+    if m:
+        return f"{module}.{m.group(1)}" if module else m.group(1)
+    return module or name
+
+
+
+def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> one (C, H', W') image, small images enlarged to >= 28 px so
+    TensorBoard shows 8x8 digits at a visible size."""
+    from torchvision.utils import make_grid
+
+    scale = max(1, math.ceil(28 / images.shape[-1]))
+    if scale > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+    return make_grid(images.detach().float().cpu(), nrow=columns, padding=2, pad_value=1.0)
+
+

@@ -1,0 +1,61 @@
+"""What the run itself needs to know: each epoch's validation metrics and the time to the first step."""
+from __future__ import annotations
+
+import os
+import time
+
+import lightning as L
+
+
+class ValidationHistory(L.Callback):
+    """The validation metrics of every epoch as plain floats, so the run can report the validation
+    metrics of the epoch its best checkpoint comes from."""
+
+    def __init__(self):
+        self.epochs: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.epochs.append({"epoch": trainer.current_epoch, **row})
+
+    def state_dict(self) -> dict:  # kept in checkpoints, so a resumed run knows its earlier epochs
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs = list(state.get("epochs", []))
+
+    def best(self, monitor: str, mode: str) -> dict[str, float]:
+        rows = [r for r in self.epochs if monitor in r]
+        if not rows:
+            return self.epochs[-1] if self.epochs else {}
+        pick = min if mode == "min" else max
+        return pick(rows, key=lambda r: r[monitor])  # the first best, as ModelCheckpoint keeps it
+
+
+def process_age() -> float:
+    """Seconds since this process started (from /proc on Linux; elsewhere since this module loaded)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _LOADED
+
+
+_LOADED = time.perf_counter()
+
+
+class StartupTimer(L.Callback):
+    """The time from the command to the first training step (interpreter, imports, data, model,
+    sanity check): ``first_step_s`` in metrics.json."""
+
+    def __init__(self):
+        self.first_step_s: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_step_s is None:
+            self.first_step_s = round(process_age(), 2)
+

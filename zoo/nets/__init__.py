@@ -1,0 +1,1 @@
+"""Networks in plain PyTorch, one family per module, each built from the data spec."""
