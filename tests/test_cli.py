@@ -8,9 +8,9 @@ import time
 
 import pytest
 import torch
-from conftest import cli, run_train
 
 from datamodules.spec import DataSpec
+from tests.helpers import cli, run_train
 from zoo.errors import UserError
 from zoo.run.config import group_choices
 from zoo.tasks.registry import build_net

@@ -8,11 +8,11 @@ import socket
 import pytest
 import torch
 import torchvision.datasets as tvd
-from conftest import fake_idx_files, gz, write_cifar, write_mnist
 
 from datamodules.augment import random_crop, random_hflip
 from datamodules.base import BatchLoader
 from datamodules.images import CIFAR10Data, DigitsData, FashionMNISTData, MNISTData
+from tests.helpers.formats import fake_idx_files, gz, write_cifar, write_mnist
 from zoo.errors import UserError
 
 

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 import torch
-from conftest import QUIET, cli, run_train
 
 from datamodules.base import BatchLoader
+from tests.helpers import QUIET, cli, run_train
 
 
 def test_each_process_takes_its_part_of_every_batch():

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET, ROOT, cli, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.spec import DataSpec
+from tests.helpers import QUIET, ROOT, cli, run_train
 from zoo.errors import UserError
 from zoo.nets.gan import DCGAN, GAN
 from zoo.tasks.quality import frechet_distance

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import cli, run_train
 from PIL import Image
+
+from tests.helpers import cli, run_train
 
 
 def write_image_folder(root, n_per_class: int = 40, size: int = 20) -> list[str]:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_train
 
 from datamodules.spec import DataSpec
+from tests.helpers import run_train
 from zoo.nets.cnn import CNN
 from zoo.nets.mlp import MLP
 from zoo.nets.resnet import ResNet

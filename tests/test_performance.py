@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import cli, run_train
+
+from tests.helpers import cli, run_train
 
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, cli, fake_idx_files, gz
+
+from tests.helpers import ROOT, cli
+from tests.helpers.formats import fake_idx_files, gz
 
 RUN = ["seed=3", "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.log_every_n_steps=5",
        "callbacks.gradient_norms.every_n_steps=5", "callbacks.histograms.every_n_steps=7",
        "callbacks.progress_bar=null", "callbacks.early_stopping=null"]
-SLOW = ["+callbacks.sleepy._target_=tests.sleepy.SleepPerStep", "+callbacks.sleepy.seconds=0.06"]
+SLOW = ["+callbacks.sleepy._target_=tests.helpers.sleepy.SleepPerStep", "+callbacks.sleepy.seconds=0.06"]
 
 
 def start(args: list[str]) -> subprocess.Popen:

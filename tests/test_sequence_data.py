@@ -7,11 +7,11 @@ import socket
 import numpy as np
 import pytest
 import torch
-from conftest import cli
-from seqdata import ag_news_csv, ett_csv, md5, plain_csv, shakespeare_text
 
 from datamodules.series import CSVSeries, ETTData, SineData
 from datamodules.text import AGNews, PydocCorpus, TextFile, TinyShakespeare
+from tests.helpers import cli
+from tests.helpers.sequences import ag_news_csv, ett_csv, md5, plain_csv, shakespeare_text
 from zoo.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,11 +11,12 @@ from collections import Counter
 from functools import partial
 
 import pytest
-from conftest import cli, run_train, write_mnist
-from seqdata import write_sequence_data
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.spec import DataSpec
+from tests.helpers import cli, run_train
+from tests.helpers.formats import write_mnist
+from tests.helpers.sequences import write_sequence_data
 from zoo.errors import UserError
 from zoo.tasks.registry import build_net
 

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import QUIET, ROOT, cli, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.helpers import QUIET, ROOT, cli, run_train
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", *QUIET]
 
@@ -117,7 +118,7 @@ def search(log_dir: Path, *extra: str) -> list[str]:
 def test_optuna_search_interrupted_then_continued_is_one_study_of_five_trials(tmp_path):
     # Each step sleeps 50 ms, so trial 1 is still training when the Ctrl-C arrives on a fast machine.
     settings = ["trainer.max_epochs=5", "trainer.limit_train_batches=5", "model.dropout=interval(0.0, 0.3)",
-                "+callbacks.sleepy._target_=tests.sleepy.SleepPerStep", "+callbacks.sleepy.seconds=0.05"]
+                "+callbacks.sleepy._target_=tests.helpers.sleepy.SleepPerStep", "+callbacks.sleepy.seconds=0.05"]
     folder = tmp_path / "searches" / "digits_optuna"
     proc = subprocess.Popen([sys.executable, *search(tmp_path, "hydra.sweeper.n_trials=3", *settings)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -6,10 +6,10 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from tests.helpers import run_train
 from zoo.callbacks.gradients import GradientNormLogger
 
 

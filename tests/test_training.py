@@ -5,8 +5,9 @@ import json
 
 import pytest
 import torch
-from conftest import run_train
 from omegaconf import OmegaConf
+
+from tests.helpers import run_train
 
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 

@@ -1,0 +1,31 @@
+"""Test helpers, importable as ``tests.helpers``: runs of train.py's pipeline in this process and
+of the real commands in a subprocess. Files in the real on-disk formats are in ``tests.helpers.formats``
+(images) and ``tests.helpers.sequences`` (text and series); ``tests.helpers.sleepy`` slows a run down."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def run_train(overrides: list[str], out: Path, data_dir: Path | None = None, quiet: bool = True) -> dict:
+    """train.py's pipeline in this process (no torch import per test); returns metrics.json."""
+    import train
+    from zoo.run.config import check_config, compose_run
+
+    cfg = compose_run((QUIET if quiet else []) + overrides, str(out), str(data_dir) if data_dir else None)
+    check_config(cfg)
+    summary = train.train(cfg)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(summary))
+    return summary
+
+
+def cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command of this project as a user would, from the repository root."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
