@@ -94,12 +94,14 @@ def record() -> dict:
     return json.loads(RECORD.read_text())
 
 
+@pytest.mark.slow  # composing 44 configs takes Hydra 10-20 s
 def test_every_choice_is_recorded(now, record):
     assert sorted(now) == sorted(record), (
         f"choices composed now but not recorded: {sorted(set(now) - set(record))}; recorded but gone: "
         f"{sorted(set(record) - set(now))} (after adding a choice on purpose: python -m tests.test_configs --write)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["default"] + [f"{g}={c}" for g in GROUPS for c in choices(g)])
 def test_choice_composes_as_recorded(name, now, record):
     if name not in record:
@@ -107,8 +109,9 @@ def test_choice_composes_as_recorded(name, now, record):
     got, want = now[name], record[name]
     if name == "default":
         got, want = {"set": got, "removed": []}, {"set": want, "removed": []}
-    lines = [f"  {k}: recorded {want['set'].get(k, '<unset>')!r}, now {got['set'].get(k, '<unset>')!r}"
-             for k in sorted(set(got["set"]) | set(want["set"])) if got["set"].get(k, "<unset>") != want["set"].get(k, "<unset>")]
+    same = "<as in the default>"  # a key a choice leaves as the default composition has it is not recorded
+    lines = [f"  {k}: recorded {want['set'].get(k, same)!r}, now {got['set'].get(k, same)!r}"
+             for k in sorted(set(got["set"]) | set(want["set"])) if got["set"].get(k, same) != want["set"].get(k, same)]
     lines += [f"  {k}: removed now, not before" for k in got["removed"] if k not in want["removed"]]
     lines += [f"  {k}: removed before, not now" for k in want["removed"] if k not in got["removed"]]
     assert not lines, f"python train.py {name} composes differently from the record:\n" + "\n".join(lines)

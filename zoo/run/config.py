@@ -55,8 +55,10 @@ def user_errors():
 
 
 def group_choices(group: str) -> list[str]:
+    """The choices of a config group: its files, less the bases they share (conf/data/_ett.yaml)."""
     folder = os.path.join(CONF_DIR, group)
-    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and not f.startswith("_")) \
+        if os.path.isdir(folder) else []
 
 
 def groups() -> list[str]:
@@ -97,7 +99,7 @@ def _explain(e: Exception, overrides: list[str]) -> str:
     msg = str(e)
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, _, choice = e.missing_cfg_file.rpartition("/")
-        options = e.options or group_choices(group)
+        options = [o for o in e.options or group_choices(group) if not o.startswith("_")]  # bases are no choice
         return f"'{choice}' is not a choice for {group}; choose one of: {', '.join(options)}."
     if isinstance(e, OverrideParseException):
         return f"cannot read the command line ({' '.join(msg.split())}); write each override as key=value."
@@ -192,7 +194,7 @@ def _config_groups(folder: str = CONF_DIR, parent: str = "") -> dict[str, list[s
         path = os.path.join(folder, entry)
         if os.path.isdir(path) and not (parent == "" and entry == "hydra"):
             group = f"{parent}{entry}"
-            choices = sorted(f[:-5] for f in os.listdir(path) if f.endswith(".yaml"))
+            choices = sorted(f[:-5] for f in os.listdir(path) if f.endswith(".yaml") and not f.startswith("_"))
             if choices:
                 out[group] = choices
             out.update(_config_groups(path, f"{group}/"))
