@@ -1,4 +1,4 @@
-"""The fast data path of shared/DESIGN.md: datasets held as tensors, batches taken by indexing.
+"""The fast data path of ARCHITECTURE.md: datasets held as tensors, batches taken by indexing.
 
 ``BatchLoader`` replaces ``DataLoader`` for data that fits in memory. One ``randperm`` per epoch and
 one index per batch: no per-sample Python, no collate. Lightning calls ``loader.sampler.set_epoch``

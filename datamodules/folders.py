@@ -1,5 +1,5 @@
 """Images in class folders, read from disk batch by batch: the streaming path for image sets that
-do not fit in memory (shared/DESIGN.md keeps it for them; everything that fits is held as tensors).
+do not fit in memory (ARCHITECTURE.md keeps it for them; everything that fits is held as tensors).
 
 ``root/<class name>/<image file>``, any format Pillow reads. torchvision's ``ImageFolder`` decodes
 and resizes each image to ``image_size`` in the DataLoader's worker processes (the per-sample work

@@ -1,4 +1,4 @@
-"""What a datamodule yields, published before any model exists (see shared/DESIGN.md).
+"""What a datamodule yields, published before any model exists (see ARCHITECTURE.md, "The contracts").
 
 Models read their sizes from a ``DataSpec``; nobody types ``input_size: 784`` in a config.
 """
