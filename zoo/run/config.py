@@ -218,16 +218,18 @@ def _check_devices(cfg: DictConfig) -> None:
                          f"{cores} core(s); they share the cores and run slower than trainer.devices=1.\n")
 
 
-def check_monitors(cfg: DictConfig, logged: list[str] | tuple[str, ...], task: str) -> None:
+def check_monitors(cfg: DictConfig, task, name: str) -> None:
     """Every metric a callback or the plateau scheduler watches is one the task logs (else it would be
-    found missing only after the first epoch), or a sentence listing what it logs."""
-    watched = [(f"callbacks.{name}.monitor", c.get("monitor")) for name, c in (cfg.get("callbacks") or {}).items()
+    found missing only after the first epoch), or a sentence listing what it logs. A task publishes
+    its metrics as ``logged_metrics``: a tuple, or a method where they depend on the network."""
+    logged = task.logged_metrics() if callable(task.logged_metrics) else task.logged_metrics
+    watched = [(f"callbacks.{key}.monitor", c.get("monitor")) for key, c in (cfg.get("callbacks") or {}).items()
                if isinstance(c, DictConfig) and c.get("monitor")]
     if OmegaConf.select(cfg, "scheduler.monitor", default=None) and OmegaConf.select(cfg, "scheduler.factory"):
         watched.append(("scheduler.monitor", cfg.scheduler.monitor))
     for key, metric in watched:
         if metric not in logged:
-            raise UserError(f"{key}={metric} is not a metric the {task} task logs; watch one of "
+            raise UserError(f"{key}={metric} is not a metric the {name} task logs; watch one of "
                             f"{', '.join(m for m in logged if m.startswith('val/'))}.")
 
 
@@ -452,11 +454,22 @@ def preflight(config_name: str, argv: list[str]) -> None:
         return
     if any(a.startswith("-") for a in args):
         return
+    try:
+        check_overrides(args, config_name, multirun)
+    except UserError as e:
+        fail(str(e))
+
+
+def check_overrides(args: list[str], config_name: str = "train", multirun: bool = False,
+                    run_folder: bool = True) -> None:
+    """Every config the command line ``args`` composes (each value of a sweep once) is one the command
+    can run, or a UserError: Hydra's own errors explained, then the checks of ``config_name`` (and of
+    the run folder Hydra will make, unless ``run_folder`` is False: a script that picks its own)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    _split_values(args)
     try:
-        _split_values(args)
         for overrides in _combinations(args):
             cfg = _compose(overrides, config_name)
             missing = _missing_keys(cfg)
@@ -472,8 +485,7 @@ def preflight(config_name: str, argv: list[str]) -> None:
                 check_eval_config(cfg)
             elif config_name == "generate":
                 check_generate_config(cfg)
-            _check_run_folder(cfg, multirun)
-    except UserError as e:
-        fail(str(e))
+            if run_folder:
+                _check_run_folder(cfg, multirun)
     except (HydraException, OmegaConfBaseException) as e:
-        fail(_explain(e, args))
+        raise UserError(_explain(e, args)) from None
