@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 import re
 import shlex
@@ -162,7 +163,8 @@ def check_config(cfg: DictConfig) -> None:
     _check_devices(cfg)
 
 
-def trainer_arguments() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def trainer_arguments() -> tuple[str, ...]:
     """The keyword arguments of ``lightning.Trainer``, read from its source without importing it
     (importing lightning imports torch: seconds, where a config check should take milliseconds)."""
     import ast
@@ -170,19 +172,19 @@ def trainer_arguments() -> list[str]:
 
     spec = importlib.util.find_spec("lightning")
     if spec is None or not spec.origin:
-        return []
+        return ()
     path = os.path.join(os.path.dirname(spec.origin), "pytorch", "trainer", "trainer.py")
     try:
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read())
     except (OSError, SyntaxError):
-        return []
+        return ()
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == "Trainer":
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    return [a.arg for a in item.args.args[1:] + item.args.kwonlyargs]
-    return []
+                    return tuple(a.arg for a in item.args.args[1:] + item.args.kwonlyargs)
+    return ()
 
 
 TRAINER_TARGETS = ("lightning.Trainer", "lightning.pytorch.Trainer", "pytorch_lightning.Trainer")
@@ -432,8 +434,11 @@ def _check_run_folder(cfg: DictConfig, multirun: bool) -> None:
     """The folder Hydra is about to make for the run (or the sweep) can be made and written."""
     from zoo.run.oserrors import check_writable_folder
 
+    from hydra.core.hydra_config import HydraConfig
+
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
+        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the folder's name, as Hydra resolves it
         folder = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
     except Exception:  # noqa: BLE001 - a value only a running job can resolve: Hydra makes it, and says why not
         return
