@@ -269,3 +269,26 @@ def test_quoted_hint_is_a_shell_word():
         check_overrides(["data=image_folder", "data.root=/tmp/it's", "mine"])
     hint = str(e.value).split("quote the whole override: ", 1)[1].rstrip(".")
     assert shlex.split(hint) == ["data.root=/tmp/it's mine"]
+
+
+@pytest.mark.parametrize("code, sentence", [
+    (28, "cannot use /data/out/metrics.json: the disk is full; free some space or choose a folder on another disk."),
+    (13, "cannot use /data/out/metrics.json: permission is denied; choose a folder you can write to, or change its "
+         "permissions."),
+    (30, "cannot use /data/out/metrics.json: it is on a read-only file system; choose a folder on a writable disk."),
+])
+def test_an_os_error_on_a_named_path_is_one_sentence(code, sentence, capsys):
+    """What no check before the call can decide (a disk filling up mid-run) is mapped by its errno."""
+    from zoo.run.config import user_errors
+
+    with pytest.raises(SystemExit) as e, user_errors():
+        raise OSError(code, os.strerror(code), "/data/out/metrics.json")
+    assert e.value.code == 2 and capsys.readouterr().err == f"error: {sentence}\n"
+
+
+def test_an_os_error_without_a_path_stays_a_traceback():
+    """An OSError that names no path is not the user's input: it is left for a traceback to show."""
+    from zoo.run.config import user_errors
+
+    with pytest.raises(OSError), user_errors():
+        raise OSError(28, "No space left on device")

@@ -215,7 +215,7 @@ def _check_devices(cfg: DictConfig) -> None:
         return
     cpu = accelerator == "cpu" or (accelerator == "auto" and not os.path.exists("/dev/nvidiactl"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cpu and devices > cores:
+    if cpu and devices > cores and os.environ.get("LOCAL_RANK", "0") == "0":  # once, not again in each process
         sys.stderr.write(f"warning: trainer.devices={devices} starts {devices} training processes on a CPU with "
                          f"{cores} core(s); they share the cores and run slower than trainer.devices=1.\n")
 
