@@ -32,6 +32,8 @@ CONFIG_CASES = [
                                          "least one size, e.g. model.channels=[32,64]."),
     (["model=cnn", "model.channels=[32,0]"], "model.channels must hold positive whole numbers (one per layer), got 0 "
                                              "in [32, 0]; try model.channels=[32,64]."),
+    (["model=resnet", "model.widths=[]"], "model.widths is empty, so the network would have no such layer"),
+    (["model=resnet", "model.blocks=[2,0,2]"], "model.blocks must hold positive whole numbers (one per layer), got 0"),
     (["optimizer=sgd", "optimizer.momentum=2"], "optimizer.momentum must be at least 0 and below 1, got 2; "
                                                 "try optimizer.momentum=0.9."),
     (["optimizer=sgd", "optimizer.momentum=-0.5"], "optimizer.momentum must be at least 0 and below 1, got -0.5"),
@@ -64,6 +66,7 @@ def test_config_values_get_one_sentence(args, message, tmp_path):
 
 @pytest.mark.parametrize("args", [["model=cnn"], ["model=lstm", "data=shakespeare"], ["optimizer=sgd"],
                                   ["model=gan"], ["model=mlp", "model.widths=[]"], ["data.batch_size=1000000"],
+                                  ["model=resnet", "model.blocks=[1,2,1]"], ["model=mlp", "model.widths=64", "model.depth=3"],
                                   ["+trainer.max_steps=5"], ["model=cnn", "model.channels=[8]"]])
 def test_sound_configs_pass(args, tmp_path):
     check_overrides([*args, f"hydra.run.dir={tmp_path / 'run'}"])

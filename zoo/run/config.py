@@ -79,14 +79,17 @@ WHOLE_NUMBERS: dict[str, tuple[int, int]] = {
     "data.horizon": (1, 16), "data.seq_len": (1, 128), "data.length": (1, 3000), "data.max_length": (1, 64),
     "data.min_freq": (1, 2), "data.max_vocab": (1, 30000),
     "model.hidden": (1, 128), "model.embedding": (1, 64), "model.kernel_size": (1, 3), "model.layers": (1, 2),
-    "model.blocks": (1, 2), "model.depth": (1, 2), "model.latent_dim": (1, 64), "model.width": (1, 64),
+    "model.depth": (1, 2), "model.latent_dim": (1, 64), "model.width": (1, 64),
     "model.n_critic": (1, 1),
     "trainer.min_epochs": (0, 1), "trainer.accumulate_grad_batches": (1, 1), "trainer.num_nodes": (1, 1),
     "trainer.log_every_n_steps": (1, 10), "trainer.check_val_every_n_epoch": (1, 1),
     "callbacks.early_stopping.patience": (0, 5),
 }
-# Keys that are lists of sizes, one per layer: (may the list be empty, an example).
-SIZE_LISTS: dict[str, tuple[bool, str]] = {"model.channels": (False, "[32,64]"), "model.widths": (True, "[256,128]")}
+# Keys that are sizes, one per layer (a list, or one number for every layer): (the networks for which
+# an empty list makes sense, an example). An MLP without hidden layers is a linear classifier.
+SIZE_LISTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "model.channels": ((), "[32,64]"), "model.widths": (("MLP",), "[256,128]"), "model.blocks": ((), "2"),
+}
 # Keys that are fractions: (the range as [low, high), an example).
 FRACTIONS: dict[str, tuple[float, float, str]] = {
     "model.dropout": (0.0, 1.0, "0.1"), "optimizer.momentum": (0.0, 1.0, "0.9"),
@@ -123,12 +126,13 @@ def _fraction(cfg: DictConfig, key: str, low: float, high: float, example: str) 
         raise UserError(f"{key} must be at least {low:g} and below {high:g}, got {value!r}; try {key}={example}.")
 
 
-def _size_list(cfg: DictConfig, key: str, may_be_empty: bool, example: str) -> None:
+def _size_list(cfg: DictConfig, key: str, may_be_empty: tuple[str, ...], example: str) -> None:
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
         return
     sizes = list(value) if OmegaConf.is_list(value) else [value]
-    if not sizes and not may_be_empty:
+    network = str(OmegaConf.select(cfg, key.rpartition(".")[0] + "._target_", default="")).rpartition(".")[2]
+    if not sizes and network not in may_be_empty:
         raise UserError(f"{key} is empty, so the network would have no such layer; give at least one size, "
                         f"e.g. {key}={example}.")
     bad = [v for v in sizes if isinstance(v, bool) or not isinstance(v, int) or v < 1]
