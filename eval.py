@@ -10,12 +10,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from zoo.run.config import preflight, user_errors
+from zoo.run.config import check_eval_config, preflight, user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_eval_config(cfg)  # also when Hydra's flags made preflight step aside
         metrics = evaluate(cfg)
     from zoo.run.report import report
 

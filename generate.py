@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from zoo.run.config import preflight, user_errors
+from zoo.run.config import check_generate_config, preflight, user_errors
 
 # task name -> "module:function(ckpt: dict, cfg: DictConfig) -> None"
 GENERATORS: dict[str, str] = {
@@ -22,6 +22,7 @@ GENERATORS: dict[str, str] = {
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        check_generate_config(cfg)  # also when Hydra's flags made preflight step aside
         generate(cfg)
 
 

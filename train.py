@@ -14,7 +14,7 @@ import warnings
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.run.config import check_config, preflight, user_errors
+from zoo.run.config import check_config, check_monitors, preflight, user_errors
 
 # Noise from Lightning's internals that says nothing about the user's run.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -74,6 +74,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     scheduler = {**cfg.scheduler, "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None}
     task = build_task(task_name(spec, model_factory), spec, net, instantiate(cfg.optimizer), scheduler, hparams,
                       {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None)
+    check_monitors(cfg, task, task_name(spec, model_factory))  # before any epoch runs
 
     # resume=true continues this run folder's resume.ckpt exactly; the event files are first cut
     # back to where that checkpoint was written, so the replayed steps are not logged twice.

@@ -29,6 +29,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from zoo.run.config import user_errors  # noqa: E402 - after the repository is on the path
+
 # The callbacks whose cost --callbacks measures, one at a time on top of the bare framework (all of
 # them off). The confusion matrix and misclassified images run at test time only: their cost is
 # measured on the test pass (test seconds / bare test seconds), the others' on the training epochs.
@@ -232,6 +234,32 @@ def summarise(runs: list[dict]) -> dict:
             "val_acc": statistics.median(r["val_acc"] for r in runs), "n": len(epochs)}
 
 
+def check_arguments(args) -> None:
+    """Numbers that cannot be measured, a GPU that is not there and --set overrides train.py would
+    refuse, each a UserError before any worker starts."""
+    from zoo.errors import UserError
+    from zoo.run.config import check_overrides
+
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be 1 or more, got {args.rounds}; try --rounds 3.")
+    if args.epochs < 2:
+        raise UserError(f"--epochs must be 2 or more (the first is a warm-up, not timed), got {args.epochs}; "
+                        f"try --epochs 3.")
+    if args.steps < 0:
+        raise UserError(f"--steps must be 0 (all) or more, got {args.steps}; try --steps 100.")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda needs a GPU that torch can use, and there is none here; "
+                            "leave --device out to measure on the CPU.")
+    for model in (["mlp", "cnn"] if args.model == "both" else [args.model]):
+        try:
+            check_overrides([f"experiment=bench_{model}_mnist", *args.set], run_folder=False)
+        except UserError as e:
+            raise UserError(f"--set {' --set '.join(args.set)}: {e}") from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
@@ -255,6 +283,8 @@ def main() -> None:
         print("BENCH " + json.dumps(result))
         return
 
+    with user_errors():
+        check_arguments(args)
     args.data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-data-")
     if not os.path.exists(os.path.join(args.data_dir, "MNIST", "raw", "t10k-labels-idx1-ubyte")):
         write_mnist_sized(args.data_dir)

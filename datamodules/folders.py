@@ -11,6 +11,7 @@ the images.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -56,7 +57,7 @@ class ImageFolderData(L.LightningDataModule):
         steps = [v2.Grayscale(1)] if self.channels == 1 else []
         transform = v2.Compose([v2.ToImage(), *steps, v2.Resize((self.image_size, self.image_size), antialias=True)])
         try:
-            return datasets.ImageFolder(self.root, transform=transform)
+            return datasets.ImageFolder(self.root, transform=transform, loader=_read_image)
         except (FileNotFoundError, RuntimeError) as e:
             raise UserError(f"no images found under data.root={self.root} ({str(e).rstrip('.')}); it needs one "
                             f"sub-folder of images per class (root/cat/1.png, root/dog/2.png, ...).") from None
@@ -102,13 +103,38 @@ class ImageFolderData(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 -> normalised float, and the training augmentation, on the whole batch on its device."""
         x, y = batch
+        if isinstance(x, UnreadableImage):
+            raise UserError(f"{x.path} under data.root cannot be read as an image ({x.reason}); delete it or replace "
+                            f"it with a whole image file, then run again.")
         x = (x.float().div_(255) - self.pixel_mean.to(x.device)[:, None, None]) / self.pixel_std.to(x.device)[:, None, None]
         if self.trainer is not None and self.trainer.training:
             x = augment(x, self.crop_padding, self.hflip)
         return x, y
 
 
-def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """One uint8 (N, C, H, W) tensor and the labels: a quarter of float32's bytes to copy and send."""
+class UnreadableImage(NamedTuple):
+    """A file that Pillow cannot decode, passed on as data: an exception raised in a DataLoader worker
+    reaches the main process as a traceback in text, this reaches it as the file's path."""
+    path: str
+    reason: str
+
+
+def _read_image(path: str):
+    """torchvision's default loader (Pillow, converted to RGB), or an ``UnreadableImage``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # decodes the whole file: a truncated one fails here, not in a later step
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for a file that is not a whole image
+        return UnreadableImage(path, " ".join(str(e).split()) or type(e).__name__)
+
+
+def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor] | tuple[UnreadableImage, None]:
+    """One uint8 (N, C, H, W) tensor and the labels: a quarter of float32's bytes to copy and send;
+    the first unreadable file instead, for ``on_after_batch_transfer`` to name."""
+    unreadable = [img for img, _ in samples if isinstance(img, UnreadableImage)]
+    if unreadable:
+        return unreadable[0], None
     images = torch.stack([torch.as_tensor(img) for img, _ in samples])
     return images, torch.tensor([label for _, label in samples])

@@ -152,30 +152,45 @@ class TorchvisionImages(ImageClassificationData):
         try:
             train = cls(self.data_dir, train=True, download=False)
             test = cls(self.data_dir, train=False, download=False)
-            return (*self.to_tensors(train), *self.to_tensors(test))
+            tensors = (*self.to_tensors(train), *self.to_tensors(test))
         except (RuntimeError, ValueError, OSError, EOFError) as e:
             where = os.path.join(self.data_dir, self.folder())
             raise UserError(
                 f"the {self.name} files in {where} cannot be read ({str(e).strip().splitlines()[0]}); "
                 f"delete that folder and run again to download them afresh.") from None
+        for labels in (tensors[1], tensors[3]):
+            check_labels(labels, len(self.class_names), os.path.join(self.data_dir, self.folder()))
+        return tensors
 
     @staticmethod
     def to_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
 
-def check_idx_file(path: str) -> None:
-    """An IDX file (MNIST's format) is as long as its header says, or a sentence naming it."""
+def check_idx_file(path: str) -> tuple[int, ...]:
+    """An IDX file (MNIST's format) is as long as its header says, or a sentence naming it; returns its
+    sizes (images: count, height, width; labels: count)."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         header = f.read(4)
         ndim = header[3] if len(header) == 4 else 0
         dims = f.read(4 * ndim)
-    expected = 4 + 4 * ndim + (math.prod(int.from_bytes(dims[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
-                               if len(dims) == 4 * ndim else 0)
+    sizes = tuple(int.from_bytes(dims[i:i + 4], "big") for i in range(0, 4 * ndim, 4)) if len(dims) == 4 * ndim else ()
+    expected = 4 + 4 * ndim + (math.prod(sizes) if sizes else 0)
     if len(header) < 4 or header[:2] != b"\0\0" or ndim == 0 or len(dims) < 4 * ndim or size != expected:
         raise UserError(f"{path} is truncated or corrupt ({size} bytes where its header promises {expected}); "
                         f"delete it and run again to download it afresh.")
+    return sizes
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, where: str) -> None:
+    """Every label is a class index, or a sentence naming the files and the first bad label."""
+    bad = ((labels < 0) | (labels >= num_classes)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise UserError(f"the labels in {where} hold {int(labels[i])} (at position {i}), but the dataset has "
+                        f"{num_classes} classes (0-{num_classes - 1}); the files are not this dataset: delete that "
+                        f"folder and run again to download them afresh.")
 
 
 class MNISTData(TorchvisionImages):
@@ -201,8 +216,17 @@ class MNISTData(TorchvisionImages):
 
     def load_raw(self):
         raw = os.path.join(self.data_dir, self.folder())
-        for name in self.expected_files():
-            check_idx_file(os.path.join(raw, name))
+        sizes = {name: check_idx_file(os.path.join(raw, name)) for name in self.expected_files()}
+        for split in ("train", "t10k"):
+            images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+            if len(sizes[images]) != 3 or sizes[images][1:] != self.shape[1:]:
+                raise UserError(f"{os.path.join(raw, images)} holds images of size {' x '.join(map(str, sizes[images][1:]))}"
+                                f", not {self.name}'s {self.shape[1]} x {self.shape[2]}; delete that folder and run "
+                                f"again to download the files afresh.")
+            if len(sizes[labels]) != 1 or sizes[labels][0] != sizes[images][0]:
+                raise UserError(f"{os.path.join(raw, labels)} holds {sizes[labels][0]} labels for the "
+                                f"{sizes[images][0]} images of {images}; delete that folder and run again to "
+                                f"download the files afresh.")
         return super().load_raw()
 
     @staticmethod

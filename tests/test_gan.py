@@ -304,7 +304,8 @@ def test_generate_refuses_a_classifier_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches=2 does not apply to GANs"),
-    (["callbacks=default"], "callback EarlyStopping watches val/loss, which a GAN does not log; watch one of val/fid"),
+    (["callbacks=default"], "callbacks.early_stopping.monitor=val/loss is not a metric the adversarial task logs; "
+                            "watch one of val/fid"),
     (["model.loss=wasserstein"], "model=gan cannot be built for data=digits: model.loss=wasserstein is not a GAN loss"),
     (["model.label_smoothing=0.1", "model.loss=hinge"], "model.label_smoothing applies to the non_saturating loss only"),
 ])

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 import re
+import shlex
 import sys
 
 from omegaconf import DictConfig, OmegaConf
@@ -40,6 +42,12 @@ def user_errors():
         yield
     except UserError as e:
         fail(str(e))
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave
+            raise
+        from zoo.run.oserrors import explain_os_error
+
+        fail(explain_os_error(e))
     except Exception as e:  # noqa: BLE001 - translated only when the cause is the user's input
         cause = e
         while cause.__cause__ is not None or cause.__context__ is not None:
@@ -65,31 +73,204 @@ def groups() -> list[str]:
     return sorted(d for d in os.listdir(CONF_DIR) if os.path.isdir(os.path.join(CONF_DIR, d)))
 
 
-def _positive(cfg: DictConfig, key: str, example: str, integer: bool = False) -> None:
+# Keys that count something: (the smallest value that makes sense, an example). A key a config
+# does not have is skipped; null is left to the code that reads it (it means "off" or "automatic").
+WHOLE_NUMBERS: dict[str, tuple[int, int]] = {
+    "data.batch_size": (1, 64), "data.eval_batch_size": (1, 1024), "steps_per_execution": (1, 1),
+    "data.num_workers": (0, 2), "data.random_crop": (0, 4), "data.image_size": (1, 32), "data.lookback": (1, 96),
+    "data.horizon": (1, 16), "data.seq_len": (1, 128), "data.length": (1, 3000), "data.max_length": (1, 64),
+    "data.min_freq": (1, 2), "data.max_vocab": (1, 30000),
+    "model.hidden": (1, 128), "model.embedding": (1, 64), "model.kernel_size": (1, 3), "model.layers": (1, 2),
+    "model.depth": (1, 2), "model.latent_dim": (1, 64), "model.width": (1, 64),
+    "model.n_critic": (1, 1),
+    "trainer.min_epochs": (0, 1), "trainer.accumulate_grad_batches": (1, 1), "trainer.num_nodes": (1, 1),
+    "trainer.log_every_n_steps": (1, 10), "trainer.check_val_every_n_epoch": (1, 1),
+    "callbacks.early_stopping.patience": (0, 5),
+}
+# Keys that are sizes, one per layer (a list, or one number for every layer): (the networks for which
+# an empty list makes sense, an example). An MLP without hidden layers is a linear classifier.
+SIZE_LISTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "model.channels": ((), "[32,64]"), "model.widths": (("MLP",), "[256,128]"), "model.blocks": ((), "2"),
+}
+# Keys that are fractions: (the range as [low, high), an example).
+FRACTIONS: dict[str, tuple[float, float, str]] = {
+    "model.dropout": (0.0, 1.0, "0.1"), "optimizer.momentum": (0.0, 1.0, "0.9"),
+    "model.label_smoothing": (0.0, 1.0, "0.1"),
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole_number(cfg: DictConfig, key: str, least: int, example) -> None:
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    if integer:
-        ok = ok and float(value).is_integer()
-    if not ok:
-        kind = "a positive whole number" if integer else "a positive number"
-        raise UserError(f"{key} must be {kind}, got {value!r}; try {key}={example}.")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= least:
+        return
+    kind = "a positive whole number" if least == 1 else f"a whole number of {least} or more"
+    if isinstance(value, float) and value.is_integer() and value >= least:
+        raise UserError(f"{key} must be {kind}, got the decimal number {value!r}; write it without a decimal point "
+                        f"or exponent, e.g. {key}={example}.")
+    raise UserError(f"{key} must be {kind}, got {value!r}; try {key}={example}.")
+
+
+def _positive(cfg: DictConfig, key: str, example: str) -> None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is not None and not (_is_number(value) and value > 0):
+        raise UserError(f"{key} must be a positive number, got {value!r}; try {key}={example}.")
+
+
+def _fraction(cfg: DictConfig, key: str, low: float, high: float, example: str) -> None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is not None and not (_is_number(value) and low <= value < high):
+        raise UserError(f"{key} must be at least {low:g} and below {high:g}, got {value!r}; try {key}={example}.")
+
+
+def _size_list(cfg: DictConfig, key: str, may_be_empty: tuple[str, ...], example: str) -> None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        return
+    sizes = list(value) if OmegaConf.is_list(value) else [value]
+    network = str(OmegaConf.select(cfg, key.rpartition(".")[0] + "._target_", default="")).rpartition(".")[2]
+    if not sizes and network not in may_be_empty:
+        raise UserError(f"{key} is empty, so the network would have no such layer; give at least one size, "
+                        f"e.g. {key}={example}.")
+    bad = [v for v in sizes if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        raise UserError(f"{key} must hold positive whole numbers (one per layer), got {bad[0]!r} in "
+                        f"{OmegaConf.to_container(value) if OmegaConf.is_list(value) else value!r}; try {key}={example}.")
 
 
 def check_config(cfg: DictConfig) -> None:
     """Values that no run can use, caught before any data is read or torch is imported."""
     _positive(cfg, "optimizer.lr", "1e-3")
-    _positive(cfg, "data.batch_size", "64", integer=True)
-    _positive(cfg, "steps_per_execution", "1", integer=True)
-    _positive(cfg, "data.eval_batch_size", "1024", integer=True)
     if not OmegaConf.select(cfg, "trainer.fast_dev_run", default=False):
-        _positive(cfg, "trainer.max_epochs", "10", integer=True)
-    dropout = OmegaConf.select(cfg, "model.dropout", default=0.0)
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise UserError(f"model.dropout must be in [0, 1), got {dropout!r}; try model.dropout=0.1.")
-    if not isinstance(cfg.get("seed"), int):
+        _whole_number(cfg, "trainer.max_epochs", 1, 10)
+    for key, (least, example) in WHOLE_NUMBERS.items():
+        _whole_number(cfg, key, least, example)
+    for key, (may_be_empty, example) in SIZE_LISTS.items():
+        _size_list(cfg, key, may_be_empty, example)
+    for key, (low, high, example) in FRACTIONS.items():
+        _fraction(cfg, key, low, high, example)
+    betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
+    if betas is not None and not (OmegaConf.is_list(betas) and len(betas) == 2
+                                  and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise UserError(f"optimizer.betas must be two numbers of at least 0 and below 1, got "
+                        f"{OmegaConf.to_container(betas) if OmegaConf.is_list(betas) else betas!r}; "
+                        f"try optimizer.betas=[0.9,0.999].")
+    weight_decay = OmegaConf.select(cfg, "optimizer.weight_decay", default=None)
+    if weight_decay is not None and not (_is_number(weight_decay) and weight_decay >= 0):
+        raise UserError(f"optimizer.weight_decay must be 0 or more, got {weight_decay!r}; try optimizer.weight_decay=0.")
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise UserError(f"seed must be a whole number, got {cfg.get('seed')!r}; try seed=42.")
+    _check_trainer_keys(cfg)
+    _check_devices(cfg)
+
+
+@functools.lru_cache(maxsize=1)
+def trainer_arguments() -> tuple[str, ...]:
+    """The keyword arguments of ``lightning.Trainer``, read from its source without importing it
+    (importing lightning imports torch: seconds, where a config check should take milliseconds)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("lightning")
+    if spec is None or not spec.origin:
+        return ()
+    path = os.path.join(os.path.dirname(spec.origin), "pytorch", "trainer", "trainer.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError):
+        return ()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    return tuple(a.arg for a in item.args.args[1:] + item.args.kwonlyargs)
+    return ()
+
+
+TRAINER_TARGETS = ("lightning.Trainer", "lightning.pytorch.Trainer", "pytorch_lightning.Trainer")
+
+
+def _check_trainer_keys(cfg: DictConfig) -> None:
+    trainer = cfg.get("trainer")
+    if not isinstance(trainer, DictConfig) or trainer.get("_target_") not in TRAINER_TARGETS:
+        return
+    known = trainer_arguments()
+    if not known:
+        return
+    for key in trainer.keys():
+        if str(key).startswith("_") or key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=3)
+        hint = (f"did you mean {' or '.join(f'trainer.{c}' for c in close)}?" if close
+                else "see https://lightning.ai/docs/pytorch/stable/common/trainer.html for its arguments.")
+        raise UserError(f"trainer.{key} is not an argument of lightning.Trainer; {hint}")
+
+
+def _check_devices(cfg: DictConfig) -> None:
+    """Several processes on a CPU with fewer cores than processes: allowed (DDP can be tried out on a
+    laptop), but slower than one, so it is said before they start."""
+    devices = OmegaConf.select(cfg, "trainer.devices", default=None)
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices <= 1:
+        return
+    cpu = accelerator == "cpu" or (accelerator == "auto" and not os.path.exists("/dev/nvidiactl"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cpu and devices > cores and os.environ.get("LOCAL_RANK", "0") == "0":  # once, not again in each process
+        sys.stderr.write(f"warning: trainer.devices={devices} starts {devices} training processes on a CPU with "
+                         f"{cores} core(s); they share the cores and run slower than trainer.devices=1.\n")
+
+
+def check_monitors(cfg: DictConfig, task, name: str) -> None:
+    """Every metric a callback or the plateau scheduler watches is one the task logs (else it would be
+    found missing only after the first epoch), or a sentence listing what it logs. A task publishes
+    its metrics as ``logged_metrics``: a tuple, or a method where they depend on the network."""
+    logged = task.logged_metrics() if callable(task.logged_metrics) else task.logged_metrics
+    watched = [(f"callbacks.{key}.monitor", c.get("monitor")) for key, c in (cfg.get("callbacks") or {}).items()
+               if isinstance(c, DictConfig) and c.get("monitor")]
+    if OmegaConf.select(cfg, "scheduler.monitor", default=None) and OmegaConf.select(cfg, "scheduler.factory"):
+        watched.append(("scheduler.monitor", cfg.scheduler.monitor))
+    for key, metric in watched:
+        if metric not in logged:
+            raise UserError(f"{key}={metric} is not a metric the {name} task logs; watch one of "
+                            f"{', '.join(m for m in logged if m.startswith('val/'))}.")
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    """eval.py's own options, before the checkpoint is read."""
+    from zoo.run.oserrors import check_writable_file
+
+    if cfg.get("split") not in ("test", "val"):
+        raise UserError(f"split must be test or val, got {cfg.get('split')!r}.")
+    _whole_number(cfg, "batch_size", 1, 256)
+    if cfg.get("out"):
+        check_writable_file(cfg.out, "out")
+
+
+# Characters generate.py samples one at a time: 100,000 take minutes on a CPU; more is a mistake.
+MAX_GENERATE_LENGTH = 100_000
+
+
+def check_generate_config(cfg: DictConfig) -> None:
+    """generate.py's own options, before the checkpoint is read."""
+    from zoo.run.oserrors import check_writable_file
+
+    _whole_number(cfg, "num_samples", 1, 64)
+    _whole_number(cfg, "length", 0, 500)
+    _whole_number(cfg, "top_k", 1, 10)
+    if cfg.get("length", 0) > MAX_GENERATE_LENGTH:
+        raise UserError(f"length={cfg.length} characters would take hours to sample one by one; give at most "
+                        f"length={MAX_GENERATE_LENGTH} (several commands can continue each other's text with prompt=).")
+    temperature = cfg.get("temperature")
+    if temperature is not None and not (_is_number(temperature) and temperature >= 0):
+        raise UserError(f"temperature must be 0 or more, got {temperature!r}; try temperature=0.8.")
+    if cfg.get("out"):
+        check_writable_file(cfg.out, "out")
 
 
 def _explain(e: Exception, overrides: list[str]) -> str:
@@ -111,22 +292,32 @@ def _explain(e: Exception, overrides: list[str]) -> str:
             close = difflib.get_close_matches(key, groups(), n=1)
             hint = f"did you mean {close[0]}?" if close else f"the groups are: {', '.join(groups())}."
             return f"'{key}' is neither a config group nor a key; {hint}"
-        keys = _keys_at(parent, overrides)
-        close = difflib.get_close_matches(leaf, keys, n=1)
-        hint = f"did you mean {parent}.{close[0]}?" if close else f"{parent} has: {', '.join(keys)}."
+        found, keys, missing = _nearest_node(key, overrides)
+        close = difflib.get_close_matches(missing[0], keys, n=1)
+        where = f"{found}." if found else ""
+        if close:
+            hint = f"did you mean {where}{'.'.join([close[0], *missing[1:]])}?"
+        else:
+            hint = f"{found or 'the config'} has: {', '.join(keys)}."
         return (f"'{key}' is not a config key; {hint} (To add a new key on purpose, write +{key}=...)")
     first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
     return first
 
 
-def _keys_at(parent: str, overrides: list[str]) -> list[str]:
-    """Keys of a node of the config composed without the failing key overrides."""
+def _nearest_node(key: str, overrides: list[str]) -> tuple[str, list[str], list[str]]:
+    """For a dotted key the config lacks: the deepest node of it that exists, that node's keys, and
+    the parts of the key below it (the first one is the misspelled one). The config is composed
+    from the group choices only, without the failing key overrides."""
+    parts = key.split(".")
     try:
-        cfg = _compose([o for o in overrides if "=" in o and "." not in o.split("=")[0]])
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        return sorted(node.keys()) if isinstance(node, DictConfig) else []
+        node = _compose([o for o in overrides if "=" in o and "." not in o.split("=")[0]])
+        for i, part in enumerate(parts):
+            if not isinstance(node, DictConfig) or part not in node:
+                return ".".join(parts[:i]), sorted(map(str, node.keys())) if isinstance(node, DictConfig) else [], parts[i:]
+            node = node[part]
     except Exception:  # noqa: BLE001 - only a hint
-        return []
+        pass
+    return ".".join(parts[:-1]), [], parts[-1:]
 
 
 def _compose(overrides: list[str], config_name: str = "train") -> DictConfig:
@@ -237,11 +428,36 @@ def print_help(config_name: str, args: list[str]) -> bool:
     return True
 
 
+def _split_values(args: list[str]) -> None:
+    """An argument without ``=`` after one with it is the rest of a value the shell split at a space."""
+    for before, arg in zip(args, args[1:]):
+        if "=" not in arg and not arg.startswith(("-", "~")) and "=" in before:
+            raise UserError(f"'{arg}' is not a key=value override; if it is the rest of a value with a space in it, "
+                            f"quote the whole override: {shlex.quote(f'{before} {arg}')}.")
+
+
+def _check_run_folder(cfg: DictConfig, multirun: bool) -> None:
+    """The folder Hydra is about to make for the run (or the sweep) can be made and written."""
+    from zoo.run.oserrors import check_writable_folder
+
+    from hydra.core.hydra_config import HydraConfig
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the folder's name, as Hydra resolves it
+        folder = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - a value only a running job can resolve: Hydra makes it, and says why not
+        return
+    if folder:
+        check_writable_folder(str(folder), key)
+
+
 def preflight(config_name: str, argv: list[str]) -> None:
     """Compose the config Hydra is about to compose and report a mistake in one sentence.
 
     ``--help`` is answered here (``print_help``); other flags (--cfg, -cn, ...) are left to Hydra.
     """
+    multirun = any(a in ("-m", "--multirun") for a in argv)
     args = [a for a in argv if a not in ("-m", "--multirun")]
     if "--help" in args or "-h" in args:
         if print_help(config_name, args):
@@ -249,18 +465,38 @@ def preflight(config_name: str, argv: list[str]) -> None:
         return
     if any(a.startswith("-") for a in args):
         return
+    try:
+        check_overrides(args, config_name, multirun)
+    except UserError as e:
+        fail(str(e))
+
+
+def check_overrides(args: list[str], config_name: str = "train", multirun: bool = False,
+                    run_folder: bool = True) -> None:
+    """Every config the command line ``args`` composes (each value of a sweep once) is one the command
+    can run, or a UserError: Hydra's own errors explained, then the checks of ``config_name`` (and of
+    the run folder Hydra will make, unless ``run_folder`` is False: a script that picks its own)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    _split_values(args)
     try:
         for overrides in _combinations(args):
             cfg = _compose(overrides, config_name)
             missing = _missing_keys(cfg)
             if missing:
                 raise UserError(f"{missing[0]} must be given; add {missing[0]}=... to the command line.")
+            search = OmegaConf.select(cfg, "hydra.runtime.choices.hparams_search", default=None)
+            if search and not multirun:
+                raise UserError(f"hparams_search={search} runs a search of many runs, which needs -m; run: "
+                                f"python {config_name}.py -m {shlex.join(args)}")
             if config_name == "train":
                 check_config(cfg)
-    except UserError as e:
-        fail(str(e))
+            elif config_name == "eval":
+                check_eval_config(cfg)
+            elif config_name == "generate":
+                check_generate_config(cfg)
+            if run_folder:
+                _check_run_folder(cfg, multirun)
     except (HydraException, OmegaConfBaseException) as e:
-        fail(_explain(e, args))
+        raise UserError(_explain(e, args)) from None

@@ -20,6 +20,9 @@ from zoo.tasks.execution import StepsPerExecution
 
 
 class ClassificationTask(StepsPerExecution, L.LightningModule):
+    # Every metric this task logs: what checkpoints, early stopping and schedulers can watch.
+    logged_metrics = ("val/loss", "val/acc", "val/macro_f1", "train/loss", "train/loss_epoch", "train/acc")
+
     def __init__(self, net: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable | None = None, scheduler_interval: str = "epoch",
                  scheduler_monitor: str = "val/loss", hparams: dict[str, Any] | None = None,

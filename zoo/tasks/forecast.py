@@ -25,6 +25,9 @@ def _errors() -> nn.ModuleDict:
 
 
 class ForecastTask(StepsPerExecution, L.LightningModule):
+    # Every metric this task logs: what checkpoints, early stopping and schedulers can watch.
+    logged_metrics = ("val/loss", "val/mse", "val/mae", "val/mse_orig", "val/mae_orig", "train/loss", "train/loss_epoch")
+
     def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable | None = None,
                  scheduler_interval: str = "epoch", scheduler_monitor: str = "val/loss",
                  hparams: dict[str, Any] | None = None, target_mean: list[float] | None = None,

@@ -23,6 +23,9 @@ LN2 = math.log(2)
 
 
 class LanguageModelTask(StepsPerExecution, L.LightningModule):
+    # Every metric this task logs: what checkpoints, early stopping and schedulers can watch.
+    logged_metrics = ("val/loss", "val/bpc", "val/ppl", "val/acc", "train/loss", "train/loss_epoch", "train/bpc")
+
     def __init__(self, net: nn.Module, vocabulary: list[str], optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable | None = None, scheduler_interval: str = "epoch",
                  scheduler_monitor: str = "val/loss", hparams: dict[str, Any] | None = None, context: int = 128,
