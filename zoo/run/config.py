@@ -235,10 +235,11 @@ def print_help(config_name: str, args: list[str]) -> bool:
     return True
 
 
-def preflight(config_name: str, argv: list[str]) -> None:
+def preflight(config_name: str, argv: list[str]) -> DictConfig | None:
     """Compose the config Hydra is about to compose and report a mistake in one sentence.
 
     ``--help`` is answered here (``print_help``); other flags (--cfg, -cn, ...) are left to Hydra.
+    Returns the composed config (with its ``hydra`` node) when the command is a single run, else None.
     """
     args = [a for a in argv if a not in ("-m", "--multirun")]
     if "--help" in args or "-h" in args:
@@ -262,3 +263,5 @@ def preflight(config_name: str, argv: list[str]) -> None:
         fail(str(e))
     except (HydraException, OmegaConfBaseException) as e:
         fail(_explain(e, args))
+    multirun = len(args) != len(argv) or "MULTIRUN" in str(OmegaConf.select(cfg, "hydra.mode", default=""))
+    return None if multirun else cfg
