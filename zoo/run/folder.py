@@ -177,30 +177,32 @@ class FolderSnapshot:
 
     def __init__(self, folder: str, log_name: str):
         self.folder = folder
-        self.files: dict[str, bytes | None] = {}
+        self.files: dict[str, tuple[bytes, int] | None] = {}
         for name in HYDRA_FILES:
             path = os.path.join(folder, name)
-            self.files[name] = open(path, "rb").read() if os.path.isfile(path) else None
+            self.files[name] = (open(path, "rb").read(), os.stat(path).st_mtime_ns) if os.path.isfile(path) else None
         self.hydra_dir_existed = os.path.isdir(os.path.join(folder, ".hydra"))
         self.log = os.path.join(folder, log_name)
-        self.log_size = os.path.getsize(self.log) if os.path.isfile(self.log) else None
+        self.log_state = (os.path.getsize(self.log), os.stat(self.log).st_mtime_ns) if os.path.isfile(self.log) else None
 
     def restore(self) -> None:
-        for name, blob in self.files.items():
+        for name, saved in self.files.items():
             path = os.path.join(self.folder, name)
-            if blob is not None:
+            if saved is not None:
                 with open(path, "wb") as f:
-                    f.write(blob)
+                    f.write(saved[0])
+                os.utime(path, ns=(saved[1], saved[1]))
             elif os.path.exists(path):
                 os.remove(path)
         hydra_dir = os.path.join(self.folder, ".hydra")
         if not self.hydra_dir_existed and os.path.isdir(hydra_dir) and not os.listdir(hydra_dir):
             os.rmdir(hydra_dir)
-        if self.log_size is None:
+        if self.log_state is None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.log)
         elif os.path.isfile(self.log):
-            os.truncate(self.log, self.log_size)
+            os.truncate(self.log, self.log_state[0])
+            os.utime(self.log, ns=(self.log_state[1], self.log_state[1]))
 
 
 def claim_before_hydra(cfg, argv: list[str]) -> list[str]:
