@@ -272,8 +272,8 @@ class DivergenceGuard(L.Callback):
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
             folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else "the run folder"
             what = (f"the loss became {float(check[2])}" if not torch.isfinite(check[2]).all() else
-                    f"the loss grew to {float(check[2]):.3g}, its average over {self.factor:g} times its lowest "
-                    f"({float(self._lowest):.3g}; divergence.factor={self.factor:g})")
+                    f"the loss grew to {float(check[2]):.3g}, its moving average to over {self.factor:g} times the "
+                    f"lowest it reached ({float(self._lowest):.3g}; divergence.factor={self.factor:g})")
             raise Diverged(
                 f"training diverged at step {check[1]}: {what}, most likely because the learning rate is too high "
                 f"for this model (optimizer.lr={lr:g}); try a 10x smaller optimizer.lr or "
