@@ -58,11 +58,11 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
             datamodule = build_data(cfg, choices)  # first: it publishes the spec every model is sized from
             task, hparams = build_task(cfg, datamodule.spec, choices)
             resume_from = resume_point(cfg, ckpt_dir, out_dir, task)  # checked before anything is cut
+            run = RunCallbacks(cfg, ckpt_dir)
         except UserError:
             if folder is not None and folder.snapshot is not None:
                 folder.snapshot.restore()
             raise
-        run = RunCallbacks(cfg, ckpt_dir)
         trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
         with run.graceful_stop, recorded_outcome(out_dir, lambda: {"epochs": trainer.current_epoch,
                                                                    "global_step": trainer.global_step}):

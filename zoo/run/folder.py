@@ -68,22 +68,24 @@ class RunFolder:
         ``keep`` are names Hydra already wrote for this run (a multirun job), not moved by overwrite."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f"the run folder {self.path} is a file; give hydra.run.dir a folder path.")
-        self._lock(create=False)  # an earlier run's lock file: refuse now if a run holds it
-        earlier = state(self.path) if os.path.isdir(self.path) else None
-        if earlier == "finished" and resume and not overwrite:
+        try:
+            self._lock(create=False)  # an earlier run's lock file: refuse now if a run holds it
+            earlier = state(self.path) if os.path.isdir(self.path) else None
+            if earlier == "finished" and resume and not overwrite:
+                raise AlreadyFinished(f"{self.path} holds a finished run (metrics.json): nothing to resume; "
+                                      f"to train it again from the start add overwrite=true.")
+            if earlier and not resume and not overwrite:
+                what = "a finished run" if earlier == "finished" else "a stopped run"
+                raise UserError(f"{self.path} already holds {what} (metrics.json or checkpoints/); add resume=true "
+                                f"to continue it, overwrite=true to move its content aside and start again, or "
+                                f"choose another hydra.run.dir.")
+            self._check_writable()
+            if self._fd is None:
+                os.makedirs(self.path, exist_ok=True)
+                self._lock(create=True)
+        except BaseException:
             self.release()
-            raise AlreadyFinished(f"{self.path} holds a finished run (metrics.json): nothing to resume; "
-                                  f"to train it again from the start add overwrite=true.")
-        if earlier and not resume and not overwrite:
-            self.release()
-            what = "a finished run" if earlier == "finished" else "a stopped run"
-            raise UserError(f"{self.path} already holds {what} (metrics.json or checkpoints/); add resume=true to "
-                            f"continue it, overwrite=true to move its content aside and start again, or choose "
-                            f"another hydra.run.dir.")
-        self._check_writable()
-        if self._fd is None:
-            os.makedirs(self.path, exist_ok=True)
-            self._lock(create=True)
+            raise
         with open(self.lock_path, "r+") as f:  # the holder's PID, for the sentence of a refused run
             f.truncate(0)
             f.write(f"{os.getpid()}\n")
