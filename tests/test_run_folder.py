@@ -133,3 +133,19 @@ def test_a_run_folder_that_is_a_file_is_refused(tmp_path):
     r = cli("train.py", *FAST, f"hydra.run.dir={out}")
     assert r.returncode == 2 and "is a file" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
     assert out.read_text() == "not a folder"
+
+
+def test_other_ranks_of_a_ddp_run_neither_take_nor_are_refused_by_the_lock(tmp_path, monkeypatch):
+    from zoo.run.folder import RunFolder, run_folder
+
+    out = tmp_path / "run"
+    rank_zero = RunFolder(str(out))
+    rank_zero.acquire(resume=False, overwrite=False)
+    try:
+        (out / "metrics.json").write_text('{"status": "finished"}')  # would refuse a second run
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        with run_folder(str(out), resume=False, overwrite=False) as taken:
+            assert taken is None
+        assert (out / "run.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        rank_zero.release()
