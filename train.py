@@ -96,9 +96,8 @@ def build_task(cfg: DictConfig, spec, choices: dict):
     from hydra.utils import instantiate
 
     from zoo.run.checkpoints import load_weights
-    from zoo.tasks.registry import build_net
+    from zoo.tasks.registry import build_net, task_name
     from zoo.tasks.registry import build_task as task_for
-    from zoo.tasks.registry import task_name
 
     model_factory = instantiate(cfg.model)
     net = build_net(model_factory, spec, choices.get("model", "the model"), choices.get("data", spec.name))

@@ -37,9 +37,10 @@ def finished(tmp_path_factory) -> Path:
 def recorded(tmp_path) -> Path:
     """A folder as a finished run leaves it (made by hand: refusals happen before torch is imported)."""
     out = tmp_path / "run"
-    for name, blob in {".hydra/config.yaml": b"seed: 42\n", ".hydra/overrides.yaml": b"[]\n", "train.log": b"log\n",
-                       "metrics.json": b'{"status": "finished", "test/acc": 0.9}\n',
-                       "tensorboard/events.out.tfevents.1.host": b"events", "checkpoints/last.ckpt": b"weights"}.items():
+    files = {".hydra/config.yaml": b"seed: 42\n", ".hydra/overrides.yaml": b"[]\n", "train.log": b"log\n",
+             "metrics.json": b'{"status": "finished", "test/acc": 0.9}\n',
+             "tensorboard/events.out.tfevents.1.host": b"events", "checkpoints/last.ckpt": b"weights"}
+    for name, blob in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(blob)
     return out

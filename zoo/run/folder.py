@@ -34,7 +34,7 @@ LOCK_FILE = "run.lock"
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 LEFTOVERS = ("checkpoints/*.tmp-*", ".tmp-*.json", "**/events.out.tfevents.*.rewind")
 
-_HELD: dict[str, "RunFolder"] = {}  # folders this process holds, by real path
+_HELD: dict[str, RunFolder] = {}  # folders this process holds, by real path
 
 
 def is_rank_zero() -> bool:
@@ -182,10 +182,15 @@ class FolderSnapshot:
         self.files: dict[str, tuple[bytes, int] | None] = {}
         for name in HYDRA_FILES:
             path = os.path.join(folder, name)
-            self.files[name] = (open(path, "rb").read(), os.stat(path).st_mtime_ns) if os.path.isfile(path) else None
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    self.files[name] = (f.read(), os.stat(path).st_mtime_ns)
+            else:
+                self.files[name] = None
         self.hydra_dir_existed = os.path.isdir(os.path.join(folder, ".hydra"))
         self.log = os.path.join(folder, log_name)
-        self.log_state = (os.path.getsize(self.log), os.stat(self.log).st_mtime_ns) if os.path.isfile(self.log) else None
+        exists = os.path.isfile(self.log)
+        self.log_state = (os.path.getsize(self.log), os.stat(self.log).st_mtime_ns) if exists else None
 
     def restore(self) -> None:
         for name, saved in self.files.items():

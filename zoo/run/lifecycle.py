@@ -80,7 +80,8 @@ def check_fits(ckpt: dict, task, path: str) -> None:
     theirs = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
     differ = sorted(set(own) ^ set(theirs)) or sorted(k for k in own if own[k] != theirs[k])
     if not differ:  # the optimizers' parameter lists: as many tensors as the task trains
-        stored = sum(len(g.get("params", [])) for o in ckpt.get("optimizer_states", []) for g in o.get("param_groups", []))
+        groups = [g for o in ckpt.get("optimizer_states", []) for g in o.get("param_groups", [])]
+        stored = sum(len(g.get("params", [])) for g in groups)
         trained = sum(1 for p in task.parameters() if p.requires_grad)
         if stored and stored != trained:
             differ = [f"the optimizers hold {stored} parameter tensors, this model trains {trained}"]
@@ -108,7 +109,8 @@ def resume_command(out_dir: str) -> str:
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     overrides = [o for o in overrides if o.lstrip("+~").split("=")[0] not in ("resume", "overwrite")]
-    return " ".join(shlex.quote(a) for a in ["python", "train.py", *overrides, "resume=true", f"hydra.run.dir={out_dir}"])
+    command = ["python", "train.py", *overrides, "resume=true", f"hydra.run.dir={out_dir}"]
+    return " ".join(shlex.quote(a) for a in command)
 
 
 @contextlib.contextmanager
@@ -121,18 +123,19 @@ def recorded_outcome(out_dir: str, progress):
 
     try:
         yield
-    except BaseException as error:  # noqa: BLE001 - every way out is recorded, then re-raised
+    except BaseException as error:
         if isinstance(error, (SIGTERMException, KeyboardInterrupt)):  # Lightning's own stops, outside a step
             name = "SIGTERM" if isinstance(error, SIGTERMException) else "SIGINT"
             error = RunStopped(f"stopped by {name}", 128 + getattr(signal, name))
-        status = "interrupted" if isinstance(error, RunStopped) else "diverged" if isinstance(error, Diverged) else "failed"
+        status = ("interrupted" if isinstance(error, RunStopped) else
+                  "diverged" if isinstance(error, Diverged) else "failed")
         if _is_rank_zero():
             write_json_atomic(os.path.join(out_dir, "metrics.json"),
                               {"status": status, "error": str(error) or type(error).__name__, **progress()})
         if isinstance(error, RunStopped):
             has_checkpoint = os.path.isfile(os.path.join(out_dir, "checkpoints", RESUME_FILE))
             how = (f"continue with: {resume_command(out_dir)}" if has_checkpoint else
-                   f"it stopped before its first resume checkpoint; start it again with overwrite=true")
+                   "it stopped before its first resume checkpoint; start it again with overwrite=true")
             raise RunStopped(f"{error}; {how}", error.exit_code) from None
         raise
 

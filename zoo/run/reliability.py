@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import threading
+from typing import Self
 
 import lightning as L
 import numpy as np
@@ -203,7 +204,7 @@ class GracefulStop(L.Callback):
             signal.signal(sig, handler)
         self._previous = {}
 
-    def __enter__(self) -> "GracefulStop":
+    def __enter__(self) -> Self:
         self._install()
         return self
 
