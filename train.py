@@ -1,8 +1,10 @@
 """Train a network: ``python train.py [group=choice ...] [key=value ...]``.
 
 Reads top to bottom as the flow of one run (ARCHITECTURE.md): compose the config (Hydra), check it before
-torch is imported, build the data and publish its spec, build the network from the spec, wrap it
-in the task for that kind of data, fit, test the best checkpoint, write metrics.json.
+torch is imported, take the run folder (zoo/run/folder.py), build the data and publish its spec, build
+the network from the spec, wrap it in the task for that kind of data, fit, test the best checkpoint,
+report (metrics.json, TensorBoard's HParams, the table). How a run that does not finish is recorded
+is in zoo/run/lifecycle.py.
 """
 from __future__ import annotations
 
@@ -38,28 +40,64 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     """Fit, test and report one run; ``extra_callbacks`` lets a script (the benchmark) watch it."""
     started = time.perf_counter()
     import lightning as L
+
+    from zoo.errors import UserError
+    from zoo.run.folder import run_folder
+    from zoo.run.job import group_choices
+    from zoo.run.lifecycle import RunCallbacks, finished_summary, recorded_outcome, resume_point
+    from zoo.run.report import publish
+
+    out_dir = cfg.paths.output_dir
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    # The folder is this run's alone while it runs (zoo/run/folder.py); a run refused after Hydra
+    # wrote .hydra/ and the job log into it puts them back as they were.
+    with run_folder(out_dir, bool(cfg.get("resume")), bool(cfg.get("overwrite"))) as folder:
+        try:
+            choices = group_choices()
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
+            datamodule = build_data(cfg, choices)  # first: it publishes the spec every model is sized from
+            task, hparams = build_task(cfg, datamodule.spec, choices)
+            resume_from = resume_point(cfg, ckpt_dir, out_dir, task)  # checked before anything is cut
+            run = RunCallbacks(cfg, ckpt_dir)
+        except UserError:
+            if folder is not None and folder.snapshot is not None:
+                folder.snapshot.restore()
+            raise
+        trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
+        with run.graceful_stop, recorded_outcome(out_dir, lambda: {"epochs": trainer.current_epoch,
+                                                                   "global_step": trainer.global_step}):
+            find_lr(cfg, trainer, task, datamodule, hparams, resume_from)
+            trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+            run.graceful_stop.check()  # a signal after the last training step still stops the run
+            results = test(cfg, trainer, task, datamodule)
+        summary = finished_summary(trainer, run, results, time.perf_counter() - started)
+        if trainer.is_global_zero:
+            publish(trainer, summary, hparams["config"], choices, out_dir)
+    return summary
+
+
+def build_data(cfg: DictConfig, choices: dict):
+    """The datamodule, prepared and set up for fitting (its ``spec`` then describes the data)."""
     from hydra.utils import instantiate
 
-    from zoo.callbacks.history import StartupTimer, ValidationHistory
-    from zoo.run.checkpoints import load_weights
-    from zoo.run.files import write_json_atomic
-    from zoo.run.job import group_choices
-    from zoo.run.reliability import AtomicCheckpointIO, Diverged, DivergenceGuard, GracefulStop, RunState, RunStopped
-    from zoo.run.report import flat_hparams, report, write_hparams
-    from zoo.tasks.execution import CheapAcceleratorCheck, Unprofiled
-    from zoo.tasks.registry import build_net, build_task, task_name
+    from zoo.run.lifecycle import check_training_data
 
-    choices = group_choices()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    out_dir = cfg.paths.output_dir
-
-    # Data first: it publishes the spec every model is sized from.
     datamodule = instantiate(cfg.data)
-    steps_per_execution = int(cfg.get("steps_per_execution", 1))
-    datamodule.steps_per_execution = steps_per_execution
+    datamodule.steps_per_execution = int(cfg.get("steps_per_execution", 1))
     datamodule.prepare_data()
     datamodule.setup("fit")
-    spec = datamodule.spec
+    check_training_data(datamodule, choices.get("data", datamodule.spec.name))
+    return datamodule
+
+
+def build_task(cfg: DictConfig, spec, choices: dict):
+    """The network sized from the data's spec, wrapped in the task for that kind of data; and the
+    hyper-parameters stored in every checkpoint as plain data (enough to rebuild data and network)."""
+    from hydra.utils import instantiate
+
+    from zoo.run.checkpoints import load_weights
+    from zoo.tasks.registry import build_net, task_name
+    from zoo.tasks.registry import build_task as task_for
 
     model_factory = instantiate(cfg.model)
     net = build_net(model_factory, spec, choices.get("model", "the model"), choices.get("data", spec.name))
@@ -68,91 +106,60 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     if cfg.get("init_from"):
         skipped = load_weights(net, cfg.init_from)
         print(f"Initialised from {cfg.init_from}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""))
-
-    # Stored in every checkpoint as plain data: enough to rebuild the run's data and network.
     hparams = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices, "spec": spec.to_dict()}
     scheduler = {**cfg.scheduler, "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None}
-    task = build_task(task_name(spec, model_factory), spec, net, instantiate(cfg.optimizer), scheduler, hparams,
-                      {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None)
+    steps_per_execution = int(cfg.get("steps_per_execution", 1))
+    task = task_for(task_name(spec, model_factory), spec, net, instantiate(cfg.optimizer), scheduler, hparams,
+                    {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None)
     check_monitors(cfg, task, task_name(spec, model_factory))  # before any epoch runs
+    return task, hparams
 
-    # resume=true continues this run folder's resume.ckpt exactly; the event files are first cut
-    # back to where that checkpoint was written, so the replayed steps are not logged twice.
-    ckpt_dir = os.path.join(out_dir, "checkpoints")
-    resume_from = resume_point(cfg, ckpt_dir, out_dir)
 
-    history, startup = ValidationHistory(), StartupTimer()
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks += [history, startup, CheapAcceleratorCheck(), RunState(ckpt_dir), GracefulStop(ckpt_dir), DivergenceGuard(), *extra_callbacks]
+def build_trainer(cfg: DictConfig, run_callbacks: list):
+    """The Trainer with the optional callbacks of conf/callbacks/, the run's own (zoo/run/lifecycle.py)
+    and the loggers; checkpoints are written atomically."""
+    from hydra.utils import instantiate
+
+    from zoo.run.reliability import AtomicCheckpointIO
+    from zoo.tasks.execution import Unprofiled
+
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + run_callbacks
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     plugins=[AtomicCheckpointIO()],
-                                     **({} if cfg.trainer.get("profiler") else {"profiler": Unprofiled()}))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                       **({} if cfg.trainer.get("profiler") else {"profiler": Unprofiled()}))
 
-    # tuner.lr_find=true: Lightning's learning-rate finder picks the learning rate (zoo/tuning.py);
-    # the run's recorded config then holds the rate it trained with.
+
+def find_lr(cfg: DictConfig, trainer, task, datamodule, hparams: dict, resume_from: str | None) -> None:
+    """tuner.lr_find=true: Lightning's learning-rate finder picks the learning rate (zoo/run/tuning.py);
+    the run's recorded config then holds the rate it trained with."""
     if OmegaConf.select(cfg, "tuner.lr_find", default=False) and not resume_from:
-        from zoo.run.tuning import find_lr
+        from zoo.run.tuning import find_lr as lightning_find_lr
 
-        found = find_lr(trainer, task, datamodule, cfg.tuner)
+        found = lightning_find_lr(trainer, task, datamodule, cfg.tuner)
         if found is not None:
             hparams["config"]["optimizer"]["lr"] = found
 
-    try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    except (RunStopped, Diverged) as stop:
-        if trainer.is_global_zero:
-            write_json_atomic(os.path.join(out_dir, "metrics.json"), {
-                "status": "interrupted" if isinstance(stop, RunStopped) else "diverged", "error": str(stop),
-                "epochs": trainer.current_epoch, "global_step": trainer.global_step})
-        if isinstance(stop, RunStopped):
-            raise RunStopped(f"{stop}; continue with: python {' '.join(sys.argv)} resume=true "
-                             f"hydra.run.dir={out_dir}", stop.exit_code) from None
-        raise
-    except RuntimeError as e:
-        if resume_from and "state_dict" in str(e):
-            from zoo.errors import UserError
 
-            raise UserError(f"{resume_from} does not fit this run's model or optimizer ({str(e).splitlines()[0]}); "
-                            f"resume with the same overrides as the run that wrote it.") from None
-        raise
+def test(cfg: DictConfig, trainer, task, datamodule) -> dict:
+    """The test metrics of the best checkpoint (of the last weights when no checkpoint is kept by a
+    metric); a fit that ran no training batch is an error, not a finished run."""
+    from zoo.errors import UserError
 
+    if trainer.num_training_batches == 0:
+        raise UserError("the fit ran no training batch (trainer.limit_train_batches or the training split is 0); "
+                        "give the run some training data.")
+    if not cfg.get("test", True):
+        return {}
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    best_val = history.best(checkpoint.monitor, checkpoint.mode) if checkpoint and checkpoint.monitor else (
-        history.epochs[-1] if history.epochs else {})
-    metrics: dict = {k: v for k, v in best_val.items() if k.startswith("val/")}
-    if cfg.get("test", True):
-        results = trainer.test(task, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=True)
-        metrics.update(results[0] if results else {})
-    metrics = {k: float(v) for k, v in metrics.items()}
-    summary = {**metrics, "status": "finished", "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-               "best_epoch": best_val.get("epoch"), "best_checkpoint": best_path,
-               "seconds": round(time.perf_counter() - started, 2), "first_step_s": startup.first_step_s}
-    if trainer.is_global_zero:
-        write_json_atomic(os.path.join(out_dir, "metrics.json"), summary)
-        write_hparams(trainer, flat_hparams(hparams["config"], choices),
-                      {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))})
-        report(summary, out_dir)
-    return summary
-
-
-def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str) -> str | None:
-    """The checkpoint to resume from, if ``resume=true`` and the run folder has one."""
-    from zoo.run.reliability import read_resume_state, rewind_event_files
-
-    if not cfg.get("resume"):
-        return None
-    path = os.path.join(ckpt_dir, "resume.ckpt")
-    if not os.path.isfile(path):
-        print(f"resume=true, but {path} does not exist: starting a fresh run in {out_dir}.")
-        return None
-    state = read_resume_state(path)
-    rewind_event_files(out_dir, state["global_step"])
-    print(f"Resuming {out_dir} from epoch {state['epoch']}, step {state['global_step']}.")
-    return path
+    results = trainer.test(task, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=True)
+    return results[0] if results else {}
 
 
 if __name__ == "__main__":
-    preflight("train", sys.argv[1:])
+    composed = preflight("train", sys.argv[1:])
+    if composed is not None:  # a single run: its folder is taken (or refused) before Hydra writes into it
+        from zoo.run.folder import claim_before_hydra
+
+        sys.argv += claim_before_hydra(composed, sys.argv[1:])
     main()

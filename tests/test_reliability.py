@@ -5,6 +5,7 @@ import collections
 import http.server
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -244,6 +245,62 @@ def test_an_interrupted_download_is_never_taken_for_the_file(tmp_path, monkeypat
 def test_resume_with_another_model_says_so(tmp_path):
     out = tmp_path / "run"
     assert cli("train.py", "trainer.max_epochs=2", f"hydra.run.dir={out}").returncode == 0
+    (out / "metrics.json").unlink()  # stopped during its test: a finished run is not resumed at all
     r = cli("train.py", "trainer.max_epochs=3", "model.widths=[32]", f"hydra.run.dir={out}", "resume=true")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "does not fit this run's model or optimizer" in r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sigterm_at_an_epoch_boundary_stops_as_interrupted_with_a_quoted_resume_command(tmp_path):
+    """Lightning's own SIGTERM handling ends a run at an epoch boundary with a SystemExit without a
+    code (exit 0, nothing recorded); here the run's handler answers it."""
+    out = tmp_path / "my run"
+    proc = start([*RUN, *SLOW, f"hydra.run.dir='{out}'"])
+    wait_for((out / "checkpoints" / "best-epoch000.ckpt").exists)  # the first epoch's validation is done
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert shlex.quote(f"hydra.run.dir={out}") in stderr and "resume=true" in stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["error"]
+    assert (out / "checkpoints" / "resume.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_the_readme_learning_rate_example_stops_as_diverged(tmp_path):
+    """optimizer.lr=1e4: losses of 1e16 are finite, but grown a thousand times over their best."""
+    out = tmp_path / "run"
+    r = cli("train.py", "data=digits", "optimizer.lr=1e4", "callbacks.progress_bar=null", f"hydra.run.dir={out}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training diverged at step ") and "divergence.factor=1000" in line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["global_step"] < 20  # within the first epoch
+
+
+def test_normal_noise_never_trips_the_divergence_guard():
+    from zoo.run.reliability import DivergenceGuard
+
+    guard = DivergenceGuard(factor=1e3)
+
+    class Trainer:
+        global_step, optimizers, checkpoint_callback = 0, [], None
+
+    # A loss that falls to 1e-4, with single batches a hundred times worse now and then.
+    losses = [2.0 * 0.9 ** i for i in range(120)] + [1e-4 if i % 10 else 1e-2 for i in range(200)]
+    for loss in losses:
+        guard.on_train_batch_end(Trainer, None, torch.tensor(loss), None, 0)
+    with pytest.raises(Exception, match="the loss grew to"):
+        for _ in range(100):  # and a sustained blow-up does
+            guard.on_train_batch_end(Trainer, None, torch.tensor(1e3), None, 0)
+
+
+@pytest.mark.slow
+def test_a_fit_with_no_training_batch_is_an_error(tmp_path):
+    out = tmp_path / "run"
+    r = cli("train.py", "data=digits", "data.val_size=5000", f"hydra.run.dir={out}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "the training split of data=digits is empty" in r.stderr.strip().splitlines()[-1]
+    assert not (out / "metrics.json").exists() and not (out / ".hydra").exists()

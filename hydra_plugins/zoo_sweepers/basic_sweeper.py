@@ -66,6 +66,9 @@ class ZooBasicSweeper(BasicSweeper):
                 if state == "resume":
                     log.info(f"\t#{number} : continues from its resume checkpoint")
                     job_overrides.append("resume=true")
+                if state == "rerun":  # its folder holds the failed run: moved aside (zoo/run/folder.py)
+                    log.info(f"\t#{number} : failed in an earlier run of this sweep, runs again")
+                    job_overrides.append("overwrite=true")
                 jobs.append((number, job_overrides))
             if jobs:
                 results = launch_numbered(self.launcher, jobs)
@@ -91,7 +94,8 @@ class ZooBasicSweeper(BasicSweeper):
 
     def _earlier_run(self, number: int, overrides: List[str]) -> Optional[str]:
         """'finished' if this job already ran to its end in the sweep folder, 'resume' if it stopped
-        with a resume checkpoint, None otherwise (it runs from the start)."""
+        with a resume checkpoint, 'rerun' if it failed before one (it runs from the start, its folder's
+        content moved aside), None otherwise (it runs from the start)."""
         folder = self._job_folder(number, overrides)
         if folder is None or not os.path.isdir(folder):
             return None
@@ -105,8 +109,10 @@ class ZooBasicSweeper(BasicSweeper):
             return "finished"
         if "resume" in self.config and os.path.isfile(os.path.join(folder, "checkpoints", "resume.ckpt")):
             return "resume"
+        if "overwrite" in self.config and os.path.isfile(os.path.join(folder, "metrics.json")):
+            return "rerun"
         return None
 
 
 def _without_resume(overrides: List[str]) -> List[str]:
-    return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+    return [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "overwrite="))]

@@ -452,10 +452,11 @@ def _check_run_folder(cfg: DictConfig, multirun: bool) -> None:
         check_writable_folder(str(folder), key)
 
 
-def preflight(config_name: str, argv: list[str]) -> None:
+def preflight(config_name: str, argv: list[str]) -> DictConfig | None:
     """Compose the config Hydra is about to compose and report a mistake in one sentence.
 
     ``--help`` is answered here (``print_help``); other flags (--cfg, -cn, ...) are left to Hydra.
+    Returns the composed config (with its ``hydra`` node) when the command is a single run, else None.
     """
     multirun = any(a in ("-m", "--multirun") for a in argv)
     args = [a for a in argv if a not in ("-m", "--multirun")]
@@ -466,16 +467,18 @@ def preflight(config_name: str, argv: list[str]) -> None:
     if any(a.startswith("-") for a in args):
         return
     try:
-        check_overrides(args, config_name, multirun)
+        cfg = check_overrides(args, config_name, multirun)
     except UserError as e:
         fail(str(e))
+    return None if multirun or "MULTIRUN" in str(OmegaConf.select(cfg, "hydra.mode", default="")) else cfg
 
 
 def check_overrides(args: list[str], config_name: str = "train", multirun: bool = False,
-                    run_folder: bool = True) -> None:
+                    run_folder: bool = True) -> DictConfig:
     """Every config the command line ``args`` composes (each value of a sweep once) is one the command
     can run, or a UserError: Hydra's own errors explained, then the checks of ``config_name`` (and of
-    the run folder Hydra will make, unless ``run_folder`` is False: a script that picks its own)."""
+    the run folder Hydra will make, unless ``run_folder`` is False: a script that picks its own).
+    Returns the last config composed (the only one, for a single run)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -500,3 +503,4 @@ def check_overrides(args: list[str], config_name: str = "train", multirun: bool 
                 _check_run_folder(cfg, multirun)
     except (HydraException, OmegaConfBaseException) as e:
         raise UserError(_explain(e, args)) from None
+    return cfg

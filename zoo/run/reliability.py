@@ -4,9 +4,9 @@
   RNG states, so ``resume=true`` continues exactly: same batches, same dropout masks; the event
   files are first cut back to the checkpoint's step, so no step appears twice.
 - ``GracefulStop``: the first Ctrl-C (SIGINT) or SIGTERM stops after the current step with a
-  resumable checkpoint; a second one stops at once.
-- ``DivergenceGuard`` stops within a step when the loss is NaN or infinite, before any checkpoint of
-  the broken weights is written.
+  resumable checkpoint (at once outside training steps); a second one stops at once.
+- ``DivergenceGuard`` stops within a step when the loss is NaN, infinite or grown orders of magnitude
+  over its best, before any checkpoint of the broken weights is written.
 - ``AtomicCheckpointIO`` writes every checkpoint to a temporary file and renames it into place.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import threading
+from typing import Self
 
 import lightning as L
 import numpy as np
@@ -162,8 +163,14 @@ def read_resume_state(path: str) -> dict:
 # ---- signals -----------------------------------------------------------------------------------
 
 class GracefulStop(L.Callback):
-    """First SIGINT/SIGTERM: finish the current step, write a resumable checkpoint, stop.
-    A second one: stop at once (KeyboardInterrupt)."""
+    """SIGINT (Ctrl-C) and SIGTERM, at any moment of a run, end it as "interrupted" (RunStopped, exit
+    128 + the signal's number: 130, 143). During training steps the first one finishes the current
+    step, writes a resumable checkpoint and stops; outside them (building, sanity check, validation
+    of the last epoch, test) it stops at once. A second signal stops at once.
+
+    ``with stop:`` installs the handlers for the whole run (train.py); the callback re-installs them
+    when training starts, replacing Lightning's SIGTERM handler, which would end the run with its own
+    SIGTERMException (a SystemExit without a code: exit 0, nothing recorded) at an epoch boundary."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -171,63 +178,104 @@ class GracefulStop(L.Callback):
         self.path = os.path.join(dirpath, RESUME_FILE)
         self.received: str | None = None
         self._previous: dict = {}
+        self._in_steps = False
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        code = 128 + signum
         if self.received:
-            self._restore()
-            raise KeyboardInterrupt(f"second {name}")
+            raise RunStopped(f"stopped at once by a second {name}", code)
         self.received = name
+        if not self._in_steps:
+            raise RunStopped(f"stopped by {name}", code)
         sys.stderr.write(f"\n{name} received: stopping after this step and writing a checkpoint "
                          f"(press Ctrl-C again to stop at once).\n")
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         for name in self.SIGNALS:
             sig = getattr(signal, name)
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handle)
+            previous = signal.signal(sig, self._handle)
+            self._previous.setdefault(sig, previous)
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
 
+    def __enter__(self) -> Self:
+        self._install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._install()
+        self._in_steps = True
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.received:
+            self._in_steps = False  # a second signal during the checkpoint write stops at once
             trainer.save_checkpoint(self.path, weights_only=False)
             code = 128 + getattr(signal, self.received)
             raise RunStopped(f"stopped by {self.received} at epoch {trainer.current_epoch}, step "
                              f"{trainer.global_step}; the checkpoint {self.path} resumes it", code)
 
-    def on_fit_end(self, trainer, pl_module) -> None:
-        self._restore()
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._in_steps = False
 
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self._restore()
+    def check(self) -> None:
+        """Stop now if a signal came after the last training step (e.g. during the last validation)."""
+        if self.received:
+            raise RunStopped(f"stopped by {self.received} after training; the checkpoint {self.path} resumes it",
+                             128 + getattr(signal, self.received))
 
 
 # ---- divergence --------------------------------------------------------------------------------
 
 class DivergenceGuard(L.Callback):
-    """Stops training when the training loss is NaN or infinite. On a CPU the loss of each step is
-    checked at once; on an accelerator the check reads the previous step's flag, which is ready by
-    then, so it costs no wait (the run stops one step later)."""
+    """Stops training when the training loss is NaN or infinite, or when its moving average has grown
+    ``factor`` times over the lowest it reached (a learning rate far too high: losses of 1e12 are
+    finite). The average (weight ``SMOOTHING`` per step, about the last 20 steps) keeps one noisy batch
+    from tripping it. On a CPU the loss of each step is checked at once; on an accelerator the check
+    reads the previous step's flag, which is ready by then, so it costs no wait (the run stops one
+    step later)."""
 
-    def __init__(self):
+    SMOOTHING = 0.05
+
+    def __init__(self, factor: float = 1e3):
+        if not factor > 1:
+            raise UserError(f"divergence.factor must be greater than 1, got {factor!r}; try divergence.factor=1e3.")
+        self.factor = factor
         self._pending: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._average: torch.Tensor | None = None
+        self._lowest: torch.Tensor | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        current = (torch.isfinite(loss.detach()).all(), trainer.global_step, loss.detach())
+        value = loss.detach().float()
+        finite = torch.isfinite(value).all()
+        # (On an accelerator a NaN enters the average unchecked, to avoid a wait; the finite flag reports it.)
+        if value.device.type != "cpu" or bool(finite):
+            mean = value.mean()
+            self._average = mean if self._average is None else torch.lerp(self._average, mean, self.SMOOTHING)
+            self._lowest = self._average if self._lowest is None else torch.minimum(self._lowest, self._average)
+        ok = finite
+        if self._average is not None:  # growth counts only for a positive loss (a WGAN critic's may be negative)
+            ok = ok & ((self._lowest <= 0) | (self._average <= self.factor * self._lowest))
+        current = (ok, trainer.global_step, value)
         check, self._pending = (current, None) if loss.device.type == "cpu" else (self._pending, current)
         if check is not None and not bool(check[0]):
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
             folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else "the run folder"
+            what = (f"the loss became {float(check[2])}" if not torch.isfinite(check[2]).all() else
+                    f"the loss grew to {float(check[2]):.3g}, its moving average to over {self.factor:g} times the "
+                    f"lowest it reached ({float(self._lowest):.3g}; divergence.factor={self.factor:g})")
             raise Diverged(
-                f"training diverged at step {check[1]}: the loss became {float(check[2])}, most likely because the "
-                f"learning rate is too high for this model (optimizer.lr={lr:g}); try a 10x smaller optimizer.lr or "
+                f"training diverged at step {check[1]}: {what}, most likely because the learning rate is too high "
+                f"for this model (optimizer.lr={lr:g}); try a 10x smaller optimizer.lr or "
                 f"trainer.gradient_clip_val=1.0 (the last good checkpoints are kept in {folder}).")

@@ -1,6 +1,8 @@
-"""What a finished run reports: the results table on the console and the HParams tab in TensorBoard."""
+"""What a finished run reports: metrics.json, the results table on the console and the HParams tab in TensorBoard."""
 from __future__ import annotations
 
+import os
+import shlex
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,8 +46,8 @@ def report(summary: dict, out_dir: str | None = None) -> None:
     console = Console()
     console.print(table)
     if out_dir:
-        console.print(f"Run folder: {out_dir}", soft_wrap=True)
-        console.print(f"TensorBoard: tensorboard --logdir {out_dir}", soft_wrap=True)
+        console.print(f"Run folder: {out_dir}", soft_wrap=True, markup=False)
+        console.print(f"TensorBoard: tensorboard --logdir {shlex.quote(out_dir)}", soft_wrap=True, markup=False)
 
 
 def write_hparams(trainer: L.Trainer, params: dict, metrics: dict[str, float]) -> None:
@@ -66,3 +68,14 @@ def write_hparams(trainer: L.Trainer, params: dict, metrics: dict[str, float]) -
             writer.add_summary(summary)
         w.flush()
 
+
+
+def publish(trainer: L.Trainer, summary: dict, config: dict, choices: dict[str, str], out_dir: str) -> None:
+    """A finished run's report: metrics.json, the HParams tab (its hyper-parameters next to its final
+    validation and test metrics) and the table on the console."""
+    from zoo.run.files import write_json_atomic
+
+    write_json_atomic(os.path.join(out_dir, "metrics.json"), summary)
+    write_hparams(trainer, flat_hparams(config, choices),
+                  {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
+    report(summary, out_dir)

@@ -152,7 +152,7 @@ def _columns(rows: list[dict], metric: str | None) -> tuple[list[str], list[str]
     the optimised one first, then test/ before val/ and the rest."""
     keys: list[str] = []
     for r in rows:  # (resume=true is how a continued sweep restarts a stopped run, not a setting)
-        keys += [k for k in r["settings"] if k not in keys and k != "resume"]
+        keys += [k for k in r["settings"] if k not in keys and k not in ("resume", "overwrite")]
     varying = [k for k in keys if len({r["settings"].get(k) for r in rows}) > 1] or (keys if len(rows) == 1 else [])
     names = sorted({k for r in rows for k in r["metrics"]}, key=lambda k: (k != metric, not k.startswith("test/"), k))
     return varying, names

@@ -1,0 +1,152 @@
+"""A run folder belongs to one run: a second run is refused, a finished or stopped run is never
+overwritten unless asked, and every refusal leaves the folder byte for byte as it was."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import QUIET, cli
+
+FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", *QUIET]
+
+
+def snapshot(folder: Path, lock: bool = True) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: its bytes and modification time (``lock=False``: but run.lock,
+    which holds the PID of the last run that took the folder)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and (lock or p.name != "run.lock")}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished run, in a folder whose name a shell would expand ($(...)) if it were not quoted."""
+    out = tmp_path_factory.mktemp("finished") / "run $(touch pwned)"
+    r = cli("train.py", *FAST, f"hydra.run.dir='{out}'")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"tensorboard --logdir {shlex.quote(str(out))}" in r.stdout
+    return out
+
+
+@pytest.fixture
+def recorded(tmp_path) -> Path:
+    """A folder as a finished run leaves it (made by hand: refusals happen before torch is imported)."""
+    out = tmp_path / "run"
+    files = {".hydra/config.yaml": b"seed: 42\n", ".hydra/overrides.yaml": b"[]\n", "train.log": b"log\n",
+             "metrics.json": b'{"status": "finished", "test/acc": 0.9}\n',
+             "tensorboard/events.out.tfevents.1.host": b"events", "checkpoints/last.ckpt": b"weights"}
+    for name, blob in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(blob)
+    return out
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    return out
+
+
+def test_a_second_run_in_a_folder_in_use_is_refused_naming_the_holder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / "run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        before = snapshot(out)
+        r = cli("train.py", *FAST, f"hydra.run.dir={out}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"is being written by another run (PID {os.getpid()})" in r.stderr.strip().splitlines()[-1]
+    assert snapshot(out) == before and sorted(os.listdir(out)) == ["run.lock"]  # no .hydra/, no log
+
+
+def test_a_finished_run_is_not_overwritten_and_a_refused_run_writes_nothing(recorded):
+    out = recorded
+    before = snapshot(out)
+    r = cli("train.py", *FAST, "model.widths=[32]", f"hydra.run.dir={out}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert "already holds a finished run" in line and "resume=true" in line and "overwrite=true" in line
+    assert snapshot(out) == before
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(recorded):
+    out = recorded
+    before = snapshot(out)
+    r = cli("train.py", *FAST, f"hydra.run.dir={out}", "resume=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "holds a finished run (metrics.json): nothing to resume" in r.stdout
+    assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_resume_with_another_model_is_refused_before_anything_is_cut(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    (out / "metrics.json").unlink()  # as if killed during the test: a stopped run with its resume.ckpt
+    before = snapshot(out, lock=False)  # the refused run took the folder for its check: run.lock has its PID
+    r = cli("train.py", *FAST, "model.widths=[32]", f"hydra.run.dir={out}", "resume=true")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert "does not fit this run's model or optimizer" in line and "net." in line
+    # .hydra/config.yaml, the job log and the event files exactly as they were
+    assert snapshot(out, lock=False) == before
+
+
+@pytest.mark.slow
+def test_overwrite_moves_the_earlier_run_aside_and_starts_again(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    old_metrics = (out / "metrics.json").read_bytes()
+    r = cli("train.py", *FAST, "seed=1", f"hydra.run.dir={out}", "overwrite=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and f"was moved to {aside[0]}" in r.stdout
+    assert (aside[0] / "metrics.json").read_bytes() == old_metrics
+    assert (aside[0] / "checkpoints" / "last.ckpt").exists()
+    assert json.loads((out / "metrics.json").read_text())["status"] == "finished"
+    assert sorted(os.listdir(out / "checkpoints")) == ["best-epoch000.ckpt", "last.ckpt", "resume.ckpt"]
+    assert "seed=1" in (out / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_leftovers_of_a_killed_run_are_cleaned_on_the_next_start(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    (out / "metrics.json").unlink()
+    leftovers = [out / "checkpoints" / "last.ckpt.tmp-99999", out / ".tmp-abc123.json"]
+    for p in leftovers:
+        p.write_bytes(b"half a file")
+    r = cli("train.py", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={out}", "resume=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not any(p.exists() for p in leftovers)
+    names = os.listdir(out / "checkpoints")
+    assert "last.ckpt" in names and not any(n.startswith("last-v") for n in names), names
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_run_folder_that_is_a_file_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    r = cli("train.py", *FAST, f"hydra.run.dir={out}")
+    assert r.returncode == 2 and "is a file" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    assert out.read_text() == "not a folder"
+
+
+def test_other_ranks_of_a_ddp_run_neither_take_nor_are_refused_by_the_lock(tmp_path, monkeypatch):
+    from zoo.run.folder import RunFolder, run_folder
+
+    out = tmp_path / "run"
+    rank_zero = RunFolder(str(out))
+    rank_zero.acquire(resume=False, overwrite=False)
+    try:
+        (out / "metrics.json").write_text('{"status": "finished"}')  # would refuse a second run
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        with run_folder(str(out), resume=False, overwrite=False) as taken:
+            assert taken is None
+        assert (out / "run.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        rank_zero.release()

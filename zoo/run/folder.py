@@ -1,0 +1,266 @@
+"""A run folder belongs to one run: who may write it, and what an earlier run left in it.
+
+- An exclusive lock (``fcntl.flock`` on ``<folder>/run.lock``, which holds the PID of the run
+  writing the folder) is held for the whole run; a second run in the same folder is refused with a
+  sentence naming that PID. The lock file is never deleted (deleting a lock file lets two runs each
+  hold a lock on a different file).
+- A folder that holds a finished or stopped run (its metrics.json or checkpoints/) is refused,
+  unless ``resume=true`` (continue it) or ``overwrite=true`` (its earlier content is moved to the
+  sibling folder ``<folder>.replaced-<time>``, nothing is deleted). ``resume=true`` on a finished run
+  says so and changes nothing (exit 0).
+- Temporary files left by a killed run (``*.tmp-<pid>`` of a checkpoint write, ``.tmp-*.json`` of a
+  metrics.json write, ``*.rewind`` of an event file cut) are removed when the next run takes the folder.
+
+For ``python train.py`` all this happens in ``claim_before_hydra``, before Hydra writes ``.hydra/`` and
+the job log into the folder, so a refused run writes nothing there. Later refusals (a resume
+checkpoint that does not fit the model) put back the ``.hydra/`` files and log Hydra rewrote
+(``FolderSnapshot``). In a multirun, Hydra creates each job's folder before the job runs; the job
+takes its folder in ``train()``. Only the rank-zero process of a DDP run takes the lock: the other
+ranks write nothing in the folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import glob
+import os
+import time
+
+from zoo.errors import UserError
+from zoo.run.files import read_json
+
+LOCK_FILE = "run.lock"
+HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+LEFTOVERS = ("checkpoints/*.tmp-*", ".tmp-*.json", "**/events.out.tfevents.*.rewind")
+
+_HELD: dict[str, RunFolder] = {}  # folders this process holds, by real path
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the one of its run that writes the run folder (not another DDP rank)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def state(folder: str) -> str | None:
+    """'finished', 'stopped' (metrics.json says interrupted, diverged or failed, or there are
+    checkpoints but no metrics.json: a killed run) or None (nothing of a run's results in it)."""
+    metrics = read_json(os.path.join(folder, "metrics.json"))
+    if metrics is not None:
+        return "finished" if metrics.get("status", "finished") == "finished" else "stopped"
+    ckpts = os.path.join(folder, "checkpoints")
+    if os.path.isdir(ckpts) and any(n.endswith(".ckpt") for n in os.listdir(ckpts)):
+        return "stopped"
+    return None
+
+
+class RunFolder:
+    """The lock on one run folder, held from ``acquire`` to ``release`` (or the process's end)."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self.lock_path = os.path.join(self.path, LOCK_FILE)
+        self._fd: int | None = None
+        self.snapshot: FolderSnapshot | None = None
+
+    def acquire(self, resume: bool, overwrite: bool, keep: tuple[str, ...] = ()) -> None:
+        """Take the folder or refuse with a sentence (UserError); writes nothing before it has decided.
+        ``keep`` are names Hydra already wrote for this run (a multirun job), not moved by overwrite."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise UserError(f"the run folder {self.path} is a file; give hydra.run.dir a folder path.")
+        try:
+            self._lock(create=False)  # an earlier run's lock file: refuse now if a run holds it
+            earlier = state(self.path) if os.path.isdir(self.path) else None
+            if earlier == "finished" and resume and not overwrite:
+                raise AlreadyFinished(f"{self.path} holds a finished run (metrics.json): nothing to resume; "
+                                      f"to train it again from the start add overwrite=true.")
+            if earlier and not resume and not overwrite:
+                what = "a finished run" if earlier == "finished" else "a stopped run"
+                raise UserError(f"{self.path} already holds {what} (metrics.json or checkpoints/); add resume=true "
+                                f"to continue it, overwrite=true to move its content aside and start again, or "
+                                f"choose another hydra.run.dir.")
+            self._check_writable()
+            if self._fd is None:
+                os.makedirs(self.path, exist_ok=True)
+                self._lock(create=True)
+        except BaseException:
+            self.release()
+            raise
+        with open(self.lock_path, "r+") as f:  # the holder's PID, for the sentence of a refused run
+            f.truncate(0)
+            f.write(f"{os.getpid()}\n")
+        clean_leftovers(self.path)
+        if overwrite and earlier:
+            moved = move_aside(self.path, keep=(LOCK_FILE, *keep))
+            print(f"overwrite=true: the earlier content of {self.path} was moved to {moved}.")
+        _HELD[os.path.realpath(self.path)] = self
+
+    def _lock(self, create: bool) -> None:
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(self.lock_path, flags, 0o644)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise UserError(f"cannot write the run folder {self.path} ({e.strerror}); choose a folder you can "
+                            f"write with hydra.run.dir=...") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            raise UserError(f"{self.path} is being written by another run (PID {holder(self.lock_path)}); wait for "
+                            f"it to end, stop it, or choose another hydra.run.dir.") from None
+        self._fd = fd
+
+    def _check_writable(self) -> None:
+        existing = self.path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write the run folder {self.path} ({existing} is not a writable folder); "
+                            f"choose one you can write with hydra.run.dir=...")
+
+    def release(self) -> None:
+        _HELD.pop(os.path.realpath(self.path), None)
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class AlreadyFinished(UserError):
+    """``resume=true`` on a finished run: nothing to do (exit 0)."""
+
+
+def holder(lock_path: str) -> str:
+    """The PID written in a lock file (a moment after the lock is taken: retried briefly)."""
+    for _ in range(20):
+        try:
+            with open(lock_path) as f:
+                pid = f.read().strip()
+            if pid:
+                return pid
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return "unknown"
+
+
+def clean_leftovers(folder: str) -> list[str]:
+    """Remove the temporary files a killed run left (their complete versions were never renamed in)."""
+    removed = []
+    for pattern in LEFTOVERS:
+        for path in glob.glob(os.path.join(glob.escape(folder), pattern), recursive=True):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def move_aside(folder: str, keep: tuple[str, ...]) -> str:
+    """Move everything in ``folder`` but ``keep`` to ``<folder>.replaced-<time>``; returns that path."""
+    target = f"{folder.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while os.path.exists(target):
+        target = f"{folder.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+        n += 1
+    os.makedirs(target)
+    for name in os.listdir(folder):
+        if name not in keep:
+            os.replace(os.path.join(folder, name), os.path.join(target, name))
+    return target
+
+
+class FolderSnapshot:
+    """The ``.hydra/`` files and job log as they were before Hydra started this run, so a run refused
+    after Hydra wrote them (a resume checkpoint that does not fit) leaves the folder as it found it."""
+
+    def __init__(self, folder: str, log_name: str):
+        self.folder = folder
+        self.files: dict[str, tuple[bytes, int] | None] = {}
+        for name in HYDRA_FILES:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    self.files[name] = (f.read(), os.stat(path).st_mtime_ns)
+            else:
+                self.files[name] = None
+        self.hydra_dir_existed = os.path.isdir(os.path.join(folder, ".hydra"))
+        self.log = os.path.join(folder, log_name)
+        exists = os.path.isfile(self.log)
+        self.log_state = (os.path.getsize(self.log), os.stat(self.log).st_mtime_ns) if exists else None
+
+    def restore(self) -> None:
+        for name, saved in self.files.items():
+            path = os.path.join(self.folder, name)
+            if saved is not None:
+                with open(path, "wb") as f:
+                    f.write(saved[0])
+                os.utime(path, ns=(saved[1], saved[1]))
+            elif os.path.exists(path):
+                os.remove(path)
+        hydra_dir = os.path.join(self.folder, ".hydra")
+        if not self.hydra_dir_existed and os.path.isdir(hydra_dir) and not os.listdir(hydra_dir):
+            os.rmdir(hydra_dir)
+        if self.log_state is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.log)
+        elif os.path.isfile(self.log):
+            os.truncate(self.log, self.log_state[0])
+            os.utime(self.log, ns=(self.log_state[1], self.log_state[1]))
+
+
+def claim_before_hydra(cfg, argv: list[str]) -> list[str]:
+    """Take the run folder of ``python train.py`` before Hydra writes into it (``cfg``: the config
+    preflight composed, with its ``hydra`` node). Refusals print one sentence and exit 2;
+    ``resume=true`` on a finished run says so and exits 0. Returns the override to add to the command
+    line so that Hydra uses the very folder taken (the default folder name holds the time, which
+    Hydra would read again a moment later)."""
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from zoo.run.config import fail
+
+    if not is_rank_zero() or OmegaConf.select(cfg, "hydra.output_subdir", default=".hydra") is None:
+        return []
+    HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} in the folder's path
+    folder = str(OmegaConf.select(cfg, "hydra.run.dir"))
+    held = RunFolder(folder)
+    try:
+        held.acquire(bool(cfg.get("resume")), bool(cfg.get("overwrite")))
+    except AlreadyFinished as e:
+        print(str(e))
+        sys.exit(0)
+    except UserError as e:
+        fail(str(e))
+    held.snapshot = FolderSnapshot(held.path, f"{OmegaConf.select(cfg, 'hydra.job.name', default='train')}.log")
+    if any(a.lstrip("+").startswith("hydra.run.dir=") for a in argv):
+        return []
+    return ["hydra.run.dir='" + held.path.replace("\\", "\\\\").replace("'", "\\'") + "'"]
+
+
+@contextlib.contextmanager
+def run_folder(path: str, resume: bool, overwrite: bool):
+    """Hold ``path`` for the ``with`` block: the lock ``claim_before_hydra`` took in this process, or a
+    new one (a multirun job; a run started in-process). Yields the RunFolder (None on a rank > 0)."""
+    if not is_rank_zero():
+        yield None
+        return
+    held = _HELD.get(os.path.realpath(path))
+    if held is None:
+        held = RunFolder(path)
+        from zoo.run.job import in_multirun
+
+        keep = (".hydra", "train.log") if in_multirun() else ()
+        try:
+            held.acquire(resume, overwrite, keep=keep)
+        except AlreadyFinished as e:
+            raise UserError(str(e)) from None
+    try:
+        yield held
+    finally:
+        held.release()
