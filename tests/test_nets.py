@@ -69,18 +69,22 @@ SPECS = {"image": IMAGE, "text": TEXT, "news": NEWS, "series": SERIES}
 
 # (model, data, options): each way a network family is built
 PAIRINGS = [
-    ("mlp", "image", {"dropout": 0.2}), ("mlp", "image", {"widths": 16, "depth": 2, "activation": "gelu", "batchnorm": True}),
+    ("mlp", "image", {"dropout": 0.2}),
+    ("mlp", "image", {"widths": 16, "depth": 2, "activation": "gelu", "batchnorm": True}),
     ("mlp", "series", {"dropout": 0.2}), ("mlp", "series", {"revin": False}),
     ("cnn", "image", {"dropout": 0.2}), ("cnn", "image", {"pooling": "avg", "batchnorm": False}),
-    ("cnn", "text", {"dropout": 0.2}), ("cnn", "news", {"dropout": 0.2}), ("cnn", "series", {}), ("cnn", "series", {"revin": False, "pooling": "none"}),
+    ("cnn", "text", {"dropout": 0.2}), ("cnn", "news", {"dropout": 0.2}),
+    ("cnn", "series", {}), ("cnn", "series", {"revin": False, "pooling": "none"}),
     ("resnet", "image", {"widths": [8, 16], "blocks": 1}),
     ("linear", "series", {"dropout": 0.2}), ("linear", "series", {"individual": True, "revin": False}),
     ("linear", "series", {"decomposition": False}),
     ("lstm", "text", {"dropout": 0.2}), ("lstm", "news", {}), ("lstm", "news", {"pool": "max", "bidirectional": True}),
-    ("lstm", "image", {"layers": 2}), ("lstm", "series", {"layers": 2, "dropout": 0.2}), ("lstm", "series", {"revin": False, "pool": "mean"}),
+    ("lstm", "image", {"layers": 2}), ("lstm", "series", {"layers": 2, "dropout": 0.2}),
+    ("lstm", "series", {"revin": False, "pool": "mean"}),
     ("gru", "text", {"layers": 2}), ("gru", "news", {"pool": "mean"}), ("gru", "image", {"bidirectional": True}),
     ("gru", "series", {}),
-    ("rnn", "text", {"nonlinearity": "relu"}), ("rnn", "news", {}), ("rnn", "image", {"dropout": 0.2}), ("rnn", "series", {}),
+    ("rnn", "text", {"nonlinearity": "relu"}), ("rnn", "news", {}), ("rnn", "image", {"dropout": 0.2}),
+    ("rnn", "series", {}),
     ("gan", "image", {}), ("gan", "image", {"conditional": True, "d_norm": "layer"}),
     ("dcgan", "image", {"width": 8}), ("dcgan", "image", {"width": 8, "conditional": True, "loss": "wgan-gp"}),
 ]

@@ -149,7 +149,8 @@ def recurrent(cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional
                              "direction would read the answer; set model.bidirectional=false")
         return RecurrentLanguageModel(cell, spec, embedding=embedding, **sizes)
     if spec.kind == "tokens":
-        return TokenRecurrentClassifier(cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool, **sizes)
+        return TokenRecurrentClassifier(cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool,
+                                        **sizes)
     if spec.kind == "series":
         return RecurrentForecaster(cell, spec, bidirectional=bidirectional, pool=pool, revin=revin, **sizes)
     return ImageRecurrentClassifier(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)
