@@ -18,7 +18,8 @@ from zoo.tasks.base import Task
 from zoo.tasks.registry import TASKS, build_task, task_class
 
 IMAGE = DataSpec(name="digits", kind="image", shape=(1, 8, 8), num_classes=10)
-TEXT = DataSpec(name="pydoc", kind="tokens", shape=(12,), task="language_model", vocab_size=3, vocabulary=("a", "b", "\n"))
+TEXT = DataSpec(name="pydoc", kind="tokens", shape=(12,), task="language_model", vocab_size=3,
+                vocabulary=("a", "b", "\n"))
 SERIES = DataSpec(name="sine", kind="series", shape=(24, 3), task="forecast", horizon=8, target_channels=2,
                   channel_mean=(5.0, 1.0, 2.0), channel_std=(9.0, 3.0, 4.0))
 ADAM = partial(torch.optim.Adam, lr=1e-3)

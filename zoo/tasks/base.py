@@ -11,7 +11,8 @@ and rebuilds its network without any pickled objects.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
