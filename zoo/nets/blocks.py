@@ -1,14 +1,35 @@
-"""Reversible instance normalisation (RevIN, Kim et al., ICLR 2022) for forecasters.
+"""Building blocks the network families share: activations by name, token embeddings, and the
+RevIN-wrapped forecast every forecaster is (``Forecaster``).
 
-Each input window is normalised by its own per-channel mean and standard deviation (then a
-learnable per-channel scale and shift), and the forecast is mapped back with the same statistics of
-the target channels. A series whose level drifts between the training and the test period (ETT's
-oil temperature does) is then forecast from its shape, not its level.
+Reversible instance normalisation (RevIN, Kim et al., ICLR 2022): each input window is normalised
+by its own per-channel mean and standard deviation (then a learnable per-channel scale and shift),
+and the forecast is mapped back with the same statistics of the target channels. A series whose
+level drifts between the training and the test period (ETT's oil temperature does) is then
+forecast from its shape, not its level.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU,
+               "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def pad_index(spec) -> int | None:
+    """The id that pads the data's token sequences, or None when they are never padded."""
+    return spec.pad_index if spec.kind == "tokens" and spec.pad_index >= 0 else None
+
+
+def token_embedding(spec, size: int) -> nn.Embedding:
+    """A vector of ``size`` per token id of the data's vocabulary; the padding id's stays zero."""
+    return nn.Embedding(spec.vocab_size, size, padding_idx=pad_index(spec))
 
 
 class RevIN(nn.Module):
@@ -34,3 +55,29 @@ class RevIN(nn.Module):
         if self.weight is not None:
             y = (y - self.bias[-self.targets:]) / (self.weight[-self.targets:] + self.eps * self.eps)
         return y * std + mean
+
+
+class Forecaster(nn.Module):
+    """A network that maps a lookback window (B, L, C) to the next ``horizon`` steps of the target
+    channels (B, H, targets): the window is instance-normalised (RevIN, unless ``revin=false``),
+    ``body`` forecasts from it, and the forecast is mapped back to the window's own level and scale.
+
+    A subclass builds its layers, calls ``add_revin`` (where it does so sets the order of the
+    state-dict entries, which checkpoints rely on) and writes ``body``."""
+
+    accepts = ("series",)
+
+    def add_revin(self, spec, revin: bool) -> None:
+        self.out_shape = (spec.horizon, spec.target_channels)
+        self.revin = RevIN(spec.shape[1], spec.target_channels) if revin else None
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) window, normalised -> (B, H * targets) or (B, H, targets) forecast, normalised."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats = None
+        if self.revin is not None:
+            x, stats = self.revin.normalize(x)
+        y = self.body(x).reshape(-1, *self.out_shape)
+        return self.revin.denormalize(y, stats) if stats is not None else y

@@ -1,38 +1,57 @@
-"""LeNet-style convolutional net: conv blocks (conv -> [BN] -> ReLU -> pool), then a small MLP head.
+"""Convolutional nets: the LeNet-style image classifier and its 1-d versions over time.
 
-Padding keeps the size through each conv, and a block pools only while the map is at least 2 px,
-so the same config runs on 8x8 digits, 28x28 MNIST and 32x32 CIFAR-10.
+- ``ImageCNN``: conv blocks (conv -> [BN] -> ReLU -> pool), then a small MLP head. Padding keeps the
+  size through each conv, and a block pools only while the map is at least 2 px, so the same config
+  runs on 8x8 digits, 28x28 MNIST and 32x32 CIFAR-10.
+- ``CausalCNN`` (next-token prediction on text): token embedding -> causal conv blocks (each position
+  sees itself and the past only; the dilation doubles per block, so 4 blocks of kernel 3 see 31
+  tokens), no batchnorm or pooling (both would mix in the future) -> a logit per position.
+- ``TokenCNN`` (classification of padded text): embedding -> conv blocks -> the max over each
+  sequence's real positions -> hidden layer -> classes.
+- ``SeriesCNN`` (forecasting): the lookback window, instance-normalised (RevIN), channels as conv
+  channels -> conv blocks with pooling -> hidden layer -> horizon x target channels.
 
-On token sequences and numeric series ``CNN(spec, ...)`` builds a ``SequenceCNN``: the same blocks
-as 1-d convolutions over time (see there).
+``CNN`` (model=cnn) builds the one the data needs, with the options that apply to it.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from zoo.nets.blocks import RevIN
+from zoo.nets.blocks import Forecaster, pad_index, token_embedding
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 POOLS_1D = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d}
 
 
-class CNN(nn.Module):
-    accepts = ("image", "tokens", "series")
+def classifier_head(width_in: int, hidden: int, dropout: float, outputs: int, flatten: bool = False) -> nn.Sequential:
+    """[Flatten ->] Dropout -> Linear -> ReLU -> Dropout -> Linear."""
+    return nn.Sequential(*([nn.Flatten()] if flatten else []), nn.Dropout(dropout), nn.Linear(width_in, hidden),
+                         nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, outputs))
 
-    def __new__(cls, spec=None, *args, **kwargs):
-        # Like pathlib.Path: CNN(spec) on a sequence is a SequenceCNN (a subclass, so its __init__ runs).
-        if cls is CNN and getattr(spec, "kind", "image") != "image":
-            cls = SequenceCNN
-        return super().__new__(cls)
 
-    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3,
-                 batchnorm: bool = True, pooling: str | None = "max", hidden: int = 128,
-                 dropout: float = 0.0, embedding: int = 64, revin: bool = True):
-        """``embedding`` (token sequences) and ``revin`` (series) are options of ``SequenceCNN``."""
+def conv1d_blocks(c_in: int, channels: list[int], kernel_size: int, batchnorm: bool,
+                  pooling: str | None) -> tuple[nn.Sequential, int]:
+    """Conv1d ('same' padding) -> [BatchNorm] -> ReLU [-> pool halving the length] per entry of
+    ``channels``; and the channels of the last."""
+    blocks: list[nn.Module] = []
+    for c_out in channels:
+        blocks.append(nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batchnorm))
+        if batchnorm:
+            blocks.append(nn.BatchNorm1d(c_out))
+        blocks.append(nn.ReLU(inplace=True))
+        if pooling in POOLS_1D:
+            blocks.append(POOLS_1D[pooling](2, ceil_mode=True))
+        c_in = c_out
+    return nn.Sequential(*blocks), c_in
+
+
+class ImageCNN(nn.Module):
+    accepts = ("image",)
+
+    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
+                 pooling: str | None = "max", hidden: int = 128, dropout: float = 0.0):
         super().__init__()
-        if pooling not in (*POOLS, None, "none"):
-            raise ValueError(f"unknown pooling '{pooling}'; choose one of: max, avg, none")
         c_in, h, w = spec.shape
         blocks: list[nn.Module] = []
         for c_out in channels:
@@ -45,80 +64,83 @@ class CNN(nn.Module):
                 h, w = h // 2, w // 2
             c_in = c_out
         self.features = nn.Sequential(*blocks, nn.Flatten())
-        self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(c_in * h * w, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, spec.num_classes))
+        self.head = classifier_head(c_in * h * w, hidden, dropout, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
-class SequenceCNN(CNN):
-    """1-d convolutions over time, with the options of ``CNN``:
+class CausalCNN(nn.Module):
+    accepts = ("tokens",)
 
-    - next-token prediction (text): token embedding -> causal conv blocks (each position sees itself
-      and the past only; the dilation doubles per block, so 4 blocks of kernel 3 see 31 tokens), no
-      batchnorm or pooling (both would mix in the future) -> a logit per position;
-    - classification (padded text): embedding -> conv blocks -> the max over each sequence's real
-      positions -> hidden layer -> classes;
-    - forecasting (series): the lookback window, instance-normalised (RevIN), channels as conv
-      channels -> conv blocks with pooling -> hidden layer -> horizon x target channels.
-    """
-
-    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
-                 pooling: str | None = "max", hidden: int = 128, dropout: float = 0.0, embedding: int = 64,
-                 revin: bool = True):
-        nn.Module.__init__(self)
-        if pooling not in (*POOLS_1D, None, "none"):
-            raise ValueError(f"unknown pooling '{pooling}'; choose one of: max, avg, none")
-        self.kind, self.next_token = spec.kind, spec.task == "language_model"
-        self.pad_index = spec.pad_index if spec.kind == "tokens" and spec.pad_index >= 0 else None
-        if spec.kind == "tokens":
-            self.embed = nn.Embedding(spec.vocab_size, embedding, padding_idx=self.pad_index)
-            c_in = embedding
-        else:
-            c_in = spec.shape[1]
+    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, dropout: float = 0.0,
+                 embedding: int = 64):
+        super().__init__()
+        self.embed = token_embedding(spec, embedding)
         blocks: list[nn.Module] = []
+        c_in = embedding
         for i, c_out in enumerate(channels):
-            if self.next_token:
-                dilation = 2 ** i
-                blocks += [nn.ConstantPad1d(((kernel_size - 1) * dilation, 0), 0.0),
-                           nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation), nn.ReLU(inplace=True),
-                           nn.Dropout(dropout)]
-            else:
-                blocks.append(nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batchnorm))
-                if batchnorm:
-                    blocks.append(nn.BatchNorm1d(c_out))
-                blocks.append(nn.ReLU(inplace=True))
-                if spec.kind == "series" and pooling in POOLS_1D:
-                    blocks.append(POOLS_1D[pooling](2, ceil_mode=True))
+            dilation = 2 ** i
+            blocks += [nn.ConstantPad1d(((kernel_size - 1) * dilation, 0), 0.0),
+                       nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation), nn.ReLU(inplace=True),
+                       nn.Dropout(dropout)]
             c_in = c_out
         self.features = nn.Sequential(*blocks)
-        if self.next_token:
-            self.head = nn.Sequential(nn.Dropout(dropout), nn.Conv1d(c_in, spec.vocab_size, 1))
-        elif spec.kind == "series":
-            self.out_shape = (spec.horizon, spec.target_channels)
-            with torch.no_grad():  # the length left after the blocks
-                flat = self.features(torch.zeros(2, spec.shape[1], spec.shape[0])).flatten(1).shape[1]
-            self.head = nn.Sequential(
-                nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat, hidden), nn.ReLU(inplace=True),
-                nn.Dropout(dropout), nn.Linear(hidden, spec.horizon * spec.target_channels))
-            self.revin = RevIN(spec.shape[1], spec.target_channels) if revin else None
-        else:
-            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, hidden), nn.ReLU(inplace=True),
-                                      nn.Dropout(dropout), nn.Linear(hidden, spec.num_classes))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Conv1d(c_in, spec.vocab_size, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "series":
-            stats = None
-            if self.revin is not None:
-                x, stats = self.revin.normalize(x)
-            y = self.head(self.features(x.transpose(1, 2))).view(-1, *self.out_shape)
-            return self.revin.denormalize(y, stats) if stats is not None else y
-        steps = x.shape[1]
-        h = self.features(self.embed(x).transpose(1, 2))[..., :steps]   # (B, C, T)
-        if self.next_token:
-            return self.head(h).transpose(1, 2)                          # (B, T, vocab)
+        h = self.features(self.embed(x).transpose(1, 2))   # (B, C, T)
+        return self.head(h).transpose(1, 2)                 # (B, T, vocab)
+
+
+class TokenCNN(nn.Module):
+    accepts = ("tokens",)
+
+    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
+                 hidden: int = 128, dropout: float = 0.0, embedding: int = 64):
+        super().__init__()
+        self.pad_index = pad_index(spec)
+        self.embed = token_embedding(spec, embedding)
+        self.features, c_out = conv1d_blocks(embedding, channels, kernel_size, batchnorm, pooling=None)
+        self.head = classifier_head(c_out, hidden, dropout, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(self.embed(x).transpose(1, 2))[..., :x.shape[1]]   # (B, C, T)
         if self.pad_index is not None:
             h = h.masked_fill((x == self.pad_index)[:, None, :], float("-inf"))
         return self.head(h.amax(dim=2).clamp_min(-1e4))  # an all-padding row stays finite
+
+
+class SeriesCNN(Forecaster):
+    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
+                 pooling: str | None = "max", hidden: int = 128, dropout: float = 0.0, revin: bool = True):
+        super().__init__()
+        lookback, c_in = spec.shape
+        self.features, _ = conv1d_blocks(c_in, channels, kernel_size, batchnorm, pooling)
+        with torch.no_grad():  # the length left after the blocks
+            flat = self.features(torch.zeros(2, c_in, lookback)).flatten(1).shape[1]
+        self.head = classifier_head(flat, hidden, dropout, spec.horizon * spec.target_channels, flatten=True)
+        self.add_revin(spec, revin)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.transpose(1, 2)))
+
+
+def CNN(spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
+        pooling: str | None = "max", hidden: int = 128, dropout: float = 0.0, embedding: int = 64,
+        revin: bool = True) -> nn.Module:
+    """model=cnn: the convolutional net for the data's kind and task. ``embedding`` applies to token
+    sequences, ``revin`` to series; a language model's causal blocks have no batchnorm or pooling,
+    and a text classifier's no pooling."""
+    if pooling not in (*POOLS, None, "none"):
+        raise ValueError(f"unknown pooling '{pooling}'; choose one of: max, avg, none")
+    if spec.kind == "image":
+        return ImageCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout)
+    if spec.kind == "series":
+        return SeriesCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout, revin)
+    if spec.task == "language_model":
+        return CausalCNN(spec, channels, kernel_size, dropout, embedding)
+    return TokenCNN(spec, channels, kernel_size, batchnorm, hidden, dropout, embedding)
+
+
+CNN.accepts = ("image", "tokens", "series")

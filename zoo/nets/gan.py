@@ -6,7 +6,7 @@ BatchNorm in both, LeakyReLU in D. Both are sized from the data spec (1 or 3 cha
 32 px images) and can be class-conditional: G gets a one-hot label beside its noise, D scores the
 pair through a projection (Miyato & Koyama, 2018): D(x, y) = head(h) + <embed(y), h>.
 
-How the two are trained against each other (zoo/adversarial.py) is chosen here too, because it is
+How the two are trained against each other (zoo/tasks/adversarial.py) is chosen here too, because it is
 part of what the model is (a WGAN-GP is a different model from a GAN): ``loss``, ``n_critic``,
 ``label_smoothing``, ``gp_weight`` and ``d_lr_scale`` are kept in ``self.objective``.
 

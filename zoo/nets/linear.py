@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.nets.blocks import RevIN
+from zoo.nets.blocks import Forecaster
 
 
 def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -37,30 +37,24 @@ class TimeLinear(nn.Module):
         return torch.einsum("bcl,chl->bch", x, self.weight.expand(x.shape[1], -1, -1)) + self.bias
 
 
-class Linear(nn.Module):
-    accepts = ("series",)
-
+class Linear(Forecaster):
     def __init__(self, spec, decomposition: bool = True, kernel_size: int = 25, individual: bool = False,
                  revin: bool = True, dropout: float = 0.0):
         super().__init__()
         lookback, channels = spec.shape
         if kernel_size < 1:
             raise ValueError(f"model.kernel_size must be positive, got {kernel_size}")
-        self.horizon, self.targets, self.kernel_size = spec.horizon, spec.target_channels, kernel_size
-        self.revin = RevIN(channels, spec.target_channels) if revin else None
+        self.targets, self.kernel_size = spec.target_channels, kernel_size
+        self.add_revin(spec, revin)
         self.dropout = nn.Dropout(dropout)
         self.seasonal = TimeLinear(lookback, spec.horizon, channels, individual)
         self.trend = TimeLinear(lookback, spec.horizon, channels, individual) if decomposition else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stats = None
-        if self.revin is not None:
-            x, stats = self.revin.normalize(x)
+    def body(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(x.transpose(1, 2))                     # (B, C, L)
         if self.trend is not None:
             trend = moving_average(x, self.kernel_size)
             y = self.seasonal(x - trend) + self.trend(trend)
         else:
             y = self.seasonal(x)
-        y = y[:, -self.targets:].transpose(1, 2)                # (B, H, targets)
-        return self.revin.denormalize(y, stats) if stats is not None else y
+        return y[:, -self.targets:].transpose(1, 2)             # (B, H, targets)

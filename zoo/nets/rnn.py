@@ -1,18 +1,19 @@
 """Recurrent networks: Elman RNN, LSTM and GRU, for every kind of sequence the zoo has.
 
-One network, three heads, chosen by what the data poses (``spec.task``):
+One stacked cell (``Recurrent``), with the input and head of what the data poses:
 
-- next-token prediction (``language_model``, token data): embedding -> stacked RNN -> a logit per
-  position over the vocabulary. Unidirectional only: a backward pass would read the answer.
+- ``RecurrentLanguageModel`` (next-token prediction, token data): embedding -> stacked RNN -> a logit
+  per position over the vocabulary. Unidirectional only: a backward pass would read the answer.
   ``forward_with_state`` carries the hidden state, so sampling costs one step per new token.
-- classification: token ids (embedded; padded sequences are packed, so the RNN stops at each
-  sequence's true length) or images read row by row (sequential MNIST: 28 steps of 28 pixels);
-  the sequence is summarised by the last hidden state (both directions when bidirectional) or by
-  the mean or max over its steps, then a linear head.
-- forecasting (``forecast``, numeric series): the lookback window, instance-normalised (RevIN, on
-  by default), summarised like a classifier's, then a linear head to horizon x target channels.
+- ``TokenRecurrentClassifier`` and ``ImageRecurrentClassifier``: token ids (embedded; padded
+  sequences are packed, so the RNN stops at each sequence's true length) or images read row by row
+  (sequential MNIST: 28 steps of 28 pixels); the sequence is summarised by the last hidden state
+  (both directions when bidirectional) or by the mean or max over its steps, then a linear head.
+- ``RecurrentForecaster`` (numeric series): the lookback window, instance-normalised (RevIN, on by
+  default), summarised like a classifier's, then a linear head to horizon x target channels.
 
-Dropout is applied between stacked layers (PyTorch's own) and before the head.
+Dropout is applied between stacked layers (PyTorch's own) and before the head. ``RNN``, ``LSTM`` and
+``GRU`` (model=rnn, lstm, gru) build the one the data needs with their cell.
 """
 from __future__ import annotations
 
@@ -20,84 +21,43 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from zoo.nets.blocks import RevIN
+from zoo.nets.blocks import Forecaster, pad_index, token_embedding
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 POOLS = ("last", "mean", "max")
 
 
 class Recurrent(nn.Module):
-    accepts = ("tokens", "series", "image")
-    cell = "lstm"
+    """A stacked recurrent cell over (B, T, width_in) steps and the summary of a whole sequence.
 
-    def __init__(self, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False, embedding: int = 64,
-                 pool: str = "last", revin: bool = True, dropout: float = 0.0, **cell_options):
+    ``embed`` (token data) is registered before the cell: it is created, and draws its initial
+    values from the random generator, before the cell does."""
+
+    def __init__(self, cell: str, width_in: int, hidden: int, layers: int, bidirectional: bool, dropout: float,
+                 pool: str = "last", embed: nn.Embedding | None = None, **cell_options):
         super().__init__()
-        if pool not in POOLS:
-            raise ValueError(f"unknown pool '{pool}'; choose one of: {', '.join(POOLS)}")
-        if hidden < 1 or layers < 1:
-            raise ValueError(f"model.hidden and model.layers must be positive, got {hidden} and {layers}")
-        self.kind, self.pool = spec.kind, pool
-        self.next_token = spec.task == "language_model"
-        if self.next_token and bidirectional:
-            raise ValueError("a language model predicts each next token from the ones before it, and a backward "
-                             "direction would read the answer; set model.bidirectional=false")
-        self.pad_index = spec.pad_index if spec.kind == "tokens" and spec.pad_index >= 0 else None
-        if spec.kind == "tokens":
-            self.embed = nn.Embedding(spec.vocab_size, embedding, padding_idx=self.pad_index)
-            width_in = embedding
-        elif spec.kind == "series":
-            width_in = spec.shape[1]
-        else:  # an image, one row per step
-            c, _, w = spec.shape
-            width_in = c * w
-        self.rnn = CELLS[self.cell](width_in, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
-                                    dropout=dropout if layers > 1 else 0.0, **cell_options)
-        if self.cell == "lstm":  # forget-gate bias 1: remember by default early in training (Jozefowicz et al.)
+        if embed is not None:
+            self.embed = embed
+        self.pool = pool
+        self.rnn = CELLS[cell](width_in, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
+                               dropout=dropout if layers > 1 else 0.0, **cell_options)
+        if cell == "lstm":  # forget-gate bias 1: remember by default early in training (Jozefowicz et al.)
             for name, p in self.rnn.named_parameters():
                 if name.startswith("bias_ih"):
                     p.data[hidden:2 * hidden] = 1.0
         self.dropout = nn.Dropout(dropout)
-        width = hidden * (2 if bidirectional else 1)
-        if self.next_token:
-            self.head = nn.Linear(width, spec.vocab_size)
-        elif spec.kind == "series":
-            self.horizon, self.targets = spec.horizon, spec.target_channels
-            self.head = nn.Linear(width, spec.horizon * spec.target_channels)
-            self.revin = RevIN(spec.shape[1], spec.target_channels) if revin else None
-        else:
-            self.head = nn.Linear(width, spec.num_classes)
+        self.width = hidden * (2 if bidirectional else 1)
 
-    def forward_with_state(self, x: torch.Tensor, state=None):
-        """Next-token logits (B, T, vocab) for ids (B, T), and the state after the last step."""
-        out, state = self.rnn(self.embed(x), state)
-        return self.head(self.dropout(out)), state
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.next_token:
-            return self.forward_with_state(x)[0]
-        lengths, stats = None, None
-        if self.kind == "tokens":
-            if self.pad_index is not None:
-                lengths = (x != self.pad_index).sum(dim=1).clamp_min(1)
-            x = self.embed(x)
-        elif self.kind == "image":
-            b, c, h, w = x.shape
-            x = x.permute(0, 2, 1, 3).reshape(b, h, c * w)
-        elif self.revin is not None:
-            x, stats = self.revin.normalize(x)
-        steps = x.shape[1]
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, width_in) steps -> (B, width) summary, after dropout; ``lengths``: each sequence's
+        real steps (the rest is padding, packed away)."""
         if lengths is not None:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, state = self.rnn(packed)
-            out = pad_packed_sequence(out, batch_first=True, total_length=steps)[0]
+            out = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
         else:
             out, state = self.rnn(x)
-        y = self.head(self.dropout(self.summarise(out, state, lengths)))
-        if self.kind != "series":
-            return y
-        y = y.view(-1, self.horizon, self.targets)
-        return self.revin.denormalize(y, stats) if stats is not None else y
+        return self.dropout(self.summarise(out, state, lengths))
 
     def summarise(self, out: torch.Tensor, state, lengths: torch.Tensor | None) -> torch.Tensor:
         """(B, width): the last hidden state of the top layer (each direction's own last step), or the
@@ -114,24 +74,103 @@ class Recurrent(nn.Module):
         return out.masked_fill(~mask, float("-inf")).amax(dim=1)
 
 
-class RNN(Recurrent):
-    """Elman RNN: h_t = tanh(W x_t + U h_{t-1} + b) (or ReLU)."""
+class RecurrentLanguageModel(Recurrent):
+    accepts = ("tokens",)
 
-    cell = "rnn"
+    def __init__(self, cell: str, spec, hidden: int = 128, layers: int = 1, embedding: int = 64,
+                 dropout: float = 0.0, **cell_options):
+        super().__init__(cell, embedding, hidden, layers, False, dropout, embed=token_embedding(spec, embedding),
+                         **cell_options)
+        self.head = nn.Linear(self.width, spec.vocab_size)
 
-    def __init__(self, spec, nonlinearity: str = "tanh", **kwargs):
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"unknown nonlinearity '{nonlinearity}'; choose tanh or relu")
-        super().__init__(spec, nonlinearity=nonlinearity, **kwargs)
+    def forward_with_state(self, x: torch.Tensor, state=None):
+        """Next-token logits (B, T, vocab) for ids (B, T), and the state after the last step."""
+        out, state = self.rnn(self.embed(x), state)
+        return self.head(self.dropout(out)), state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_state(x)[0]
 
 
-class LSTM(Recurrent):
-    """Long short-term memory (Hochreiter & Schmidhuber): gated cell state."""
+class TokenRecurrentClassifier(Recurrent):
+    accepts = ("tokens",)
 
-    cell = "lstm"
+    def __init__(self, cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False,
+                 embedding: int = 64, pool: str = "last", dropout: float = 0.0, **cell_options):
+        super().__init__(cell, embedding, hidden, layers, bidirectional, dropout, pool,
+                         embed=token_embedding(spec, embedding), **cell_options)
+        self.pad_index = pad_index(spec)
+        self.head = nn.Linear(self.width, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lengths = (x != self.pad_index).sum(dim=1).clamp_min(1) if self.pad_index is not None else None
+        return self.head(self.encode(self.embed(x), lengths))
 
 
-class GRU(Recurrent):
-    """Gated recurrent unit (Cho et al.): two gates, no separate cell state."""
+class ImageRecurrentClassifier(Recurrent):
+    accepts = ("image",)
 
-    cell = "gru"
+    def __init__(self, cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False,
+                 pool: str = "last", dropout: float = 0.0, **cell_options):
+        c, _, w = spec.shape
+        super().__init__(cell, c * w, hidden, layers, bidirectional, dropout, pool, **cell_options)
+        self.head = nn.Linear(self.width, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return self.head(self.encode(x.permute(0, 2, 1, 3).reshape(b, h, c * w)))  # one row per step
+
+
+class RecurrentForecaster(Forecaster, Recurrent):
+    accepts = ("series",)
+
+    def __init__(self, cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False,
+                 pool: str = "last", revin: bool = True, dropout: float = 0.0, **cell_options):
+        super().__init__(cell, spec.shape[1], hidden, layers, bidirectional, dropout, pool, **cell_options)
+        self.head = nn.Linear(self.width, spec.horizon * spec.target_channels)
+        self.add_revin(spec, revin)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x))
+
+
+def recurrent(cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False, embedding: int = 64,
+              pool: str = "last", revin: bool = True, dropout: float = 0.0, **cell_options) -> nn.Module:
+    """The recurrent network with ``cell`` for the data's kind and task. ``embedding`` applies to
+    token sequences, ``revin`` to series, ``pool`` and ``bidirectional`` to all but language models."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool '{pool}'; choose one of: {', '.join(POOLS)}")
+    if hidden < 1 or layers < 1:
+        raise ValueError(f"model.hidden and model.layers must be positive, got {hidden} and {layers}")
+    sizes = dict(hidden=hidden, layers=layers, dropout=dropout, **cell_options)
+    if spec.task == "language_model":
+        if bidirectional:
+            raise ValueError("a language model predicts each next token from the ones before it, and a backward "
+                             "direction would read the answer; set model.bidirectional=false")
+        return RecurrentLanguageModel(cell, spec, embedding=embedding, **sizes)
+    if spec.kind == "tokens":
+        return TokenRecurrentClassifier(cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool,
+                                        **sizes)
+    if spec.kind == "series":
+        return RecurrentForecaster(cell, spec, bidirectional=bidirectional, pool=pool, revin=revin, **sizes)
+    return ImageRecurrentClassifier(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)
+
+
+def RNN(spec, nonlinearity: str = "tanh", **options) -> nn.Module:
+    """model=rnn: Elman RNN, h_t = tanh(W x_t + U h_{t-1} + b) (or ReLU)."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"unknown nonlinearity '{nonlinearity}'; choose tanh or relu")
+    return recurrent("rnn", spec, nonlinearity=nonlinearity, **options)
+
+
+def LSTM(spec, **options) -> nn.Module:
+    """model=lstm: long short-term memory (Hochreiter & Schmidhuber), a gated cell state."""
+    return recurrent("lstm", spec, **options)
+
+
+def GRU(spec, **options) -> nn.Module:
+    """model=gru: gated recurrent unit (Cho et al.), two gates and no separate cell state."""
+    return recurrent("gru", spec, **options)
+
+
+RNN.accepts = LSTM.accepts = GRU.accepts = ("tokens", "series", "image")

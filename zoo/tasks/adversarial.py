@@ -1,4 +1,4 @@
-"""AdversarialTask: trains a GAN (zoo/gan.py) with manual optimisation, one optimizer per network.
+"""AdversarialTask: trains a GAN (zoo/nets/gan.py) with manual optimisation, one optimizer per network.
 
 Each batch: the discriminator D takes a step on real images and on images of the generator G;
 every ``n_critic``-th batch G then takes a step to fool the updated D. Losses (``model.loss``):
@@ -10,48 +10,40 @@ every ``n_critic``-th batch G then takes a step to fool the updated D. Losses (`
   between real and generated images; G minimises -D(G(z)) (Gulrajani et al. 2017).
 
 Both optimizers come from the run's optimizer group (the discriminator's lr times ``d_lr_scale``),
-each with its own copy of the scheduler. Image quality (``val/fid`` and friends, zoo/quality.py) is
+each with its own copy of the scheduler. Image quality (``val/fid`` and friends, zoo/tasks/quality.py) is
 measured in every validation pass on as many generated images as there are real ones, from the
 same noise every epoch, so the curve shows the generator's changes and nothing else.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
+from typing_extensions import override
 
 from zoo.errors import UserError
-from zoo.tasks.execution import StepsPerExecution
+from zoo.tasks.base import Task
 
 EVAL_NOISE_SEED = 2024  # the noise of every validation pass
 
 
-class AdversarialTask(StepsPerExecution, L.LightningModule):
-    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable | None = None, scheduler_interval: str = "epoch",
-                 scheduler_monitor: str = "val/fid", hparams: dict[str, Any] | None = None,
-                 judge_dir: str | None = None, data_name: str = "data", steps_per_execution: int = 1):
-        super().__init__()
-        self.automatic_optimization = False
-        self.net = net
+class AdversarialTask(Task):
+    train_sum_names = ("d_loss * n", "d_real * n", "d_fake * n", "n", "g_loss * m", "m")
+    default_monitor = "val/fid"
+
+    def __init__(self, *args, judge_dir: str | None = None, data_name: str = "data", **kwargs):
+        """``judge_dir``: where the quality judge of ``data_name`` is kept (zoo/tasks/quality.py).
+        ``args`` and ``kwargs``: those of ``Task``."""
+        super().__init__(*args, automatic_optimization=False, **kwargs)
+        net = self.net
         self.objective = dict(net.objective)
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
         self.judge_dir, self.data_name = judge_dir, data_name
-        self.steps_per_execution = steps_per_execution
-        if hparams is not None:
-            self.save_hyperparameters(hparams)
         channels = net.image_shape[0]
         # Real images arrive normalised per channel; x * scale + shift puts them in G's [-1, 1].
         # Set from the datamodule's statistics in setup(); identity for data already in [-1, 1].
         self.register_buffer("pixel_scale", torch.ones(1, channels, 1, 1), persistent=False)
         self.register_buffer("pixel_shift", torch.zeros(1, channels, 1, 1), persistent=False)
-        # Sums over the epoch, kept on the device: d_loss*n, d_real*n, d_fake*n, n, g_loss*m, m.
-        self.register_buffer("train_sums", torch.zeros(6), persistent=False)
         self._last_g_loss: torch.Tensor | None = None
         self._judge: dict = {}        # plain attribute: the judge is no part of the checkpoint
         self._meter = None
@@ -60,16 +52,15 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
         self.grid_columns = net.num_classes if net.conditional else None  # sample grids: a class per column
 
     @classmethod
-    def from_parts(cls, spec, net, optimizer, scheduler: dict, hparams: dict, **options):
+    @override
+    def options_from(cls, spec, net, hparams) -> dict:
         if not hasattr(net, "objective"):
             raise UserError(f"the adversarial task trains a generator and a discriminator, and {type(net).__name__} "
                             f"is not a GAN; use model=gan or model=dcgan.")
-        config = hparams.get("config", {})
-        return cls(net, optimizer, scheduler.get("factory"), scheduler.get("interval", "epoch"),
-                   scheduler.get("monitor", "val/fid"), hparams=hparams,
-                   judge_dir=config.get("paths", {}).get("data_dir"), data_name=spec.name, **options)
+        return {"judge_dir": hparams.get("config", {}).get("paths", {}).get("data_dir"), "data_name": spec.name}
 
     # -- set-up ---------------------------------------------------------------------------------
+    @override
     def configure_callbacks(self):
         # Lightning refuses trainer.gradient_clip_val and accumulate_grad_batches under manual
         # optimisation; this is the first hook that sees the trainer, before that check. The task
@@ -89,6 +80,7 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
             ddp_kwargs["find_unused_parameters"] = True
         return []
 
+    @override
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         mean, std = getattr(dm, "pixel_mean", None), getattr(dm, "pixel_std", None)
@@ -100,6 +92,7 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
                   f"black borders that the generator would learn to draw (flips stay on).")
             dm.crop_padding = 0
 
+    @override
     def on_fit_start(self) -> None:
         logged = self.logged_metrics()
         for cb in self.trainer.callbacks:
@@ -116,7 +109,8 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
 
     def logged_metrics(self) -> list[str]:
         """Every metric this task logs: what checkpoints, early stopping and schedulers can watch."""
-        val = ["fid", "fid_real", "confidence", "coverage", "d_real", "d_fake"] + (["cond_acc"] if self.net.conditional else [])
+        val = ["fid", "fid_real", "confidence", "coverage", "d_real", "d_fake"]
+        val += ["cond_acc"] if self.net.conditional else []
         train = [f"{k}{s}" for k in ("d_loss", "g_loss", "d_real", "d_fake") for s in ("", "_epoch")]
         return [f"val/{k}" for k in val] + [f"train/{k}" for k in train]
 
@@ -155,10 +149,12 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
         return scores.sigmoid() if self.objective["loss"] == "non_saturating" else scores
 
     # -- training -------------------------------------------------------------------------------
+    @override
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
         for i, micro in enumerate(self.micro_batches(batch)):
-            d_loss, d_real, d_fake = self._adversarial_step(micro, batch_idx * self.steps_per_execution + i, opt_g, opt_d)
+            index = batch_idx * self.steps_per_execution + i
+            d_loss, d_real, d_fake = self._adversarial_step(micro, index, opt_g, opt_d)
         if self.trainer._logger_connector.should_update_logs:
             logs = {"train/d_loss": d_loss, "train/d_real": d_real.mean(), "train/d_fake": d_fake.mean()}
             if self._last_g_loss is not None:
@@ -205,16 +201,20 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
             self._last_g_loss = g_loss.detach()
         return d_loss.detach(), self.score_as_d(d_real.detach()), self.score_as_d(d_fake.detach())
 
+    @override
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.clip_val:  # after the callbacks (gradient norms) have seen the unclipped gradients
             self.clip_gradients(optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm)
 
-    def on_train_epoch_end(self) -> None:
-        d_loss, d_real, d_fake, n, g_loss, m = self.train_sums
+    @override
+    def log_train_sums(self, d_loss, d_real, d_fake, n, g_loss, m) -> None:
         n, m = n.clamp_min(1), m.clamp_min(1)
         self.log_dict({"train/d_loss_epoch": d_loss / n, "train/d_real_epoch": d_real / n,
                        "train/d_fake_epoch": d_fake / n, "train/g_loss_epoch": g_loss / m}, sync_dist=True)
-        self.train_sums.zero_()
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if self.scheduler_factory is not None and self.scheduler_interval == "epoch":
             self._step_scheduler(0, epoch_end=True)
             self._step_scheduler(1, epoch_end=True)
@@ -231,6 +231,7 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
         else:
             scheduler.step()
 
+    @override
     def configure_optimizers(self):
         net = self.net
         d_params = [*net.discriminator.parameters(), *net.head.parameters(),
@@ -243,14 +244,15 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
             return [opt_g, opt_d]
         schedulers = []
         batches = int(self.trainer.estimated_stepping_batches) * self.steps_per_execution
+        takes_total = "total_steps" in inspect.signature(self.scheduler_factory).parameters
         for opt, steps in ((opt_g, max(1, batches // self.objective["n_critic"])), (opt_d, batches)):
-            kwargs = {"total_steps": steps} if "total_steps" in inspect.signature(self.scheduler_factory).parameters else {}
+            kwargs = {"total_steps": steps} if takes_total else {}
             schedulers.append({"scheduler": self.scheduler_factory(opt, **kwargs), "interval": self.scheduler_interval})
         return [opt_g, opt_d], schedulers
 
     # -- quality --------------------------------------------------------------------------------
     def judge(self):
-        """The quality judge for this data (zoo/quality.py), trained or loaded on first use."""
+        """The quality judge for this data (zoo/tasks/quality.py), trained or loaded on first use."""
         from zoo.tasks.quality import load_or_train_judge
 
         if "net" not in self._judge:
@@ -292,21 +294,27 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
             self.log(f"{stage}/fid", fid, prog_bar=True, sync_dist=True)
         self._meter = None
 
+    @override
     def on_validation_epoch_start(self) -> None:
         self._start_eval()
 
+    @override
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, batch_idx)
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self._end_eval("val")
 
+    @override
     def on_test_epoch_start(self) -> None:
         self._start_eval()
 
+    @override
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, batch_idx)
 
+    @override
     def on_test_epoch_end(self) -> None:
         self._end_eval("test")
 

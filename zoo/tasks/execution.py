@@ -20,15 +20,17 @@ import os
 import lightning as L
 import torch
 from lightning.pytorch.profilers import PassThroughProfiler
+from typing_extensions import override
 
 from zoo.errors import UserError
 
 
-class StepsPerExecution:
-    """Mixin for a LightningModule task with automatic optimisation."""
+class StepsPerExecution(L.LightningModule):
+    """The training step of a task with automatic optimisation (zoo.tasks.base.Task builds on it)."""
 
     steps_per_execution: int = 1
 
+    @override
     def __setattr__(self, name: str, value) -> None:
         # Lightning sets _current_fx_name around every hook call (about 40 times a training step);
         # nn.Module.__setattr__'s parameter/buffer/module checks cost 2 us each time for a string.
@@ -57,6 +59,7 @@ class StepsPerExecution:
         """The loss of one batch; the task also adds it to its epoch sums."""
         raise NotImplementedError
 
+    @override
     def training_step(self, batch, batch_idx):
         *earlier, last = self.micro_batches(batch)
         for micro in earlier:  # steps_per_execution > 1: all but the last step are taken here

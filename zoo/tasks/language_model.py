@@ -7,61 +7,47 @@ here too (``sample_from``): the generated-text callback and ``generate.py`` both
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
+from typing_extensions import override
 
 from zoo.errors import UserError
-from zoo.tasks.classify import ClassificationTask
-from zoo.tasks.execution import StepsPerExecution
+from zoo.tasks.base import Task
 
 LN2 = math.log(2)
 
 
-class LanguageModelTask(StepsPerExecution, L.LightningModule):
+class LanguageModelTask(Task):
     # Every metric this task logs: what checkpoints, early stopping and schedulers can watch.
     logged_metrics = ("val/loss", "val/bpc", "val/ppl", "val/acc", "train/loss", "train/loss_epoch", "train/bpc")
+    train_sum_names = ("loss * tokens", "tokens")
 
-    def __init__(self, net: nn.Module, vocabulary: list[str], optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable | None = None, scheduler_interval: str = "epoch",
-                 scheduler_monitor: str = "val/loss", hparams: dict[str, Any] | None = None, context: int = 128,
-                 steps_per_execution: int = 1):
-        super().__init__()
-        self.steps_per_execution = steps_per_execution
-        self.net, self.vocabulary, self.context = net, list(vocabulary), context
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
-        self.lr: float | None = None  # set by Lightning's learning-rate finder (configure_optimizers reads it)
-        if hparams is not None:
-            self.save_hyperparameters(hparams)
+    def __init__(self, *args, vocabulary: list[str], context: int = 128, **kwargs):
+        """``vocabulary``: the token of each id; ``context``: how many tokens the network sees at
+        once when sampling. ``args`` and ``kwargs``: those of ``Task``."""
+        super().__init__(*args, **kwargs)
+        self.vocabulary, self.context = list(vocabulary), context
         # Means weighted by the number of tokens, reduced across processes by torchmetrics.
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.eval_acc = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
-        # Summed on the device and logged once per epoch (see ClassificationTask).
-        self.register_buffer("train_sums", torch.zeros(2), persistent=False)  # loss*tokens, tokens
 
     @classmethod
-    def from_parts(cls, spec, net, optimizer, scheduler: dict, hparams: dict, **options):
+    @override
+    def options_from(cls, spec, net, hparams) -> dict:
         if not spec.vocabulary:
-            raise UserError(f"data={spec.name} has no vocabulary for a language model; use a text dataset such as data=pydoc.")
-        return cls(net, spec.vocabulary, optimizer, scheduler.get("factory"), scheduler.get("interval", "epoch"),
-                   scheduler.get("monitor", "val/loss"), hparams=hparams, context=spec.shape[0], **options)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+            raise UserError(f"data={spec.name} has no vocabulary for a language model; "
+                            f"use a text dataset such as data=pydoc.")
+        return {"vocabulary": spec.vocabulary, "context": spec.shape[0]}
 
     def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch[0], batch[1]
         logits = self.net(x)
         return F.cross_entropy(logits.flatten(0, 1), y.flatten()), logits
 
-    def on_fit_start(self) -> None:
-        self.check_steps_per_execution()
-
+    @override
     def _train_loss(self, batch) -> torch.Tensor:
         loss, _ = self._loss(batch)
         with torch.no_grad():
@@ -69,13 +55,14 @@ class LanguageModelTask(StepsPerExecution, L.LightningModule):
             self.train_sums[1] += batch[1].numel()
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        loss = self.train_sums[0] / self.train_sums[1].clamp_min(1)
+    @override
+    def log_train_sums(self, loss_sum, tokens) -> None:
+        loss = loss_sum / tokens.clamp_min(1)
         self.log("train/loss_epoch", loss, sync_dist=True)
         self.log("train/bpc", loss / LN2, sync_dist=True, prog_bar=True)
-        self.train_sums.zero_()
 
-    def _eval_step(self, batch, stage: str):
+    @override
+    def evaluate(self, batch, stage: str) -> dict:
         loss, logits = self._loss(batch)
         n = batch[1].numel()
         self.eval_loss[stage].update(loss.detach(), n)
@@ -91,15 +78,11 @@ class LanguageModelTask(StepsPerExecution, L.LightningModule):
         self.eval_loss[stage].reset()
         self.eval_acc[stage].reset()
 
-    def validation_step(self, batch, batch_idx):
-        return self._eval_step(batch, "val")
-
+    @override
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
 
-    def test_step(self, batch, batch_idx):
-        return self._eval_step(batch, "test")
-
+    @override
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
 
@@ -108,8 +91,6 @@ class LanguageModelTask(StepsPerExecution, L.LightningModule):
         """Text continuing ``prompt``, from this model as it is now."""
         return sample_from(self.net, self.vocabulary, prompt, length, temperature, top_k, self.context,
                            torch.Generator().manual_seed(seed), self.device)
-
-    configure_optimizers = ClassificationTask.configure_optimizers
 
 
 def encode_prompt(prompt: str, vocabulary: list[str]) -> list[int]:
