@@ -138,6 +138,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
 
 def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str) -> str | None:
     """The checkpoint to resume from, if ``resume=true`` and the run folder has one."""
+    from zoo.run.rebuild import check_file
     from zoo.run.reliability import read_resume_state, rewind_event_files
 
     if not cfg.get("resume"):
@@ -146,6 +147,7 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str) -> str | None:
     if not os.path.isfile(path):
         print(f"resume=true, but {path} does not exist: starting a fresh run in {out_dir}.")
         return None
+    check_file(path)  # refused, as eval.py would refuse it, before anything in the folder changes
     state = read_resume_state(path)
     rewind_event_files(out_dir, state["global_step"])
     print(f"Resuming {out_dir} from epoch {state['epoch']}, step {state['global_step']}.")
