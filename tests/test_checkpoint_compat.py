@@ -39,12 +39,14 @@ def test_a_checkpoint_from_before_the_move_rebuilds_to_the_same_outputs(name):
     assert float(y.double().sum()) == pytest.approx(want["output_sum"], abs=1e-3)
 
 
+@pytest.mark.slow  # subprocesses: the commands as a user runs them
 def test_generate_continues_text_from_the_language_model_fixture():
     r = cli("generate.py", f"ckpt_path={FIXTURES / 'language_model_lstm.ckpt'}", "length=20", "prompt=ROMEO")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("ROMEO") and len(r.stdout) == len("ROMEO") + 20 + 1  # and print's line break
 
 
+@pytest.mark.slow  # subprocesses: the commands as a user runs them
 def test_generate_writes_images_from_the_gan_fixture(tmp_path):
     out = tmp_path / "samples.npy"
     r = cli("generate.py", f"ckpt_path={FIXTURES / 'adversarial_gan.ckpt'}", f"out={out}", "num_samples=6")
@@ -57,6 +59,7 @@ def test_generate_writes_images_from_the_gan_fixture(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # subprocesses: the commands as a user runs them
 @pytest.mark.parametrize("name", ["classify_mlp", "classify_cnn"])
 def test_eval_runs_on_the_classify_fixtures(tmp_path, name):
     out = tmp_path / "metrics.json"

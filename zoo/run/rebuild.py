@@ -193,7 +193,7 @@ def _check_node(stored: dict, own: Any, where: str, path: str, strict: bool) -> 
                 continue
             _check_node(value, own[key], name, path, section_strict)
         elif not _plain(value):
-            raise UserError(f"{path} stores {name} as {type(value).__name__} {str(value)[:60]!r}, not as plain data "
+            raise UserError(f"{path} stores {name} as {type(value).__name__} {repr(value)[:60]}, not as plain data "
                             f"(numbers, strings without '${{', booleans, null, lists of them); it was refused.")
         elif section_strict and not declared:
             raise UserError(f"{path} stores {name}, an option conf/ does not declare for this choice; "
@@ -219,6 +219,8 @@ def _checked_spec(spec: Any, path: str) -> dict:
     types = {f.name: f.type for f in fields(DataSpec)}
     for name, value in spec.items():
         kind = types.get(name)
+        if not isinstance(name, str) or name.startswith("_"):
+            raise UserError(f"{path} stores spec.{name}, which no data spec has; use a checkpoint written by this project.")
         if kind is None:
             continue  # a field of a newer version: DataSpec.from_dict leaves it out
         ok = {"str": isinstance(value, str),
@@ -229,7 +231,7 @@ def _checked_spec(spec: Any, path: str) -> dict:
                   isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value),
               }.get(str(kind), False)
         if not ok:
-            raise UserError(f"{path} stores spec.{name}={str(value)[:60]!r}, which is not a {kind}; "
+            raise UserError(f"{path} stores spec.{name}={repr(value)[:60]}, which is not of type {kind}; "
                             f"use a checkpoint written by this project.")
     for name in ("name", "kind", "shape"):
         if name not in spec:
