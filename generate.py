@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from zoo.run.config import preflight, user_errors
 
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
     with user_errors():

@@ -59,9 +59,8 @@ def assert_refused_in_process(fn, capsys, marker: Path) -> str:
     """``fn`` under the commands' error handling: exit 2, one sentence, no traceback, no side effect."""
     from zoo.run.config import user_errors
 
-    with pytest.raises(SystemExit) as stop:
-        with user_errors():
-            fn()
+    with pytest.raises(SystemExit) as stop, user_errors():
+        fn()
     err = capsys.readouterr().err
     assert stop.value.code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err

@@ -14,14 +14,14 @@ eval.py, generate.py and ``init_from`` (zoo.run.checkpoints.load_weights) go thr
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from zoo.errors import UserError
-from zoo.run.config import CONF_DIR
+from zoo.run.config import CONF_DIR, group_choices, groups
 
 # The sections a rebuild instantiates, each from the conf/ file its stored choice names.
 BUILT = ("model", "data", "optimizer")
@@ -99,12 +99,11 @@ def check_checkpoint(ckpt: dict, path: str) -> Rebuilt:
         for key, value in stored[section].items():
             if not key.startswith("_"):
                 node[key] = value  # plain and declared by conf/ (checked above)
-    for key in ("seed",):  # interpolated into sections (data.seed: ${seed}) that did not store theirs
-        if _plain(stored.get(key)):
-            project[key] = stored[key]
+    if isinstance(stored.get("seed"), int):  # interpolated into sections (data.seed: ${seed}) that did not store theirs
+        project["seed"] = stored["seed"]
     try:
         config = {s: OmegaConf.to_container(project[s], resolve=True, throw_on_missing=True) for s in BUILT}
-    except Exception as e:  # noqa: BLE001 - an option conf/ requires that the checkpoint lacks
+    except OmegaConfBaseException as e:  # an option conf/ requires (???, an interpolation) that the checkpoint lacks
         raise UserError(f"{path} lacks a value conf/ needs to rebuild it ({str(e).splitlines()[0]}); "
                         f"use a checkpoint written by this project.") from None
     hparams = {"config": {**stored, **config}, "choices": choices, "spec": spec.to_dict()}
@@ -116,18 +115,16 @@ def _checked_choices(choices: Any, path: str) -> dict[str, str]:
     if not isinstance(choices, dict) or not all(isinstance(choices.get(g), str) for g in ("model", "data")):
         raise UserError(f"{path} does not record which model and data conf/ files built it; "
                         f"use a checkpoint written by this project.")
+    own_groups = [g for g in groups() if g not in NOT_COMPOSED]
     out = {}
     for group, choice in choices.items():
-        folder = os.path.join(CONF_DIR, str(group))
-        if not isinstance(group, str) or group.startswith(NOT_COMPOSED) or not os.path.isdir(folder):
-            continue  # a group this project does not compose: never read
-        known = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+        if group not in own_groups:
+            continue  # not a group of conf/ (hydra/..., or one since removed): never read
+        known = group_choices(group)
         if not isinstance(choice, str) or choice not in known:
             raise UserError(f"{path} names {group}={choice!r}, which is not a file of conf/{group}/ "
                             f"({', '.join(known)}); only checkpoints of this project's own configs are rebuilt.")
         out[group] = choice
-    if "optimizer" not in out:
-        out["optimizer"] = "adam"
     return out
 
 
@@ -135,20 +132,23 @@ def _compose(choices: dict[str, str]) -> DictConfig:
     """This project's config for ``choices`` (every override is a validated file name)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
     overrides = [f"{group}={choice}" for group, choice in choices.items()]
-    if GlobalHydra.instance().is_initialized():  # inside eval.py, generate.py, train.py: their conf/ is this one
-        return compose(config_name="train", overrides=overrides)
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="rebuild"):
-        return compose(config_name="train", overrides=overrides)
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside eval.py, generate.py, train.py: their conf/ is this one
+            return compose(config_name="train", overrides=overrides)
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="rebuild"):
+            return compose(config_name="train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UserError(f"conf/ cannot compose the choices this checkpoint names ({' '.join(overrides)}): "
+                        f"{str(e).splitlines()[0]}") from None
 
 
 def _plain(value: Any) -> bool:
     """Numbers, strings, booleans, null and lists of them: data that instantiates nothing. Strings
     holding ``${`` are not plain: OmegaConf would resolve them as interpolations."""
-    if value is None or isinstance(value, (bool, int)):
-        return True
-    if isinstance(value, float):
+    if value is None or isinstance(value, (bool, int, float)):
         return True
     if isinstance(value, str):
         return "${" not in value
