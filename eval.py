@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: ``python eval.py ckpt_path=PATH [data_dir=DIR] [split=val] [out=FILE]``.
 
-The checkpoint is loaded as data only (weights_only=True); its stored config rebuilds the same
-dataset split and network, so the metrics equal those the run reported for that checkpoint.
+The checkpoint is loaded as data only (weights_only=True) and rebuilt through this project's conf/
+from its stored choices and plain values (zoo.run.rebuild: nothing stored in it is instantiated), so
+the same dataset split and network give the metrics the run reported for that checkpoint.
 """
 from __future__ import annotations
 
@@ -27,18 +28,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from datamodules.spec import DataSpec
     from zoo.errors import UserError
-    from zoo.run.checkpoints import load_checkpoint
     from zoo.run.files import write_json_atomic
-    from zoo.tasks.registry import build_net, build_task
+    from zoo.run.rebuild import rebuild
+    from zoo.tasks.registry import build_task
 
     if cfg.split not in ("test", "val"):
         raise UserError(f"split must be test or val, got {cfg.split!r}.")
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    hp = ckpt["hyper_parameters"]
-    config, choices, spec = hp["config"], hp.get("choices", {}), DataSpec.from_dict(hp["spec"])
-    data_cfg = dict(config["data"])
+    rebuilt = rebuild(cfg.ckpt_path)
+    data_cfg = dict(rebuilt.config["data"])
     if cfg.data_dir and "data_dir" in data_cfg:
         data_cfg["data_dir"] = cfg.data_dir
     if cfg.batch_size:
@@ -46,10 +44,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    net = build_net(instantiate(config["model"]), spec, choices.get("model", "the model"), choices.get("data", spec.name))
-    task = build_task(hp.get("task", spec.task), spec, net, instantiate(config["optimizer"]), None,
-                      {k: v for k, v in hp.items() if k != "task"})
-    task.load_state_dict(ckpt["state_dict"])
+    task = build_task(rebuilt.task, rebuilt.spec, rebuilt.net, instantiate(rebuilt.config["optimizer"]), None,
+                      rebuilt.hparams)
+    task.load_state_dict(rebuilt.state_dict)
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False)
     run = trainer.test if cfg.split == "test" else trainer.validate

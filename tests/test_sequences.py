@@ -237,11 +237,11 @@ def test_generate_prints_text_from_a_language_model_checkpoint(char_lm, tmp_path
 def test_sampling_from_a_checkpoint_in_process(char_lm):
     from omegaconf import OmegaConf
 
-    from zoo.run.checkpoints import load_checkpoint
-    from zoo.tasks.language_model import generate
+    from zoo.run.generate import language_model
+    from zoo.run.rebuild import rebuild
 
     _, metrics = char_lm
-    ckpt = load_checkpoint(metrics["best_checkpoint"])
+    rebuilt = rebuild(metrics["best_checkpoint"])
     cfg = lambda **kw: OmegaConf.create({"prompt": "def", "length": 40, "temperature": 0, "top_k": None,  # noqa: E731
                                          "seed": 0, "accelerator": "cpu", **kw})
     import contextlib
@@ -250,7 +250,7 @@ def test_sampling_from_a_checkpoint_in_process(char_lm):
     def printed(**kw) -> str:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            generate(ckpt, cfg(**kw))
+            language_model(rebuilt, cfg(**kw))
         return buf.getvalue()
 
     assert printed() == printed() and printed().startswith("def")  # temperature 0: the most likely character

@@ -32,12 +32,20 @@ def load_checkpoint(path: str) -> dict:
     return ckpt
 
 
+def net_state(state_dict: dict) -> dict:
+    """The network's own tensors of a task's state_dict (the task holds it as ``net``)."""
+    return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
+
+
 def load_weights(net, path: str) -> list[str]:
     """Copy a checkpoint's network weights into ``net`` (fine-tuning: a new run starts from them).
 
-    Tensors whose shape differs (a new head for another number of classes) are left as initialised;
-    their names are returned."""
-    state = {k.removeprefix("net."): v for k, v in load_checkpoint(path)["state_dict"].items() if k.startswith("net.")}
+    The checkpoint is first rebuilt as any other (zoo.run.rebuild: nothing in it is instantiated),
+    so one that eval.py would refuse is refused here too. Tensors whose shape differs (a new head
+    for another number of classes) are left as initialised; their names are returned."""
+    from zoo.run.rebuild import rebuild
+
+    state = rebuild(path).net.state_dict()
     own = net.state_dict()
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matching:

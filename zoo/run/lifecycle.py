@@ -57,6 +57,7 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task) -> str | No
     optimizers); only then are the event files cut back to the checkpoint's step, so the replayed
     steps are not logged twice. A checkpoint that does not fit is refused before anything is cut."""
     from zoo.run.checkpoints import load_checkpoint
+    from zoo.run.rebuild import check_file
     from zoo.run.reliability import rewind_event_files
 
     if not cfg.get("resume"):
@@ -65,6 +66,7 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task) -> str | No
     if not os.path.isfile(path):
         print(f"resume=true, but {path} does not exist: starting a fresh run in {out_dir}.")
         return None
+    check_file(path)  # nothing it names is built: refused, as eval.py would refuse it, before anything changes
     ckpt = load_checkpoint(path)
     check_fits(ckpt, task, path)
     step = int(ckpt.get("global_step", 0))

@@ -141,29 +141,3 @@ def sample_from(net: nn.Module, vocabulary: list[str], prompt: str, length: int,
     finally:
         net.train(was_training)
     return prompt + "".join(vocabulary[i] for i in out)
-
-
-def generate(ckpt: dict, cfg) -> None:
-    """``python generate.py ckpt_path=... prompt=... length=500 temperature=0.8 [top_k=40]``: print text."""
-    from hydra.utils import instantiate
-
-    from datamodules.spec import DataSpec
-    from zoo.tasks.registry import build_net
-
-    if not isinstance(cfg.length, int) or cfg.length < 1:
-        raise UserError(f"length must be a positive whole number, got {cfg.length!r}; try length=500.")
-    if not isinstance(cfg.temperature, (int, float)) or cfg.temperature < 0:
-        raise UserError(f"temperature must be a number >= 0 (0: always the most likely character), got "
-                        f"{cfg.temperature!r}; try temperature=0.8.")
-    if cfg.top_k is not None and (not isinstance(cfg.top_k, int) or cfg.top_k < 1):
-        raise UserError(f"top_k must be a positive whole number or null, got {cfg.top_k!r}; try top_k=40.")
-    hp = ckpt["hyper_parameters"]
-    spec = DataSpec.from_dict(hp["spec"])
-    choices = hp.get("choices", {})
-    net = build_net(instantiate(hp["config"]["model"]), spec, choices.get("model", "the model"), choices.get("data", spec.name))
-    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-    device = "cuda" if cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
-    prompt = "" if cfg.prompt is None else str(cfg.prompt)
-    text = sample_from(net.to(device), list(spec.vocabulary), prompt, cfg.length, float(cfg.temperature), cfg.top_k,
-                       spec.shape[0], torch.Generator().manual_seed(int(cfg.seed)), device)
-    print(text)

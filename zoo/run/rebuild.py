@@ -1,0 +1,242 @@
+"""A checkpoint back into a runnable network: the one place a stored run is rebuilt.
+
+A checkpoint holds the run's resolved config, ``_target_`` strings included, and anyone can write
+one. So nothing read from the file is instantiated or imported: the run is rebuilt from its stored
+group choices (model=cnn, data=digits, optimizer=adam, ...) composed through this project's own
+conf/, and only the stored plain values (numbers, strings, booleans, null, lists of them) are laid
+over the options that conf/ declares for that choice. A choice that is not a file of conf/<group>/,
+a stored target that is not the project's own for that choice, or any other key or value that is
+not plain data is refused with one sentence before anything is built.
+
+eval.py, generate.py and ``init_from`` (zoo.run.checkpoints.load_weights) go through ``rebuild``;
+``resume=true`` through ``check_file`` before Lightning reads the file.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from zoo.errors import UserError
+from zoo.run.config import CONF_DIR, group_choices, groups
+
+# The sections a rebuild instantiates, each from the conf/ file its stored choice names.
+BUILT = ("model", "data", "optimizer")
+# Config groups composed to check the stored config against; hparams_search configures only the
+# sweeper, and hydra/ is never stored.
+NOT_COMPOSED = ("hydra", "hparams_search")
+# Keys of Hydra's instantiate protocol a stored section may carry, and then only with conf/'s value.
+PROTOCOL_KEYS = ("_target_", "_partial_")
+
+
+@dataclass
+class Rebuilt:
+    """What a checkpoint rebuilds to. ``config`` holds the sections in ``BUILT`` as plain data whose
+    targets come from conf/; ``hparams`` is what a task is built with: the stored config, checked
+    (every target in it is conf/'s), with those sections as rebuilt; ``state_dict`` the task's tensors."""
+    net: Any
+    spec: Any
+    task: str
+    choices: dict[str, str]
+    config: dict[str, dict]
+    hparams: dict[str, Any]
+    state_dict: dict[str, Any]
+
+
+def rebuild(path: str):
+    """The network of the checkpoint at ``path``, its weights loaded, with its data spec and the
+    checked config eval.py needs to rebuild the datamodule and the task."""
+    from hydra.utils import instantiate
+
+    from zoo.run.checkpoints import load_checkpoint, net_state
+    from zoo.tasks.registry import build_net
+
+    ckpt = load_checkpoint(path)
+    checked = check_checkpoint(ckpt, path)
+    spec, choices, config = checked.spec, checked.choices, checked.config
+    net = build_net(instantiate(config["model"]), spec, choices["model"], choices["data"])
+    try:
+        net.load_state_dict(net_state(ckpt["state_dict"]))
+    except RuntimeError as e:
+        raise UserError(f"the weights in {path} do not fit model={choices['model']} as conf/ builds it "
+                        f"({str(e).splitlines()[0]}); use a checkpoint written by this project.") from None
+    checked.net = net
+    return checked
+
+
+def check_file(path: str) -> Rebuilt:
+    """The checkpoint at ``path`` loaded as data and checked as ``rebuild`` checks it, nothing built
+    (resume=true: Lightning restores the training state, and nothing stored may be foreign)."""
+    from zoo.run.checkpoints import load_checkpoint
+
+    return check_checkpoint(load_checkpoint(path), path)
+
+
+def check_checkpoint(ckpt: dict, path: str) -> Rebuilt:
+    """Everything a rebuild reads from ``ckpt``, checked as data (nothing built; ``net`` is None)."""
+    from datamodules.spec import DataSpec
+    from zoo.tasks.registry import TASKS
+
+    hp = ckpt["hyper_parameters"]
+    stored, choices = hp.get("config"), _checked_choices(hp.get("choices"), path)
+    if not isinstance(stored, dict):
+        raise UserError(f"{path} stores its run config as {type(stored).__name__}, not as plain data; "
+                        f"use a checkpoint written by this project.")
+    task = hp.get("task", "classify")
+    if not isinstance(task, str) or task not in TASKS:
+        raise UserError(f"{path} names the task {task!r}, which is not one of this project's "
+                        f"({', '.join(sorted(TASKS))}); use a checkpoint written by this project.")
+    spec = DataSpec.from_dict(_checked_spec(hp.get("spec"), path))
+    project = _compose(choices)
+    _check_node(stored, OmegaConf.to_container(project, resolve=False), "", path, strict=False)
+    for section in BUILT:
+        if not isinstance(stored.get(section), dict):
+            raise UserError(f"{path} stores no '{section}' section as plain data; use a checkpoint written by this project.")
+        node = project[section]
+        for key, value in stored[section].items():
+            if not key.startswith("_"):
+                node[key] = value  # plain and declared by conf/ (checked above)
+    if isinstance(stored.get("seed"), int):  # interpolated into sections (data.seed: ${seed}) that did not store theirs
+        project["seed"] = stored["seed"]
+    try:
+        config = {s: OmegaConf.to_container(project[s], resolve=True, throw_on_missing=True) for s in BUILT}
+    except OmegaConfBaseException as e:  # an option conf/ requires (???, an interpolation) that the checkpoint lacks
+        raise UserError(f"{path} lacks a value conf/ needs to rebuild it ({str(e).splitlines()[0]}); "
+                        f"use a checkpoint written by this project.") from None
+    hparams = {"config": {**stored, **config}, "choices": choices, "spec": spec.to_dict()}
+    return Rebuilt(net=None, spec=spec, task=task, choices=choices, config=config, hparams=hparams,
+                   state_dict=ckpt["state_dict"])
+
+
+def _checked_choices(choices: Any, path: str) -> dict[str, str]:
+    if not isinstance(choices, dict) or not all(isinstance(choices.get(g), str) for g in ("model", "data")):
+        raise UserError(f"{path} does not record which model and data conf/ files built it; "
+                        f"use a checkpoint written by this project.")
+    own_groups = [g for g in groups() if g not in NOT_COMPOSED]
+    out = {}
+    for group, choice in choices.items():
+        if group not in own_groups:
+            continue  # not a group of conf/ (hydra/..., or one since removed): never read
+        known = group_choices(group)
+        if not isinstance(choice, str) or choice not in known:
+            raise UserError(f"{path} names {group}={choice!r}, which is not a file of conf/{group}/ "
+                            f"({', '.join(known)}); only checkpoints of this project's own configs are rebuilt.")
+        out[group] = choice
+    return out
+
+
+def _compose(choices: dict[str, str]) -> DictConfig:
+    """This project's config for ``choices`` (every override is a validated file name)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    overrides = [f"{group}={choice}" for group, choice in choices.items()]
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside eval.py, generate.py, train.py: their conf/ is this one
+            return compose(config_name="train", overrides=overrides)
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="rebuild"):
+            return compose(config_name="train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UserError(f"conf/ cannot compose the choices this checkpoint names ({' '.join(overrides)}): "
+                        f"{str(e).splitlines()[0]}") from None
+
+
+def _plain(value: Any) -> bool:
+    """Numbers, strings, booleans, null and lists of them: data that instantiates nothing. Strings
+    holding ``${`` are not plain: OmegaConf would resolve them as interpolations."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    if isinstance(value, str):
+        return "${" not in value
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def _same_target(stored: Any, own: Any) -> bool:
+    """conf/'s target, or the same class of this project at the module it had before zoo/ was split
+    into sub-packages (zoo.cnn.CNN for zoo.nets.cnn.CNN). Only compared: neither is imported here."""
+    if stored == own:
+        return True
+    return (isinstance(stored, str) and isinstance(own, str) and stored.startswith("zoo.") and own.startswith("zoo.")
+            and stored.count(".") == 2 and stored.rsplit(".", 1)[1] == own.rsplit(".", 1)[1])
+
+
+def _check_node(stored: dict, own: Any, where: str, path: str, strict: bool) -> None:
+    """Refuse what in ``stored`` is not plain data the project's config ``own`` declares. In the
+    sections a rebuild builds (``strict``) every key must be one conf/ has; elsewhere unknown plain
+    keys are ignored, as nothing reads them."""
+    for key, value in stored.items():
+        name = f"{where}.{key}" if where else str(key)
+        declared = isinstance(own, dict) and key in own
+        own_value = own[key] if declared else None  # as conf/ writes it: interpolations unresolved
+        if not isinstance(key, str):
+            raise UserError(f"{path} stores a config key {key!r} that is not a name; only checkpoints of this project are rebuilt.")
+        if key.startswith("_"):
+            if key not in PROTOCOL_KEYS or not declared or not (
+                    _same_target(value, own_value) if key == "_target_" else value == own_value):
+                expected = f"conf/ has {own_value!r}" if declared else "conf/ has none there"
+                raise UserError(f"{path} stores {name}={value!r} ({expected}); checkpoints are rebuilt from this "
+                                f"project's conf/ only, so this one was refused and nothing was built.")
+            continue
+        section_strict = strict or (where == "" and key in BUILT)
+        if isinstance(value, dict):
+            if not isinstance(own_value, dict):
+                if section_strict or any(isinstance(k, str) and k.startswith("_") for k in _keys_deep(value)):
+                    raise UserError(f"{path} stores {name} as a mapping where conf/ has "
+                                    f"{'no such option' if not declared else 'a plain value'}; "
+                                    f"only plain values are read from a checkpoint, so it was refused.")
+                continue
+            _check_node(value, own[key], name, path, section_strict)
+        elif not _plain(value):
+            raise UserError(f"{path} stores {name} as {type(value).__name__} {repr(value)[:60]}, not as plain data "
+                            f"(numbers, strings without '${{', booleans, null, lists of them); it was refused.")
+        elif section_strict and not declared:
+            raise UserError(f"{path} stores {name}, an option conf/ does not declare for this choice; "
+                            f"use a checkpoint written by this project.")
+
+
+def _keys_deep(value: Any):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _keys_deep(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _keys_deep(v)
+
+
+def _checked_spec(spec: Any, path: str) -> dict:
+    """The stored DataSpec, field by field of the type DataSpec declares."""
+    from datamodules.spec import DataSpec
+
+    if not isinstance(spec, dict):
+        raise UserError(f"{path} stores no data spec; use a checkpoint written by this project.")
+    types = {f.name: f.type for f in fields(DataSpec)}
+    for name, value in spec.items():
+        kind = types.get(name)
+        if not isinstance(name, str) or name.startswith("_"):
+            raise UserError(f"{path} stores spec.{name}, which no data spec has; use a checkpoint written by this project.")
+        if kind is None:
+            continue  # a field of a newer version: DataSpec.from_dict leaves it out
+        ok = {"str": isinstance(value, str),
+              "int": isinstance(value, int) and not isinstance(value, bool),
+              "tuple[int, ...]": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+              "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+              "tuple[float, ...]": isinstance(value, list) and all(
+                  isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value),
+              }.get(str(kind), False)
+        if not ok:
+            raise UserError(f"{path} stores spec.{name}={repr(value)[:60]}, which is not of type {kind}; "
+                            f"use a checkpoint written by this project.")
+    for name in ("name", "kind", "shape"):
+        if name not in spec:
+            raise UserError(f"{path} stores a data spec without '{name}'; use a checkpoint written by this project.")
+    if spec["kind"] not in ("image", "tokens", "series") or not spec["shape"] or min(spec["shape"]) < 1:
+        raise UserError(f"{path} stores a data spec of kind {spec['kind']!r} and shape {spec['shape']}; "
+                        f"use a checkpoint written by this project.")
+    return spec
