@@ -23,7 +23,8 @@ def test_a_checkpoint_from_before_the_move_rebuilds_to_the_same_outputs(name):
     rebuilt = rebuild(str(FIXTURES / f"{name}.ckpt"))
     net, spec = rebuilt.net.eval(), rebuilt.spec
     assert (rebuilt.task, rebuilt.choices["model"], rebuilt.choices["data"]) == (want["task"], want["model"], want["data"])
-    assert type(net).__name__ == want["class"]
+    # built by the builder conf/ names today (MLP, CNN, LSTM, GAN: per data kind, e.g. MLPClassifier)
+    assert type(net).__module__.startswith("zoo.nets.") and want["class"].lower() in rebuilt.config["model"]["_target_"].lower()
     # the target comes from today's conf/, not from the file (which names the pre-move module)
     assert not rebuilt.config["model"]["_target_"].startswith(f"zoo.{want['model']}.")
     g = torch.Generator().manual_seed(0)  # the same input as the one expected.json was computed on

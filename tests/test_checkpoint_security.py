@@ -217,7 +217,7 @@ def _resume_cfg():
 
 
 def test_resume_refuses_a_crafted_resume_checkpoint_before_touching_the_folder(tmp_path, capsys):
-    import train
+    from zoo.run.lifecycle import resume_point
 
     out = tmp_path / "run"
     events = out / "tensorboard"
@@ -225,7 +225,8 @@ def test_resume_refuses_a_crafted_resume_checkpoint_before_touching_the_folder(t
     (events / "events.out.tfevents.1").write_bytes(b"x" * 100)
     craft(out, "classify_mlp", lambda hp: hp["config"]["callbacks"].__setitem__("evil", payloads(tmp_path)["copy"]),
           name="checkpoints/resume.ckpt")
-    assert_refused_in_process(lambda: train.resume_point(_resume_cfg(), str(out / "checkpoints"), str(out)),
+    # refused before the task is looked at, so none is needed
+    assert_refused_in_process(lambda: resume_point(_resume_cfg(), str(out / "checkpoints"), str(out), None),
                               capsys, tmp_path / "marker")
     assert (events / "events.out.tfevents.1").stat().st_size == 100  # not rewound
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -145,19 +144,6 @@ def test_bases_are_not_choices():
 LAYERS = ["errors", "compat", "nets", "tasks", "callbacks", "run", "sweeps"]
 BOTTOM = {"errors", "compat"}  # one layer: neither imports the other's kind of code
 RANK = {name: (0 if name in BOTTOM else LAYERS.index(name) - 1) for name in LAYERS}
-
-# Imports against the layers that the code has today, as "file imports module"; the lead removes them
-# and then this list. The test is a strict xfail while the list is not empty: it turns into a failure
-# (XPASS) once the code is fixed, so the list cannot outlive the violations, and a new violation
-# fails it at once.
-KNOWN_VIOLATIONS = [
-    # generate() of the GAN task saves samples as the image grid the callbacks show in TensorBoard
-    "zoo/tasks/adversarial.py imports zoo.callbacks.common",
-]
-
-
-class KnownLayerViolations(AssertionError):
-    """Raised for the violations in KNOWN_VIOLATIONS, the one failure the xfail expects."""
 
 
 def _unit(path: Path) -> str | None:
@@ -307,20 +293,11 @@ def test_layer_rule_and_cycle_finder():
     ]
 
 
-@pytest.mark.xfail(
-    bool(KNOWN_VIOLATIONS),
-    strict=True,
-    raises=KnownLayerViolations,
-    reason="the imports in KNOWN_VIOLATIONS go against the layers; once they are gone, empty the list",
-)
 def test_imports_only_go_down_the_layers():
     found = layer_violations()
-    new = [v for v in found if re.sub(r":\d+ imports", " imports", v.split(" (")[0]) not in KNOWN_VIOLATIONS]
-    assert not new, (
-        "imports against the layers (errors/compat < nets < tasks < callbacks < run < sweeps):\n" + "\n".join(new)
+    assert not found, (
+        "imports against the layers (errors/compat < nets < tasks < callbacks < run < sweeps):\n" + "\n".join(found)
     )
-    if found:
-        raise KnownLayerViolations("known imports against the layers:\n" + "\n".join(found))
 
 
 def test_no_import_cycle_between_packages():
