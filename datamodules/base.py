@@ -116,7 +116,7 @@ class TensorDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.data_on_device = data_on_device
         # Training batches of steps_per_execution x batch_size rows, in the order of that many
-        # separate batches; the task splits them again (zoo/execution.py). Set by train.py.
+        # separate batches; the task splits them again (zoo/tasks/execution.py). Set by train.py.
         self.steps_per_execution = 1
         self.splits: dict[str, tuple[torch.Tensor, ...]] = {}
 
