@@ -12,7 +12,7 @@ the value it returned) - in the process that ran it, which for joblib and submit
 
 The sweep folder also gets one TensorBoard HParams "experiment" that lists every hyper-parameter
 any run used and its real final metrics, so ``tensorboard --logdir <sweep folder>`` compares all
-runs; the runs of a sweep write only their own session (zoo.callbacks.write_hparams).
+runs; the runs of a sweep write only their own session (zoo.run.report.write_hparams).
 
 Importing this module must not import torch: Hydra builds its callbacks at every start.
 """
