@@ -1,6 +1,6 @@
 """Hydra's basic (grid) sweeper, made to keep going and to continue.
 
-Two differences from ``hydra._internal.core_plugins.basic_sweeper.BasicSweeper``:
+Two differences from Hydra's own ``BasicSweeper``:
 
 - A job that fails is recorded (its exception stays in its JobReturn; zoo.sweeps.summary.SweepSummary lists
   it with its error) and the sweep goes on; Hydra's re-raises the first failure and the rest of
@@ -17,13 +17,15 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
+from zoo import compat
 from zoo.sweeps.common import launch_numbered, refuse, run_finished
 
 log = logging.getLogger(__name__)
+
+BasicSweeper = compat.hydra_basic_sweeper()
 
 
 class ZooBasicSweeper(BasicSweeper):
@@ -78,7 +80,7 @@ class ZooBasicSweeper(BasicSweeper):
     def _job_folder(self, number: int, overrides: List[str]) -> Optional[str]:
         assert self.config is not None and self.hydra_context is not None
         sweep = self.config.hydra.sweep
-        subdir = sweep._get_node("subdir")._value()  # noqa: SLF001 - the unresolved interpolation
+        subdir = OmegaConf.to_container(sweep, resolve=False)["subdir"]  # the unresolved interpolation
         if subdir == "${hydra.job.num}":
             return os.path.join(str(sweep.dir), str(number))
         try:  # a custom subdir: compose the job's config to resolve it

@@ -39,7 +39,7 @@ class GradientNormLogger(EveryNSteps, L.Callback):
         if not named:
             return
         layers, index = self._layers(named)
-        squares = torch.stack(torch._foreach_norm([p.grad for _, p in named])).float().pow(2)
+        squares = torch.stack([torch.linalg.vector_norm(p.grad) for _, p in named]).float().pow(2)
         per_layer = torch.zeros(len(layers), device=squares.device).index_add_(0, index.to(squares.device), squares)
         values = per_layer.sqrt().tolist() + [math.sqrt(sum(per_layer.tolist()))]
         prefix = "grad_norm/" + optimizer_prefix(trainer, optimizer)

@@ -61,7 +61,7 @@ def write_hparams(trainer: L.Trainer, params: dict, metrics: dict[str, float]) -
 
     for w in tensorboards(trainer):
         exp, ssi, sei = hparams(params, metrics)
-        writer = w._get_file_writer()
+        writer = w.file_writer
         for summary in ((ssi, sei) if in_multirun() else (exp, ssi, sei)):
             writer.add_summary(summary)
         w.flush()

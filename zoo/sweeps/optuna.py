@@ -39,9 +39,9 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from zoo import compat
 from zoo.sweeps.common import describe, job_error, launch_numbered, refuse
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,7 @@ def current_trial() -> Optional[optuna.trial.Trial]:
     pruner = instantiate(hc.sweeper.pruner) if hc.sweeper.get("pruner") else None
     study = optuna.load_study(study_name=study_name_of(hc.sweeper), storage=open_storage(
         storage_url_of(hc.sweeper, str(hc.sweep.dir))), pruner=pruner)
-    try:
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(hc.job.num))  # noqa: SLF001
-    except KeyError:
-        return None
-    if study._storage.get_trial(trial_id).state != TrialState.RUNNING:  # noqa: SLF001
-        return None
-    return optuna.trial.Trial(study, trial_id)
+    return compat.running_trial(study, int(hc.job.num))
 
 
 # ---- the search space --------------------------------------------------------------------------
@@ -341,8 +335,8 @@ class OptunaSearch:
                  f"({self.direction} {metric}); sweep folder {sweep_dir}")
 
         heartbeat = None
-        if is_heartbeat_enabled(study._storage):  # noqa: SLF001 - an RDB storage opened with heartbeat_interval > 0
-            heartbeat = _Heartbeat(study._storage, self.heartbeat_interval)  # noqa: SLF001
+        if (storage := compat.heartbeat_storage(study)) is not None:
+            heartbeat = _Heartbeat(storage, self.heartbeat_interval)
             heartbeat.start()
         returns: List[Sequence[JobReturn]] = []
         worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -358,7 +352,7 @@ class OptunaSearch:
                     trial.set_user_attr("worker", worker)
                     in_flight[trial.number] = trial
                 if heartbeat:
-                    heartbeat.trial_ids = {t._trial_id for t in in_flight.values()}  # noqa: SLF001
+                    heartbeat.trial_ids = {compat.trial_id(t) for t in in_flight.values()}
                     heartbeat.beat()
                 jobs = [(n, space.overrides(t.params)) for n, t in in_flight.items()]
                 results = launch_numbered(self.launcher, jobs)
@@ -397,15 +391,15 @@ class OptunaSearch:
         error = job_error(ret)
         number = trial.number
         if error is None and ret.status == JobStatus.COMPLETED:
-            value = ret._return_value  # noqa: SLF001
+            value = ret.return_value
             try:
                 value = float(value)
             except (TypeError, ValueError):
                 value = None
             if value is None or not math.isfinite(value):
-                trial.set_user_attr(ATTR_ERROR, f"the run returned {ret._return_value!r} for {metric}")  # noqa: SLF001
+                trial.set_user_attr(ATTR_ERROR, f"the run returned {ret.return_value!r} for {metric}")
                 self._safe_tell(study, trial, state=TrialState.FAIL)
-                log.info(f"Trial {number} failed: it returned {ret._return_value!r} for {metric}")  # noqa: SLF001
+                log.info(f"Trial {number} failed: it returned {ret.return_value!r} for {metric}")
                 return
             self._safe_tell(study, trial, values=value)
             best = _best(study)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo import compat
 from zoo.errors import UserError
 from zoo.tasks.execution import StepsPerExecution
 
@@ -84,7 +85,7 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
                             f"GANs, which step their two optimizers themselves; use a larger data.batch_size instead.")
         # Under DDP each of the two backward passes of a step uses one network only: DDP must be
         # told to expect parameters without gradients (set before it wraps the model, in setup).
-        ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
+        ddp_kwargs = compat.ddp_kwargs(trainer.strategy)
         if isinstance(ddp_kwargs, dict):
             ddp_kwargs["find_unused_parameters"] = True
         return []
@@ -159,7 +160,7 @@ class AdversarialTask(StepsPerExecution, L.LightningModule):
         opt_g, opt_d = self.optimizers()
         for i, micro in enumerate(self.micro_batches(batch)):
             d_loss, d_real, d_fake = self._adversarial_step(micro, batch_idx * self.steps_per_execution + i, opt_g, opt_d)
-        if self.trainer._logger_connector.should_update_logs:
+        if compat.should_update_logs(self.trainer):
             logs = {"train/d_loss": d_loss, "train/d_real": d_real.mean(), "train/d_fake": d_fake.mean()}
             if self._last_g_loss is not None:
                 logs["train/g_loss"] = self._last_g_loss

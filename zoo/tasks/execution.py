@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from lightning.pytorch.profilers import PassThroughProfiler
 
+from zoo import compat
 from zoo.errors import UserError
 
 
@@ -63,7 +64,7 @@ class StepsPerExecution:
             self.optimizer_substep(self._train_loss(micro))
         loss = self._train_loss(last)
         # self.log costs about a small model's whole step: only on the steps the loggers write.
-        if self.trainer._logger_connector.should_update_logs:
+        if compat.should_update_logs(self.trainer):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(last[1]))
         return loss
 
