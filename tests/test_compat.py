@@ -191,7 +191,7 @@ def test_job_exception_without_the_re_raise(capsys):
     assert compat.job_exception(done) is None and done.return_value == 0.9
     assert capsys.readouterr().err == ""
     with pytest.raises(ValueError):  # why compat.job_exception exists: the public property re-raises
-        failed.return_value
+        _ = failed.return_value
 
 
 # -- Optuna -------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
@@ -29,10 +30,10 @@ BasicSweeper = compat.hydra_basic_sweeper()
 
 
 class ZooBasicSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict] = None) -> None:
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
@@ -50,7 +51,7 @@ class ZooBasicSweeper(BasicSweeper):
         log.info(f"Sweep folder: {sweep_dir}  (if it stops, rerun the same command with hydra.sweep.dir={sweep_dir} "
                  f"to continue it)")
 
-        returns: List[Sequence[Any]] = []
+        returns: list[Sequence[Any]] = []
         initial_job_idx = 0
         while not self.is_done():
             batch = self.get_job_batch()
@@ -77,7 +78,7 @@ class ZooBasicSweeper(BasicSweeper):
 
     # ---- continuing a sweep --------------------------------------------------------------------
 
-    def _job_folder(self, number: int, overrides: List[str]) -> Optional[str]:
+    def _job_folder(self, number: int, overrides: list[str]) -> str | None:
         assert self.config is not None and self.hydra_context is not None
         sweep = self.config.hydra.sweep
         subdir = OmegaConf.to_container(sweep, resolve=False)["subdir"]  # the unresolved interpolation
@@ -91,7 +92,7 @@ class ZooBasicSweeper(BasicSweeper):
         except Exception:  # noqa: BLE001 - then the job simply runs again
             return None
 
-    def _earlier_run(self, number: int, overrides: List[str]) -> Optional[str]:
+    def _earlier_run(self, number: int, overrides: list[str]) -> str | None:
         """'finished' if this job already ran to its end in the sweep folder, 'resume' if it stopped
         with a resume checkpoint, None otherwise (it runs from the start)."""
         folder = self._job_folder(number, overrides)
@@ -110,5 +111,5 @@ class ZooBasicSweeper(BasicSweeper):
         return None
 
 
-def _without_resume(overrides: List[str]) -> List[str]:
+def _without_resume(overrides: list[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith("resume=")]

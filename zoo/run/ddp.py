@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 _ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
-_LAUNCHED: list["HydraJobLauncher"] = []  # launches of this process whose ranks may still run
+_LAUNCHED: list[HydraJobLauncher] = []  # launches of this process whose ranks may still run
 
 
 class DDPStrategy(compat.ddp_strategy_with_hooks()):
