@@ -33,7 +33,7 @@ class StepsPerExecution:
     def __setattr__(self, name: str, value) -> None:
         # Lightning sets _current_fx_name around every hook call (about 40 times a training step);
         # nn.Module.__setattr__'s parameter/buffer/module checks cost 2 us each time for a string.
-        if name == "_current_fx_name":
+        if name == compat.CURRENT_HOOK_ATTRIBUTE:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
