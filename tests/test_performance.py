@@ -63,8 +63,15 @@ def test_benchmark_script_prints_the_table(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith("| mlp |")]
     assert len(rows) == 2 and "plain PyTorch" in rows[0] and "framework" in rows[1]
-    ratio = float(rows[1].split("|")[5])
-    assert 0.2 < ratio < 50, rows[1]
+    # The speed itself belongs to the benchmark, not to a test on a shared machine: check that each
+    # field is what it says. Columns: steps/s, epoch s, ratio, peak MB, command to 1st step s, val acc.
+    plain, framework = ([float(v) for v in row.split("|")[3:9]] for row in rows)
+    for steps_per_s, epoch_s, _, peak_mb, first_step_s, val_acc in (plain, framework):
+        assert steps_per_s * epoch_s == pytest.approx(20, rel=0.05), rows  # 20 steps an epoch (--steps 20)
+        assert peak_mb > 100 and first_step_s > 0 and 0 <= val_acc <= 1, rows
+    assert plain[2] == 1.0, rows[0]
+    # one round: the ratio is the framework's epoch time over the plain loop's (both rounded in the table)
+    assert framework[2] == pytest.approx(framework[1] / plain[1], rel=0.03, abs=0.01), rows
     assert re.search(r"^mlp: framework / plain, interleaved in one process: median \d+\.\d+ over 2 epoch pairs$",
                      r.stdout, re.M), r.stdout[-2000:]
     assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 784

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.helpers import run_train
+from tests.helpers import QUIET, run_train
 
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 
@@ -94,7 +94,38 @@ def test_every_scheduler_runs_and_moves_the_lr(scheduler, tmp_path):
     assert (len(set(lrs)) == 1) == (scheduler in ("none", "plateau")), lrs
 
 
+def _total_grad_norm(pl_module) -> float:
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in pl_module.parameters() if p.grad is not None])).item()
+
+
 def test_gradient_clipping_and_accumulation_are_trainer_settings(tmp_path):
-    metrics = run_train(FAST + ["trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2"], tmp_path / "run")
+    import lightning as L
+
+    import train
+    from zoo.run.config import check_config, compose_run
+
+    class GradNorms(L.Callback):
+        """The total gradient norm before clipping (Lightning clips right after this hook) and as
+        the optimizer stepped with it (still there when they are zeroed, at the next step's first batch)."""
+
+        def __init__(self):
+            self.before, self.stepped = [], []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.before.append(_total_grad_norm(pl_module))
+
+        def on_before_zero_grad(self, trainer, pl_module, optimizer):
+            if any(p.grad is not None for p in pl_module.parameters()):
+                self.stepped.append(_total_grad_norm(pl_module))
+
+    norms = GradNorms()
+    cfg = compose_run([*QUIET, *FAST, "trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2"],
+                      str(tmp_path / "run"))
+    check_config(cfg)
+    metrics = train.train(cfg, extra_callbacks=(norms,))
     steps_per_epoch = -(-int(1437 - round(0.15 * 1437)) // 64)  # batches of the training split
-    assert metrics["global_step"] == 3 * -(-steps_per_epoch // 2)
+    assert metrics["global_step"] == 3 * -(-steps_per_epoch // 2) == len(norms.before)  # a step per 2 batches
+    assert max(norms.before) > 0.5, norms.before  # clipping had something to clip
+    # every step seen zeroed (all but about one an epoch) stepped with its gradient clipped to 0.5
+    assert len(norms.stepped) >= len(norms.before) - 3 and max(norms.stepped) <= 0.5 + 1e-4, norms.stepped
+    assert sum(abs(n - 0.5) < 1e-3 for n in norms.stepped) >= len(norms.stepped) // 2, norms.stepped
