@@ -21,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from typing_extensions import override
 
 from zoo.errors import UserError
 
@@ -44,6 +45,7 @@ class Diverged(UserError):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic: a crash while saving leaves the previous file whole."""
 
+    @override
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = str(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -120,13 +122,16 @@ class RunState(L.Callback):
     def save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)
 
+    @override
     def state_dict(self) -> dict:
         return {"rng": rng_state()}
 
+    @override
     def load_state_dict(self, state: dict) -> None:
         set_rng_state(state["rng"])
         self._resumed_at = -1  # the epoch resumed into is not saved again before it has run
 
+    @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self._resumed_at == -1:
             self._resumed_at = trainer.current_epoch
@@ -137,6 +142,7 @@ class RunState(L.Callback):
             finally:
                 self._between_epochs = False
 
+    @override
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self._between_epochs:
             # Lightning has already counted the next epoch as "ready" when this hook runs; record the
@@ -146,6 +152,7 @@ class RunState(L.Callback):
             for part in ("current", "total"):
                 progress[part]["ready"] = progress[part]["completed"]
 
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and trainer.global_step > 0:
             self.save(trainer)
@@ -181,6 +188,7 @@ class GracefulStop(L.Callback):
         sys.stderr.write(f"\n{name} received: stopping after this step and writing a checkpoint "
                          f"(press Ctrl-C again to stop at once).\n")
 
+    @override
     def on_fit_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
@@ -194,6 +202,7 @@ class GracefulStop(L.Callback):
             signal.signal(sig, handler)
         self._previous = {}
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.received:
             trainer.save_checkpoint(self.path, weights_only=False)
@@ -201,9 +210,11 @@ class GracefulStop(L.Callback):
             raise RunStopped(f"stopped by {self.received} at epoch {trainer.current_epoch}, step "
                              f"{trainer.global_step}; the checkpoint {self.path} resumes it", code)
 
+    @override
     def on_fit_end(self, trainer, pl_module) -> None:
         self._restore()
 
+    @override
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._restore()
 
@@ -218,6 +229,7 @@ class DivergenceGuard(L.Callback):
     def __init__(self):
         self._pending: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
