@@ -11,6 +11,7 @@ from tests.helpers import cli, run_train
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 
 
+@pytest.mark.slow
 def test_steps_per_execution_trains_the_same_model(tmp_path):
     one = run_train(FAST, tmp_path / "k1")
     four = run_train(FAST + ["steps_per_execution=4"], tmp_path / "k4")
@@ -19,6 +20,7 @@ def test_steps_per_execution_trains_the_same_model(tmp_path):
     assert four["global_step"] == -(-one["global_step"] // 3 // 4) * 3  # Lightning counts executions
 
 
+@pytest.mark.slow
 def test_steps_per_execution_with_clipping_matches_too(tmp_path):
     one = run_train(FAST + ["trainer.gradient_clip_val=0.05"], tmp_path / "k1")
     three = run_train(FAST + ["trainer.gradient_clip_val=0.05", "steps_per_execution=3"], tmp_path / "k3")
@@ -57,6 +59,7 @@ def test_training_loss_is_logged_at_the_logging_interval_only(tmp_path):
     assert [round(e.value, 3) for e in ea.Scalars("train/acc")][-1] > 0.8
 
 
+@pytest.mark.slow
 def test_benchmark_script_prints_the_table(tmp_path):
     r = cli("benchmarks/bench_train.py", "--model", "mlp", "--rounds", "1", "--epochs", "3", "--steps", "20",
             "--interleaved", "--data-dir", str(tmp_path / "data"), timeout=400)
@@ -77,6 +80,7 @@ def test_benchmark_script_prints_the_table(tmp_path):
     assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 784
 
 
+@pytest.mark.slow
 def test_benchmark_measures_each_callback(tmp_path):
     r = cli("benchmarks/bench_train.py", "--model", "mlp", "--rounds", "1", "--epochs", "2", "--steps", "10",
             "--callbacks", "--data-dir", str(tmp_path / "data"), timeout=600)
@@ -89,6 +93,7 @@ def test_benchmark_measures_each_callback(tmp_path):
         assert seconds > 0 and ratio > 0, line
 
 
+@pytest.mark.slow
 def test_compile_trains_and_keeps_plain_checkpoint_keys(tmp_path):
     import torch
 
