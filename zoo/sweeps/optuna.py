@@ -29,8 +29,9 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -96,7 +97,7 @@ def open_storage(url: str, heartbeat_interval: int = 0) -> optuna.storages.RDBSt
     raise AssertionError("unreachable")
 
 
-def current_trial() -> Optional[optuna.trial.Trial]:
+def current_trial() -> optuna.trial.Trial | None:
     """The Optuna trial this Hydra job runs, or None when the job is not part of a zoo_optuna search."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -120,10 +121,10 @@ class SearchSpace:
     def __init__(self, lines: Sequence[str]):
         from zoo.errors import UserError
 
-        self.fixed: List[str] = []
-        self.distributions: Dict[str, BaseDistribution] = {}
-        self.spelled: Dict[str, str] = {}  # name -> how the user wrote it
-        self._strings: Dict[str, List[tuple]] = {}  # categorical name -> [(value, override string)]
+        self.fixed: list[str] = []
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.spelled: dict[str, str] = {}  # name -> how the user wrote it
+        self._strings: dict[str, list[tuple]] = {}  # categorical name -> [(value, override string)]
         for o in OverridesParser.create().parse_overrides(list(lines)):
             key = o.get_key_element()
             if not o.is_sweep_override():
@@ -155,7 +156,7 @@ class SearchSpace:
                 raise UserError(f"{o.input_line}: an Optuna search takes interval(...), choice(...), range(...) "
                                 f"or a,b,c, not {o.value_type.name.lower()}.")
 
-    def overrides(self, params: Dict[str, Any]) -> List[str]:
+    def overrides(self, params: dict[str, Any]) -> list[str]:
         """The command-line overrides of a trial with these parameter values."""
         out = list(self.fixed)
         for key, value in params.items():
@@ -174,7 +175,7 @@ class SearchSpace:
             return repr(value)
         return str(value)
 
-    def grid(self) -> Dict[str, list]:
+    def grid(self) -> dict[str, list]:
         """The grid of a GridSampler: every parameter must be discrete."""
         from zoo.errors import UserError
 
@@ -189,7 +190,7 @@ class SearchSpace:
                                 f"{key} is {self.spelled.get(key)}; list its values or use hydra/sweeper/sampler=tpe.")
         return grid
 
-    def examples(self) -> List[Dict[str, Any]]:
+    def examples(self) -> list[dict[str, Any]]:
         """Parameter sets that between them use every categorical choice (to check they compose)."""
         width = max([len(d.choices) for d in self.distributions.values() if isinstance(d, CategoricalDistribution)],
                     default=1)
@@ -201,7 +202,7 @@ class SearchSpace:
             out.append(params)
         return out
 
-    def describe(self) -> Dict[str, str]:
+    def describe(self) -> dict[str, str]:
         return dict(sorted(self.spelled.items()))
 
 
@@ -231,17 +232,17 @@ class _Heartbeat(threading.Thread):
 
 
 class OptunaSearch:
-    def __init__(self, sampler: DictConfig, pruner: DictConfig, study_name: Optional[str] = None,
-                 storage: Optional[str] = None, direction: str = "maximize", n_trials: int = 20, n_jobs: int = 1,
-                 params: Optional[DictConfig] = None, heartbeat_interval: int = 60) -> None:
+    def __init__(self, sampler: DictConfig, pruner: DictConfig, study_name: str | None = None,
+                 storage: str | None = None, direction: str = "maximize", n_trials: int = 20, n_jobs: int = 1,
+                 params: DictConfig | None = None, heartbeat_interval: int = 60) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.study_name, self.storage = study_name, storage
         self.direction, self.n_trials, self.n_jobs = str(direction), int(n_trials), max(1, int(n_jobs))
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
         self.heartbeat_interval = int(heartbeat_interval or 0)
-        self.config: Optional[DictConfig] = None
+        self.config: DictConfig | None = None
         self.launcher = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -299,7 +300,7 @@ class OptunaSearch:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         with warnings.catch_warnings():
             # Optuna marks heartbeats "for Study.optimize" and fail_stale_trials "experimental";
             # both are what a search driven by ask/tell needs.
@@ -307,7 +308,7 @@ class OptunaSearch:
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             return self._sweep(arguments)
 
-    def _sweep(self, arguments: List[str]) -> Any:
+    def _sweep(self, arguments: list[str]) -> Any:
         from zoo.errors import UserError
 
         assert self.config is not None and self.launcher is not None
@@ -338,9 +339,9 @@ class OptunaSearch:
         if (storage := compat.heartbeat_storage(study)) is not None:
             heartbeat = _Heartbeat(storage, self.heartbeat_interval)
             heartbeat.start()
-        returns: List[Sequence[JobReturn]] = []
+        returns: list[Sequence[JobReturn]] = []
         worker = f"{socket.gethostname()}:{os.getpid()}"
-        in_flight: Dict[int, optuna.trial.Trial] = {}
+        in_flight: dict[int, optuna.trial.Trial] = {}
         try:
             while True:
                 optuna.storages.fail_stale_trials(study)
@@ -441,7 +442,7 @@ class OptunaSearch:
             if t.state.name.lower() in states:
                 states[t.state.name.lower()] += 1
         best = _best(study)
-        results: Dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": self.url,
+        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": self.url,
                                    "direction": self.direction, "metric": metric, "trials": states}
         if best is not None:
             results.update(best_trial=best.number, best_value=best.value, best_params=dict(best.params))
@@ -460,7 +461,7 @@ def _count(study: optuna.Study) -> int:
     return n
 
 
-def _best(study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     try:
         return study.best_trial
     except ValueError:
