@@ -70,7 +70,7 @@ def test_benchmark_script_prints_the_table(tmp_path):
     # field is what it says. Columns: steps/s, epoch s, ratio, peak MB, command to 1st step s, val acc.
     plain, framework = ([float(v) for v in row.split("|")[3:9]] for row in rows)
     for steps_per_s, epoch_s, _, peak_mb, first_step_s, val_acc in (plain, framework):
-        assert steps_per_s * epoch_s == pytest.approx(20, rel=0.05), rows  # 20 steps an epoch (--steps 20)
+        assert abs(steps_per_s - 20 / epoch_s) <= 0.5 + 0.01 * steps_per_s, rows  # 20 steps an epoch (--steps 20), rounded
         assert peak_mb > 100 and first_step_s > 0 and 0 <= val_acc <= 1, rows
     assert plain[2] == 1.0, rows[0]
     # one round: the ratio is the framework's epoch time over the plain loop's (both rounded in the table)
