@@ -71,13 +71,13 @@ class EpochTimer:
             def __init__(s):
                 s.epochs, s.first_step, s.t0, s.test_s = [], None, None, None
 
-            def _close(s):
+            def end_epoch(s):
                 if s.t0 is not None:
                     s.epochs.append(time.perf_counter() - s.t0)
 
             def on_train_batch_start(s, trainer, pl_module, batch, batch_idx):
                 if batch_idx == 0:
-                    s._close()
+                    s.end_epoch()
                     if between is not None:  # --interleaved: a plain epoch before each of these, untimed here
                         between()
                     s.t0 = time.perf_counter()
@@ -85,7 +85,7 @@ class EpochTimer:
                         s.first_step = time.time() - command_started
 
             def on_train_end(s, trainer, pl_module):
-                s._close()
+                s.end_epoch()
 
             def on_test_start(s, trainer, pl_module):
                 s.test_t0 = time.perf_counter()

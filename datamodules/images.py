@@ -212,7 +212,7 @@ class MNISTData(TorchvisionImages):
         ds.mirrors = [self.mirror.rstrip("/") + "/"]
 
     def is_complete(self, ds) -> bool:
-        return ds._check_exists()
+        return all(os.path.isfile(os.path.join(ds.raw_folder, name)) for name in self.expected_files())
 
     def load_raw(self):
         raw = os.path.join(self.data_dir, self.folder())
@@ -265,7 +265,9 @@ class CIFAR10Data(TorchvisionImages):
         ds.url = self.mirror.rstrip("/") + "/" + ds.filename
 
     def is_complete(self, ds) -> bool:
-        return ds._check_integrity()
+        from torchvision.datasets.utils import check_integrity
+
+        return all(check_integrity(os.path.join(ds.root, ds.base_folder, name), md5) for name, md5 in ds.train_list + ds.test_list)
 
     @staticmethod
     def to_tensors(ds):

@@ -16,6 +16,7 @@ from zoo.run.config import _config_groups, group_choices
 from zoo.tasks.registry import build_net
 
 
+@pytest.mark.slow
 def test_default_run_end_to_end_then_eval(tmp_path):
     out = tmp_path / "run"
     started = time.time()
@@ -121,6 +122,7 @@ def test_config_mistakes_get_one_sentence_before_torch(args, message, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.slow
 def test_dataset_missing_offline(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,6 +135,7 @@ def test_dataset_missing_offline(tmp_path):
     assert "use data=digits" in line
 
 
+@pytest.mark.slow
 def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "x.ckpt"
     bogus.write_bytes(b"not a checkpoint at all")
@@ -141,6 +144,7 @@ def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path):
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {bogus} is not a readable checkpoint")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_gpu_trainer_without_a_gpu(tmp_path):
     r = cli("train.py", "trainer=gpu", f"hydra.run.dir={tmp_path}")

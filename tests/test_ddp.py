@@ -12,6 +12,8 @@ import torch
 from datamodules.base import BatchLoader
 from tests.helpers import QUIET, cli, run_train
 
+pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
+
 
 def test_each_process_takes_its_part_of_every_batch():
     x = torch.arange(101)

@@ -199,6 +199,7 @@ def test_tensorboard_shows_both_losses_d_outputs_gradients_and_samples(digits_ru
     assert grid.encoded_image_string[:4] == b"\x89PNG" and grid.width > 200 and "test/confusion_matrix" not in images
 
 
+@pytest.mark.slow
 def test_a_gan_trains_with_ddp_on_two_processes(digits_run, tmp_path):
     _, data, _ = digits_run  # the same digits split, so both processes find the judge cached
     out = tmp_path / "run"
@@ -272,6 +273,7 @@ def test_a_gan_on_non_image_data_names_both_sides(net, name):
         build_net(partial(net, dropout=0.1), spec, name, "sine")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "conf" / "data" / "sine.yaml").is_file(), reason="no non-image dataset yet")
 def test_a_gan_on_a_time_series_from_the_command_line(tmp_path):
     r = cli("train.py", "model=dcgan", "data=sine", f"hydra.run.dir={tmp_path / 'run'}",
@@ -281,6 +283,7 @@ def test_a_gan_on_a_time_series_from_the_command_line(tmp_path):
                                                  "sine yields numeric series; pick another model or dataset.")
 
 
+@pytest.mark.slow
 def test_latent_size_zero(tmp_path):
     r = cli("train.py", "model=gan", "model.latent_dim=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -16,6 +16,7 @@ MODELS = ["mlp", "cnn", "resnet"]
 DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", DATASETS)
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_on_every_image_dataset(model, data, image_data, tmp_path):

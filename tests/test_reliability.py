@@ -19,6 +19,8 @@ import torch
 from tests.helpers import ROOT, cli
 from tests.helpers.formats import fake_idx_files, gz
 
+pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
+
 RUN = ["seed=3", "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.log_every_n_steps=5",
        "callbacks.gradient_norms.every_n_steps=5", "callbacks.histograms.every_n_steps=7",
        "callbacks.progress_bar=null", "callbacks.early_stopping=null"]

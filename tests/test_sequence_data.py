@@ -215,6 +215,7 @@ def test_bad_text_files_get_one_sentence(tmp_path):
         TextFile(path=str(tmp_path / "nowhere.txt")).setup()
 
 
+@pytest.mark.slow
 def test_bad_text_file_on_the_command_line(tmp_path):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("Café crème\n".encode("latin-1") * 100)

@@ -72,6 +72,7 @@ def dataset_overrides(data: str, own: dict) -> list[str]:
     return [f"data={data}", *DATASETS[data], *extra.get(data, [])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, data", PAIRS, ids=[f"{m}-{d}" for m, d in PAIRS])
 def test_every_sequence_model_trains_on_every_sequence_dataset(model, data, seq_data, tmp_path):
     data_dir, own = seq_data
@@ -117,6 +118,7 @@ def sine_run(tmp_path_factory):
     return out, metrics
 
 
+@pytest.mark.slow
 def test_sine_forecaster_beats_the_naive_forecast(sine_run):
     _, metrics = sine_run
     assert metrics["test/mse"] < 0.5 * metrics["test/naive_mse"], metrics
@@ -125,6 +127,7 @@ def test_sine_forecaster_beats_the_naive_forecast(sine_run):
     assert 0 < metrics["test/mse_orig"] < metrics["test/mse"] * 2
 
 
+@pytest.mark.slow
 def test_linear_baseline_beats_the_naive_forecast(tmp_path):
     metrics = run_train(["model=linear", "data=sine", "trainer.max_epochs=3", "callbacks.histograms=null"], tmp_path / "run")
     assert metrics["test/mse"] < 0.5 * metrics["test/naive_mse"], metrics
@@ -146,6 +149,7 @@ def char_lm(tmp_path_factory):
     return out, metrics
 
 
+@pytest.mark.slow
 def test_char_lm_beats_the_unigram_entropy_of_the_text(char_lm):
     from pydoc_data.topics import topics
 
@@ -162,6 +166,7 @@ def read_events(folder) -> EventAccumulator:
     return ea
 
 
+@pytest.mark.slow
 def test_tensorboard_shows_bpc_generated_text_and_recurrent_layer_gradients(char_lm):
     out, metrics = char_lm
     ea = read_events(out / "tensorboard")
@@ -174,6 +179,7 @@ def test_tensorboard_shows_bpc_generated_text_and_recurrent_layer_gradients(char
     assert len(text.replace("\n    ", "")) >= 80
 
 
+@pytest.mark.slow
 def test_tensorboard_shows_forecast_plots_and_errors(sine_run):
     out, metrics = sine_run
     ea = read_events(out / "tensorboard")
@@ -184,6 +190,7 @@ def test_tensorboard_shows_forecast_plots_and_errors(sine_run):
     assert plots[-1].width >= 800
 
 
+@pytest.mark.slow
 def test_news_classifier_shows_misclassified_articles_and_macro_f1(seq_data, tmp_path):
     data_dir, own = seq_data
     out = tmp_path / "run"
@@ -199,6 +206,7 @@ def test_news_classifier_shows_misclassified_articles_and_macro_f1(seq_data, tmp
     assert "<pad>" not in table and " the " in table  # decoded words, padding left out
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_chosen_by_the_lowest_validation_loss(sine_run):
     out, metrics = sine_run
     ea = read_events(out / "tensorboard")
@@ -207,6 +215,7 @@ def test_best_checkpoint_is_chosen_by_the_lowest_validation_loss(sine_run):
     assert metrics["best_checkpoint"].endswith(f"best-epoch{losses.index(min(losses)):03d}.ckpt")
 
 
+@pytest.mark.slow
 def test_eval_of_a_forecast_checkpoint_gives_the_same_test_metrics(sine_run):
     from omegaconf import OmegaConf
 
@@ -219,6 +228,7 @@ def test_eval_of_a_forecast_checkpoint_gives_the_same_test_metrics(sine_run):
     assert again["test/mse"] == pytest.approx(metrics["test/mse"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_generate_prints_text_from_a_language_model_checkpoint(char_lm, tmp_path):
     _, metrics = char_lm
     r = cli("generate.py", f"ckpt_path={metrics['best_checkpoint']}", "prompt='The name '", "length=120",
@@ -234,6 +244,7 @@ def test_generate_prints_text_from_a_language_model_checkpoint(char_lm, tmp_path
     assert bad.stderr.startswith("error: the prompt has characters this model never saw ('Ω')")
 
 
+@pytest.mark.slow
 def test_sampling_from_a_checkpoint_in_process(char_lm):
     from omegaconf import OmegaConf
 

@@ -19,6 +19,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.helpers import QUIET, ROOT, cli, run_train
 
+pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
+
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", *QUIET]
 
 

@@ -75,6 +75,7 @@ def test_hparams_tab_has_the_real_final_metrics(run):
     assert "hp_metric" not in ea.Tags()["scalars"]  # no -1 placeholder
 
 
+@pytest.mark.slow
 def test_histograms_can_be_turned_off(tmp_path):
     out = tmp_path / "run"
     run_train(["trainer.max_epochs=1", "callbacks.histograms=null"], out)
@@ -108,6 +109,7 @@ class _Tiny(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
+@pytest.mark.slow
 def test_gradient_norms_are_unscaled_under_fp16_mixed_precision():
     from lightning.pytorch.plugins.precision import MixedPrecision
 

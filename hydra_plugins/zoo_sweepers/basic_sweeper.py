@@ -1,6 +1,6 @@
 """Hydra's basic (grid) sweeper, made to keep going and to continue.
 
-Two differences from ``hydra._internal.core_plugins.basic_sweeper.BasicSweeper``:
+Two differences from Hydra's own ``BasicSweeper``:
 
 - A job that fails is recorded (its exception stays in its JobReturn; zoo.sweeps.summary.SweepSummary lists
   it with its error) and the sweep goes on; Hydra's re-raises the first failure and the rest of
@@ -14,23 +14,26 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
+from zoo import compat
 from zoo.sweeps.common import launch_numbered, refuse, run_finished
 
 log = logging.getLogger(__name__)
 
+BasicSweeper = compat.hydra_basic_sweeper()
+
 
 class ZooBasicSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict] = None) -> None:
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
@@ -48,7 +51,7 @@ class ZooBasicSweeper(BasicSweeper):
         log.info(f"Sweep folder: {sweep_dir}  (if it stops, rerun the same command with hydra.sweep.dir={sweep_dir} "
                  f"to continue it)")
 
-        returns: List[Sequence[Any]] = []
+        returns: list[Sequence[Any]] = []
         initial_job_idx = 0
         while not self.is_done():
             batch = self.get_job_batch()
@@ -78,10 +81,10 @@ class ZooBasicSweeper(BasicSweeper):
 
     # ---- continuing a sweep --------------------------------------------------------------------
 
-    def _job_folder(self, number: int, overrides: List[str]) -> Optional[str]:
+    def _job_folder(self, number: int, overrides: list[str]) -> str | None:
         assert self.config is not None and self.hydra_context is not None
         sweep = self.config.hydra.sweep
-        subdir = sweep._get_node("subdir")._value()  # noqa: SLF001 - the unresolved interpolation
+        subdir = OmegaConf.to_container(sweep, resolve=False)["subdir"]  # the unresolved interpolation
         if subdir == "${hydra.job.num}":
             return os.path.join(str(sweep.dir), str(number))
         try:  # a custom subdir: compose the job's config to resolve it
@@ -92,7 +95,7 @@ class ZooBasicSweeper(BasicSweeper):
         except Exception:  # noqa: BLE001 - then the job simply runs again
             return None
 
-    def _earlier_run(self, number: int, overrides: List[str]) -> Optional[str]:
+    def _earlier_run(self, number: int, overrides: list[str]) -> str | None:
         """'finished' if this job already ran to its end in the sweep folder, 'resume' if it stopped
         with a resume checkpoint, 'rerun' if it failed before one (it runs from the start, its folder's
         content moved aside), None otherwise (it runs from the start)."""
@@ -114,5 +117,5 @@ class ZooBasicSweeper(BasicSweeper):
         return None
 
 
-def _without_resume(overrides: List[str]) -> List[str]:
+def _without_resume(overrides: list[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(("resume=", "overwrite="))]

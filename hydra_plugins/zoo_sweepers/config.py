@@ -13,7 +13,7 @@ this file must stay light: dataclasses only, no Optuna (imported when a search a
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -23,9 +23,9 @@ from omegaconf import MISSING
 class ZooBasicSweeperConf:
     _target_: str = "hydra_plugins.zoo_sweepers.basic_sweeper.ZooBasicSweeper"
     # Jobs handed to the launcher at once (null: all of them).
-    max_batch_size: Optional[int] = None
+    max_batch_size: int | None = None
     # Sweep parameters in config instead of the command line: {key: "a,b,c"}.
-    params: Optional[Dict[str, str]] = None
+    params: dict[str, str] | None = None
 
 
 # ---- Optuna ----------------------------------------------------------------------------------
@@ -34,7 +34,7 @@ class ZooBasicSweeperConf:
 class TPESamplerConf:
     """Tree-structured Parzen Estimator: models good and bad trials, the usual choice."""
     _target_: str = "optuna.samplers.TPESampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     n_startup_trials: int = 10  # random trials before the model is used
     multivariate: bool = False
     constant_liar: bool = False  # set true when several trials run at once (n_jobs > 1, shared studies)
@@ -43,7 +43,7 @@ class TPESamplerConf:
 @dataclass
 class RandomSamplerConf:
     _target_: str = "optuna.samplers.RandomSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -51,7 +51,7 @@ class GridSamplerConf:
     """Every combination of the choice(...)/range(...) parameters, in random order; the search
     space is built by the sweeper from hydra.sweeper.params."""
     _target_: str = "optuna.samplers.GridSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -84,8 +84,8 @@ class HyperbandPrunerConf:
 class ThresholdPrunerConf:
     """Prune a trial whose intermediate value is below ``lower`` or above ``upper``."""
     _target_: str = "optuna.pruners.ThresholdPruner"
-    lower: Optional[float] = None
-    upper: Optional[float] = None
+    lower: float | None = None
+    upper: float | None = None
     n_warmup_steps: int = 0
     interval_steps: int = 1
 
@@ -100,15 +100,15 @@ class ZooOptunaSweeperConf:
     _target_: str = "hydra_plugins.zoo_sweepers.optuna_sweeper.ZooOptunaSweeper"
     # The sampler and pruner are built by the sweeper (the grid sampler needs the search space).
     _recursive_: bool = False
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
     sampler: Any = MISSING
     pruner: Any = MISSING
 
     # The study: running the same command again continues it, and processes given the same
     # study_name and storage share it. storage null = sqlite:///<sweep folder>/optuna.db; any
     # SQLAlchemy URL works (postgresql://user:pass@host/db, mysql+pymysql://...).
-    study_name: Optional[str] = None
-    storage: Optional[str] = None
+    study_name: str | None = None
+    storage: str | None = None
     direction: str = "maximize"  # of the value the run returns (optimized_metric): maximize | minimize
     # Finished trials the study should have (complete, pruned or failed), counting earlier runs of
     # the command and other processes sharing the study.
@@ -116,7 +116,7 @@ class ZooOptunaSweeperConf:
     # Trials handed to the launcher at once (with hydra/launcher=joblib or submitit they run in parallel).
     n_jobs: int = 1
     # The search space: {key: "interval(1e-4, 1e-1)" | "tag(log, interval(...))" | "choice(a, b)" | "range(1, 5)" | value}
-    params: Optional[Dict[str, str]] = None
+    params: dict[str, str] | None = None
     # Seconds between "still alive" marks of running trials; a trial whose process died is failed
     # and retried once its mark is older than 2x this (RDB storages only; 0 = off).
     heartbeat_interval: int = 60

@@ -5,6 +5,7 @@ import math
 
 import lightning as L
 import torch
+from typing_extensions import override
 
 from zoo.callbacks.common import logging_step, tensorboards
 
@@ -23,9 +24,11 @@ class ConfusionMatrixLogger(L.Callback):
     def __init__(self):
         self.counts: torch.Tensor | None = None
 
+    @override
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self.counts = None
 
+    @override
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not isinstance(outputs, dict) or "preds" not in outputs:
             return
@@ -34,6 +37,7 @@ class ConfusionMatrixLogger(L.Callback):
         counts = torch.bincount(y * k + preds, minlength=k * k).reshape(k, k)
         self.counts = counts if self.counts is None else self.counts + counts
 
+    @override
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         if trainer.world_size > 1 and self.counts is not None:  # DDP: each process tested its part
             self.counts = trainer.strategy.reduce(self.counts, reduce_op="sum")
@@ -76,9 +80,11 @@ class MisclassifiedImages(L.Callback):
         self.max_images = max_images
         self.found: list[tuple[torch.Tensor, int, int]] = []
 
+    @override
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self.found = []
 
+    @override
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         room = self.max_images - len(self.found)
         if room <= 0 or not isinstance(outputs, dict) or "preds" not in outputs:
@@ -90,6 +96,7 @@ class MisclassifiedImages(L.Callback):
         for i in wrong:
             self.found.append((x[i].detach().float().cpu(), int(y[i]), int(outputs["preds"][i])))
 
+    @override
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         writers = tensorboards(trainer)
         if not self.found or not writers:
@@ -132,9 +139,11 @@ class MisclassifiedText(L.Callback):
         self.max_texts = max_texts
         self.found: list[tuple[list[int], int, int]] = []
 
+    @override
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self.found = []
 
+    @override
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         room = self.max_texts - len(self.found)
         x, y = batch[0], batch[1]
@@ -143,6 +152,7 @@ class MisclassifiedText(L.Callback):
         for i in (outputs["preds"] != y).nonzero().flatten()[:room].tolist():
             self.found.append((x[i].tolist(), int(y[i]), int(outputs["preds"][i])))
 
+    @override
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         spec = getattr(trainer.datamodule, "spec", None)
         writers = tensorboards(trainer)

@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from zoo import compat
+
 
 def tensorboards(trainer: L.Trainer) -> list:
     """The SummaryWriters of the run's TensorBoard loggers (none when TensorBoard is off)."""
@@ -39,7 +41,7 @@ def logging_step(trainer: L.Trainer) -> int:
     """The step Lightning's loggers write ``self.log`` scalars at: one per training batch, however
     many optimizers step in it (``global_step`` counts both of a GAN's steps). With one optimizer
     it equals ``global_step``."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
+    return compat.batches_that_stepped(trainer)
 
 
 class EveryNSteps:

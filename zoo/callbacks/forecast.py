@@ -5,6 +5,7 @@ import math
 
 import lightning as L
 import torch
+from typing_extensions import override
 
 from zoo.callbacks.common import logging_step, tensorboards
 
@@ -26,12 +27,14 @@ class ForecastPlot(L.Callback):
         return (not trainer.sanity_checking and self.windows > 0 and self.every_n_epochs > 0
                 and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and bool(tensorboards(trainer)))
 
+    @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self.picked, self.seen = [], 0
         loader = trainer.val_dataloaders
         n = getattr(getattr(loader, "sampler", None), "n", None) or self.windows
         self.wanted = sorted({round(i * (n - 1) / max(1, self.windows - 1)) for i in range(min(self.windows, n))})
 
+    @override
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self._due(trainer) or not isinstance(outputs, dict) or "forecast" not in outputs:
             return
@@ -45,6 +48,7 @@ class ForecastPlot(L.Callback):
                                     forecast[i, :, c].float().cpu()))
         self.seen += len(x)
 
+    @override
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self.picked or not self._due(trainer):
             return

@@ -5,6 +5,7 @@ import math
 
 import lightning as L
 import torch
+from typing_extensions import override
 
 from zoo.callbacks.common import EveryNSteps, layer_of, logging_step, named_params_of, optimizer_prefix, tensorboards
 
@@ -32,6 +33,7 @@ class GradientNormLogger(EveryNSteps, L.Callback):
             self._layout[key] = (layers, index)
         return self._layout[key]
 
+    @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if not trainer.loggers or not self._due(trainer, optimizer):
             return
@@ -39,7 +41,7 @@ class GradientNormLogger(EveryNSteps, L.Callback):
         if not named:
             return
         layers, index = self._layers(named)
-        squares = torch.stack(torch._foreach_norm([p.grad for _, p in named])).float().pow(2)
+        squares = torch.stack([torch.linalg.vector_norm(p.grad) for _, p in named]).float().pow(2)
         per_layer = torch.zeros(len(layers), device=squares.device).index_add_(0, index.to(squares.device), squares)
         values = per_layer.sqrt().tolist() + [math.sqrt(sum(per_layer.tolist()))]
         prefix = "grad_norm/" + optimizer_prefix(trainer, optimizer)
@@ -57,6 +59,7 @@ class HistogramLogger(EveryNSteps, L.Callback):
     def __init__(self, every_n_steps: int = 200, weights: bool = True, gradients: bool = True):
         self.every_n_steps, self.weights, self.gradients = every_n_steps, weights, gradients
 
+    @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if not self._due(trainer, optimizer):
             return

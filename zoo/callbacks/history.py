@@ -5,6 +5,7 @@ import os
 import time
 
 import lightning as L
+from typing_extensions import override
 
 
 class ValidationHistory(L.Callback):
@@ -14,15 +15,18 @@ class ValidationHistory(L.Callback):
     def __init__(self):
         self.epochs: list[dict[str, float]] = []
 
+    @override
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
         row = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.epochs.append({"epoch": trainer.current_epoch, **row})
 
+    @override
     def state_dict(self) -> dict:  # kept in checkpoints, so a resumed run knows its earlier epochs
         return {"epochs": self.epochs}
 
+    @override
     def load_state_dict(self, state: dict) -> None:
         self.epochs = list(state.get("epochs", []))
 
@@ -55,6 +59,7 @@ class StartupTimer(L.Callback):
     def __init__(self):
         self.first_step_s: float | None = None
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.first_step_s is None:
             self.first_step_s = round(process_age(), 2)

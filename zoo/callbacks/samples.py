@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import lightning as L
+from typing_extensions import override
 
 from zoo.callbacks.common import image_grid, logging_step, tensorboards
 
@@ -17,6 +18,7 @@ class SampleGrid(L.Callback):
     def __init__(self, num_samples: int = 100, every_n_epochs: int = 1, seed: int = 0):
         self.num_samples, self.every_n_epochs, self.seed = num_samples, every_n_epochs, seed
 
+    @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         writers = tensorboards(trainer)
         sample = getattr(pl_module, "sample", None)
@@ -38,6 +40,7 @@ class RealImages(L.Callback):
         self.num_images = num_images
         self.done = False
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.done:
             return
@@ -76,11 +79,13 @@ class GeneratedText(L.Callback):
         self.every_n_epochs, self.prompt, self.length = every_n_epochs, str(prompt or ""), length
         self.temperature, self.seed = temperature, seed
 
+    @override
     def on_fit_start(self, trainer, pl_module) -> None:
         sample = getattr(pl_module, "sample_text", None)
         if sample is not None and self.prompt:
             sample(self.prompt, 0)  # a prompt the vocabulary cannot spell fails now, not after an epoch
 
+    @override
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         sample = getattr(pl_module, "sample_text", None)
         writers = tensorboards(trainer)

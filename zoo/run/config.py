@@ -373,8 +373,8 @@ def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
             continue
         if OmegaConf.is_missing(node, key):
             out.append(f"{prefix}{key}")
-        elif not OmegaConf.is_interpolation(node, key) and isinstance(node._get_node(key), DictConfig):
-            out += _missing_keys(node._get_node(key), f"{prefix}{key}.")
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
+            out += _missing_keys(node[key], f"{prefix}{key}.")
     return sorted(out)
 
 

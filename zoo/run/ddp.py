@@ -26,20 +26,18 @@ import threading
 import time
 
 import torch
-from lightning.fabric.strategies.launchers.subprocess_script import _basic_subprocess_cmd
-from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
-from lightning.pytorch.strategies import DDPStrategy as LightningDDPStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-from torch.nn.parallel import DistributedDataParallel
+from typing_extensions import override
+
+from zoo import compat
 
 log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 _ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
-_LAUNCHED: list["HydraJobLauncher"] = []  # launches of this process whose ranks may still run
+_LAUNCHED: list[HydraJobLauncher] = []  # launches of this process whose ranks may still run
 
 
-class DDPStrategy(LightningDDPStrategy):
+class DDPStrategy(compat.ddp_strategy_with_hooks()):
     """Lightning's DDP, with ranks started as the Hydra job (see the module's docstring).
 
     Also keeps a task's non-persistent buffers (per-process accumulators such as the running
@@ -47,38 +45,38 @@ class DDPStrategy(LightningDDPStrategy):
     sums with rank zero's at every step. Persistent buffers (BatchNorm statistics) are broadcast as usual.
     """
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if isinstance(self._launcher, _SubprocessScriptLauncher):
-            self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+    @override
+    def replace_launcher(self, launcher):
+        if isinstance(launcher, compat.subprocess_script_launcher()):
+            return HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+        return launcher
 
-    def _setup_model(self, model: torch.nn.Module) -> DistributedDataParallel:
-        per_process = [f"{prefix}.{name}" if prefix else name
-                       for prefix, module in model.named_modules() for name in module._non_persistent_buffers_set]
+    @override
+    def before_wrap(self, model: torch.nn.Module) -> None:
+        per_process = compat.non_persistent_buffer_names(model)
         if per_process:
-            already = list(getattr(model, "_ddp_params_and_buffers_to_ignore", []))
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, already + per_process)
-        return super()._setup_model(model)
+            compat.ddp_ignore(model, per_process)
 
 
-class HydraJobLauncher(_SubprocessScriptLauncher):
+class HydraJobLauncher(compat.subprocess_script_launcher()):
     """Starts ranks 1..N-1 of this node once per job (fit, then test, reuse them)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._env_before: dict[str, str | None] = {}
-        self._threads = torch.get_num_threads()
+        self.env_before: dict[str, str | None] = {}
+        self.threads = torch.get_num_threads()
 
+    @override
     def launch(self, function, *args, trainer=None, **kwargs):
         self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
         if not self.cluster_environment.creates_processes_externally and not self.procs and self.num_processes > 1:
             self._start_ranks(trainer)
-        _set_num_threads_if_needed(num_processes=self.num_processes)
+        compat.set_num_threads_if_needed(self.num_processes)
         return function(*args, **kwargs)
 
     def _start_ranks(self, trainer) -> None:
-        self._env_before = {k: os.environ.get(k) for k in _ENV_KEYS}
-        self._threads = torch.get_num_threads()
+        self.env_before = {k: os.environ.get(k) for k in _ENV_KEYS}
+        self.threads = torch.get_num_threads()
         env = dict(os.environ)
         env.update(MASTER_ADDR=self.cluster_environment.main_address,
                    MASTER_PORT=str(self.cluster_environment.main_port),
@@ -101,7 +99,7 @@ def rank_command(trainer=None) -> tuple[list[str], str | None]:
     from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
-        return list(_basic_subprocess_cmd()), None
+        return compat.basic_subprocess_cmd(), None
     hc = HydraConfig.get()
     out_dir = OmegaConf.select(hc, "runtime.output_dir", default=None, throw_on_missing=False)
     if not out_dir and trainer is not None:
@@ -168,11 +166,11 @@ def release() -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        for key, value in launcher._env_before.items():
+        for key, value in launcher.env_before.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        torch.set_num_threads(launcher._threads)
+        torch.set_num_threads(launcher.threads)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

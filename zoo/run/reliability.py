@@ -22,6 +22,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from typing_extensions import override
 
 from zoo.errors import UserError
 
@@ -45,6 +46,7 @@ class Diverged(UserError):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic: a crash while saving leaves the previous file whole."""
 
+    @override
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = str(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -121,13 +123,16 @@ class RunState(L.Callback):
     def save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)
 
+    @override
     def state_dict(self) -> dict:
         return {"rng": rng_state()}
 
+    @override
     def load_state_dict(self, state: dict) -> None:
         set_rng_state(state["rng"])
         self._resumed_at = -1  # the epoch resumed into is not saved again before it has run
 
+    @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self._resumed_at == -1:
             self._resumed_at = trainer.current_epoch
@@ -138,6 +143,7 @@ class RunState(L.Callback):
             finally:
                 self._between_epochs = False
 
+    @override
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self._between_epochs:
             # Lightning has already counted the next epoch as "ready" when this hook runs; record the
@@ -147,6 +153,7 @@ class RunState(L.Callback):
             for part in ("current", "total"):
                 progress[part]["ready"] = progress[part]["completed"]
 
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and trainer.global_step > 0:
             self.save(trainer)
@@ -211,10 +218,12 @@ class GracefulStop(L.Callback):
     def __exit__(self, *exc) -> None:
         self._restore()
 
+    @override
     def on_train_start(self, trainer, pl_module) -> None:
         self._install()
         self._in_steps = True
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.received:
             self._in_steps = False  # a second signal during the checkpoint write stops at once
@@ -223,6 +232,7 @@ class GracefulStop(L.Callback):
             raise RunStopped(f"stopped by {self.received} at epoch {trainer.current_epoch}, step "
                              f"{trainer.global_step}; the checkpoint {self.path} resumes it", code)
 
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
         self._in_steps = False
 
@@ -253,6 +263,7 @@ class DivergenceGuard(L.Callback):
         self._average: torch.Tensor | None = None
         self._lowest: torch.Tensor | None = None
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):

@@ -57,16 +57,21 @@ def write_hparams(trainer: L.Trainer, params: dict, metrics: dict[str, float]) -
     nothing is written twice and there is no ``hp_metric = -1`` placeholder. In a sweep, the
     columns of the tab (the "experiment") are written once for all runs by zoo.sweeps.summary.SweepSummary."""
     from torch.utils.tensorboard.summary import hparams
+    from torch.utils.tensorboard.writer import FileWriter
 
     from zoo.callbacks.common import tensorboards
     from zoo.run.job import in_multirun
 
     for w in tensorboards(trainer):
         exp, ssi, sei = hparams(params, metrics)
-        writer = w._get_file_writer()
+        # The logger has closed its writer by now (file_writer is None): a new events file in the same folder.
+        writer = w.file_writer or FileWriter(w.get_logdir())
         for summary in ((ssi, sei) if in_multirun() else (exp, ssi, sei)):
             writer.add_summary(summary)
-        w.flush()
+        if writer is w.file_writer:
+            writer.flush()
+        else:
+            writer.close()
 
 
 

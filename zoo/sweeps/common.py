@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 
+from zoo import compat
 from zoo.run.files import read_json
 
 EXIT_USER_ERROR = 2
@@ -47,7 +49,7 @@ def launch_numbered(launcher, jobs: Sequence[tuple[int, list[str]]]) -> dict[int
 
 def job_error(ret: JobReturn) -> BaseException | None:
     """The exception a failed job raised (None for a completed one), without Hydra's re-raise."""
-    return ret._return_value if ret.status == JobStatus.FAILED else None  # noqa: SLF001 - JobReturn has no public accessor
+    return compat.job_exception(ret)
 
 
 def describe(error: BaseException) -> str:

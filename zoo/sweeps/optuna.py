@@ -29,8 +29,9 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -39,9 +40,9 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from zoo import compat
 from zoo.sweeps.common import describe, job_error, launch_numbered, refuse
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def open_storage(url: str, heartbeat_interval: int = 0) -> optuna.storages.RDBSt
     raise AssertionError("unreachable")
 
 
-def current_trial() -> Optional[optuna.trial.Trial]:
+def current_trial() -> optuna.trial.Trial | None:
     """The Optuna trial this Hydra job runs, or None when the job is not part of a zoo_optuna search."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -109,13 +110,7 @@ def current_trial() -> Optional[optuna.trial.Trial]:
     pruner = instantiate(hc.sweeper.pruner) if hc.sweeper.get("pruner") else None
     study = optuna.load_study(study_name=study_name_of(hc.sweeper), storage=open_storage(
         storage_url_of(hc.sweeper, str(hc.sweep.dir))), pruner=pruner)
-    try:
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(hc.job.num))  # noqa: SLF001
-    except KeyError:
-        return None
-    if study._storage.get_trial(trial_id).state != TrialState.RUNNING:  # noqa: SLF001
-        return None
-    return optuna.trial.Trial(study, trial_id)
+    return compat.running_trial(study, int(hc.job.num))
 
 
 # ---- the search space --------------------------------------------------------------------------
@@ -126,10 +121,10 @@ class SearchSpace:
     def __init__(self, lines: Sequence[str]):
         from zoo.errors import UserError
 
-        self.fixed: List[str] = []
-        self.distributions: Dict[str, BaseDistribution] = {}
-        self.spelled: Dict[str, str] = {}  # name -> how the user wrote it
-        self._strings: Dict[str, List[tuple]] = {}  # categorical name -> [(value, override string)]
+        self.fixed: list[str] = []
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.spelled: dict[str, str] = {}  # name -> how the user wrote it
+        self._strings: dict[str, list[tuple]] = {}  # categorical name -> [(value, override string)]
         for o in OverridesParser.create().parse_overrides(list(lines)):
             key = o.get_key_element()
             if not o.is_sweep_override():
@@ -161,7 +156,7 @@ class SearchSpace:
                 raise UserError(f"{o.input_line}: an Optuna search takes interval(...), choice(...), range(...) "
                                 f"or a,b,c, not {o.value_type.name.lower()}.")
 
-    def overrides(self, params: Dict[str, Any]) -> List[str]:
+    def overrides(self, params: dict[str, Any]) -> list[str]:
         """The command-line overrides of a trial with these parameter values."""
         out = list(self.fixed)
         for key, value in params.items():
@@ -180,7 +175,7 @@ class SearchSpace:
             return repr(value)
         return str(value)
 
-    def grid(self) -> Dict[str, list]:
+    def grid(self) -> dict[str, list]:
         """The grid of a GridSampler: every parameter must be discrete."""
         from zoo.errors import UserError
 
@@ -195,7 +190,7 @@ class SearchSpace:
                                 f"{key} is {self.spelled.get(key)}; list its values or use hydra/sweeper/sampler=tpe.")
         return grid
 
-    def examples(self) -> List[Dict[str, Any]]:
+    def examples(self) -> list[dict[str, Any]]:
         """Parameter sets that between them use every categorical choice (to check they compose)."""
         width = max([len(d.choices) for d in self.distributions.values() if isinstance(d, CategoricalDistribution)],
                     default=1)
@@ -207,7 +202,7 @@ class SearchSpace:
             out.append(params)
         return out
 
-    def describe(self) -> Dict[str, str]:
+    def describe(self) -> dict[str, str]:
         return dict(sorted(self.spelled.items()))
 
 
@@ -237,17 +232,17 @@ class _Heartbeat(threading.Thread):
 
 
 class OptunaSearch:
-    def __init__(self, sampler: DictConfig, pruner: DictConfig, study_name: Optional[str] = None,
-                 storage: Optional[str] = None, direction: str = "maximize", n_trials: int = 20, n_jobs: int = 1,
-                 params: Optional[DictConfig] = None, heartbeat_interval: int = 60) -> None:
+    def __init__(self, sampler: DictConfig, pruner: DictConfig, study_name: str | None = None,
+                 storage: str | None = None, direction: str = "maximize", n_trials: int = 20, n_jobs: int = 1,
+                 params: DictConfig | None = None, heartbeat_interval: int = 60) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.study_name, self.storage = study_name, storage
         self.direction, self.n_trials, self.n_jobs = str(direction), int(n_trials), max(1, int(n_jobs))
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
         self.heartbeat_interval = int(heartbeat_interval or 0)
-        self.config: Optional[DictConfig] = None
+        self.config: DictConfig | None = None
         self.launcher = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -305,7 +300,7 @@ class OptunaSearch:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         with warnings.catch_warnings():
             # Optuna marks heartbeats "for Study.optimize" and fail_stale_trials "experimental";
             # both are what a search driven by ask/tell needs.
@@ -313,7 +308,7 @@ class OptunaSearch:
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             return self._sweep(arguments)
 
-    def _sweep(self, arguments: List[str]) -> Any:
+    def _sweep(self, arguments: list[str]) -> Any:
         from zoo.errors import UserError
 
         assert self.config is not None and self.launcher is not None
@@ -341,12 +336,12 @@ class OptunaSearch:
                  f"({self.direction} {metric}); sweep folder {sweep_dir}")
 
         heartbeat = None
-        if is_heartbeat_enabled(study._storage):  # noqa: SLF001 - an RDB storage opened with heartbeat_interval > 0
-            heartbeat = _Heartbeat(study._storage, self.heartbeat_interval)  # noqa: SLF001
+        if (storage := compat.heartbeat_storage(study)) is not None:
+            heartbeat = _Heartbeat(storage, self.heartbeat_interval)
             heartbeat.start()
-        returns: List[Sequence[JobReturn]] = []
+        returns: list[Sequence[JobReturn]] = []
         worker = f"{socket.gethostname()}:{os.getpid()}"
-        in_flight: Dict[int, optuna.trial.Trial] = {}
+        in_flight: dict[int, optuna.trial.Trial] = {}
         try:
             while True:
                 optuna.storages.fail_stale_trials(study)
@@ -358,7 +353,7 @@ class OptunaSearch:
                     trial.set_user_attr("worker", worker)
                     in_flight[trial.number] = trial
                 if heartbeat:
-                    heartbeat.trial_ids = {t._trial_id for t in in_flight.values()}  # noqa: SLF001
+                    heartbeat.trial_ids = {compat.trial_id(t) for t in in_flight.values()}
                     heartbeat.beat()
                 jobs = [(n, space.overrides(t.params)) for n, t in in_flight.items()]
                 results = launch_numbered(self.launcher, jobs)
@@ -397,15 +392,15 @@ class OptunaSearch:
         error = job_error(ret)
         number = trial.number
         if error is None and ret.status == JobStatus.COMPLETED:
-            value = ret._return_value  # noqa: SLF001
+            value = ret.return_value
             try:
                 value = float(value)
             except (TypeError, ValueError):
                 value = None
             if value is None or not math.isfinite(value):
-                trial.set_user_attr(ATTR_ERROR, f"the run returned {ret._return_value!r} for {metric}")  # noqa: SLF001
+                trial.set_user_attr(ATTR_ERROR, f"the run returned {ret.return_value!r} for {metric}")
                 self._safe_tell(study, trial, state=TrialState.FAIL)
-                log.info(f"Trial {number} failed: it returned {ret._return_value!r} for {metric}")  # noqa: SLF001
+                log.info(f"Trial {number} failed: it returned {ret.return_value!r} for {metric}")
                 return
             self._safe_tell(study, trial, values=value)
             best = _best(study)
@@ -447,7 +442,7 @@ class OptunaSearch:
             if t.state.name.lower() in states:
                 states[t.state.name.lower()] += 1
         best = _best(study)
-        results: Dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": self.url,
+        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": self.url,
                                    "direction": self.direction, "metric": metric, "trials": states}
         if best is not None:
             results.update(best_trial=best.number, best_value=best.value, best_params=dict(best.params))
@@ -466,7 +461,7 @@ def _count(study: optuna.Study) -> int:
     return n
 
 
-def _best(study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     try:
         return study.best_trial
     except ValueError:

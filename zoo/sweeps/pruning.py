@@ -11,6 +11,7 @@ Under DDP rank zero asks the study and tells the other ranks, so they all stop a
 from __future__ import annotations
 
 import lightning as L
+from typing_extensions import override
 
 
 class OptunaPruning(L.Callback):
@@ -18,6 +19,7 @@ class OptunaPruning(L.Callback):
         self.monitor = monitor
         self.trial = None
 
+    @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.trial = None
         if trainer.is_global_zero:
@@ -25,6 +27,7 @@ class OptunaPruning(L.Callback):
 
             self.trial = current_trial()
 
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return

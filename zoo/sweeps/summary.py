@@ -30,6 +30,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from zoo import compat
 from zoo.run.files import read_json, write_json_atomic
 from zoo.run.job import in_multirun
 
@@ -65,12 +66,10 @@ class SweepSummary(Callback):
         _release_distributed()  # DDP leaves a process group and variables behind: the next job needs neither
         if not in_multirun():
             return
-        from hydra.core.utils import JobStatus
-
         folder = str(config.hydra.runtime.output_dir)
-        error = job_return._return_value if job_return.status == JobStatus.FAILED else None  # noqa: SLF001
+        error = compat.job_exception(job_return)
         if error is None:
-            status, value = "completed", job_return._return_value  # noqa: SLF001
+            status, value = "completed", job_return.return_value
         else:
             status, value = ("pruned" if type(error).__name__ == "TrialPruned" else "failed"), None
         record = {"job": config.hydra.job.get("num"), "status": status, "error": describe_error(error) if error else None,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from typing_extensions import override
 
+from zoo import compat
 from zoo.errors import UserError
 from zoo.tasks.base import Task
 
@@ -75,7 +76,7 @@ class AdversarialTask(Task):
                             f"GANs, which step their two optimizers themselves; use a larger data.batch_size instead.")
         # Under DDP each of the two backward passes of a step uses one network only: DDP must be
         # told to expect parameters without gradients (set before it wraps the model, in setup).
-        ddp_kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
+        ddp_kwargs = compat.ddp_kwargs(trainer.strategy)
         if isinstance(ddp_kwargs, dict):
             ddp_kwargs["find_unused_parameters"] = True
         return []
@@ -155,7 +156,7 @@ class AdversarialTask(Task):
         for i, micro in enumerate(self.micro_batches(batch)):
             index = batch_idx * self.steps_per_execution + i
             d_loss, d_real, d_fake = self._adversarial_step(micro, index, opt_g, opt_d)
-        if self.trainer._logger_connector.should_update_logs:
+        if compat.should_update_logs(self.trainer):
             logs = {"train/d_loss": d_loss, "train/d_real": d_real.mean(), "train/d_fake": d_fake.mean()}
             if self._last_g_loss is not None:
                 logs["train/g_loss"] = self._last_g_loss

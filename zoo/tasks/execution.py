@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.profilers import PassThroughProfiler
 from typing_extensions import override
 
+from zoo import compat
 from zoo.errors import UserError
 
 
@@ -34,7 +35,7 @@ class StepsPerExecution(L.LightningModule):
     def __setattr__(self, name: str, value) -> None:
         # Lightning sets _current_fx_name around every hook call (about 40 times a training step);
         # nn.Module.__setattr__'s parameter/buffer/module checks cost 2 us each time for a string.
-        if name == "_current_fx_name":
+        if name == compat.CURRENT_HOOK_ATTRIBUTE:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -66,7 +67,7 @@ class StepsPerExecution(L.LightningModule):
             self.optimizer_substep(self._train_loss(micro))
         loss = self._train_loss(last)
         # self.log costs about a small model's whole step: only on the steps the loggers write.
-        if self.trainer._logger_connector.should_update_logs:
+        if compat.should_update_logs(self.trainer):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(last[1]))
         return loss
 

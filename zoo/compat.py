@@ -1,0 +1,202 @@
+"""Every use of another library's private API (names starting with ``_``), in one place.
+
+A private name can change in any release without notice. Keeping each use here, with why it is
+needed and which public API is missing, means that a library upgrade is checked in one file, and
+tests/test_compat.py fails with a message naming the function below when a library changes one.
+Everything else in the project uses public APIs only.
+
+Imports are made inside the functions: this module sits below everything else (datamodules and
+the Hydra plugins import it too) and importing it loads no library.
+"""
+from __future__ import annotations
+
+import functools
+
+# -- Lightning ----------------------------------------------------------------------------------
+
+
+CURRENT_HOOK_ATTRIBUTE = "_current_fx_name"
+"""The LightningModule attribute the Trainer sets to the hook's name around every hook call
+(about 40 times a training step). Why: zoo.tasks.execution sets it without ``nn.Module.__setattr__``'s
+parameter/buffer/module checks (2 us each time). Missing public API: none; it is Lightning's own
+bookkeeping for ``self.log``."""
+
+
+def should_update_logs(trainer) -> bool:
+    """Whether this training step is one the loggers write (every ``log_every_n_steps``).
+
+    Why: ``self.log`` costs about a small model's whole step, so the tasks call it only on the
+    steps that are written. Missing public API: the Trainer does not say whether a step will be
+    logged; ``_LoggerConnector.should_update_logs`` is the rule the loggers themselves apply."""
+    return trainer._logger_connector.should_update_logs
+
+
+def batches_that_stepped(trainer) -> int:
+    """The step Lightning's loggers write ``self.log`` scalars at: one per training batch that
+    stepped, however many optimizers stepped in it.
+
+    Why: callbacks that log themselves (gradient norms) must use the same step as ``self.log`` or
+    TensorBoard shows their curves shifted. Missing public API: ``trainer.global_step`` counts
+    every optimizer step (twice per batch for a GAN); ``batch_progress`` counts batches that did not
+    step too (gradient accumulation)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def ddp_kwargs(strategy) -> dict | None:
+    """The keyword arguments a DDPStrategy will pass to ``DistributedDataParallel`` (None for
+    another strategy); changing the returned dict before the model is wrapped changes them.
+
+    Why: a GAN's two backward passes each use one network, so DDP must be told
+    ``find_unused_parameters=True`` when the task, not the config, knows it. Missing public API:
+    DDPStrategy takes the arguments in its constructor only and keeps them in ``_ddp_kwargs``."""
+    kwargs = getattr(strategy, "_ddp_kwargs", None)
+    return kwargs if isinstance(kwargs, dict) else None
+
+
+def subprocess_script_launcher() -> type:
+    """Lightning's launcher that starts the other DDP ranks by running ``sys.argv`` again.
+
+    Why: zoo.run.ddp replaces it (the command must be the Hydra job, not the sweep) and subclasses
+    it to keep its process bookkeeping. Missing public API: launchers are not exported."""
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    return _SubprocessScriptLauncher
+
+
+def basic_subprocess_cmd() -> list[str]:
+    """The command Lightning uses to start another rank outside Hydra (``python script.py args``,
+    or ``python -m module args``).
+
+    Why: the same command as Lightning when no Hydra job is running. Missing public API: none
+    exported."""
+    from lightning.fabric.strategies.launchers.subprocess_script import _basic_subprocess_cmd
+
+    return list(_basic_subprocess_cmd())
+
+
+def set_num_threads_if_needed(num_processes: int) -> None:
+    """Lightning's rule for torch's thread count when several ranks share a machine.
+
+    Why: the replacement launcher does what Lightning's does. Missing public API: not exported."""
+    from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
+
+    _set_num_threads_if_needed(num_processes=num_processes)
+
+
+@functools.cache
+def ddp_strategy_with_hooks() -> type:
+    """Lightning's DDPStrategy with two of its private steps opened as public hooks:
+    ``replace_launcher(launcher)`` (return the launcher to use) and ``before_wrap(model)`` (called
+    just before the model is wrapped in DistributedDataParallel).
+
+    Why: zoo.run.ddp starts ranks as the Hydra job and keeps per-process buffers out of DDP's
+    broadcast. Missing public API: the strategy builds its launcher in ``_configure_launcher`` and
+    wraps the model in ``_setup_model``, neither of them a documented hook."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    class DDPStrategyWithHooks(DDPStrategy):
+        def _configure_launcher(self) -> None:
+            super()._configure_launcher()
+            self._launcher = self.replace_launcher(self._launcher)
+
+        def _setup_model(self, model):
+            self.before_wrap(model)
+            return super()._setup_model(model)
+
+        def replace_launcher(self, launcher):
+            return launcher
+
+        def before_wrap(self, model) -> None:
+            pass
+
+    return DDPStrategyWithHooks
+
+
+# -- PyTorch ------------------------------------------------------------------------------------
+
+
+def non_persistent_buffer_names(module) -> list[str]:
+    """The qualified names of a module's buffers registered with ``persistent=False``.
+
+    Why: those are per-process accumulators DDP must not broadcast. Missing public API:
+    ``named_buffers()`` does not say which buffers are persistent; the module keeps them in
+    ``_non_persistent_buffers_set``."""
+    return [f"{prefix}.{name}" if prefix else name
+            for prefix, sub in module.named_modules() for name in sub._non_persistent_buffers_set]
+
+
+def ddp_ignore(model, names: list[str]) -> None:
+    """Have DistributedDataParallel leave these parameters and buffers alone (no broadcast, no
+    gradient sync), adding to those already set.
+
+    Why: see ``non_persistent_buffer_names``. Missing public API: the static method is DDP's
+    documented way in its docstring but named private."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    already = list(getattr(model, "_ddp_params_and_buffers_to_ignore", []))
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, already + list(names))
+
+
+# -- Hydra --------------------------------------------------------------------------------------
+
+
+def hydra_basic_sweeper() -> type:
+    """Hydra's grid sweeper, which hydra_plugins/zoo_sweepers/basic_sweeper.py extends.
+
+    Why: the sweeper keeps Hydra's grid parsing and batching. Missing public API: Hydra's core
+    plugins live in ``hydra._internal``."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper
+
+
+def job_exception(ret) -> BaseException | None:
+    """The exception a failed Hydra job raised (None for a job that did not fail).
+
+    Why: the sweepers record why a job failed and go on. Missing public API:
+    ``JobReturn.return_value`` re-raises the exception and writes to stderr."""
+    from hydra.core.utils import JobStatus
+
+    return ret._return_value if ret.status == JobStatus.FAILED else None
+
+
+# -- Optuna -------------------------------------------------------------------------------------
+
+
+def trial_id(trial) -> int:
+    """The storage's id of a trial (``optuna.trial.Trial`` or ``FrozenTrial``).
+
+    Why: heartbeats and re-opening a running trial go through the storage, which speaks in trial
+    ids. Missing public API: trials expose only their number within the study."""
+    return trial._trial_id
+
+
+def running_trial(study, number: int):
+    """The trial ``number`` of the study as an ``optuna.trial.Trial`` to report to, or None when the
+    study has no such trial or it is not running.
+
+    Why: a job of a search reports intermediate values (pruning) to the trial its sweeper asked
+    for in another process. Missing public API: ``optuna.trial.Trial(study, trial_id)`` is public
+    but the id of a trial number is found through the study's private storage."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        tid = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    except KeyError:
+        return None
+    if study._storage.get_trial(tid).state != TrialState.RUNNING:
+        return None
+    return optuna.trial.Trial(study, tid)
+
+
+def heartbeat_storage(study):
+    """The study's storage when it records heartbeats (an RDB storage opened with
+    ``heartbeat_interval``), else None; the storage has ``record_heartbeat(trial_id)``.
+
+    Why: the sweeper beats for the trials its launcher runs in other processes. Missing public API:
+    ``Study`` does not expose its storage, and ``is_heartbeat_enabled`` lives in a private module."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return study._storage if is_heartbeat_enabled(study._storage) else None
+
