@@ -201,9 +201,9 @@ def run_framework(args) -> dict:
 
 def executions_of(model: str, overrides: list[str]) -> int:
     """The steps_per_execution the framework runs with (the bench experiment's, or --set's)."""
-    from zoo.run.config import _compose
+    from zoo.run.config import compose_config
 
-    return int(_compose([f"experiment=bench_{model}_mnist", *overrides]).steps_per_execution)
+    return int(compose_config([f"experiment=bench_{model}_mnist", *overrides]).steps_per_execution)
 
 
 def trainer_batches(args) -> int:

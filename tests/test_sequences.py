@@ -278,9 +278,9 @@ def test_sampling_from_a_checkpoint_in_process(char_lm):
 # ---- settings a user can rely on ------------------------------------------------------------------
 
 def compose(*overrides: str):
-    from zoo.run.config import _compose
+    from zoo.run.config import compose_config
 
-    return _compose(list(overrides))
+    return compose_config(list(overrides))
 
 
 @pytest.mark.parametrize("model, clip", [("lstm", 1.0), ("gru", 1.0), ("rnn", 1.0), ("mlp", None), ("linear", None)])

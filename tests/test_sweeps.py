@@ -230,17 +230,17 @@ def test_search_space_syntax():
 
 
 def test_search_configs_compose():
-    from zoo.run.config import _compose
+    from zoo.run.config import compose_config
 
     for name in ("digits_optuna", "mnist_optuna"):
-        cfg = _compose([f"hparams_search={name}"])
+        cfg = compose_config([f"hparams_search={name}"])
         sweeper = cfg.hydra.sweeper
         assert sweeper._target_.endswith("ZooOptunaSweeper") and sweeper.study_name == name
         assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
         assert sweeper.pruner._target_ == "optuna.pruners.MedianPruner"
         assert "optimizer.lr" in sweeper.params and cfg.callbacks.optuna_pruning.monitor == "val/acc"
         assert cfg.hydra.sweep._get_node("dir")._value().endswith("/searches/${hydra.sweeper.study_name}")
-    assert _compose([]).hydra.sweeper._target_.endswith("ZooBasicSweeper")
+    assert compose_config([]).hydra.sweeper._target_.endswith("ZooBasicSweeper")
 
 
 # ---- launchers -----------------------------------------------------------------------------------

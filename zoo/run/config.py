@@ -273,7 +273,7 @@ def check_generate_config(cfg: DictConfig) -> None:
         check_writable_file(cfg.out, "out")
 
 
-def _explain(e: Exception, overrides: list[str]) -> str:
+def explain(e: Exception, overrides: list[str]) -> str:
     """One sentence for the ways composing a config from the command line fails."""
     from hydra.errors import MissingConfigException, OverrideParseException
 
@@ -310,7 +310,7 @@ def _nearest_node(key: str, overrides: list[str]) -> tuple[str, list[str], list[
     from the group choices only, without the failing key overrides."""
     parts = key.split(".")
     try:
-        node = _compose([o for o in overrides if "=" in o and "." not in o.split("=")[0]])
+        node = compose_config([o for o in overrides if "=" in o and "." not in o.split("=")[0]])
         for i, part in enumerate(parts):
             if not isinstance(node, DictConfig) or part not in node:
                 return ".".join(parts[:i]), sorted(map(str, node.keys())) if isinstance(node, DictConfig) else [], parts[i:]
@@ -320,7 +320,7 @@ def _nearest_node(key: str, overrides: list[str]) -> tuple[str, list[str], list[
     return ".".join(parts[:-1]), [], parts[-1:]
 
 
-def _compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name=config_name):
@@ -336,7 +336,7 @@ def compose_run(overrides: list[str], output_dir: str, data_dir: str | None = No
     root = os.path.dirname(os.path.abspath(output_dir))
     base = [f"hydra.run.dir={output_dir}", f"paths.output_dir={output_dir}", f"paths.root_dir={root}",
             f"paths.data_dir={data_dir or os.path.join(root, 'data')}"]
-    cfg = _compose(base + overrides)
+    cfg = compose_config(base + overrides)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
@@ -411,9 +411,9 @@ def print_help(config_name: str, args: list[str]) -> bool:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        cfg = _compose(overrides, config_name)
+        cfg = compose_config(overrides, config_name)
     except (HydraException, OmegaConfBaseException) as e:
-        fail(_explain(e, overrides))
+        fail(explain(e, overrides))
     template = cfg.hydra.help.template
     if "$HYDRA_CONFIG_GROUPS" in template or "$FLAGS_HELP" in template:
         return False
@@ -485,7 +485,7 @@ def check_overrides(args: list[str], config_name: str = "train", multirun: bool 
     _split_values(args)
     try:
         for overrides in _combinations(args):
-            cfg = _compose(overrides, config_name)
+            cfg = compose_config(overrides, config_name)
             missing = _missing_keys(cfg)
             if missing:
                 raise UserError(f"{missing[0]} must be given; add {missing[0]}=... to the command line.")
@@ -502,5 +502,5 @@ def check_overrides(args: list[str], config_name: str = "train", multirun: bool 
             if run_folder:
                 _check_run_folder(cfg, multirun)
     except (HydraException, OmegaConfBaseException) as e:
-        raise UserError(_explain(e, args)) from None
+        raise UserError(explain(e, args)) from None
     return cfg

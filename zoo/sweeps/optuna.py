@@ -378,7 +378,7 @@ class OptunaSearch:
         from omegaconf.errors import OmegaConfBaseException
 
         from zoo.errors import UserError
-        from zoo.run.config import _explain
+        from zoo.run.config import explain
 
         assert self.hydra_context is not None and self.config is not None
         for params in space.examples():
@@ -386,7 +386,7 @@ class OptunaSearch:
             try:
                 self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
             except (HydraException, OmegaConfBaseException) as e:
-                raise UserError(f"the search space does not compose: {_explain(e, overrides)}") from None
+                raise UserError(f"the search space does not compose: {explain(e, overrides)}") from None
 
     def _tell(self, study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn, metric: str) -> None:
         error = job_error(ret)
