@@ -4,6 +4,7 @@ The checkpoint is loaded as data only (weights_only=True) and rebuilt through th
 from its stored choices and plain values (zoo.run.rebuild: nothing stored in it is instantiated), so
 the same dataset split and network give the metrics the run reported for that checkpoint.
 """
+
 from __future__ import annotations
 
 import sys
@@ -44,11 +45,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    task = build_task(rebuilt.task, rebuilt.spec, rebuilt.net, instantiate(rebuilt.config["optimizer"]), None,
-                      rebuilt.hparams)
+    task = build_task(
+        rebuilt.task, rebuilt.spec, rebuilt.net, instantiate(rebuilt.config["optimizer"]), None, rebuilt.hparams
+    )
     task.load_state_dict(rebuilt.state_dict)
-    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=False)
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
     run = trainer.test if cfg.split == "test" else trainer.validate
     metrics = {k: float(v) for k, v in run(task, datamodule=datamodule, verbose=False)[0].items()}
     if cfg.out:

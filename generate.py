@@ -4,6 +4,7 @@ The checkpoint is rebuilt through this project's conf/ (zoo.run.rebuild: nothing
 instantiated); it names the task that trained it, and zoo.run.generate.GENERATORS maps that task to
 the function that samples from it.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,8 +29,10 @@ def generate(cfg: DictConfig) -> None:
 
     rebuilt = rebuild(cfg.ckpt_path)
     if rebuilt.task not in GENERATORS:
-        raise UserError(f"{cfg.ckpt_path} was trained by the '{rebuilt.task}' task, which does not generate anything; "
-                        f"give a checkpoint of a generative task ({', '.join(sorted(GENERATORS))}).")
+        raise UserError(
+            f"{cfg.ckpt_path} was trained by the '{rebuilt.task}' task, which does not generate anything; "
+            f"give a checkpoint of a generative task ({', '.join(sorted(GENERATORS))})."
+        )
     GENERATORS[rebuilt.task](rebuilt, cfg)
 
 

@@ -6,6 +6,7 @@ the network from the spec, wrap it in the task for that kind of data, fit, test 
 report (metrics.json, TensorBoard's HParams, the table). How a run that does not finish is recorded
 is in zoo/run/lifecycle.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,8 +65,10 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
                 folder.snapshot.restore()
             raise
         trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
-        with run.graceful_stop, recorded_outcome(out_dir, lambda: {"epochs": trainer.current_epoch,
-                                                                   "global_step": trainer.global_step}):
+        with (
+            run.graceful_stop,
+            recorded_outcome(out_dir, lambda: {"epochs": trainer.current_epoch, "global_step": trainer.global_step}),
+        ):
             find_lr(cfg, trainer, task, datamodule, hparams, resume_from)
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
             run.graceful_stop.check()  # a signal after the last training step still stops the run
@@ -107,10 +110,20 @@ def build_task(cfg: DictConfig, spec, choices: dict):
         skipped = load_weights(net, cfg.init_from)
         print(f"Initialised from {cfg.init_from}" + (f" (kept fresh: {', '.join(skipped)})" if skipped else ""))
     hparams = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": choices, "spec": spec.to_dict()}
-    scheduler = {**cfg.scheduler, "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None}
+    scheduler = {
+        **cfg.scheduler,
+        "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None,
+    }
     steps_per_execution = int(cfg.get("steps_per_execution", 1))
-    task = task_for(task_name(spec, model_factory), spec, net, instantiate(cfg.optimizer), scheduler, hparams,
-                    {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None)
+    task = task_for(
+        task_name(spec, model_factory),
+        spec,
+        net,
+        instantiate(cfg.optimizer),
+        scheduler,
+        hparams,
+        {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None,
+    )
     check_monitors(cfg, task, task_name(spec, model_factory))  # before any epoch runs
     return task, hparams
 
@@ -125,8 +138,13 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + run_callbacks
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
-                       **({} if cfg.trainer.get("profiler") else {"profiler": Unprofiled()}))
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        **({} if cfg.trainer.get("profiler") else {"profiler": Unprofiled()}),
+    )
 
 
 def find_lr(cfg: DictConfig, trainer, task, datamodule, hparams: dict, resume_from: str | None) -> None:
@@ -146,8 +164,10 @@ def test(cfg: DictConfig, trainer, task, datamodule) -> dict:
     from zoo.errors import UserError
 
     if trainer.num_training_batches == 0:
-        raise UserError("the fit ran no training batch (trainer.limit_train_batches or the training split is 0); "
-                        "give the run some training data.")
+        raise UserError(
+            "the fit ran no training batch (trainer.limit_train_batches or the training split is 0); "
+            "give the run some training data."
+        )
     if not cfg.get("test", True):
         return {}
     checkpoint = trainer.checkpoint_callback

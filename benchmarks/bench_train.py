@@ -14,6 +14,7 @@ counted. Reports medians: steps/s, epoch seconds, the ratio framework / plain, p
 memory and the time from the command to the first training step. The ratio is the median over
 rounds of (framework epoch / plain epoch) within a round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,26 @@ from zoo.run.config import user_errors  # noqa: E402 - after the repository is o
 # The callbacks whose cost --callbacks measures, one at a time on top of the bare framework (all of
 # them off). The confusion matrix and misclassified images run at test time only: their cost is
 # measured on the test pass (test seconds / bare test seconds), the others' on the training epochs.
-OBSERVABILITY = ["gradient_norms", "histograms", "lr_monitor", "progress_bar", "model_summary", "checkpoint",
-                 "confusion_matrix", "misclassified"]
-CALLBACK_VARIANTS = ["bare", "gradient_norms", "histograms", "lr_monitor", "progress_bar", "checkpoint",
-                     "confusion_matrix", "misclassified"]
+OBSERVABILITY = [
+    "gradient_norms",
+    "histograms",
+    "lr_monitor",
+    "progress_bar",
+    "model_summary",
+    "checkpoint",
+    "confusion_matrix",
+    "misclassified",
+]
+CALLBACK_VARIANTS = [
+    "bare",
+    "gradient_norms",
+    "histograms",
+    "lr_monitor",
+    "progress_bar",
+    "checkpoint",
+    "confusion_matrix",
+    "misclassified",
+]
 TEST_TIME = ("confusion_matrix", "misclassified")
 HISTOGRAMS_ON = "callbacks.histograms={_target_:zoo.callbacks.gradients.HistogramLogger,every_n_steps:200}"
 
@@ -119,9 +136,13 @@ class PlainLoop:
         dm.setup("fit")
         self.dev = dev = torch.device(args.device)
         (self.x_train, self.y_train), (self.x_val, self.y_val) = [
-            tuple(t.to(dev) for t in dm.splits[s]) for s in ("train", "val")]
-        net = MLP(dm.spec, widths=[64, 128, 64], batchnorm=True, dropout=0.0) if args.model == "mlp" else \
-            CNN(dm.spec, dropout=0.0)
+            tuple(t.to(dev) for t in dm.splits[s]) for s in ("train", "val")
+        ]
+        net = (
+            MLP(dm.spec, widths=[64, 128, 64], batchnorm=True, dropout=0.0)
+            if args.model == "mlp"
+            else CNN(dm.spec, dropout=0.0)
+        )
         self.net = net.to(dev)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
         n_steps = -(-len(self.x_train) // 128)
@@ -133,14 +154,20 @@ class PlainLoop:
         import torch
         import torch.nn.functional as F
 
-        net, opt, x_train, y_train, x_val, y_val = (self.net, self.opt, self.x_train, self.y_train, self.x_val,
-                                                    self.y_val)
+        net, opt, x_train, y_train, x_val, y_val = (
+            self.net,
+            self.opt,
+            self.x_train,
+            self.y_train,
+            self.x_val,
+            self.y_val,
+        )
         t0 = time.perf_counter()
         net.train()
         perm = torch.randperm(len(x_train), device=self.dev, generator=self.gen)
         total = torch.zeros((), device=self.dev)
         for i in range(self.n_steps):
-            idx = perm[i * 128:(i + 1) * 128]
+            idx = perm[i * 128 : (i + 1) * 128]
             x, y = x_train[idx], y_train[idx]
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
@@ -151,9 +178,9 @@ class PlainLoop:
         correct = torch.zeros((), device=self.dev)
         with torch.no_grad():
             for i in range(0, len(x_val), 1024):
-                logits = net(x_val[i:i + 1024])
-                F.cross_entropy(logits, y_val[i:i + 1024])
-                correct += (logits.argmax(1) == y_val[i:i + 1024]).sum()
+                logits = net(x_val[i : i + 1024])
+                F.cross_entropy(logits, y_val[i : i + 1024])
+                correct += (logits.argmax(1) == y_val[i : i + 1024]).sum()
         self.val_acc = correct.item() / len(x_val)
         total.item()
         return time.perf_counter() - t0
@@ -163,8 +190,13 @@ def run_plain(args) -> dict:
     loop = PlainLoop(args)
     first_step = time.time() - args.started
     epochs = [loop.epoch() for _ in range(args.epochs)]
-    return {"epoch_s": epochs, "steps": loop.n_steps, "first_step_s": first_step, "peak_mb": peak_mb(),
-            "val_acc": loop.val_acc}
+    return {
+        "epoch_s": epochs,
+        "steps": loop.n_steps,
+        "first_step_s": first_step,
+        "peak_mb": peak_mb(),
+        "val_acc": loop.val_acc,
+    }
 
 
 def run_framework(args) -> dict:
@@ -174,8 +206,12 @@ def run_framework(args) -> dict:
     from zoo.run.config import compose_run
 
     out = tempfile.mkdtemp(prefix="bench-run-")
-    overrides = [f"experiment=bench_{args.model}_mnist", f"trainer.max_epochs={args.epochs}",
-                 f"test={'true' if args.variant else 'false'}", "trainer=gpu" if args.device == "cuda" else "trainer=cpu"]
+    overrides = [
+        f"experiment=bench_{args.model}_mnist",
+        f"trainer.max_epochs={args.epochs}",
+        f"test={'true' if args.variant else 'false'}",
+        "trainer=gpu" if args.device == "cuda" else "trainer=cpu",
+    ]
     overrides += args.set
     if args.variant:
         overrides += [f"callbacks.{c}=null" for c in OBSERVABILITY if c not in (args.variant, "histograms")]
@@ -191,9 +227,15 @@ def run_framework(args) -> dict:
     else:
         timer = EpochTimer(args.started).callback
     summary = train.train(cfg, extra_callbacks=(timer,))
-    result = {"epoch_s": timer.epochs, "steps": trainer_batches(args), "first_step_s": timer.first_step,
-              "peak_mb": peak_mb(), "val_acc": summary.get("val/acc"), "test_s": timer.test_s,
-              "plain_epoch_s": plain_epochs}
+    result = {
+        "epoch_s": timer.epochs,
+        "steps": trainer_batches(args),
+        "first_step_s": timer.first_step,
+        "peak_mb": peak_mb(),
+        "val_acc": summary.get("val/acc"),
+        "test_s": timer.test_s,
+        "plain_epoch_s": plain_epochs,
+    }
     if args.device == "cuda":
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -213,9 +255,24 @@ def trainer_batches(args) -> int:
 
 
 def worker(kind: str, args, variant: str | None = None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--model", args.model, "--data-dir", args.data_dir,
-           "--epochs", str(args.epochs), "--steps", str(args.steps), "--device", args.device,
-           "--started", repr(time.time())] + [f"--set={o}" for o in args.set]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--model",
+        args.model,
+        "--data-dir",
+        args.data_dir,
+        "--epochs",
+        str(args.epochs),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--started",
+        repr(time.time()),
+    ] + [f"--set={o}" for o in args.set]
     if variant:
         cmd += ["--variant", variant]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -229,9 +286,14 @@ def summarise(runs: list[dict]) -> dict:
     epochs = [e for r in runs for e in r["epoch_s"][1:]]  # drop each process's warm-up epoch
     steps = runs[0]["steps"]
     med = statistics.median(epochs)
-    return {"epoch_s": med, "steps_per_s": steps / med, "peak_mb": statistics.median(r["peak_mb"] for r in runs),
-            "first_step_s": statistics.median(r["first_step_s"] for r in runs),
-            "val_acc": statistics.median(r["val_acc"] for r in runs), "n": len(epochs)}
+    return {
+        "epoch_s": med,
+        "steps_per_s": steps / med,
+        "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+        "first_step_s": statistics.median(r["first_step_s"] for r in runs),
+        "val_acc": statistics.median(r["val_acc"] for r in runs),
+        "n": len(epochs),
+    }
 
 
 def check_arguments(args) -> None:
@@ -243,17 +305,20 @@ def check_arguments(args) -> None:
     if args.rounds < 1:
         raise UserError(f"--rounds must be 1 or more, got {args.rounds}; try --rounds 3.")
     if args.epochs < 2:
-        raise UserError(f"--epochs must be 2 or more (the first is a warm-up, not timed), got {args.epochs}; "
-                        f"try --epochs 3.")
+        raise UserError(
+            f"--epochs must be 2 or more (the first is a warm-up, not timed), got {args.epochs}; try --epochs 3."
+        )
     if args.steps < 0:
         raise UserError(f"--steps must be 0 (all) or more, got {args.steps}; try --steps 100.")
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError("--device cuda needs a GPU that torch can use, and there is none here; "
-                            "leave --device out to measure on the CPU.")
-    for model in (["mlp", "cnn"] if args.model == "both" else [args.model]):
+            raise UserError(
+                "--device cuda needs a GPU that torch can use, and there is none here; "
+                "leave --device out to measure on the CPU."
+            )
+    for model in ["mlp", "cnn"] if args.model == "both" else [args.model]:
         try:
             check_overrides([f"experiment=bench_{model}_mnist", *args.set], run_folder=False)
         except UserError as e:
@@ -269,10 +334,18 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--callbacks", action="store_true", help="measure each observability callback's cost")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an extra train.py override for the framework, e.g. --set steps_per_execution=1")
-    p.add_argument("--interleaved", action="store_true",
-                   help="also run both loops in one process, a plain epoch before each framework epoch")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra train.py override for the framework, e.g. --set steps_per_execution=1",
+    )
+    p.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="also run both loops in one process, a plain epoch before each framework epoch",
+    )
     p.add_argument("--worker", choices=["plain", "framework", "interleaved"], help=argparse.SUPPRESS)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--started", type=float, default=None, help=argparse.SUPPRESS)
@@ -290,8 +363,10 @@ def main() -> None:
         write_mnist_sized(args.data_dir)
     import torch
 
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {args.device}, "
-          f"{args.rounds} rounds x {args.epochs - 1} timed epochs")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {args.device}, "
+        f"{args.rounds} rounds x {args.epochs - 1} timed epochs"
+    )
     models = ["mlp", "cnn"] if args.model == "both" else [args.model]
     rows, interleaved = [], {}
     steps = args.steps
@@ -305,10 +380,12 @@ def main() -> None:
             variants = CALLBACK_VARIANTS
             runs = {v: [] for v in variants}
             for i in range(args.rounds):  # the order turns each round, so no callback always runs first
-                for v in variants[i % len(variants):] + variants[:i % len(variants)]:
+                for v in variants[i % len(variants) :] + variants[: i % len(variants)]:
                     runs[v].append(worker("framework", args, v))
-            print(f"\n{model}: cost of each observability callback, alone on the bare framework; ratio: the median"
-                  f" over rounds of its time / the bare run's of the same round (epochs; test pass for the last two)")
+            print(
+                f"\n{model}: cost of each observability callback, alone on the bare framework; ratio: the median"
+                f" over rounds of its time / the bare run's of the same round (epochs; test pass for the last two)"
+            )
             print(f"{'callback':<18}{'seconds':>9}{'ratio':>8}   per round")
             for v in variants:
                 # A test-time callback's cost is in the test pass, the others' in the timed epochs.
@@ -316,20 +393,23 @@ def main() -> None:
                 secs, bare = [seconds(r) for r in runs[v]], [seconds(r) for r in runs["bare"]]
                 ratios = [a / b for a, b in zip(secs, bare)]
                 label = v if v != "bare" else "bare (epoch)"
-                print(f"{label:<18}{statistics.median(secs):>9.3f}{statistics.median(ratios):>8.2f}   "
-                      + " ".join(f"{r:.2f}" for r in ratios))
+                print(
+                    f"{label:<18}{statistics.median(secs):>9.3f}{statistics.median(ratios):>8.2f}   "
+                    + " ".join(f"{r:.2f}" for r in ratios)
+                )
             bare_test = statistics.median(r["test_s"] for r in runs["bare"])
             print(f"{'bare (test pass)':<18}{bare_test:>9.3f}{1.0:>8.2f}")
             continue
         plain, framework = [], []
         for i in range(args.rounds):
             pair = [("plain", plain), ("framework", framework)]
-            for kind, acc in (pair if i % 2 == 0 else pair[::-1]):
+            for kind, acc in pair if i % 2 == 0 else pair[::-1]:
                 acc.append(worker(kind, args))
         # The ratio is taken per round (the two runs of a round are seconds apart) and its median
         # reported, so a slow spell of the machine does not land on one side only.
-        ratios = [statistics.median(f["epoch_s"][1:]) / statistics.median(p["epoch_s"][1:])
-                  for p, f in zip(plain, framework)]
+        ratios = [
+            statistics.median(f["epoch_s"][1:]) / statistics.median(p["epoch_s"][1:]) for p, f in zip(plain, framework)
+        ]
         rows.append((model, summarise(plain), summarise(framework), statistics.median(ratios)))
         print(f"{model}: framework / plain epoch time per round: {', '.join(f'{r:.2f}' for r in ratios)}")
         if args.interleaved:
@@ -340,19 +420,25 @@ def main() -> None:
                 r = worker("interleaved", args)
                 pairs += [f / p for p, f in zip(r["plain_epoch_s"][1:], r["epoch_s"][1:])]
             interleaved[model] = pairs
-            print(f"{model}: interleaved in one process, framework / plain per epoch pair: "
-                  f"{', '.join(f'{r:.2f}' for r in pairs)}")
+            print(
+                f"{model}: interleaved in one process, framework / plain per epoch pair: "
+                f"{', '.join(f'{r:.2f}' for r in pairs)}"
+            )
 
     if rows:
         print("\n| model | loop | steps/s | epoch s | ratio | peak MB | command to 1st step s | val acc |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for model, plain, fw, ratio in rows:
             for name, s, r in (("plain PyTorch", plain, 1.0), ("framework", fw, ratio)):
-                print(f"| {model} | {name} | {s['steps_per_s']:.0f} | {s['epoch_s']:.3f} | "
-                      f"{r:.2f} | {s['peak_mb']:.0f} | {s['first_step_s']:.1f} | {s['val_acc']:.3f} |")
+                print(
+                    f"| {model} | {name} | {s['steps_per_s']:.0f} | {s['epoch_s']:.3f} | "
+                    f"{r:.2f} | {s['peak_mb']:.0f} | {s['first_step_s']:.1f} | {s['val_acc']:.3f} |"
+                )
         for model, pairs in interleaved.items():
-            print(f"{model}: framework / plain, interleaved in one process: median {statistics.median(pairs):.2f} "
-                  f"over {len(pairs)} epoch pairs")
+            print(
+                f"{model}: framework / plain, interleaved in one process: median {statistics.median(pairs):.2f} "
+                f"over {len(pairs)} epoch pairs"
+            )
 
 
 if __name__ == "__main__":

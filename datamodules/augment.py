@@ -1,4 +1,5 @@
 """Augmentation on whole batches (on the device the batch is on): no per-sample Python."""
+
 from __future__ import annotations
 
 import torch
@@ -13,12 +14,12 @@ def random_hflip(x: torch.Tensor) -> torch.Tensor:
 
 def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     """Zero-pad by ``padding`` and cut an (H, W) window at a random offset per image."""
-    n, c, h, w = x.shape
+    n, _c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
     dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
-    rows = (dy + torch.arange(h, device=x.device))[:, :, None]          # (N, H, 1)
-    cols = (dx + torch.arange(w, device=x.device))[:, None, :]          # (N, 1, W)
+    rows = (dy + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
+    cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 

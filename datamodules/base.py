@@ -5,10 +5,11 @@ one index per batch: no per-sample Python, no collate. Lightning calls ``loader.
 at the start of every epoch, so the shuffle order is a function of (seed, epoch) and a resumed run
 sees the same batches as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -48,9 +49,17 @@ class BatchLoader:
     An unshuffled split (validation, test) is cut into ``world_size`` contiguous parts.
     """
 
-    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, trained: Callable[[], int] | None = None,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        tensors: tuple[torch.Tensor, ...],
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        trained: Callable[[], int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         n = len(tensors[0])
         if any(len(t) != n for t in tensors):
             raise ValueError("all tensors of a BatchLoader need the same length")
@@ -68,7 +77,9 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n, w = self.sampler.n, self.world_size
-        if w > 1 and self.sampler.shuffle:  # global batches; a last one too small to give every process a row is left out
+        if (
+            w > 1 and self.sampler.shuffle
+        ):  # global batches; a last one too small to give every process a row is left out
             g = self.batch_size * w
             return n // g + (0 if self.drop_last or n % g < w else 1)
         if w > 1:
@@ -88,9 +99,9 @@ class BatchLoader:
         w = self.world_size
         for i in range(start, len(self)):
             if order is None:  # contiguous slices are views: no copy at all
-                yield tuple(t[lo + i * bs:min(lo + (i + 1) * bs, hi)] for t in self.tensors)
+                yield tuple(t[lo + i * bs : min(lo + (i + 1) * bs, hi)] for t in self.tensors)
             else:
-                idx = order[i * bs * w:(i + 1) * bs * w]
+                idx = order[i * bs * w : (i + 1) * bs * w]
                 if w > 1:
                     idx = idx.tensor_split(w)[self.rank]
                 yield tuple(t[idx] for t in self.tensors)
@@ -110,8 +121,7 @@ class TensorDataModule(L.LightningDataModule):
     """A datamodule whose splits are tensors in memory. Subclasses fill ``self.splits`` in ``setup``
     with {"train": (x, y), "val": (x, y), "test": (x, y)} and define ``spec``."""
 
-    def __init__(self, batch_size: int = 128, eval_batch_size: int = 1024, seed: int = 0,
-                 data_on_device: bool = True):
+    def __init__(self, batch_size: int = 128, eval_batch_size: int = 1024, seed: int = 0, data_on_device: bool = True):
         super().__init__()
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.data_on_device = data_on_device
@@ -145,9 +155,14 @@ class TensorDataModule(L.LightningDataModule):
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self):
-        return BatchLoader(self.split("train"), self.batch_size * self.steps_per_execution, shuffle=True,
-                           seed=self.seed, trained=self._trained_in_epoch if self.trainer is not None else None,
-                           **self._ranks())
+        return BatchLoader(
+            self.split("train"),
+            self.batch_size * self.steps_per_execution,
+            shuffle=True,
+            seed=self.seed,
+            trained=self._trained_in_epoch if self.trainer is not None else None,
+            **self._ranks(),
+        )
 
     def val_dataloader(self):
         return BatchLoader(self.split("val"), self.eval_batch_size, **self._ranks())
@@ -161,11 +176,11 @@ def seeded_split(n: int, sizes: list[int], seed: int) -> list[torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     out, start = [], 0
     for s in sizes:
-        out.append(perm[start:start + s])
+        out.append(perm[start : start + s])
         start += s
     return out
 
 
 def count(size: float | int, n: int) -> int:
     """A split size given as a count (>= 1) or a fraction of n (< 1)."""
-    return int(round(size * n)) if size < 1 else int(size)
+    return round(size * n) if size < 1 else int(size)

@@ -4,6 +4,7 @@ checksum, written to a temporary name and renamed when whole, and read back as U
 Every failure is a ``UserError`` of one sentence that names the file expected where, and what to
 do instead (the offline dataset of the same kind).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,13 +32,15 @@ def parse_checksum(checksum: str | None, key: str) -> tuple[str, str] | None:
         return None
     algorithm, _, digest = str(checksum).partition(":")
     if algorithm not in ("md5", "sha1", "sha256") or not digest:
-        raise UserError(f"{key}={checksum!r} is not a checksum; write it as sha256:<hex> or md5:<hex>, "
-                        f"or null to skip the check.")
+        raise UserError(
+            f"{key}={checksum!r} is not a checksum; write it as sha256:<hex> or md5:<hex>, or null to skip the check."
+        )
     return algorithm, digest.lower()
 
 
-def fetch(url: str, path: str, checksum: str | None, *, name: str, key: str, offline: str,
-          download: bool = True) -> str:
+def fetch(
+    url: str, path: str, checksum: str | None, *, name: str, key: str, offline: str, download: bool = True
+) -> str:
     """Make sure ``path`` exists, downloading it from ``url`` when missing; returns ``path``.
 
     ``checksum`` ("sha256:..."/"md5:...") is verified on the download, and ``key`` is the config
@@ -61,14 +64,16 @@ def fetch(url: str, path: str, checksum: str | None, *, name: str, key: str, off
             reason = str(getattr(e, "reason", None) or e).strip().splitlines()
             raise UserError(
                 f"{name} is not at {path} and downloading it from {url} failed ({reason[-1] if reason else type(e).__name__}); "
-                f"copy the file there, point paths.data_dir at a folder that has it, or {offline}.") from None
+                f"copy the file there, point paths.data_dir at a folder that has it, or {offline}."
+            ) from None
         if expected is not None:
             got = file_digest(tmp, expected[0])
             if got != expected[1]:
                 raise UserError(
                     f"the {name} downloaded from {url} has {expected[0]} {got}, not the expected {expected[1]} "
                     f"({key}); the download is corrupt or the source changed: try again, or set {key} to the "
-                    f"new checksum if you trust the source.")
+                    f"new checksum if you trust the source."
+                )
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -93,9 +98,11 @@ def read_text(path: str, what: str = "data.path") -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise UserError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line} cannot be decoded); "
-                        f"convert it, e.g. iconv -f latin1 -t utf-8 {os.path.basename(path)}.") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line} cannot be decoded); "
+            f"convert it, e.g. iconv -f latin1 -t utf-8 {os.path.basename(path)}."
+        ) from None
     if text.startswith("\ufeff"):
         text = text[1:]  # a byte-order mark is not part of the text
     if not text.strip():

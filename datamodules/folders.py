@@ -8,6 +8,7 @@ they are scaled, normalised and augmented as whole batches (``datamodules/augmen
 The classes are the sub-folders in sorted order; train, validation and test are a seeded split of
 the images.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,10 +26,22 @@ from zoo.errors import UserError
 class ImageFolderData(L.LightningDataModule):
     name = "image_folder"
 
-    def __init__(self, root: str | None = None, image_size: int = 32, channels: int = 3, batch_size: int = 64,
-                 eval_batch_size: int = 256, val_size: float = 0.1, test_size: float = 0.1, seed: int = 0,
-                 num_workers: int = 2, mean: float = 0.5, std: float = 0.5, random_crop: int = 0,
-                 hflip: bool = False):
+    def __init__(
+        self,
+        root: str | None = None,
+        image_size: int = 32,
+        channels: int = 3,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        val_size: float = 0.1,
+        test_size: float = 0.1,
+        seed: int = 0,
+        num_workers: int = 2,
+        mean: float = 0.5,
+        std: float = 0.5,
+        random_crop: int = 0,
+        hflip: bool = False,
+    ):
         super().__init__()
         self.root = os.path.expanduser(str(root)) if root else None
         self.image_size, self.channels = int(image_size), int(channels)
@@ -52,15 +65,19 @@ class ImageFolderData(L.LightningDataModule):
         if not self.root:
             raise UserError("data=image_folder needs data.root=<folder with one sub-folder of images per class>.")
         if not os.path.isdir(self.root):
-            raise UserError(f"data.root={self.root} is not a folder; point it at a folder with one sub-folder of "
-                            f"images per class (root/cat/1.png, root/dog/2.png, ...).")
+            raise UserError(
+                f"data.root={self.root} is not a folder; point it at a folder with one sub-folder of "
+                f"images per class (root/cat/1.png, root/dog/2.png, ...)."
+            )
         steps = [v2.Grayscale(1)] if self.channels == 1 else []
         transform = v2.Compose([v2.ToImage(), *steps, v2.Resize((self.image_size, self.image_size), antialias=True)])
         try:
             return datasets.ImageFolder(self.root, transform=transform, loader=_read_image)
         except (FileNotFoundError, RuntimeError) as e:
-            raise UserError(f"no images found under data.root={self.root} ({str(e).rstrip('.')}); it needs one "
-                            f"sub-folder of images per class (root/cat/1.png, root/dog/2.png, ...).") from None
+            raise UserError(
+                f"no images found under data.root={self.root} ({str(e).rstrip('.')}); it needs one "
+                f"sub-folder of images per class (root/cat/1.png, root/dog/2.png, ...)."
+            ) from None
 
     def setup(self, stage: str | None = None) -> None:
         if self.subsets:
@@ -68,28 +85,45 @@ class ImageFolderData(L.LightningDataModule):
         ds = self._dataset()
         self.classes = list(ds.classes)
         if len(self.classes) < 2:
-            raise UserError(f"data.root={self.root} has {len(self.classes)} class folder(s); a classifier needs at "
-                            f"least 2 (one sub-folder of images per class).")
+            raise UserError(
+                f"data.root={self.root} has {len(self.classes)} class folder(s); a classifier needs at "
+                f"least 2 (one sub-folder of images per class)."
+            )
         n = len(ds)
         n_val, n_test = count(self.val_size, n), count(self.test_size, n)
         if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
-            raise UserError(f"data.root={self.root} has {n} images, too few for data.val_size={self.val_size} and "
-                            f"data.test_size={self.test_size}; add images or change the sizes.")
+            raise UserError(
+                f"data.root={self.root} has {n} images, too few for data.val_size={self.val_size} and "
+                f"data.test_size={self.test_size}; add images or change the sizes."
+            )
         train, val, test = seeded_split(n, [n - n_val - n_test, n_val, n_test], self.seed)
-        self.subsets = {name: torch.utils.data.Subset(ds, idx.tolist())
-                        for name, idx in (("train", train), ("val", val), ("test", test))}
+        self.subsets = {
+            name: torch.utils.data.Subset(ds, idx.tolist())
+            for name, idx in (("train", train), ("val", val), ("test", test))
+        }
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(name=self.name, kind="image", shape=(self.channels, self.image_size, self.image_size),
-                        num_classes=len(self.classes), class_names=tuple(self.classes))
+        return DataSpec(
+            name=self.name,
+            kind="image",
+            shape=(self.channels, self.image_size, self.image_size),
+            num_classes=len(self.classes),
+            class_names=tuple(self.classes),
+        )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool):
         workers = self.num_workers
         return torch.utils.data.DataLoader(
-            self.subsets[split], batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-            persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), collate_fn=_collate,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None)
+            self.subsets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=_collate,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
 
     def train_dataloader(self):
         return self._loader("train", self.batch_size * self.steps_per_execution, shuffle=True)
@@ -104,9 +138,13 @@ class ImageFolderData(L.LightningDataModule):
         """uint8 -> normalised float, and the training augmentation, on the whole batch on its device."""
         x, y = batch
         if isinstance(x, UnreadableImage):
-            raise UserError(f"{x.path} under data.root cannot be read as an image ({x.reason}); delete it or replace "
-                            f"it with a whole image file, then run again.")
-        x = (x.float().div_(255) - self.pixel_mean.to(x.device)[:, None, None]) / self.pixel_std.to(x.device)[:, None, None]
+            raise UserError(
+                f"{x.path} under data.root cannot be read as an image ({x.reason}); delete it or replace "
+                f"it with a whole image file, then run again."
+            )
+        x = (x.float().div_(255) - self.pixel_mean.to(x.device)[:, None, None]) / self.pixel_std.to(x.device)[
+            :, None, None
+        ]
         if self.trainer is not None and self.trainer.training:
             x = augment(x, self.crop_padding, self.hflip)
         return x, y
@@ -115,6 +153,7 @@ class ImageFolderData(L.LightningDataModule):
 class UnreadableImage(NamedTuple):
     """A file that Pillow cannot decode, passed on as data: an exception raised in a DataLoader worker
     reaches the main process as a traceback in text, this reaches it as the file's path."""
+
     path: str
     reason: str
 

@@ -4,6 +4,7 @@ Fashion-MNIST and CIFAR-10, all held as normalised float tensors in memory.
 Files live under ``data_dir`` in torchvision's own layout (``<data_dir>/MNIST/raw/...``,
 ``<data_dir>/cifar-10-batches-py/...``) and are downloaded by torchvision when missing.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,10 +29,19 @@ class ImageClassificationData(TensorDataModule):
     shape: tuple[int, int, int] = (1, 1, 1)
     class_names: tuple[str, ...] = ()
 
-    def __init__(self, data_dir: str = "data", batch_size: int = 128, eval_batch_size: int = 1024,
-                 val_size: float = 0.1, seed: int = 0, download: bool = True,
-                 mirror: str | None = None, random_crop: int = 0, hflip: bool = False,
-                 data_on_device: bool = True):
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        val_size: float = 0.1,
+        seed: int = 0,
+        download: bool = True,
+        mirror: str | None = None,
+        random_crop: int = 0,
+        hflip: bool = False,
+        data_on_device: bool = True,
+    ):
         super().__init__(batch_size, eval_batch_size, seed, data_on_device)
         self.data_dir = os.path.expanduser(str(data_dir))
         self.val_size, self.download, self.mirror = val_size, download, mirror
@@ -39,8 +49,13 @@ class ImageClassificationData(TensorDataModule):
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(name=self.name, kind="image", shape=self.shape,
-                        num_classes=len(self.class_names), class_names=self.class_names)
+        return DataSpec(
+            name=self.name,
+            kind="image",
+            shape=self.shape,
+            num_classes=len(self.class_names),
+            class_names=self.class_names,
+        )
 
     def load_raw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(train images uint8 NCHW, train labels, test images, test labels)."""
@@ -122,7 +137,8 @@ class TorchvisionImages(ImageClassificationData):
         if not self.download:
             raise UserError(
                 f"{self.name} is not in {where} (expected {files}) and data.download=false; "
-                f"put the files there or use data=digits, which ships offline.")
+                f"put the files there or use data=digits, which ships offline."
+            )
         # torchvision downloads (and checks the archives' md5) into a scratch folder; only whole,
         # extracted files are moved into place, so an interrupted download is never taken for data.
         os.makedirs(self.data_dir, exist_ok=True)
@@ -140,7 +156,8 @@ class TorchvisionImages(ImageClassificationData):
             raise UserError(
                 f"{self.name} is not in {where} (expected {files}) and downloading it failed "
                 f"({reason}); copy the files there, point paths.data_dir at a folder that has them, "
-                f"or use data=digits, which ships offline.") from None
+                f"or use data=digits, which ships offline."
+            ) from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -157,7 +174,8 @@ class TorchvisionImages(ImageClassificationData):
             where = os.path.join(self.data_dir, self.folder())
             raise UserError(
                 f"the {self.name} files in {where} cannot be read ({str(e).strip().splitlines()[0]}); "
-                f"delete that folder and run again to download them afresh.") from None
+                f"delete that folder and run again to download them afresh."
+            ) from None
         for labels in (tensors[1], tensors[3]):
             check_labels(labels, len(self.class_names), os.path.join(self.data_dir, self.folder()))
         return tensors
@@ -175,11 +193,15 @@ def check_idx_file(path: str) -> tuple[int, ...]:
         header = f.read(4)
         ndim = header[3] if len(header) == 4 else 0
         dims = f.read(4 * ndim)
-    sizes = tuple(int.from_bytes(dims[i:i + 4], "big") for i in range(0, 4 * ndim, 4)) if len(dims) == 4 * ndim else ()
+    sizes = (
+        tuple(int.from_bytes(dims[i : i + 4], "big") for i in range(0, 4 * ndim, 4)) if len(dims) == 4 * ndim else ()
+    )
     expected = 4 + 4 * ndim + (math.prod(sizes) if sizes else 0)
     if len(header) < 4 or header[:2] != b"\0\0" or ndim == 0 or len(dims) < 4 * ndim or size != expected:
-        raise UserError(f"{path} is truncated or corrupt ({size} bytes where its header promises {expected}); "
-                        f"delete it and run again to download it afresh.")
+        raise UserError(
+            f"{path} is truncated or corrupt ({size} bytes where its header promises {expected}); "
+            f"delete it and run again to download it afresh."
+        )
     return sizes
 
 
@@ -188,9 +210,11 @@ def check_labels(labels: torch.Tensor, num_classes: int, where: str) -> None:
     bad = ((labels < 0) | (labels >= num_classes)).nonzero()
     if len(bad):
         i = int(bad[0])
-        raise UserError(f"the labels in {where} hold {int(labels[i])} (at position {i}), but the dataset has "
-                        f"{num_classes} classes (0-{num_classes - 1}); the files are not this dataset: delete that "
-                        f"folder and run again to download them afresh.")
+        raise UserError(
+            f"the labels in {where} hold {int(labels[i])} (at position {i}), but the dataset has "
+            f"{num_classes} classes (0-{num_classes - 1}); the files are not this dataset: delete that "
+            f"folder and run again to download them afresh."
+        )
 
 
 class MNISTData(TorchvisionImages):
@@ -200,6 +224,7 @@ class MNISTData(TorchvisionImages):
 
     def dataset_class(self):
         from torchvision.datasets import MNIST
+
         return MNIST
 
     def folder(self) -> str:
@@ -220,13 +245,17 @@ class MNISTData(TorchvisionImages):
         for split in ("train", "t10k"):
             images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
             if len(sizes[images]) != 3 or sizes[images][1:] != self.shape[1:]:
-                raise UserError(f"{os.path.join(raw, images)} holds images of size {' x '.join(map(str, sizes[images][1:]))}"
-                                f", not {self.name}'s {self.shape[1]} x {self.shape[2]}; delete that folder and run "
-                                f"again to download the files afresh.")
+                raise UserError(
+                    f"{os.path.join(raw, images)} holds images of size {' x '.join(map(str, sizes[images][1:]))}"
+                    f", not {self.name}'s {self.shape[1]} x {self.shape[2]}; delete that folder and run "
+                    f"again to download the files afresh."
+                )
             if len(sizes[labels]) != 1 or sizes[labels][0] != sizes[images][0]:
-                raise UserError(f"{os.path.join(raw, labels)} holds {sizes[labels][0]} labels for the "
-                                f"{sizes[images][0]} images of {images}; delete that folder and run again to "
-                                f"download the files afresh.")
+                raise UserError(
+                    f"{os.path.join(raw, labels)} holds {sizes[labels][0]} labels for the "
+                    f"{sizes[images][0]} images of {images}; delete that folder and run again to "
+                    f"download the files afresh."
+                )
         return super().load_raw()
 
     @staticmethod
@@ -236,22 +265,33 @@ class MNISTData(TorchvisionImages):
 
 class FashionMNISTData(MNISTData):
     name = "fashion_mnist"
-    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    class_names = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
 
     def dataset_class(self):
         from torchvision.datasets import FashionMNIST
+
         return FashionMNIST
 
 
 class CIFAR10Data(TorchvisionImages):
     name = "cifar10"
     shape = (3, 32, 32)
-    class_names = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
     def dataset_class(self):
         from torchvision.datasets import CIFAR10
+
         return CIFAR10
 
     def folder(self) -> str:
@@ -267,7 +307,10 @@ class CIFAR10Data(TorchvisionImages):
     def is_complete(self, ds) -> bool:
         from torchvision.datasets.utils import check_integrity
 
-        return all(check_integrity(os.path.join(ds.root, ds.base_folder, name), md5) for name, md5 in ds.train_list + ds.test_list)
+        return all(
+            check_integrity(os.path.join(ds.root, ds.base_folder, name), md5)
+            for name, md5 in ds.train_list + ds.test_list
+        )
 
     @staticmethod
     def to_tensors(ds):

@@ -11,6 +11,7 @@ taken by indexing.
 Channel order: the target channels come last, so a network's output is the last
 ``spec.target_channels`` channels of its input, ``spec.horizon`` steps on.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,13 +36,22 @@ class SeriesData(WindowedSplits, TensorDataModule):
 
     name = "series"
 
-    def __init__(self, lookback: int = 96, horizon: int = 96, batch_size: int = 32, eval_batch_size: int = 512,
-                 seed: int = 0, data_on_device: bool = True):
+    def __init__(
+        self,
+        lookback: int = 96,
+        horizon: int = 96,
+        batch_size: int = 32,
+        eval_batch_size: int = 512,
+        seed: int = 0,
+        data_on_device: bool = True,
+    ):
         super().__init__(batch_size, eval_batch_size, seed, data_on_device)
         self.lookback, self.horizon = int(lookback), int(horizon)
         if self.lookback < 1 or self.horizon < 1:
-            raise UserError(f"data.lookback and data.horizon must be positive whole numbers, got {lookback} and "
-                            f"{horizon}; try data.lookback=96 data.horizon=96.")
+            raise UserError(
+                f"data.lookback and data.horizon must be positive whole numbers, got {lookback} and "
+                f"{horizon}; try data.lookback=96 data.horizon=96."
+            )
         self.channel_names: list[str] = []
         self.n_targets = 0
         self.mean = self.std = np.zeros(0)  # the training split's scaler, once set up
@@ -59,9 +69,17 @@ class SeriesData(WindowedSplits, TensorDataModule):
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(name=self.name, kind="series", shape=(self.lookback, len(self.channel_names)), task="forecast",
-                        horizon=self.horizon, target_channels=self.n_targets, channel_names=tuple(self.channel_names),
-                        channel_mean=tuple(float(v) for v in self.mean), channel_std=tuple(float(v) for v in self.std))
+        return DataSpec(
+            name=self.name,
+            kind="series",
+            shape=(self.lookback, len(self.channel_names)),
+            task="forecast",
+            horizon=self.horizon,
+            target_channels=self.n_targets,
+            channel_names=tuple(self.channel_names),
+            channel_mean=tuple(float(v) for v in self.mean),
+            channel_std=tuple(float(v) for v in self.std),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -73,10 +91,11 @@ class SeriesData(WindowedSplits, TensorDataModule):
                 raise UserError(
                     f"the {self.name} series has {len(values):,} rows, too few for one {split} window of data.lookback="
                     f"{self.lookback} + data.horizon={self.horizon} steps ({split} has {max(0, end - max(start, 0)):,} rows); "
-                    f"use a shorter lookback or horizon, or a longer series.")
-        train = values[borders[0][0]:borders[0][1]]
+                    f"use a shorter lookback or horizon, or a longer series."
+                )
+        train = values[borders[0][0] : borders[0][1]]
         mean, std = train.mean(axis=0), train.std(axis=0)  # StandardScaler: population std, train rows only
-        std = np.where(std > 1e-12, std, 1.0)              # a constant channel is only centred
+        std = np.where(std > 1e-12, std, 1.0)  # a constant channel is only centred
         series = torch.from_numpy((values - mean) / std).float()
         self.channel_names, self.n_targets, self.mean, self.std = names, n_targets, mean, std
         self.cut({split: series[start:end] for split, (start, end) in zip(("train", "val", "test"), borders)})
@@ -92,13 +111,16 @@ class SineData(SeriesData):
 
     name = "sine"
 
-    def __init__(self, channels: int = 3, length: int = 3000, noise: float = 0.1, lookback: int = 64,
-                 horizon: int = 16, **kwargs):
+    def __init__(
+        self, channels: int = 3, length: int = 3000, noise: float = 0.1, lookback: int = 64, horizon: int = 16, **kwargs
+    ):
         super().__init__(lookback=lookback, horizon=horizon, **kwargs)
         self.channels, self.length, self.noise = int(channels), int(length), float(noise)
         if self.channels < 1 or self.length < 1 or self.noise < 0:
-            raise UserError(f"data.channels and data.length must be positive and data.noise not negative, got "
-                            f"{channels}, {length} and {noise}.")
+            raise UserError(
+                f"data.channels and data.length must be positive and data.noise not negative, got "
+                f"{channels}, {length} and {noise}."
+            )
 
     def load(self):
         rng = np.random.default_rng(0)
@@ -117,8 +139,10 @@ def _parse_dates(values: list[str], path: str, column: str) -> np.ndarray:
         return np.array(values, dtype="datetime64[s]")
     except ValueError:
         bad = next(v for v in values if not _is_date(v))
-        raise UserError(f"column '{column}' of {path} has '{bad}', which is not an ISO date (YYYY-MM-DD[ HH:MM[:SS]]); "
-                        f"fix the file, or set data.date_column=null to take the rows in file order.") from None
+        raise UserError(
+            f"column '{column}' of {path} has '{bad}', which is not an ISO date (YYYY-MM-DD[ HH:MM[:SS]]); "
+            f"fix the file, or set data.date_column=null to take the rows in file order."
+        ) from None
 
 
 def _is_date(value: str) -> bool:
@@ -135,9 +159,17 @@ class CSVSeries(SeriesData):
 
     name = "csv"
 
-    def __init__(self, path: str = "", date_column: str | None = "date", columns: list[str] | None = None,
-                 target: str | list[str] = "OT", features: str = "M", train_fraction: float = 0.7,
-                 val_fraction: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        path: str = "",
+        date_column: str | None = "date",
+        columns: list[str] | None = None,
+        target: str | list[str] = "OT",
+        features: str = "M",
+        train_fraction: float = 0.7,
+        val_fraction: float = 0.1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.path = os.path.expanduser(str(path))
         self.date_column = date_column or None
@@ -146,13 +178,19 @@ class CSVSeries(SeriesData):
         self.features = str(features).upper()
         self.train_fraction, self.val_fraction = float(train_fraction), float(val_fraction)
         if self.features not in FEATURES:
-            raise UserError(f"data.features must be M (all channels in and out), S (the target alone) or MS "
-                            f"(all in, the target out), got {features!r}.")
+            raise UserError(
+                f"data.features must be M (all channels in and out), S (the target alone) or MS "
+                f"(all in, the target out), got {features!r}."
+            )
         if not self.target:
             raise UserError("data.target must name at least one column to forecast, e.g. data.target=OT.")
-        if not (0 < self.train_fraction < 1 and 0 < self.val_fraction < 1 and self.train_fraction + self.val_fraction < 1):
-            raise UserError(f"data.train_fraction and data.val_fraction must be fractions that leave a test split, "
-                            f"got {train_fraction} and {val_fraction}; try 0.7 and 0.1.")
+        if not (
+            0 < self.train_fraction < 1 and 0 < self.val_fraction < 1 and self.train_fraction + self.val_fraction < 1
+        ):
+            raise UserError(
+                f"data.train_fraction and data.val_fraction must be fractions that leave a test split, "
+                f"got {train_fraction} and {val_fraction}; try 0.7 and 0.1."
+            )
 
     def csv_path(self) -> str:
         return self.path
@@ -167,13 +205,17 @@ class CSVSeries(SeriesData):
         except (UnicodeDecodeError, csv.Error) as e:
             raise UserError(f"{path} cannot be read as a UTF-8 CSV file ({e}); check that it is one.") from None
         if len(rows) < 2:
-            raise UserError(f"{path} has {'no header row' if not rows else 'a header but no data rows'}; "
-                            f"give a CSV file with a header row and one row per time step.")
+            raise UserError(
+                f"{path} has {'no header row' if not rows else 'a header but no data rows'}; "
+                f"give a CSV file with a header row and one row per time step."
+            )
         header = [h.strip() for h in rows[0]]
         short = next((i for i, r in enumerate(rows[1:], 2) if len(r) != len(header)), None)
         if short is not None:
-            raise UserError(f"line {short} of {path} has {len(rows[short - 1])} fields but the header has "
-                            f"{len(header)}; every row needs a value in every column.")
+            raise UserError(
+                f"line {short} of {path} has {len(rows[short - 1])} fields but the header has "
+                f"{len(header)}; every row needs a value in every column."
+            )
         return header, rows[1:]
 
     def select(self, header: list[str]) -> tuple[list[str], list[str]]:
@@ -224,7 +266,8 @@ class CSVSeries(SeriesData):
                     if not ok:
                         raise UserError(
                             f"column '{name}' of {self.csv_path()} is not numeric (line {line} has {r[i]!r}); fix the "
-                            f"file or leave the column out with data.columns=[...].")
+                            f"file or leave the column out with data.columns=[...]."
+                        )
         return values
 
     def borders(self, n: int) -> list[tuple[int, int]]:
@@ -232,8 +275,12 @@ class CSVSeries(SeriesData):
 
 
 ETT_COLUMNS = ["date", "HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
-ETT_MD5 = {"ETTh1": "8381763947c85f4be6ac456c508460d6", "ETTh2": "51a229a3fc13579dd939364fefe9c7ab",
-           "ETTm1": "82d6bd89109c63d075d99c1077b33f38", "ETTm2": "7687e47825335860bf58bccb31be0c56"}
+ETT_MD5 = {
+    "ETTh1": "8381763947c85f4be6ac456c508460d6",
+    "ETTh2": "51a229a3fc13579dd939364fefe9c7ab",
+    "ETTm1": "82d6bd89109c63d075d99c1077b33f38",
+    "ETTm2": "7687e47825335860bf58bccb31be0c56",
+}
 
 
 class ETTData(CSVSeries):
@@ -245,13 +292,25 @@ class ETTData(CSVSeries):
 
     URL = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/{name}.csv"
 
-    def __init__(self, name: str = "ETTh1", data_dir: str = "data", url: str | None = None, checksum: str | None = "known",
-                 mirror: str | None = None, download: bool = True, lookback: int = 96, horizon: int = 96,
-                 features: str = "M", target: str = "OT", **kwargs):
+    def __init__(
+        self,
+        name: str = "ETTh1",
+        data_dir: str = "data",
+        url: str | None = None,
+        checksum: str | None = "known",
+        mirror: str | None = None,
+        download: bool = True,
+        lookback: int = 96,
+        horizon: int = 96,
+        features: str = "M",
+        target: str = "OT",
+        **kwargs,
+    ):
         if name not in ETT_MD5:
             raise UserError(f"data.name must be one of {', '.join(ETT_MD5)}, got {name!r}.")
-        super().__init__(path="", date_column="date", features=features, target=target, lookback=lookback,
-                         horizon=horizon, **kwargs)
+        super().__init__(
+            path="", date_column="date", features=features, target=target, lookback=lookback, horizon=horizon, **kwargs
+        )
         self.name, self.file = name.lower(), name
         self.data_dir, self.url = os.path.expanduser(str(data_dir)), url or self.URL.format(name=name)
         self.checksum = f"md5:{ETT_MD5[name]}" if checksum == "known" else checksum
@@ -263,20 +322,31 @@ class ETTData(CSVSeries):
         return os.path.join(self.data_dir, "ETT", f"{self.file}.csv")
 
     def prepare_data(self) -> None:
-        fetch(source_url(self.mirror, self.url, f"{self.file}.csv"), self.csv_path(), self.checksum, name=f"{self.file}.csv",
-              key="data.checksum", offline="use data=sine, which is generated offline", download=self.download)
+        fetch(
+            source_url(self.mirror, self.url, f"{self.file}.csv"),
+            self.csv_path(),
+            self.checksum,
+            name=f"{self.file}.csv",
+            key="data.checksum",
+            offline="use data=sine, which is generated offline",
+            download=self.download,
+        )
 
     def read_table(self):
         self.prepare_data()
         header, rows = super().read_table()
         if header != ETT_COLUMNS:
-            raise UserError(f"{self.csv_path()} is not an ETT file (its columns are {', '.join(header)}, expected "
-                            f"{', '.join(ETT_COLUMNS)}); delete it to download it afresh.")
+            raise UserError(
+                f"{self.csv_path()} is not an ETT file (its columns are {', '.join(header)}, expected "
+                f"{', '.join(ETT_COLUMNS)}); delete it to download it afresh."
+            )
         return header, rows
 
     def borders(self, n: int) -> list[tuple[int, int]]:
         train, val, test = self.months
         if n < train + val + test:
-            raise UserError(f"{self.csv_path()} has {n:,} rows; the ETT protocol needs {train + val + test:,} "
-                            f"(12 + 4 + 4 months); delete it to download it afresh.")
+            raise UserError(
+                f"{self.csv_path()} has {n:,} rows; the ETT protocol needs {train + val + test:,} "
+                f"(12 + 4 + 4 months); delete it to download it afresh."
+            )
         return [(0, train), (train - self.lookback, train + val), (train + val - self.lookback, train + val + test)]

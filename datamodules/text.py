@@ -10,6 +10,7 @@ Topic classification (``task="classify"``): AG News, a word vocabulary built fro
 split (minimum frequency, maximum size), ids padded to ``max_length`` with ``<pad>`` = 0 and
 unknown words mapped to ``<unk>`` = 1; networks read each sequence's true length from the padding.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,8 +43,16 @@ class CharCorpus(WindowedSplits, TensorDataModule):
 
     name = "text"
 
-    def __init__(self, seq_len: int = 128, stride: int | None = None, split: tuple[float, float, float] = (0.9, 0.05, 0.05),
-                 batch_size: int = 64, eval_batch_size: int = 256, seed: int = 0, data_on_device: bool = True):
+    def __init__(
+        self,
+        seq_len: int = 128,
+        stride: int | None = None,
+        split: tuple[float, float, float] = (0.9, 0.05, 0.05),
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        seed: int = 0,
+        data_on_device: bool = True,
+    ):
         super().__init__(batch_size, eval_batch_size, seed, data_on_device)
         self.seq_len = int(seq_len)
         self.stride = int(stride) if stride else self.seq_len
@@ -51,8 +60,10 @@ class CharCorpus(WindowedSplits, TensorDataModule):
         if self.seq_len < 1 or self.stride < 1:
             raise UserError(f"data.seq_len and data.stride must be positive, got {seq_len} and {stride}.")
         if len(self.fractions) != 3 or min(self.fractions) <= 0 or abs(sum(self.fractions) - 1) > 1e-6:
-            raise UserError(f"data.split must be three positive fractions (train, val, test) that add up to 1, "
-                            f"got {list(split)}; try data.split=[0.9,0.05,0.05].")
+            raise UserError(
+                f"data.split must be three positive fractions (train, val, test) that add up to 1, "
+                f"got {list(split)}; try data.split=[0.9,0.05,0.05]."
+            )
         self.vocabulary: list[str] = []
 
     def read(self) -> str:
@@ -61,8 +72,14 @@ class CharCorpus(WindowedSplits, TensorDataModule):
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(name=self.name, kind="tokens", shape=(self.seq_len,), task="language_model",
-                        vocab_size=len(self.vocabulary), vocabulary=tuple(self.vocabulary))
+        return DataSpec(
+            name=self.name,
+            kind="tokens",
+            shape=(self.seq_len,),
+            task="language_model",
+            vocab_size=len(self.vocabulary),
+            vocabulary=tuple(self.vocabulary),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -71,14 +88,15 @@ class CharCorpus(WindowedSplits, TensorDataModule):
         self.vocabulary, ids = encode_characters(text)
         n = len(ids)
         n_train, n_val = int(n * self.fractions[0]), int(n * self.fractions[1])
-        parts = {"train": ids[:n_train], "val": ids[n_train:n_train + n_val], "test": ids[n_train + n_val:]}
+        parts = {"train": ids[:n_train], "val": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
         for split, part in parts.items():
             if len(part) < self.seq_len + 1:
                 need = math.ceil((self.seq_len + 1) / min(self.fractions))
                 raise UserError(
                     f"the {self.name} text has {n:,} characters, so its {split} split ({len(part):,}) is shorter than "
                     f"one window of data.seq_len+1={self.seq_len + 1}; use a shorter data.seq_len or a text of at "
-                    f"least {need:,} characters.")
+                    f"least {need:,} characters."
+                )
         self.cut(parts)
 
     def windows(self, split: str, base: torch.Tensor):
@@ -93,16 +111,30 @@ class TinyShakespeare(CharCorpus):
     URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
     SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
-    def __init__(self, data_dir: str = "data", url: str = URL, checksum: str | None = f"sha256:{SHA256}",
-                 mirror: str | None = None, download: bool = True, **kwargs):
+    def __init__(
+        self,
+        data_dir: str = "data",
+        url: str = URL,
+        checksum: str | None = f"sha256:{SHA256}",
+        mirror: str | None = None,
+        download: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.data_dir, self.url, self.checksum = os.path.expanduser(str(data_dir)), url, checksum
         self.mirror, self.download = mirror, download
         self.path = os.path.join(self.data_dir, "shakespeare", "input.txt")
 
     def prepare_data(self) -> None:
-        fetch(source_url(self.mirror, self.url, "input.txt"), self.path, self.checksum, name="Tiny Shakespeare (input.txt)",
-              key="data.checksum", offline=OFFLINE_TEXT, download=self.download)
+        fetch(
+            source_url(self.mirror, self.url, "input.txt"),
+            self.path,
+            self.checksum,
+            name="Tiny Shakespeare (input.txt)",
+            key="data.checksum",
+            offline=OFFLINE_TEXT,
+            download=self.download,
+        )
 
     def read(self) -> str:
         self.prepare_data()
@@ -149,7 +181,7 @@ def build_vocabulary(texts: list[list[str]], min_freq: int, max_size: int) -> li
     """``<pad>``, ``<unk>``, then the words seen at least ``min_freq`` times, most frequent first."""
     counts = Counter(w for words in texts for w in words)
     kept = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
-    return [PAD, UNK] + kept[:max(0, max_size - 2)]
+    return [PAD, UNK] + kept[: max(0, max_size - 2)]
 
 
 def encode_padded(texts: list[list[str]], stoi: dict[str, int], max_length: int) -> torch.Tensor:
@@ -158,7 +190,7 @@ def encode_padded(texts: list[list[str]], stoi: dict[str, int], max_length: int)
     out = np.zeros((len(texts), max_length), dtype=np.int64)
     for i, words in enumerate(texts):
         ids = [stoi.get(w, unk) for w in words[:max_length]] or [unk]
-        out[i, :len(ids)] = ids
+        out[i, : len(ids)] = ids
     return torch.from_numpy(out)
 
 
@@ -171,18 +203,37 @@ class AGNews(TensorDataModule):
     URL = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv"
     MD5 = {"train": "md5:b1a00f826fdfbd249f79597b59e1dc12", "test": "md5:d52ea96a97a2d943681189a97654912d"}
 
-    def __init__(self, data_dir: str = "data", batch_size: int = 128, eval_batch_size: int = 1024,
-                 val_size: float = 5000, seed: int = 0, max_length: int = 64, min_freq: int = 2,
-                 max_vocab: int = 30000, url: str = URL, checksums: dict | None = None, mirror: str | None = None,
-                 download: bool = True, data_on_device: bool = True):
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        val_size: float = 5000,
+        seed: int = 0,
+        max_length: int = 64,
+        min_freq: int = 2,
+        max_vocab: int = 30000,
+        url: str = URL,
+        checksums: dict | None = None,
+        mirror: str | None = None,
+        download: bool = True,
+        data_on_device: bool = True,
+    ):
         """``checksums``: {"train": "md5:...", "test": "md5:..."}; None: the known ones (MD5)."""
         super().__init__(batch_size, eval_batch_size, seed, data_on_device)
         self.data_dir = os.path.expanduser(str(data_dir))
-        self.val_size, self.max_length, self.min_freq, self.max_vocab = val_size, int(max_length), int(min_freq), int(max_vocab)
+        self.val_size, self.max_length, self.min_freq, self.max_vocab = (
+            val_size,
+            int(max_length),
+            int(min_freq),
+            int(max_vocab),
+        )
         self.url, self.mirror, self.download = url, mirror, download
         self.checksums = dict(self.MD5 if checksums is None else checksums)
         if self.max_length < 1 or self.max_vocab < 3:
-            raise UserError(f"data.max_length must be positive and data.max_vocab at least 3, got {max_length} and {max_vocab}.")
+            raise UserError(
+                f"data.max_length must be positive and data.max_vocab at least 3, got {max_length} and {max_vocab}."
+            )
         self.vocabulary: list[str] = []
 
     def path(self, split: str) -> str:
@@ -190,9 +241,15 @@ class AGNews(TensorDataModule):
 
     def prepare_data(self) -> None:
         for split in ("train", "test"):
-            fetch(source_url(self.mirror, self.url.rstrip("/") + f"/{split}.csv", f"{split}.csv"), self.path(split), self.checksums.get(split), name=f"AG News ({split}.csv)",
-                  key=f"data.checksums.{split}", offline="use data=pydoc for an offline text run",
-                  download=self.download)
+            fetch(
+                source_url(self.mirror, self.url.rstrip("/") + f"/{split}.csv", f"{split}.csv"),
+                self.path(split),
+                self.checksums.get(split),
+                name=f"AG News ({split}.csv)",
+                key=f"data.checksums.{split}",
+                offline="use data=pydoc for an offline text run",
+                download=self.download,
+            )
 
     def read_csv(self, split: str) -> tuple[list[str], torch.Tensor]:
         path = self.path(split)
@@ -202,8 +259,9 @@ class AGNews(TensorDataModule):
                 for line, row in enumerate(csv.reader(f), 1):
                     if len(row) != 3 or row[0] not in ("1", "2", "3", "4"):
                         raise UserError(
-                            f"{path} is not in the AG News format (line {line} should be \"class 1-4\",\"title\","
-                            f"\"description\"); delete it to download it afresh.")
+                            f'{path} is not in the AG News format (line {line} should be "class 1-4","title",'
+                            f'"description"); delete it to download it afresh.'
+                        )
                     labels.append(int(row[0]) - 1)
                     texts.append(row[1] + " " + row[2])
         except (UnicodeDecodeError, csv.Error) as e:
@@ -214,9 +272,17 @@ class AGNews(TensorDataModule):
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(name=self.name, kind="tokens", shape=(self.max_length,), num_classes=len(self.class_names),
-                        class_names=self.class_names, task="classify", vocab_size=len(self.vocabulary),
-                        vocabulary=tuple(self.vocabulary), pad_index=0)
+        return DataSpec(
+            name=self.name,
+            kind="tokens",
+            shape=(self.max_length,),
+            num_classes=len(self.class_names),
+            class_names=self.class_names,
+            task="classify",
+            vocab_size=len(self.vocabulary),
+            vocabulary=tuple(self.vocabulary),
+            pad_index=0,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -227,8 +293,10 @@ class AGNews(TensorDataModule):
         words = [tokenize(t) for t in texts]
         n_val = count(self.val_size, len(words))
         if not 0 < n_val < len(words):
-            raise UserError(f"data.val_size={self.val_size} leaves no training or no validation articles out of "
-                            f"{len(words)}; give a fraction below 1 or a smaller count.")
+            raise UserError(
+                f"data.val_size={self.val_size} leaves no training or no validation articles out of "
+                f"{len(words)}; give a fraction below 1 or a smaller count."
+            )
         train_idx, val_idx = seeded_split(len(words), [len(words) - n_val, n_val], self.seed)
         train_words = [words[i] for i in train_idx.tolist()]
         # The vocabulary comes from the training split only: validation and test words stay unseen.

@@ -1,6 +1,7 @@
 """Sequence splits as windows: views (``Tensor.unfold``) of one base tensor per split, so a text or a
 series is held once however many overlapping windows are cut from it; a batch is copied out by
 indexing only when it is taken."""
+
 from __future__ import annotations
 
 import torch
@@ -12,11 +13,13 @@ def next_token_windows(ids: torch.Tensor, seq_len: int, stride: int) -> tuple[to
     return windows[:, :-1], windows[:, 1:]
 
 
-def forecast_windows(series: torch.Tensor, lookback: int, horizon: int, n_targets: int) -> tuple[torch.Tensor, torch.Tensor]:
+def forecast_windows(
+    series: torch.Tensor, lookback: int, horizon: int, n_targets: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """From a (T, C) series: inputs (N, lookback, C) and the last ``n_targets`` channels of the next
     ``horizon`` steps (N, horizon, n_targets), one window per step."""
-    w = series.unfold(0, lookback + horizon, 1)                    # (N, C, lookback + horizon)
-    return w[:, :, :lookback].transpose(1, 2), w[:, series.shape[1] - n_targets:, lookback:].transpose(1, 2)
+    w = series.unfold(0, lookback + horizon, 1)  # (N, C, lookback + horizon)
+    return w[:, :, :lookback].transpose(1, 2), w[:, series.shape[1] - n_targets :, lookback:].transpose(1, 2)
 
 
 class WindowedSplits:

@@ -1,4 +1,5 @@
 """Shared fixtures. Helper functions live in tests/helpers/ (import them from ``tests.helpers``)."""
+
 from __future__ import annotations
 
 import http.server

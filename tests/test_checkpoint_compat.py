@@ -1,6 +1,7 @@
 """Checkpoints written before the architecture change still load: each fixture of
 tests/fixtures/checkpoints is rebuilt through zoo.run.rebuild and gives the outputs its own code
 computed (expected.json), and eval.py and generate.py run on them end to end."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,16 @@ def test_a_checkpoint_from_before_the_move_rebuilds_to_the_same_outputs(name):
     want = EXPECTED[name]
     rebuilt = rebuild(str(FIXTURES / f"{name}.ckpt"))
     net, spec = rebuilt.net.eval(), rebuilt.spec
-    assert (rebuilt.task, rebuilt.choices["model"], rebuilt.choices["data"]) == (want["task"], want["model"], want["data"])
+    assert (rebuilt.task, rebuilt.choices["model"], rebuilt.choices["data"]) == (
+        want["task"],
+        want["model"],
+        want["data"],
+    )
     # built by the builder conf/ names today (MLP, CNN, LSTM, GAN: per data kind, e.g. MLPClassifier)
-    assert type(net).__module__.startswith("zoo.nets.") and want["class"].lower() in rebuilt.config["model"]["_target_"].lower()
+    assert (
+        type(net).__module__.startswith("zoo.nets.")
+        and want["class"].lower() in rebuilt.config["model"]["_target_"].lower()
+    )
     # the target comes from today's conf/, not from the file (which names the pre-move module)
     assert not rebuilt.config["model"]["_target_"].startswith(f"zoo.{want['model']}.")
     g = torch.Generator().manual_seed(0)  # the same input as the one expected.json was computed on

@@ -6,6 +6,7 @@ that reads a checkpoint (eval.py, generate.py for each generative task, ``init_f
 ``resume=true``) must refuse it with one ``error:`` sentence and exit status 2, and the side effect
 the payload aims at (a marker file) must not exist afterwards.
 """
+
 from __future__ import annotations
 
 import copy
@@ -119,32 +120,44 @@ def test_rebuild_refuses_a_stored_target_anywhere(tmp_path, capsys, kind, place)
     assert_refused_in_process(lambda: rebuild(str(path)), capsys, tmp_path / "marker")
 
 
-@pytest.mark.parametrize("edit, says", [
-    (lambda hp: hp["config"]["model"].__setitem__("_target_", "builtins.exec"), "model._target_='builtins.exec'"),
-    (lambda hp: hp["config"]["data"].__setitem__("_target_", "datamodules.images.MNISTData"), "conf/ has"),
-    (lambda hp: hp["config"]["model"].__setitem__("_args_", ["x"]), "model._args_"),
-    (lambda hp: hp["config"]["model"].__setitem__("_recursive_", False), "model._recursive_"),
-    (lambda hp: hp["config"]["model"].__setitem__("_convert_", "all"), "model._convert_"),
-    (lambda hp: hp["config"]["model"].__setitem__("_partial_", False), "model._partial_"),
-    (lambda hp: hp["config"]["model"].__setitem__("_secret", 1), "model._secret"),
-    (lambda hp: hp["config"]["model"].__setitem__("surprise", 1), "model.surprise, an option conf/ does not declare"),
-    (lambda hp: hp["config"]["model"].__setitem__("activation", "${oc.env:HOME}"), "not as plain data"),
-    (lambda hp: hp["config"]["data"].__setitem__("seed", b"42"), "not as plain data"),
-    (lambda hp: hp["choices"].__setitem__("model", "transformer9000"), "model='transformer9000', which is not a file"),
-    (lambda hp: hp["choices"].__setitem__("model", "../../etc/passwd"), "which is not a file of conf/model/"),
-    (lambda hp: hp["choices"].__setitem__("data", "../model/mlp"), "which is not a file of conf/data/"),
-    (lambda hp: hp["choices"].__setitem__("optimizer", 3), "which is not a file of conf/optimizer/"),
-    (lambda hp: hp.__setitem__("choices", "model=mlp"), "does not record which model and data"),
-    (lambda hp: hp.__setitem__("task", "zoo.tasks.classify:ClassificationTask"), "names the task"),
-    (lambda hp: hp["spec"].__setitem__("shape", "1x8x8"), "spec.shape='1x8x8', which is not of type tuple[int, ...]"),
-    (lambda hp: hp["spec"].__setitem__("num_classes", "10"), "spec.num_classes='10'"),
-    (lambda hp: hp["spec"].__setitem__("num_classes", True), "spec.num_classes=True"),
-    (lambda hp: hp["spec"].__setitem__("class_names", [0, 1]), "spec.class_names"),
-    (lambda hp: hp["spec"].__setitem__("channel_mean", [float("nan")]), "spec.channel_mean"),
-    (lambda hp: hp["spec"].__setitem__("kind", "pickle"), "a data spec of kind 'pickle'"),
-    (lambda hp: hp["spec"].__setitem__("shape", [1, 0, 8]), "shape [1, 0, 8]"),
-    (lambda hp: hp.__setitem__("spec", {"_target_": "builtins.open"}), "stores spec._target_"),
-])
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda hp: hp["config"]["model"].__setitem__("_target_", "builtins.exec"), "model._target_='builtins.exec'"),
+        (lambda hp: hp["config"]["data"].__setitem__("_target_", "datamodules.images.MNISTData"), "conf/ has"),
+        (lambda hp: hp["config"]["model"].__setitem__("_args_", ["x"]), "model._args_"),
+        (lambda hp: hp["config"]["model"].__setitem__("_recursive_", False), "model._recursive_"),
+        (lambda hp: hp["config"]["model"].__setitem__("_convert_", "all"), "model._convert_"),
+        (lambda hp: hp["config"]["model"].__setitem__("_partial_", False), "model._partial_"),
+        (lambda hp: hp["config"]["model"].__setitem__("_secret", 1), "model._secret"),
+        (
+            lambda hp: hp["config"]["model"].__setitem__("surprise", 1),
+            "model.surprise, an option conf/ does not declare",
+        ),
+        (lambda hp: hp["config"]["model"].__setitem__("activation", "${oc.env:HOME}"), "not as plain data"),
+        (lambda hp: hp["config"]["data"].__setitem__("seed", b"42"), "not as plain data"),
+        (
+            lambda hp: hp["choices"].__setitem__("model", "transformer9000"),
+            "model='transformer9000', which is not a file",
+        ),
+        (lambda hp: hp["choices"].__setitem__("model", "../../etc/passwd"), "which is not a file of conf/model/"),
+        (lambda hp: hp["choices"].__setitem__("data", "../model/mlp"), "which is not a file of conf/data/"),
+        (lambda hp: hp["choices"].__setitem__("optimizer", 3), "which is not a file of conf/optimizer/"),
+        (lambda hp: hp.__setitem__("choices", "model=mlp"), "does not record which model and data"),
+        (lambda hp: hp.__setitem__("task", "zoo.tasks.classify:ClassificationTask"), "names the task"),
+        (
+            lambda hp: hp["spec"].__setitem__("shape", "1x8x8"),
+            "spec.shape='1x8x8', which is not of type tuple[int, ...]",
+        ),
+        (lambda hp: hp["spec"].__setitem__("num_classes", "10"), "spec.num_classes='10'"),
+        (lambda hp: hp["spec"].__setitem__("num_classes", True), "spec.num_classes=True"),
+        (lambda hp: hp["spec"].__setitem__("class_names", [0, 1]), "spec.class_names"),
+        (lambda hp: hp["spec"].__setitem__("channel_mean", [float("nan")]), "spec.channel_mean"),
+        (lambda hp: hp["spec"].__setitem__("kind", "pickle"), "a data spec of kind 'pickle'"),
+        (lambda hp: hp["spec"].__setitem__("shape", [1, 0, 8]), "shape [1, 0, 8]"),
+        (lambda hp: hp.__setitem__("spec", {"_target_": "builtins.open"}), "stores spec._target_"),
+    ],
+)
 def test_rebuild_refuses_what_is_not_this_projects_plain_config(tmp_path, capsys, edit, says):
     from zoo.run.rebuild import rebuild
 
@@ -164,7 +177,9 @@ def test_eval_refuses_a_checkpoint_whose_data_opens_a_file(tmp_path):
 @pytest.mark.slow  # a subprocess: the command as a user runs it
 def test_generate_refuses_a_language_model_whose_model_copies_a_file(tmp_path):
     marker = tmp_path / "marker"
-    path = craft(tmp_path, "language_model_lstm", lambda hp: hp["config"].__setitem__("model", payloads(tmp_path)["copy"]))
+    path = craft(
+        tmp_path, "language_model_lstm", lambda hp: hp["config"].__setitem__("model", payloads(tmp_path)["copy"])
+    )
     last = assert_refused(cli("generate.py", f"ckpt_path={path}", "length=5"), marker)
     assert "model._target_='shutil.copyfile'" in last
 
@@ -172,8 +187,11 @@ def test_generate_refuses_a_language_model_whose_model_copies_a_file(tmp_path):
 @pytest.mark.slow  # a subprocess: the command as a user runs it
 def test_generate_refuses_a_gan_whose_optimizer_unpickles_a_file(tmp_path):
     marker = tmp_path / "marker"
-    path = craft(tmp_path, "adversarial_gan",
-                 lambda hp: hp["config"]["optimizer"].__setitem__("betas", [0.5, payloads(tmp_path)["unpickle"]]))
+    path = craft(
+        tmp_path,
+        "adversarial_gan",
+        lambda hp: hp["config"]["optimizer"].__setitem__("betas", [0.5, payloads(tmp_path)["unpickle"]]),
+    )
     out = tmp_path / "samples.png"
     last = assert_refused(cli("generate.py", f"ckpt_path={path}", f"out={out}"), marker)
     assert "optimizer.betas" in last and not out.exists()
@@ -183,7 +201,9 @@ def test_generate_refuses_a_gan_whose_optimizer_unpickles_a_file(tmp_path):
 def test_eval_in_process_refuses_a_crafted_checkpoint(tmp_path, capsys, kind):
     from eval import evaluate
 
-    path = craft(tmp_path, "classify_mlp", lambda hp: hp["config"]["data"].__setitem__("batch_size", payloads(tmp_path)[kind]))
+    path = craft(
+        tmp_path, "classify_mlp", lambda hp: hp["config"]["data"].__setitem__("batch_size", payloads(tmp_path)[kind])
+    )
     out = tmp_path / "metrics.json"
     cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "eval.yaml"), {"ckpt_path": str(path), "out": str(out)})
     err = assert_refused_in_process(lambda: evaluate(cfg), capsys, tmp_path / "marker")
@@ -195,7 +215,9 @@ def test_generate_refuses_a_choice_outside_conf(tmp_path, capsys, fixture):
     from generate import generate
 
     path = craft(tmp_path, fixture, lambda hp: hp["choices"].__setitem__("data", "../../../tmp/evil"))
-    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "generate.yaml"), {"ckpt_path": str(path), "out": str(tmp_path / "x.png")})
+    cfg = OmegaConf.merge(
+        OmegaConf.load(ROOT / "conf" / "generate.yaml"), {"ckpt_path": str(path), "out": str(tmp_path / "x.png")}
+    )
     err = assert_refused_in_process(lambda: generate(cfg), capsys, tmp_path / "marker")
     assert "data='../../../tmp/evil', which is not a file of conf/data/" in err
 
@@ -207,7 +229,9 @@ def test_init_from_refuses_a_crafted_checkpoint(tmp_path, capsys, kind):
 
     net = rebuild(str(FIXTURES / "classify_mlp.ckpt")).net
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    path = craft(tmp_path, "classify_mlp", lambda hp: hp["config"]["model"].__setitem__("widths", [payloads(tmp_path)[kind]]))
+    path = craft(
+        tmp_path, "classify_mlp", lambda hp: hp["config"]["model"].__setitem__("widths", [payloads(tmp_path)[kind]])
+    )
     assert_refused_in_process(lambda: load_weights(net, str(path)), capsys, tmp_path / "marker")
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing copied in
 
@@ -223,19 +247,28 @@ def test_resume_refuses_a_crafted_resume_checkpoint_before_touching_the_folder(t
     events = out / "tensorboard"
     events.mkdir(parents=True)
     (events / "events.out.tfevents.1").write_bytes(b"x" * 100)
-    craft(out, "classify_mlp", lambda hp: hp["config"]["callbacks"].__setitem__("evil", payloads(tmp_path)["copy"]),
-          name="checkpoints/resume.ckpt")
+    craft(
+        out,
+        "classify_mlp",
+        lambda hp: hp["config"]["callbacks"].__setitem__("evil", payloads(tmp_path)["copy"]),
+        name="checkpoints/resume.ckpt",
+    )
     # refused before the task is looked at, so none is needed
-    assert_refused_in_process(lambda: resume_point(_resume_cfg(), str(out / "checkpoints"), str(out), None),
-                              capsys, tmp_path / "marker")
+    assert_refused_in_process(
+        lambda: resume_point(_resume_cfg(), str(out / "checkpoints"), str(out), None), capsys, tmp_path / "marker"
+    )
     assert (events / "events.out.tfevents.1").stat().st_size == 100  # not rewound
 
 
 @pytest.mark.slow  # a subprocess: the command as a user runs it
 def test_train_resume_refuses_a_crafted_resume_checkpoint(tmp_path):
     marker, out = tmp_path / "marker", tmp_path / "run"
-    craft(out, "classify_mlp", lambda hp: hp["config"].__setitem__("model", payloads(tmp_path)["touch"]),
-          name="checkpoints/resume.ckpt")
+    craft(
+        out,
+        "classify_mlp",
+        lambda hp: hp["config"].__setitem__("model", payloads(tmp_path)["touch"]),
+        name="checkpoints/resume.ckpt",
+    )
     r = cli("train.py", "model=mlp", "model.widths=[16]", "trainer.max_epochs=1", "resume=true", f"hydra.run.dir={out}")
     last = assert_refused(r, marker)
     assert "model._target_='pathlib.Path.touch'" in last

@@ -1,5 +1,6 @@
 """The commands a user types: the default run end to end, --help, eval.py, and bad input answered
 with one sentence, exit status 2 and no traceback (config mistakes before torch is imported)."""
+
 from __future__ import annotations
 
 import json
@@ -40,17 +41,24 @@ def test_default_run_end_to_end_then_eval(tmp_path):
 def test_help_lists_every_group_and_its_choices():
     r = cli("train.py", "--help", timeout=30)
     assert r.returncode == 0
-    listed = {line.split(":")[0]: set(line.split(":")[1].replace(" ", "").split(","))
-              for line in r.stdout.splitlines() if ": " in line and "," in line and not line.startswith(" ")}
-    expected = {"data": {"cifar10", "digits", "fashion_mnist", "mnist"}, "model": {"cnn", "mlp", "resnet"},
-                "optimizer": {"adagrad", "adam", "adamw", "rmsprop", "sgd"},
-                "scheduler": {"cosine", "none", "onecycle", "plateau", "step"}, "trainer": {"cpu", "default", "gpu"},
-                "callbacks": {"default", "none"}, "debug": {"fdr", "limit", "overfit", "profiler"},
-                "logger": {"csv", "many", "none", "tensorboard"},
-                "experiment": {"cifar10_resnet", "digits_mlp", "mnist_cnn", "bench_mlp_mnist"}}
+    listed = {
+        line.split(":")[0]: set(line.split(":")[1].replace(" ", "").split(","))
+        for line in r.stdout.splitlines()
+        if ": " in line and "," in line and not line.startswith(" ")
+    }
+    expected = {
+        "data": {"cifar10", "digits", "fashion_mnist", "mnist"},
+        "model": {"cnn", "mlp", "resnet"},
+        "optimizer": {"adagrad", "adam", "adamw", "rmsprop", "sgd"},
+        "scheduler": {"cosine", "none", "onecycle", "plateau", "step"},
+        "trainer": {"cpu", "default", "gpu"},
+        "callbacks": {"default", "none"},
+        "debug": {"fdr", "limit", "overfit", "profiler"},
+        "logger": {"csv", "many", "none", "tensorboard"},
+        "experiment": {"cifar10_resnet", "digits_mlp", "mnist_cnn", "bench_mlp_mnist"},
+    }
     for group, choices in expected.items():
         assert choices <= listed.get(group, set()), (group, listed.get(group))
-
 
 
 def hydra_own_help(command: str, *args: str) -> str:
@@ -83,8 +91,10 @@ def hydra_own_help(command: str, *args: str) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("command, args", [("train", ()), ("train", ("model=cnn", "data=mnist", "--resolve")),
-                                           ("eval", ()), ("generate", ())])
+@pytest.mark.parametrize(
+    "command, args",
+    [("train", ()), ("train", ("model=cnn", "data=mnist", "--resolve")), ("eval", ()), ("generate", ())],
+)
 def test_help_is_hydras_help_text_without_torch(command, args):
     r = cli("-X", "importtime", f"{command}.py", *args, "--help", timeout=30)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -97,8 +107,12 @@ def test_help_with_a_bad_override_gets_one_sentence():
     r = cli("train.py", "model=transformer", "--help", timeout=30)
     assert r.returncode == 2 and r.stderr.startswith("error: 'transformer' is not a choice for model") and not r.stdout
 
+
 BAD = [
-    (["model=transformer"], f"'transformer' is not a choice for model; choose one of: {', '.join(group_choices('model'))}."),
+    (
+        ["model=transformer"],
+        f"'transformer' is not a choice for model; choose one of: {', '.join(group_choices('model'))}.",
+    ),
     (["data=imagenet"], f"'imagenet' is not a choice for data; choose one of: {', '.join(group_choices('data'))}."),
     (["trainer.max_epoch=3"], "'trainer.max_epoch' is not a config key; did you mean trainer.max_epochs?"),
     (["optimizer.lr=-0.1"], "optimizer.lr must be a positive number, got -0.1; try optimizer.lr=1e-3."),
@@ -127,8 +141,13 @@ def test_dataset_missing_offline(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = cli("train.py", "data=mnist", f"paths.data_dir={tmp_path / 'data'}", f"data.mirror=http://127.0.0.1:{port}/",
-            f"hydra.run.dir={tmp_path / 'run'}")
+    r = cli(
+        "train.py",
+        "data=mnist",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"data.mirror=http://127.0.0.1:{port}/",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: mnist is not in ") and str(tmp_path / "data" / "MNIST" / "raw") in line
@@ -158,7 +177,9 @@ def test_a_model_that_cannot_take_the_data_names_both_sides():
     from zoo.nets.resnet import ResNet
 
     spec = DataSpec(name="sine", kind="series", shape=(96, 3))
-    with pytest.raises(UserError, match=r"^model=resnet cannot take data=sine: it needs images, and sine yields numeric series"):
+    with pytest.raises(
+        UserError, match=r"^model=resnet cannot take data=sine: it needs images, and sine yields numeric series"
+    ):
         build_net(partial(ResNet, dropout=0.1), spec, "resnet", "sine")
 
 

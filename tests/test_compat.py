@@ -1,6 +1,7 @@
 """zoo/compat.py: each private API of another library the project relies on still exists, with the
 signature and behaviour it is used with. A failure here after an upgrade names the library, the
 private name and the zoo.compat function to update; nothing else in the project needs looking at."""
+
 from __future__ import annotations
 
 import importlib
@@ -28,17 +29,22 @@ def require(owner, name: str, user: str, params: list[str] | None = None):
         except ImportError as e:
             pytest.fail(f"{e}; zoo.compat.{user} imports from it: update zoo/compat.py")
     label = getattr(owner, "__name__", type(owner).__name__)
-    versions = ", ".join(f"{m} {importlib.import_module(m).__version__}"
-                         for m in ("lightning", "torch", "hydra", "optuna"))
+    versions = ", ".join(
+        f"{m} {importlib.import_module(m).__version__}" for m in ("lightning", "torch", "hydra", "optuna")
+    )
     if not hasattr(owner, name):
-        pytest.fail(f"{label}.{name} is gone ({versions}); zoo.compat.{user} relies on it: "
-                    f"find its replacement (a public API if there is one now) and update zoo/compat.py")
+        pytest.fail(
+            f"{label}.{name} is gone ({versions}); zoo.compat.{user} relies on it: "
+            f"find its replacement (a public API if there is one now) and update zoo/compat.py"
+        )
     value = getattr(owner, name)
     if params is not None:
         found = list(inspect.signature(value).parameters)
         if found != params:
-            pytest.fail(f"{label}.{name} now takes {found}, not {params} ({versions}); "
-                        f"zoo.compat.{user} calls it: update zoo/compat.py")
+            pytest.fail(
+                f"{label}.{name} now takes {found}, not {params} ({versions}); "
+                f"zoo.compat.{user} calls it: update zoo/compat.py"
+            )
     return value
 
 
@@ -52,7 +58,9 @@ class _Recorder(L.LightningModule):
         self.seen: list[tuple[int, bool, int]] = []
 
     def training_step(self, batch, batch_idx):
-        self.seen.append((batch_idx, compat.should_update_logs(self.trainer), compat.batches_that_stepped(self.trainer)))
+        self.seen.append(
+            (batch_idx, compat.should_update_logs(self.trainer), compat.batches_that_stepped(self.trainer))
+        )
         return self.layer(batch[0]).pow(2).mean()
 
     def configure_optimizers(self):
@@ -63,9 +71,16 @@ class _Recorder(L.LightningModule):
 
 
 def test_logging_rule_and_logging_step_follow_the_trainer(tmp_path):
-    trainer = L.Trainer(max_epochs=1, log_every_n_steps=2, accumulate_grad_batches=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        log_every_n_steps=2,
+        accumulate_grad_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     require(trainer, "_logger_connector", "should_update_logs")
     require(trainer._logger_connector, "should_update_logs", "should_update_logs")
     require(trainer.fit_loop.epoch_loop, "_batches_that_stepped", "batches_that_stepped")
@@ -89,12 +104,21 @@ def test_ddp_kwargs_are_the_strategy_s_own_and_changes_reach_it():
 
 
 def test_subprocess_launcher_command_and_thread_rule(monkeypatch):
-    require("lightning.pytorch.strategies.launchers.subprocess_script", "_SubprocessScriptLauncher",
-            "subprocess_script_launcher", ["cluster_environment", "num_processes", "num_nodes"])
-    require("lightning.fabric.strategies.launchers.subprocess_script", "_basic_subprocess_cmd",
-            "basic_subprocess_cmd", [])
-    require("lightning.fabric.utilities.distributed", "_set_num_threads_if_needed",
-            "set_num_threads_if_needed", ["num_processes"])
+    require(
+        "lightning.pytorch.strategies.launchers.subprocess_script",
+        "_SubprocessScriptLauncher",
+        "subprocess_script_launcher",
+        ["cluster_environment", "num_processes", "num_nodes"],
+    )
+    require(
+        "lightning.fabric.strategies.launchers.subprocess_script", "_basic_subprocess_cmd", "basic_subprocess_cmd", []
+    )
+    require(
+        "lightning.fabric.utilities.distributed",
+        "_set_num_threads_if_needed",
+        "set_num_threads_if_needed",
+        ["num_processes"],
+    )
     launcher_class = compat.subprocess_script_launcher()
     launcher = launcher_class(LightningEnvironment(), num_processes=2, num_nodes=1)
     assert launcher.procs == [] and launcher.num_processes == 2 and not launcher.is_interactive_compatible
@@ -124,8 +148,12 @@ class _Buffers(torch.nn.Module):
 
 def test_non_persistent_buffers_are_found_and_kept_out_of_ddp():
     require(torch.nn.Module(), "_non_persistent_buffers_set", "non_persistent_buffer_names")
-    require(torch.nn.parallel.DistributedDataParallel, "_set_params_and_buffers_to_ignore_for_model", "ddp_ignore",
-            ["module", "params_and_buffers_to_ignore"])
+    require(
+        torch.nn.parallel.DistributedDataParallel,
+        "_set_params_and_buffers_to_ignore_for_model",
+        "ddp_ignore",
+        ["module", "params_and_buffers_to_ignore"],
+    )
     model = _Buffers()
     assert sorted(compat.non_persistent_buffer_names(model)) == ["count", "inner.running_sum"]
     compat.ddp_ignore(model, ["count"])
@@ -153,8 +181,9 @@ def test_ddp_strategy_hooks_replace_the_launcher_and_see_the_model_before_wrappi
             seen["model"] = model
             compat.ddp_ignore(model, compat.non_persistent_buffer_names(model))
 
-    strategy = Strategy(parallel_devices=[torch.device("cpu")], cluster_environment=LightningEnvironment(),
-                        process_group_backend="gloo")
+    strategy = Strategy(
+        parallel_devices=[torch.device("cpu")], cluster_environment=LightningEnvironment(), process_group_backend="gloo"
+    )
     strategy._configure_launcher()
     assert isinstance(seen["launcher"], compat.subprocess_script_launcher()), seen
     assert strategy.launcher == "replaced"
@@ -176,8 +205,12 @@ def test_ddp_strategy_hooks_replace_the_launcher_and_see_the_model_before_wrappi
 def test_hydra_basic_sweeper_is_a_sweeper_with_the_expected_constructor():
     from hydra.plugins.sweeper import Sweeper
 
-    cls = require("hydra._internal.core_plugins.basic_sweeper", "BasicSweeper", "hydra_basic_sweeper",
-                  ["max_batch_size", "params"])
+    cls = require(
+        "hydra._internal.core_plugins.basic_sweeper",
+        "BasicSweeper",
+        "hydra_basic_sweeper",
+        ["max_batch_size", "params"],
+    )
     assert compat.hydra_basic_sweeper() is cls and issubclass(cls, Sweeper)
     require(cls, "split_arguments", "hydra_basic_sweeper")
 
@@ -243,6 +276,12 @@ def test_current_hook_attribute_is_set_by_the_trainer_around_hooks(tmp_path):
 
     module = Module()
     require(module, compat.CURRENT_HOOK_ATTRIBUTE, "CURRENT_HOOK_ATTRIBUTE")
-    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, default_root_dir=tmp_path).fit(module)
+    L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    ).fit(module)
     assert seen == ["training_step"], f"Lightning no longer sets {compat.CURRENT_HOOK_ATTRIBUTE} around hooks: {seen}"

@@ -1,5 +1,6 @@
 """Datasets: torchvision's layout under paths.data_dir, downloads (from a 127.0.0.1 server),
 the offline error, deterministic splits and batch-level augmentation."""
+
 from __future__ import annotations
 
 import hashlib
@@ -87,8 +88,11 @@ def test_truncated_file_gets_a_sentence(tmp_path):
     (raw / "train-images-idx3-ubyte").write_bytes(blob[: len(blob) // 2])
     dm = MNISTData(data_dir=str(tmp_path))
     dm.prepare_data()
-    with pytest.raises(UserError, match=r"train-images-idx3-ubyte is truncated or corrupt \(\d+ bytes where its header "
-                                        r"promises \d+\); delete it and run again"):
+    with pytest.raises(
+        UserError,
+        match=r"train-images-idx3-ubyte is truncated or corrupt \(\d+ bytes where its header "
+        r"promises \d+\); delete it and run again",
+    ):
         dm.setup("fit")
 
 
@@ -124,7 +128,7 @@ def test_batch_augmentation_crops_and_flips_whole_batches():
     # Each crop is a shifted window of the zero-padded image.
     padded = torch.nn.functional.pad(x, (2,) * 4)
     for i in range(2):
-        assert any(torch.equal(crops[i], padded[i, :, dy:dy + 6, dx:dx + 6]) for dy in range(5) for dx in range(5))
+        assert any(torch.equal(crops[i], padded[i, :, dy : dy + 6, dx : dx + 6]) for dy in range(5) for dx in range(5))
     flips = random_hflip(x.repeat(16, 1, 1, 1))
     mirrored = [torch.equal(f, o.flip(2)) for f, o in zip(flips, x.repeat(16, 1, 1, 1))]
     assert 0 < sum(mirrored) < 32

@@ -1,5 +1,6 @@
 """DDP with CPU processes (trainer=ddp_cpu): one folder per run in single runs and multiruns, the
 run folder written once, and the same results as one process on the same global batch."""
+
 from __future__ import annotations
 
 import csv
@@ -19,7 +20,9 @@ def test_each_process_takes_its_part_of_every_batch():
     x = torch.arange(101)
     one = [b[0] for b in BatchLoader((x,), 10, shuffle=True, seed=1)]
     parts = [[b[0] for b in BatchLoader((x,), 5, shuffle=True, seed=1, rank=r, world_size=2)] for r in (0, 1)]
-    assert len(parts[0]) == len(parts[1]) == 10  # the same number of batches (the last row, too few to share, is left out)
+    assert (
+        len(parts[0]) == len(parts[1]) == 10
+    )  # the same number of batches (the last row, too few to share, is left out)
     for i, (a, b) in enumerate(zip(*parts)):
         assert not set(a.tolist()) & set(b.tolist())  # disjoint
         assert torch.equal(torch.cat([a, b]), one[i])  # together: the batch of one process with the global size
@@ -58,9 +61,19 @@ def test_ddp_cpu_single_run_writes_one_folder_and_matches_one_process(tmp_path):
 def test_ddp_cpu_in_a_multirun_one_folder_per_run_and_a_failure_isolated(tmp_path):
     sweep, logs = tmp_path / "sweep", tmp_path / "logs"
     # Job 0 diverges (in both processes, after they started), job 1 must still train with fresh ranks.
-    r = cli("train.py", "-m", "trainer=ddp_cpu", "trainer.devices=2", "optimizer=sgd", "optimizer.lr=1e20,0.1",
-            "trainer.max_epochs=2", "trainer.limit_train_batches=5", *QUIET, f"hydra.sweep.dir={sweep}",
-            f"paths.log_dir={logs}")
+    r = cli(
+        "train.py",
+        "-m",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "optimizer=sgd",
+        "optimizer.lr=1e20,0.1",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=5",
+        *QUIET,
+        f"hydra.sweep.dir={sweep}",
+        f"paths.log_dir={logs}",
+    )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "error: 1 of 2 runs failed" in r.stderr
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]  # no stray folders

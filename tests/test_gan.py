@@ -1,5 +1,6 @@
 """GANs (issue 5): both networks on every image dataset, conditional and every loss, the quality
 metric improving on digits, TensorBoard, generate.py's PNG and array, and bad input in one sentence."""
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-FEW_STEPS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-             "data.val_size=16", "data.batch_size=16", "callbacks.samples.num_samples=16"]
+FEW_STEPS = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "data.val_size=16",
+    "data.batch_size=16",
+    "callbacks.samples.num_samples=16",
+]
 
 
 # ---- the networks -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("conditional", [False, True])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
@@ -56,7 +64,9 @@ def test_dcgan_starts_from_the_map_the_image_size_allows():
     for shape, first in (((3, 32, 32), (256, 4, 4)), ((1, 28, 28), (128, 7, 7)), ((1, 8, 8), (64, 4, 4))):
         model = DCGAN(DataSpec(name="x", kind="image", shape=shape), width=64)
         assert model.generator[1].unflattened_size == first
-        assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in model.generator.modules()) == int(math.log2(shape[1] // first[1]))
+        assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in model.generator.modules()) == int(
+            math.log2(shape[1] // first[1])
+        )
 
 
 def test_wgan_gp_discriminator_has_no_batchnorm():
@@ -88,6 +98,7 @@ def test_the_judge_on_data_without_classes_measures_fid_only():
 
 # ---- training on every image dataset ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
     """One data folder for the runs on digits (which ship with scikit-learn), so they share a judge."""
@@ -109,15 +120,29 @@ def test_every_gan_trains_on_every_image_dataset(model, data, image_data, digits
     assert list((data_dir / "judges").glob("*.pt"))  # the quality judge is cached beside the data
 
 
-@pytest.mark.parametrize("model, options", [
-    ("gan", ["model.loss=hinge", "model.n_critic=2", "trainer.gradient_clip_val=0.01", "steps_per_execution=2"]),
-    ("dcgan", ["model.loss=wgan-gp", "model.n_critic=3", "model.d_lr_scale=2", "scheduler=cosine"]),
-    ("dcgan", ["model.label_smoothing=0.1", "data.hflip=true", "data.random_crop=2"]),
-], ids=["gan-hinge-clip", "dcgan-wgan-gp-cosine", "dcgan-smoothing"])
+@pytest.mark.parametrize(
+    "model, options",
+    [
+        ("gan", ["model.loss=hinge", "model.n_critic=2", "trainer.gradient_clip_val=0.01", "steps_per_execution=2"]),
+        ("dcgan", ["model.loss=wgan-gp", "model.n_critic=3", "model.d_lr_scale=2", "scheduler=cosine"]),
+        ("dcgan", ["model.label_smoothing=0.1", "data.hflip=true", "data.random_crop=2"]),
+    ],
+    ids=["gan-hinge-clip", "dcgan-wgan-gp-cosine", "dcgan-smoothing"],
+)
 def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
     out = tmp_path / "run"
-    metrics = run_train([f"model={model}", "data=mnist", "model.conditional=true", *FEW_STEPS,
-                         "trainer.limit_train_batches=6", *options], out, data_dir=image_data)
+    metrics = run_train(
+        [
+            f"model={model}",
+            "data=mnist",
+            "model.conditional=true",
+            *FEW_STEPS,
+            "trainer.limit_train_batches=6",
+            *options,
+        ],
+        out,
+        data_dir=image_data,
+    )
     n_critic = next((int(o.split("=")[1]) for o in options if o.startswith("model.n_critic")), 1)
     batches = 80 // 16  # the training split of the small MNIST files, whatever steps_per_execution is
     assert metrics["global_step"] == batches + batches // n_critic  # D steps every batch, G every n_critic
@@ -125,14 +150,18 @@ def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["task"] == "adversarial"
     assert ckpt["hyper_parameters"]["config"]["model"]["conditional"] is True
-    assert any(k.startswith("net.embed.") for k in ckpt["state_dict"])           # the projection
-    assert not any("judge" in k for k in ckpt["state_dict"])                    # not part of the model
+    assert any(k.startswith("net.embed.") for k in ckpt["state_dict"])  # the projection
+    assert not any("judge" in k for k in ckpt["state_dict"])  # not part of the model
 
 
 # ---- a real run on digits: quality, TensorBoard, checkpoints, generate.py ---------------------
 
-DIGITS = ["experiment=digits_gan", "trainer.max_epochs=6", "callbacks.gradient_norms.every_n_steps=10",
-          "callbacks.histograms=null"]
+DIGITS = [
+    "experiment=digits_gan",
+    "trainer.max_epochs=6",
+    "callbacks.gradient_norms.every_n_steps=10",
+    "callbacks.histograms=null",
+]
 
 
 def fid_at_initialisation(tmp_path: Path, data_dir: Path) -> dict:
@@ -150,10 +179,21 @@ def fid_at_initialisation(tmp_path: Path, data_dir: Path) -> dict:
     dm.prepare_data()
     dm.setup("fit")
     net = build_net(instantiate(cfg.model), dm.spec)
-    task = build_task("adversarial", dm.spec, net, instantiate(cfg.optimizer), {},
-                      {"config": OmegaConf.to_container(cfg, resolve=True)})
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    task = build_task(
+        "adversarial",
+        dm.spec,
+        net,
+        instantiate(cfg.optimizer),
+        {},
+        {"config": OmegaConf.to_container(cfg, resolve=True)},
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     return trainer.validate(task, datamodule=dm, verbose=False)[0]
 
 
@@ -166,7 +206,7 @@ def digits_run(tmp_path_factory):
 
 
 def test_quality_on_digits_is_clearly_better_than_at_initialisation(digits_run, tmp_path):
-    out, data, metrics = digits_run
+    _out, data, metrics = digits_run
     init = fid_at_initialisation(tmp_path, data)
     assert metrics["val/fid"] < init["val/fid"] / 4, (metrics["val/fid"], init["val/fid"])
     assert metrics["val/coverage"] > init["val/coverage"] + 0.3
@@ -181,10 +221,26 @@ def test_tensorboard_shows_both_losses_d_outputs_gradients_and_samples(digits_ru
     ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     ea.Reload()
     scalars = set(ea.Tags()["scalars"])
-    for tag in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_loss_epoch",
-                "train/g_loss_epoch", "train/d_real_epoch", "train/d_fake_epoch", "val/fid", "val/fid_real",
-                "val/confidence", "val/coverage", "val/d_real", "val/d_fake", "test/fid",
-                "grad_norm/generator/total", "grad_norm/discriminator/total", "lr-Adam/generator"):
+    for tag in (
+        "train/d_loss",
+        "train/g_loss",
+        "train/d_real",
+        "train/d_fake",
+        "train/d_loss_epoch",
+        "train/g_loss_epoch",
+        "train/d_real_epoch",
+        "train/d_fake_epoch",
+        "val/fid",
+        "val/fid_real",
+        "val/confidence",
+        "val/coverage",
+        "val/d_real",
+        "val/d_fake",
+        "test/fid",
+        "grad_norm/generator/total",
+        "grad_norm/discriminator/total",
+        "lr-Adam/generator",
+    ):
         assert tag in scalars, (tag, sorted(scalars))
     assert len(ea.Scalars("val/fid")) == 6
     # Both networks' gradient norms at the same steps, every 10 batches (the loggers' step).
@@ -203,9 +259,19 @@ def test_tensorboard_shows_both_losses_d_outputs_gradients_and_samples(digits_ru
 def test_a_gan_trains_with_ddp_on_two_processes(digits_run, tmp_path):
     _, data, _ = digits_run  # the same digits split, so both processes find the judge cached
     out = tmp_path / "run"
-    r = cli("train.py", "model=gan", "trainer=ddp_cpu", "trainer.devices=2", "model.conditional=true",
-            "trainer.max_epochs=1", "trainer.limit_train_batches=4", *QUIET, f"hydra.run.dir={out}",
-            f"paths.data_dir={data}", env={"OMP_WAIT_POLICY": "PASSIVE"})
+    r = cli(
+        "train.py",
+        "model=gan",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "model.conditional=true",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        *QUIET,
+        f"hydra.run.dir={out}",
+        f"paths.data_dir={data}",
+        env={"OMP_WAIT_POLICY": "PASSIVE"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 8 and math.isfinite(metrics["val/fid"]) and "test/cond_acc" in metrics
@@ -217,8 +283,16 @@ def test_eval_of_a_gan_checkpoint_gives_the_same_test_metrics(digits_run):
     import eval as evaluate_module
 
     _, _, metrics = digits_run
-    cfg = OmegaConf.create({"ckpt_path": metrics["best_checkpoint"], "data_dir": None, "split": "test",
-                            "accelerator": "cpu", "batch_size": None, "out": None})
+    cfg = OmegaConf.create(
+        {
+            "ckpt_path": metrics["best_checkpoint"],
+            "data_dir": None,
+            "split": "test",
+            "accelerator": "cpu",
+            "batch_size": None,
+            "out": None,
+        }
+    )
     again = evaluate_module.evaluate(cfg)
     assert again["test/fid"] == pytest.approx(metrics["test/fid"], rel=1e-4)
     assert again["test/coverage"] == pytest.approx(metrics["test/coverage"], rel=1e-4)
@@ -238,8 +312,16 @@ def test_generate_writes_a_png_grid_and_an_array_in_0_1(digits_run, tmp_path):
     assert grid.shape[0] == grid.shape[1] == 8 * (32 + 2) + 2  # 8 x 8 images of 8 px shown at 32, 2 px apart
 
     array = tmp_path / "samples.npy"
-    cfg = OmegaConf.create({"ckpt_path": metrics["best_checkpoint"], "seed": 3, "accelerator": "cpu",
-                            "num_samples": 50, "out": str(array), "label": None})
+    cfg = OmegaConf.create(
+        {
+            "ckpt_path": metrics["best_checkpoint"],
+            "seed": 3,
+            "accelerator": "cpu",
+            "num_samples": 50,
+            "out": str(array),
+            "label": None,
+        }
+    )
     generate_module.generate(cfg)
     samples = np.load(array)
     assert samples.shape == (50, 1, 8, 8) and samples.dtype == np.float32
@@ -253,8 +335,9 @@ def test_generate_one_class_of_a_conditional_gan(image_data, tmp_path):
 
     import generate as generate_module
 
-    metrics = run_train(["model=gan", "data=mnist", "model.conditional=true", *FEW_STEPS], tmp_path / "run",
-                        data_dir=image_data)
+    metrics = run_train(
+        ["model=gan", "data=mnist", "model.conditional=true", *FEW_STEPS], tmp_path / "run", data_dir=image_data
+    )
     base = {"ckpt_path": metrics["best_checkpoint"], "seed": 0, "accelerator": "cpu", "num_samples": 4}
     generate_module.generate(OmegaConf.create({**base, "out": str(tmp_path / "s.npy"), "label": 7}))
     assert np.load(tmp_path / "s.npy").shape == (4, 1, 28, 28)
@@ -266,52 +349,78 @@ def test_generate_one_class_of_a_conditional_gan(image_data, tmp_path):
 
 # ---- bad input --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("net, name", [(GAN, "gan"), (DCGAN, "dcgan")])
 def test_a_gan_on_non_image_data_names_both_sides(net, name):
     spec = DataSpec(name="sine", kind="series", shape=(96, 3))
-    with pytest.raises(UserError, match=rf"^model={name} cannot take data=sine: it needs images, and sine yields numeric series"):
+    with pytest.raises(
+        UserError, match=rf"^model={name} cannot take data=sine: it needs images, and sine yields numeric series"
+    ):
         build_net(partial(net, dropout=0.1), spec, name, "sine")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "conf" / "data" / "sine.yaml").is_file(), reason="no non-image dataset yet")
 def test_a_gan_on_a_time_series_from_the_command_line(tmp_path):
-    r = cli("train.py", "model=dcgan", "data=sine", f"hydra.run.dir={tmp_path / 'run'}",
-            f"paths.data_dir={tmp_path / 'data'}")
+    r = cli(
+        "train.py",
+        "model=dcgan",
+        "data=sine",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1] == ("error: model=dcgan cannot take data=sine: it needs images, and "
-                                                 "sine yields numeric series; pick another model or dataset.")
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: model=dcgan cannot take data=sine: it needs images, and "
+        "sine yields numeric series; pick another model or dataset."
+    )
 
 
 @pytest.mark.slow
 def test_latent_size_zero(tmp_path):
     r = cli("train.py", "model=gan", "model.latent_dim=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1] == ("error: model=gan cannot be built for data=digits: model.latent_dim "
-                                                 "must be a positive whole number, got 0; try model.latent_dim=64.")
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: model=gan cannot be built for data=digits: model.latent_dim "
+        "must be a positive whole number, got 0; try model.latent_dim=64."
+    )
     spec = DataSpec(name="digits", kind="image", shape=(1, 8, 8), num_classes=10)
     with pytest.raises(UserError, match="model.latent_dim must be a positive whole number, got 0"):
         build_net(partial(DCGAN, latent_dim=0), spec, "dcgan", "digits")
 
 
 def test_generate_refuses_a_classifier_checkpoint(tmp_path):
-    metrics = run_train(["trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.histograms=null"],
-                        tmp_path / "run")
+    metrics = run_train(
+        ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.histograms=null"], tmp_path / "run"
+    )
     r = cli("generate.py", f"ckpt_path={metrics['best_checkpoint']}", f"out={tmp_path / 'x.png'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     line = r.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"error: {metrics['best_checkpoint']} was trained by the 'classify' task, which does not "
-                           f"generate anything; give a checkpoint of a generative task (")
+    assert line.startswith(
+        f"error: {metrics['best_checkpoint']} was trained by the 'classify' task, which does not "
+        f"generate anything; give a checkpoint of a generative task ("
+    )
     assert "adversarial" in line and not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches=2 does not apply to GANs"),
-    (["callbacks=default"], "callbacks.early_stopping.monitor=val/loss is not a metric the adversarial task logs; "
-                            "watch one of val/fid"),
-    (["model.loss=wasserstein"], "model=gan cannot be built for data=digits: model.loss=wasserstein is not a GAN loss"),
-    (["model.label_smoothing=0.1", "model.loss=hinge"], "model.label_smoothing applies to the non_saturating loss only"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches=2 does not apply to GANs"),
+        (
+            ["callbacks=default"],
+            "callbacks.early_stopping.monitor=val/loss is not a metric the adversarial task logs; watch one of val/fid",
+        ),
+        (
+            ["model.loss=wasserstein"],
+            "model=gan cannot be built for data=digits: model.loss=wasserstein is not a GAN loss",
+        ),
+        (
+            ["model.label_smoothing=0.1", "model.loss=hinge"],
+            "model.label_smoothing applies to the non_saturating loss only",
+        ),
+    ],
+)
 def test_settings_a_gan_cannot_use_get_one_sentence(overrides, message, tmp_path):
     with pytest.raises(UserError, match=message.replace(".", r"\.")):
         run_train(["model=gan", "trainer.max_epochs=1", "trainer.limit_train_batches=2", *overrides], tmp_path / "run")

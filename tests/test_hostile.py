@@ -4,6 +4,7 @@ names the value, file or folder and says what to do (exit status 2, no traceback
 Most cases are checked in this process on the composed config (``check_overrides``: what
 ``python train.py <args>`` runs before Hydra starts the job); a few run the real commands.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,38 +23,66 @@ from zoo.run.config import check_overrides
 LONG = "x" * 300  # one name longer than any file system's 255 bytes
 
 CONFIG_CASES = [
-    (["data.batch_size=1e9"], "data.batch_size must be a positive whole number, got the decimal number 1000000000.0; "
-                              "write it without a decimal point or exponent, e.g. data.batch_size=64."),
+    (
+        ["data.batch_size=1e9"],
+        "data.batch_size must be a positive whole number, got the decimal number 1000000000.0; "
+        "write it without a decimal point or exponent, e.g. data.batch_size=64.",
+    ),
     (["data.batch_size=64.0"], "data.batch_size must be a positive whole number, got the decimal number 64.0"),
     (["data.batch_size=abc"], "data.batch_size must be a positive whole number, got 'abc'; try data.batch_size=64."),
     (["model=cnn", "model.hidden=0"], "model.hidden must be a positive whole number, got 0; try model.hidden=128."),
     (["model=lstm", "model.layers=2.5"], "model.layers must be a positive whole number, got 2.5; try model.layers=2."),
-    (["model=cnn", "model.channels=[]"], "model.channels is empty, so the network would have no such layer; give at "
-                                         "least one size, e.g. model.channels=[32,64]."),
-    (["model=cnn", "model.channels=[32,0]"], "model.channels must hold positive whole numbers (one per layer), got 0 "
-                                             "in [32, 0]; try model.channels=[32,64]."),
+    (
+        ["model=cnn", "model.channels=[]"],
+        "model.channels is empty, so the network would have no such layer; give at "
+        "least one size, e.g. model.channels=[32,64].",
+    ),
+    (
+        ["model=cnn", "model.channels=[32,0]"],
+        "model.channels must hold positive whole numbers (one per layer), got 0 "
+        "in [32, 0]; try model.channels=[32,64].",
+    ),
     (["model=resnet", "model.widths=[]"], "model.widths is empty, so the network would have no such layer"),
     (["model=resnet", "model.blocks=[2,0,2]"], "model.blocks must hold positive whole numbers (one per layer), got 0"),
-    (["optimizer=sgd", "optimizer.momentum=2"], "optimizer.momentum must be at least 0 and below 1, got 2; "
-                                                "try optimizer.momentum=0.9."),
+    (
+        ["optimizer=sgd", "optimizer.momentum=2"],
+        "optimizer.momentum must be at least 0 and below 1, got 2; try optimizer.momentum=0.9.",
+    ),
     (["optimizer=sgd", "optimizer.momentum=-0.5"], "optimizer.momentum must be at least 0 and below 1, got -0.5"),
     (["optimizer.betas=[0.9,1.5]"], "optimizer.betas must be two numbers of at least 0 and below 1, got [0.9, 1.5]"),
     (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be 0 or more, got -1"),
-    (["data=image_folder", "data.root=/tmp", "data.num_workers=-1"], "data.num_workers must be a whole number of 0 or more, got -1"),
-    (["callbacks.early_stopping.patience=2.0"], "callbacks.early_stopping.patience must be a whole number of 0 or "
-                                                "more, got the decimal number 2.0"),
-    (["+trainer.foo=1"], "trainer.foo is not an argument of lightning.Trainer; see "
-                         "https://lightning.ai/docs/pytorch/stable/common/trainer.html for its arguments."),
-    (["+trainer.max_epoch=3"], "trainer.max_epoch is not an argument of lightning.Trainer; did you mean "
-                               "trainer.max_epochs or"),
-    (["callbacks.early_stoping.patience=3"], "'callbacks.early_stoping.patience' is not a config key; did you mean "
-                                             "callbacks.early_stopping.patience?"),
+    (
+        ["data=image_folder", "data.root=/tmp", "data.num_workers=-1"],
+        "data.num_workers must be a whole number of 0 or more, got -1",
+    ),
+    (
+        ["callbacks.early_stopping.patience=2.0"],
+        "callbacks.early_stopping.patience must be a whole number of 0 or more, got the decimal number 2.0",
+    ),
+    (
+        ["+trainer.foo=1"],
+        "trainer.foo is not an argument of lightning.Trainer; see "
+        "https://lightning.ai/docs/pytorch/stable/common/trainer.html for its arguments.",
+    ),
+    (
+        ["+trainer.max_epoch=3"],
+        "trainer.max_epoch is not an argument of lightning.Trainer; did you mean trainer.max_epochs or",
+    ),
+    (
+        ["callbacks.early_stoping.patience=3"],
+        "'callbacks.early_stoping.patience' is not a config key; did you mean callbacks.early_stopping.patience?",
+    ),
     (["callbacks.early_stopping.patiense=3"], "did you mean callbacks.early_stopping.patience?"),
-    (["hparams_search=digits_optuna"], "hparams_search=digits_optuna runs a search of many runs, which needs -m; run: "
-                                       "python train.py -m hparams_search=digits_optuna"),
-    (["data=image_folder", "data.root=/tmp/my", "images"],
-     "'images' is not a key=value override; if it is the rest of a value with a space in it, quote the whole "
-     "override: 'data.root=/tmp/my images'."),
+    (
+        ["hparams_search=digits_optuna"],
+        "hparams_search=digits_optuna runs a search of many runs, which needs -m; run: "
+        "python train.py -m hparams_search=digits_optuna",
+    ),
+    (
+        ["data=image_folder", "data.root=/tmp/my", "images"],
+        "'images' is not a key=value override; if it is the rest of a value with a space in it, quote the whole "
+        "override: 'data.root=/tmp/my images'.",
+    ),
 ]
 
 
@@ -64,10 +93,21 @@ def test_config_values_get_one_sentence(args, message, tmp_path):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("args", [["model=cnn"], ["model=lstm", "data=shakespeare"], ["optimizer=sgd"],
-                                  ["model=gan"], ["model=mlp", "model.widths=[]"], ["data.batch_size=1000000"],
-                                  ["model=resnet", "model.blocks=[1,2,1]"], ["model=mlp", "model.widths=64", "model.depth=3"],
-                                  ["+trainer.max_steps=5"], ["model=cnn", "model.channels=[8]"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["model=cnn"],
+        ["model=lstm", "data=shakespeare"],
+        ["optimizer=sgd"],
+        ["model=gan"],
+        ["model=mlp", "model.widths=[]"],
+        ["data.batch_size=1000000"],
+        ["model=resnet", "model.blocks=[1,2,1]"],
+        ["model=mlp", "model.widths=64", "model.depth=3"],
+        ["+trainer.max_steps=5"],
+        ["model=cnn", "model.channels=[8]"],
+    ],
+)
 def test_sound_configs_pass(args, tmp_path):
     check_overrides([*args, f"hydra.run.dir={tmp_path / 'run'}"])
 
@@ -81,8 +121,11 @@ def test_run_folder_under_a_file_or_with_a_long_name(tmp_path):
     afile.write_text("x")
     with pytest.raises(UserError, match=f"cannot use hydra.run.dir={afile}/run: {afile} is a file, not a folder; "):
         check_overrides([f"hydra.run.dir={afile}/run"])
-    with pytest.raises(UserError, match=r"cannot use hydra.sweep.dir=.*: the name x{24}\.\.\. is 300 bytes, longer "
-                                        r"than the 255 the file system allows; use a shorter name\."):
+    with pytest.raises(
+        UserError,
+        match=r"cannot use hydra.sweep.dir=.*: the name x{24}\.\.\. is 300 bytes, longer "
+        r"than the 255 the file system allows; use a shorter name\.",
+    ):
         check_overrides(["model=mlp,cnn", f"hydra.sweep.dir={tmp_path / LONG}"], multirun=True)
     assert os.listdir(tmp_path) == ["afile"]
 
@@ -117,8 +160,10 @@ def test_more_cpu_processes_than_cores_are_warned_about(capsys, tmp_path):
     cores = len(os.sched_getaffinity(0))
     check_overrides(["trainer.accelerator=cpu", f"trainer.devices={cores + 2}", f"hydra.run.dir={tmp_path}"])
     err = capsys.readouterr().err
-    assert err == (f"warning: trainer.devices={cores + 2} starts {cores + 2} training processes on a CPU with {cores} "
-                   f"core(s); they share the cores and run slower than trainer.devices=1.\n")
+    assert err == (
+        f"warning: trainer.devices={cores + 2} starts {cores + 2} training processes on a CPU with {cores} "
+        f"core(s); they share the cores and run slower than trainer.devices=1.\n"
+    )
     check_overrides(["trainer.accelerator=cpu", "trainer.devices=1", f"hydra.run.dir={tmp_path}"])
     assert capsys.readouterr().err == ""
 
@@ -132,8 +177,10 @@ COMMANDS = [
     (["eval.py", "ckpt_path=x.ckpt", "batch_size=-1"], "batch_size must be a positive whole number, got -1"),
     (["generate.py", "ckpt_path=x.ckpt", "out={tmp}/afile/samples.png"], "cannot use out={tmp}/afile/samples.png"),
     (["benchmarks/bench_train.py", "--rounds", "0"], "--rounds must be 1 or more, got 0; try --rounds 3."),
-    (["benchmarks/bench_train.py", "--set", "optimizer.lr=abc"],
-     "--set optimizer.lr=abc: optimizer.lr must be a positive number, got 'abc'; try optimizer.lr=1e-3."),
+    (
+        ["benchmarks/bench_train.py", "--set", "optimizer.lr=abc"],
+        "--set optimizer.lr=abc: optimizer.lr must be a positive number, got 'abc'; try optimizer.lr=1e-3.",
+    ),
 ]
 
 
@@ -141,8 +188,17 @@ COMMANDS = [
 def test_commands_answer_in_one_sentence(args, message, tmp_path):
     (tmp_path / "afile").write_text("x")
     args = [a.format(tmp=tmp_path) for a in args]
-    r = cli("-X", "importtime", *args, *([f"hydra.run.dir={tmp_path}/run"] if args[0] == "train.py" and
-                                         not any(a.startswith("hydra.run.dir") for a in args) else []), timeout=60)
+    r = cli(
+        "-X",
+        "importtime",
+        *args,
+        *(
+            [f"hydra.run.dir={tmp_path}/run"]
+            if args[0] == "train.py" and not any(a.startswith("hydra.run.dir") for a in args)
+            else []
+        ),
+        timeout=60,
+    )
     errors = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
     assert r.returncode == 2 and len(errors) == 1, r.stderr[-2000:]
     assert errors[0].startswith(f"error: {message.format(tmp=tmp_path)}"), errors[0]
@@ -160,7 +216,8 @@ def test_bench_on_a_gpu_that_is_not_there():
     r = cli("benchmarks/bench_train.py", "--device", "cuda", timeout=120)
     assert r.returncode == 2 and r.stderr.splitlines() == [
         "error: --device cuda needs a GPU that torch can use, and there is none here; leave --device out to measure "
-        "on the CPU."], r.stderr[-2000:]
+        "on the CPU."
+    ], r.stderr[-2000:]
 
 
 # Files whose sizes agree with their headers but whose contents are not MNIST.
@@ -178,22 +235,30 @@ def test_idx_labels_above_nine(tmp_path):
     labels = np.zeros(96, np.uint8)
     labels[7] = 12
     dm, raw = _mnist_with(tmp_path, "train-labels-idx1-ubyte", labels)
-    with pytest.raises(UserError, match=f"^the labels in {raw} hold 12 \\(at position 7\\), but the dataset has 10 "
-                                        f"classes \\(0-9\\); the files are not this dataset: delete that folder"):
+    with pytest.raises(
+        UserError,
+        match=f"^the labels in {raw} hold 12 \\(at position 7\\), but the dataset has 10 "
+        f"classes \\(0-9\\); the files are not this dataset: delete that folder",
+    ):
         dm.setup("fit")
 
 
 def test_idx_fewer_labels_than_images(tmp_path):
     dm, raw = _mnist_with(tmp_path, "t10k-labels-idx1-ubyte", np.zeros(40, np.uint8))
-    with pytest.raises(UserError, match=f"^{raw}/t10k-labels-idx1-ubyte holds 40 labels for the 48 images of "
-                                        f"t10k-images-idx3-ubyte; delete that folder"):
+    with pytest.raises(
+        UserError,
+        match=f"^{raw}/t10k-labels-idx1-ubyte holds 40 labels for the 48 images of "
+        f"t10k-images-idx3-ubyte; delete that folder",
+    ):
         dm.setup("fit")
 
 
 def test_idx_images_of_another_size(tmp_path):
     dm, raw = _mnist_with(tmp_path, "train-images-idx3-ubyte", np.zeros((96, 10, 10), np.uint8))
-    with pytest.raises(UserError, match=f"^{raw}/train-images-idx3-ubyte holds images of size 10 x 10, not mnist's "
-                                        f"28 x 28; delete that folder"):
+    with pytest.raises(
+        UserError,
+        match=f"^{raw}/train-images-idx3-ubyte holds images of size 10 x 10, not mnist's 28 x 28; delete that folder",
+    ):
         dm.setup("fit")
 
 
@@ -215,18 +280,34 @@ def _whole_png() -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("bad", [b"this is a text file, not a picture", _whole_png()[:300]],
-                         ids=["not an image", "truncated"])
+@pytest.mark.parametrize(
+    "bad", [b"this is a text file, not a picture", _whole_png()[:300]], ids=["not an image", "truncated"]
+)
 def test_image_folder_file_that_is_not_a_whole_image(bad, tmp_path):
     import train
     from zoo.run.config import compose_run
 
     path = _folder_with_a_bad_file(tmp_path / "images", bad)
-    cfg = compose_run([*QUIET, "data=image_folder", f"data.root={tmp_path / 'images'}", "data.image_size=8",
-                       "data.num_workers=0", "data.batch_size=32", "data.val_size=0.2", "data.test_size=0.2",
-                       "trainer.max_epochs=1", "test=false"], str(tmp_path / "run"))
-    with pytest.raises(UserError, match=f"^{path} under data.root cannot be read as an image \\(.+\\); delete it or "
-                                        f"replace it with a whole image file, then run again\\.$"):
+    cfg = compose_run(
+        [
+            *QUIET,
+            "data=image_folder",
+            f"data.root={tmp_path / 'images'}",
+            "data.image_size=8",
+            "data.num_workers=0",
+            "data.batch_size=32",
+            "data.val_size=0.2",
+            "data.test_size=0.2",
+            "trainer.max_epochs=1",
+            "test=false",
+        ],
+        str(tmp_path / "run"),
+    )
+    with pytest.raises(
+        UserError,
+        match=f"^{path} under data.root cannot be read as an image \\(.+\\); delete it or "
+        f"replace it with a whole image file, then run again\\.$",
+    ):
         train.train(cfg)
 
 
@@ -234,9 +315,19 @@ def test_image_folder_file_that_is_not_a_whole_image(bad, tmp_path):
 def test_image_folder_bad_file_read_by_worker_processes(tmp_path):
     """With DataLoader workers (the default) the file is named too, and the command exits 2."""
     path = _folder_with_a_bad_file(tmp_path / "images", _whole_png()[:300])
-    r = cli("train.py", *QUIET, "data=image_folder", f"data.root={tmp_path / 'images'}", "data.image_size=8",
-            "data.num_workers=2", "data.val_size=0.2", "data.test_size=0.2", "trainer.max_epochs=1",
-            f"hydra.run.dir={tmp_path / 'run'}", timeout=300)
+    r = cli(
+        "train.py",
+        *QUIET,
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.image_size=8",
+        "data.num_workers=2",
+        "data.val_size=0.2",
+        "data.test_size=0.2",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=300,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {path} under data.root cannot be read as an image")
 
@@ -245,16 +336,23 @@ def test_monitor_the_task_does_not_log_is_refused_before_training(tmp_path):
     import train
     from zoo.run.config import compose_run
 
-    cfg = compose_run([*QUIET, "data=sine", "model=mlp", "callbacks.checkpoint.monitor=val/acc",
-                       "trainer.max_epochs=1"], str(tmp_path / "run"))
-    with pytest.raises(UserError, match=r"^callbacks.checkpoint.monitor=val/acc is not a metric the forecast task "
-                                        r"logs; watch one of val/loss, val/mse, val/mae, val/mse_orig, val/mae_orig\.$"):
+    cfg = compose_run(
+        [*QUIET, "data=sine", "model=mlp", "callbacks.checkpoint.monitor=val/acc", "trainer.max_epochs=1"],
+        str(tmp_path / "run"),
+    )
+    with pytest.raises(
+        UserError,
+        match=r"^callbacks.checkpoint.monitor=val/acc is not a metric the forecast task "
+        r"logs; watch one of val/loss, val/mse, val/mae, val/mse_orig, val/mae_orig\.$",
+    ):
         train.train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("args, task", [(["data=digits", "model=mlp"], "ClassificationTask"),
-                                        (["data=sine", "model=linear"], "ForecastTask")])
+@pytest.mark.parametrize(
+    "args, task",
+    [(["data=digits", "model=mlp"], "ClassificationTask"), (["data=sine", "model=linear"], "ForecastTask")],
+)
 def test_published_metrics_are_the_logged_ones(args, task, tmp_path):
     """What a task publishes as watchable is what it logs (else check_monitors would refuse a good monitor)."""
     from tests.helpers import run_train
@@ -274,12 +372,24 @@ def test_quoted_hint_is_a_shell_word():
     assert shlex.split(hint) == ["data.root=/tmp/it's mine"]
 
 
-@pytest.mark.parametrize("code, sentence", [
-    (28, "cannot use /data/out/metrics.json: the disk is full; free some space or choose a folder on another disk."),
-    (13, "cannot use /data/out/metrics.json: permission is denied; choose a folder you can write to, or change its "
-         "permissions."),
-    (30, "cannot use /data/out/metrics.json: it is on a read-only file system; choose a folder on a writable disk."),
-])
+@pytest.mark.parametrize(
+    "code, sentence",
+    [
+        (
+            28,
+            "cannot use /data/out/metrics.json: the disk is full; free some space or choose a folder on another disk.",
+        ),
+        (
+            13,
+            "cannot use /data/out/metrics.json: permission is denied; choose a folder you can write to, or change its "
+            "permissions.",
+        ),
+        (
+            30,
+            "cannot use /data/out/metrics.json: it is on a read-only file system; choose a folder on a writable disk.",
+        ),
+    ],
+)
 def test_an_os_error_on_a_named_path_is_one_sentence(code, sentence, capsys):
     """What no check before the call can decide (a disk filling up mid-run) is mapped by its errno."""
     from zoo.run.config import user_errors

@@ -1,4 +1,5 @@
 """Every model trains on every image dataset, sized from the data's spec with no edits, and learns."""
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,21 @@ DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10"]
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_on_every_image_dataset(model, data, image_data, tmp_path):
     out = tmp_path / "run"
-    metrics = run_train([f"model={model}", f"data={data}", "model.dropout=0.2", "trainer.max_epochs=1",
-                         "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "data.val_size=16", "data.batch_size=16",
-                         "callbacks.histograms.every_n_steps=1"], out, data_dir=image_data)
+    metrics = run_train(
+        [
+            f"model={model}",
+            f"data={data}",
+            "model.dropout=0.2",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1",
+            "data.val_size=16",
+            "data.batch_size=16",
+            "callbacks.histograms.every_n_steps=1",
+        ],
+        out,
+        data_dir=image_data,
+    )
     assert metrics["global_step"] == 3
     assert math.isfinite(metrics["test/loss"]) and metrics["test/loss"] > 0
     assert (out / "checkpoints" / "last.ckpt").is_file()

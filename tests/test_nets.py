@@ -1,6 +1,7 @@
 """Networks stay what they were: checkpoints written before the architecture change still load and
 compute the same outputs, and every network is created the same way for a seed (the same parameter
 names in the same order, the same initial values), so runs give the same metrics as before."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,9 @@ def test_a_checkpoint_written_before_the_move_loads_and_computes_the_same(name):
 # ---- the same network for a seed, for every pairing of model and data kind ---------------------
 
 IMAGE = DataSpec(name="digits", kind="image", shape=(1, 8, 8), num_classes=10)
-TEXT = DataSpec(name="pydoc", kind="tokens", shape=(12,), task="language_model", vocab_size=11,
-                vocabulary=tuple("abcdefghijk"))
+TEXT = DataSpec(
+    name="pydoc", kind="tokens", shape=(12,), task="language_model", vocab_size=11, vocabulary=tuple("abcdefghijk")
+)
 NEWS = DataSpec(name="ag_news", kind="tokens", shape=(12,), num_classes=4, vocab_size=11, pad_index=0)
 SERIES = DataSpec(name="sine", kind="series", shape=(24, 3), task="forecast", horizon=8, target_channels=2)
 SPECS = {"image": IMAGE, "text": TEXT, "news": NEWS, "series": SERIES}
@@ -71,22 +73,36 @@ SPECS = {"image": IMAGE, "text": TEXT, "news": NEWS, "series": SERIES}
 PAIRINGS = [
     ("mlp", "image", {"dropout": 0.2}),
     ("mlp", "image", {"widths": 16, "depth": 2, "activation": "gelu", "batchnorm": True}),
-    ("mlp", "series", {"dropout": 0.2}), ("mlp", "series", {"revin": False}),
-    ("cnn", "image", {"dropout": 0.2}), ("cnn", "image", {"pooling": "avg", "batchnorm": False}),
-    ("cnn", "text", {"dropout": 0.2}), ("cnn", "news", {"dropout": 0.2}),
-    ("cnn", "series", {}), ("cnn", "series", {"revin": False, "pooling": "none"}),
+    ("mlp", "series", {"dropout": 0.2}),
+    ("mlp", "series", {"revin": False}),
+    ("cnn", "image", {"dropout": 0.2}),
+    ("cnn", "image", {"pooling": "avg", "batchnorm": False}),
+    ("cnn", "text", {"dropout": 0.2}),
+    ("cnn", "news", {"dropout": 0.2}),
+    ("cnn", "series", {}),
+    ("cnn", "series", {"revin": False, "pooling": "none"}),
     ("resnet", "image", {"widths": [8, 16], "blocks": 1}),
-    ("linear", "series", {"dropout": 0.2}), ("linear", "series", {"individual": True, "revin": False}),
+    ("linear", "series", {"dropout": 0.2}),
+    ("linear", "series", {"individual": True, "revin": False}),
     ("linear", "series", {"decomposition": False}),
-    ("lstm", "text", {"dropout": 0.2}), ("lstm", "news", {}), ("lstm", "news", {"pool": "max", "bidirectional": True}),
-    ("lstm", "image", {"layers": 2}), ("lstm", "series", {"layers": 2, "dropout": 0.2}),
+    ("lstm", "text", {"dropout": 0.2}),
+    ("lstm", "news", {}),
+    ("lstm", "news", {"pool": "max", "bidirectional": True}),
+    ("lstm", "image", {"layers": 2}),
+    ("lstm", "series", {"layers": 2, "dropout": 0.2}),
     ("lstm", "series", {"revin": False, "pool": "mean"}),
-    ("gru", "text", {"layers": 2}), ("gru", "news", {"pool": "mean"}), ("gru", "image", {"bidirectional": True}),
+    ("gru", "text", {"layers": 2}),
+    ("gru", "news", {"pool": "mean"}),
+    ("gru", "image", {"bidirectional": True}),
     ("gru", "series", {}),
-    ("rnn", "text", {"nonlinearity": "relu"}), ("rnn", "news", {}), ("rnn", "image", {"dropout": 0.2}),
+    ("rnn", "text", {"nonlinearity": "relu"}),
+    ("rnn", "news", {}),
+    ("rnn", "image", {"dropout": 0.2}),
     ("rnn", "series", {}),
-    ("gan", "image", {}), ("gan", "image", {"conditional": True, "d_norm": "layer"}),
-    ("dcgan", "image", {"width": 8}), ("dcgan", "image", {"width": 8, "conditional": True, "loss": "wgan-gp"}),
+    ("gan", "image", {}),
+    ("gan", "image", {"conditional": True, "d_norm": "layer"}),
+    ("dcgan", "image", {"width": 8}),
+    ("dcgan", "image", {"width": 8, "conditional": True, "loss": "wgan-gp"}),
 ]
 
 
@@ -126,8 +142,11 @@ def seeded_digest(model: str, data: str, options: dict) -> dict:
         net.train()
         torch.manual_seed(2)
         train_out = float(run().double().sum())
-    return {"state": {k: round(float(v.double().sum()), 4) for k, v in net.state_dict().items()},
-            "eval_output": round(eval_out, 4), "train_output": round(train_out, 4)}
+    return {
+        "state": {k: round(float(v.double().sum()), 4) for k, v in net.state_dict().items()},
+        "eval_output": round(eval_out, 4),
+        "train_output": round(train_out, 4),
+    }
 
 
 @pytest.mark.parametrize("pairing", PAIRINGS, ids=[pairing_id(p) for p in PAIRINGS])

@@ -1,5 +1,6 @@
 """The fast paths of issue 3 keep results: several optimizer steps per Lightning step give the same
 model as one, training metrics are aggregated per epoch, and the benchmark script runs."""
+
 from __future__ import annotations
 
 import re
@@ -41,7 +42,9 @@ def test_gradient_norm_interval_counts_batches_with_steps_per_execution(tmp_path
 def test_steps_per_execution_refuses_gradient_accumulation(tmp_path):
     from zoo.errors import UserError
 
-    with pytest.raises(UserError, match=r"steps_per_execution=2 .* trainer.accumulate_grad_batches=2; set steps_per_execution=1"):
+    with pytest.raises(
+        UserError, match=r"steps_per_execution=2 .* trainer.accumulate_grad_batches=2; set steps_per_execution=1"
+    ):
         run_train(FAST + ["steps_per_execution=2", "trainer.accumulate_grad_batches=2"], tmp_path / "run")
 
 
@@ -61,8 +64,21 @@ def test_training_loss_is_logged_at_the_logging_interval_only(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_script_prints_the_table(tmp_path):
-    r = cli("benchmarks/bench_train.py", "--model", "mlp", "--rounds", "1", "--epochs", "3", "--steps", "20",
-            "--interleaved", "--data-dir", str(tmp_path / "data"), timeout=400)
+    r = cli(
+        "benchmarks/bench_train.py",
+        "--model",
+        "mlp",
+        "--rounds",
+        "1",
+        "--epochs",
+        "3",
+        "--steps",
+        "20",
+        "--interleaved",
+        "--data-dir",
+        str(tmp_path / "data"),
+        timeout=400,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith("| mlp |")]
     assert len(rows) == 2 and "plain PyTorch" in rows[0] and "framework" in rows[1]
@@ -77,21 +93,44 @@ def test_benchmark_script_prints_the_table(tmp_path):
     assert plain[2] == 1.0, rows[0]
     # one round: the ratio is the framework's epoch time over the plain loop's (both rounded in the table)
     assert framework[2] == pytest.approx(framework[1] / plain[1], rel=0.03, abs=0.01), rows
-    assert re.search(r"^mlp: framework / plain, interleaved in one process: median \d+\.\d+ over 2 epoch pairs$",
-                     r.stdout, re.M), r.stdout[-2000:]
+    assert re.search(
+        r"^mlp: framework / plain, interleaved in one process: median \d+\.\d+ over 2 epoch pairs$", r.stdout, re.M
+    ), r.stdout[-2000:]
     assert (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 784
 
 
 @pytest.mark.slow
 def test_benchmark_measures_each_callback(tmp_path):
-    r = cli("benchmarks/bench_train.py", "--model", "mlp", "--rounds", "1", "--epochs", "2", "--steps", "10",
-            "--callbacks", "--data-dir", str(tmp_path / "data"), timeout=600)
+    r = cli(
+        "benchmarks/bench_train.py",
+        "--model",
+        "mlp",
+        "--rounds",
+        "1",
+        "--epochs",
+        "2",
+        "--steps",
+        "10",
+        "--callbacks",
+        "--data-dir",
+        str(tmp_path / "data"),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("bare (epoch)", "gradient_norms", "histograms", "lr_monitor", "progress_bar", "checkpoint",
-                 "confusion_matrix", "misclassified", "bare (test pass)"):
+    for name in (
+        "bare (epoch)",
+        "gradient_norms",
+        "histograms",
+        "lr_monitor",
+        "progress_bar",
+        "checkpoint",
+        "confusion_matrix",
+        "misclassified",
+        "bare (test pass)",
+    ):
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith(name + " ")), None)
         assert line is not None, (name, r.stdout[-2000:])
-        seconds, ratio = (float(v) for v in re.findall(r"\d+\.\d+", line[len(name):])[:2])
+        seconds, ratio = (float(v) for v in re.findall(r"\d+\.\d+", line[len(name) :])[:2])
         assert seconds > 0 and ratio > 0, line
 
 
@@ -123,7 +162,10 @@ def test_bench_experiments_hold_the_benchmark_settings(tmp_path):
     mlp = compose_run(["experiment=bench_mlp_mnist"], str(tmp_path), str(tmp_path))
     assert mlp.steps_per_execution == 16 and mlp.data.batch_size == 128 and list(mlp.model.widths) == [64, 128, 64]
     assert mlp.model.batchnorm and mlp.optimizer._target_ == "torch.optim.Adam" and mlp.data.val_size == 5000
-    assert compose_run(["experiment=bench_mlp_mnist", "steps_per_execution=2"], str(tmp_path), None).steps_per_execution == 2
+    assert (
+        compose_run(["experiment=bench_mlp_mnist", "steps_per_execution=2"], str(tmp_path), None).steps_per_execution
+        == 2
+    )
     cnn = compose_run(["experiment=bench_cnn_mnist"], str(tmp_path), str(tmp_path))
     assert cnn.model._target_ == "zoo.nets.cnn.CNN" and cnn.data.batch_size == 128
 
@@ -145,7 +187,9 @@ def test_nvml_cuda_check_is_off_while_training_on_a_cpu_and_restored_after(tmp_p
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append(os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK"))
 
-    cfg = compose_run(FAST + ["trainer.max_epochs=1", "callbacks.progress_bar=null", "test=false"], str(tmp_path / "run"))
+    cfg = compose_run(
+        FAST + ["trainer.max_epochs=1", "callbacks.progress_bar=null", "test=false"], str(tmp_path / "run")
+    )
     train.train(cfg, extra_callbacks=(Watch(),))
     assert seen and set(seen) == {None}  # no GPU visible, or (trainer on a GPU) CUDA already initialised
     assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"

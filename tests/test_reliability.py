@@ -1,4 +1,5 @@
 """Runs survive kill -9, Ctrl-C/SIGTERM, divergence and hostile files, and lose nothing written."""
+
 from __future__ import annotations
 
 import collections
@@ -21,15 +22,23 @@ from tests.helpers.formats import fake_idx_files, gz
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
 
-RUN = ["seed=3", "trainer.max_epochs=4", "trainer.deterministic=true", "trainer.log_every_n_steps=5",
-       "callbacks.gradient_norms.every_n_steps=5", "callbacks.histograms.every_n_steps=7",
-       "callbacks.progress_bar=null", "callbacks.early_stopping=null"]
+RUN = [
+    "seed=3",
+    "trainer.max_epochs=4",
+    "trainer.deterministic=true",
+    "trainer.log_every_n_steps=5",
+    "callbacks.gradient_norms.every_n_steps=5",
+    "callbacks.histograms.every_n_steps=7",
+    "callbacks.progress_bar=null",
+    "callbacks.early_stopping=null",
+]
 SLOW = ["+callbacks.sleepy._target_=tests.helpers.sleepy.SleepPerStep", "+callbacks.sleepy.seconds=0.06"]
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:
@@ -68,7 +77,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(uninterrupted
     proc = start([*RUN, *SLOW, f"hydra.run.dir={out}"])
     resume_ckpt = out / "checkpoints" / "resume.ckpt"
     wait_for(resume_ckpt.exists)  # written as epoch 1 starts
-    time.sleep(0.5)               # some steps into epoch 1
+    time.sleep(0.5)  # some steps into epoch 1
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists()
@@ -116,9 +125,16 @@ def test_resume_without_a_checkpoint_starts_fresh_and_says_so(tmp_path):
 def test_divergence_stops_keeps_checkpoints_and_records_it(tmp_path):
     out = tmp_path / "run"
     # Two good epochs, then the step schedule multiplies the learning rate by a million.
-    r = cli("train.py", "trainer.max_epochs=5", "scheduler=step", "scheduler.factory.step_size=2",
-            "scheduler.factory.gamma=1e6", "optimizer=sgd", "callbacks.early_stopping=null",
-            f"hydra.run.dir={out}")
+    r = cli(
+        "train.py",
+        "trainer.max_epochs=5",
+        "scheduler=step",
+        "scheduler.factory.step_size=2",
+        "scheduler.factory.gamma=1e6",
+        "optimizer=sgd",
+        "callbacks.early_stopping=null",
+        f"hydra.run.dir={out}",
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: training diverged at step ") and "optimizer.lr=" in line
@@ -180,7 +196,10 @@ def test_truncated_corrupt_and_malicious_checkpoints_are_refused(checkpoint, tmp
     malicious = tmp_path / "malicious.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"config": {}}, "x": _Boom(str(marker))}, malicious)
     for bad, text in ((truncated, "is not a readable checkpoint"), (malicious, "holds objects other than plain data")):
-        for args in (("eval.py", f"ckpt_path={bad}"), ("train.py", f"init_from={bad}", f"hydra.run.dir={tmp_path / 'r'}")):
+        for args in (
+            ("eval.py", f"ckpt_path={bad}"),
+            ("train.py", f"init_from={bad}", f"hydra.run.dir={tmp_path / 'r'}"),
+        ):
             r = cli(*args)
             assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
             assert text in r.stderr.strip().splitlines()[-1]
@@ -291,7 +310,7 @@ def test_normal_noise_never_trips_the_divergence_guard():
         global_step, optimizers, checkpoint_callback = 0, [], None
 
     # A loss that falls to 1e-4, with single batches a hundred times worse now and then.
-    losses = [2.0 * 0.9 ** i for i in range(120)] + [1e-4 if i % 10 else 1e-2 for i in range(200)]
+    losses = [2.0 * 0.9**i for i in range(120)] + [1e-4 if i % 10 else 1e-2 for i in range(200)]
     for loss in losses:
         guard.on_train_batch_end(Trainer, None, torch.tensor(loss), None, 0)
     with pytest.raises(Exception, match="the loss grew to"):

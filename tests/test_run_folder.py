@@ -1,5 +1,6 @@
 """A run folder belongs to one run: a second run is refused, a finished or stopped run is never
 overwritten unless asked, and every refusal leaves the folder byte for byte as it was."""
+
 from __future__ import annotations
 
 import fcntl
@@ -19,8 +20,11 @@ FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_
 def snapshot(folder: Path, lock: bool = True) -> dict[str, tuple[bytes, int]]:
     """Every file under ``folder``: its bytes and modification time (``lock=False``: but run.lock,
     which holds the PID of the last run that took the folder)."""
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file() and (lock or p.name != "run.lock")}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and (lock or p.name != "run.lock")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +41,14 @@ def finished(tmp_path_factory) -> Path:
 def recorded(tmp_path) -> Path:
     """A folder as a finished run leaves it (made by hand: refusals happen before torch is imported)."""
     out = tmp_path / "run"
-    files = {".hydra/config.yaml": b"seed: 42\n", ".hydra/overrides.yaml": b"[]\n", "train.log": b"log\n",
-             "metrics.json": b'{"status": "finished", "test/acc": 0.9}\n',
-             "tensorboard/events.out.tfevents.1.host": b"events", "checkpoints/last.ckpt": b"weights"}
+    files = {
+        ".hydra/config.yaml": b"seed: 42\n",
+        ".hydra/overrides.yaml": b"[]\n",
+        "train.log": b"log\n",
+        "metrics.json": b'{"status": "finished", "test/acc": 0.9}\n',
+        "tensorboard/events.out.tfevents.1.host": b"events",
+        "checkpoints/last.ckpt": b"weights",
+    }
     for name, blob in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(blob)

@@ -1,5 +1,6 @@
 """Text and time-series data: downloads from a 127.0.0.1 server with checksums, the published ETT
 protocol, AG News' vocabulary and padding, and bad input answered with one sentence."""
+
 from __future__ import annotations
 
 import socket
@@ -24,6 +25,7 @@ def closed_port_url() -> str:
 
 
 # ---- downloads ------------------------------------------------------------------------------------
+
 
 def test_shakespeare_downloads_with_its_checksum(http_server, tmp_path):
     www, url, asked = http_server
@@ -62,8 +64,10 @@ def test_offline_without_the_file_names_the_file_and_the_offline_dataset(tmp_pat
     with pytest.raises(UserError) as err:
         dm.prepare_data()
     msg = str(err.value)
-    assert msg.startswith(f"Tiny Shakespeare (input.txt) is not at {tmp_path / 'data' / 'shakespeare' / 'input.txt'} "
-                          f"and downloading it from ")
+    assert msg.startswith(
+        f"Tiny Shakespeare (input.txt) is not at {tmp_path / 'data' / 'shakespeare' / 'input.txt'} "
+        f"and downloading it from "
+    )
     assert "use data=pydoc, which ships with Python" in msg and "\n" not in msg
     with pytest.raises(UserError, match="data.download=false"):
         TinyShakespeare(data_dir=str(tmp_path), download=False).prepare_data()
@@ -74,8 +78,15 @@ def test_ag_news_downloads_both_files_and_builds_its_vocabulary_from_the_trainin
     train, test = ag_news_csv(300, seed=1), ag_news_csv(60, seed=2)
     (www / "train.csv").write_bytes(train)
     (www / "test.csv").write_bytes(test)
-    dm = AGNews(data_dir=str(tmp_path / "data"), mirror=url, checksums={"train": md5(train), "test": md5(test)},
-                val_size=50, max_length=12, min_freq=2, max_vocab=40)
+    dm = AGNews(
+        data_dir=str(tmp_path / "data"),
+        mirror=url,
+        checksums={"train": md5(train), "test": md5(test)},
+        val_size=50,
+        max_length=12,
+        min_freq=2,
+        max_vocab=40,
+    )
     dm.prepare_data()
     dm.setup("fit")
     assert sorted(asked) == ["/test.csv", "/train.csv"]
@@ -119,14 +130,20 @@ def test_ett_downloads_and_follows_the_published_protocol(name, http_server, tmp
     # z-normalised with the training months only: mean 0 and std 1 over the training rows.
     base = dm.bases["train"]
     assert base.shape == (train, 7)
-    assert torch.allclose(base.mean(0), torch.zeros(7), atol=1e-4) and torch.allclose(base.std(0, unbiased=False), torch.ones(7), atol=1e-4)
+    assert torch.allclose(base.mean(0), torch.zeros(7), atol=1e-4) and torch.allclose(
+        base.std(0, unbiased=False), torch.ones(7), atol=1e-4
+    )
     values = np.loadtxt(blob.decode().splitlines()[1:], delimiter=",", usecols=range(1, 8))
-    assert np.allclose(spec.channel_mean, values[:train].mean(0)) and np.allclose(spec.channel_std, values[:train].std(0))
+    assert np.allclose(spec.channel_mean, values[:train].mean(0)) and np.allclose(
+        spec.channel_std, values[:train].std(0)
+    )
     # The first validation window forecasts the first step after the training months.
     x, y = dm.splits["val"]
     first_val_row = (values[train] - values[:train].mean(0)) / values[:train].std(0)
     assert np.allclose(y[0, 0].numpy(), first_val_row, atol=1e-4)
-    assert np.allclose(x[0, -1].numpy(), (values[train - 1] - values[:train].mean(0)) / values[:train].std(0), atol=1e-4)
+    assert np.allclose(
+        x[0, -1].numpy(), (values[train - 1] - values[:train].mean(0)) / values[:train].std(0), atol=1e-4
+    )
 
 
 def test_ett_univariate_and_multivariate_to_univariate(tmp_path):
@@ -162,7 +179,11 @@ def test_csv_series_sorts_by_date_and_scales_on_the_training_rows(tmp_path):
     values = np.loadtxt(text[1:], delimiter=",", usecols=(2, 3))  # in date order
     n_train = int(200 * 0.7)
     assert np.allclose(dm.spec.channel_mean, values[:n_train].mean(0))
-    assert torch.allclose(dm.bases["train"][0], torch.tensor((values[0] - values[:n_train].mean(0)) / values[:n_train].std(0)).float(), atol=1e-5)
+    assert torch.allclose(
+        dm.bases["train"][0],
+        torch.tensor((values[0] - values[:n_train].mean(0)) / values[:n_train].std(0)).float(),
+        atol=1e-5,
+    )
 
 
 def test_text_file_and_offline_corpus():
@@ -174,22 +195,37 @@ def test_text_file_and_offline_corpus():
 
 # ---- bad input: one sentence each -----------------------------------------------------------------
 
+
 def csv_file(tmp_path, text: str):
     path = tmp_path / "data.csv"
     path.write_text(text)
     return str(path)
 
 
-@pytest.mark.parametrize("text, kwargs, sentence", [
-    (plain_csv(100), {"target": "load_mw"}, r"has no column 'load_mw' \(data.target\); its columns are: date, load, temp, OT\.$"),
-    (plain_csv(100), {"date_column": "day"}, r"has no column 'day' \(data.date_column\)"),
-    (plain_csv(100).replace(",5.", ",n/a5.", 1), {}, r"^column '\w+' of .*data.csv is not numeric \(line 2 has 'n/a5\.\d+'\); fix the file"),
-    (plain_csv(100).replace("2020-01-03", "yesterday"), {}, r"has 'yesterday', which is not an ISO date"),
-    ("date,OT\n", {}, r"has a header but no data rows"),
-    (plain_csv(100) + "2021-01-01,1\n", {}, r"line 102 of .* has 2 fields but the header has 4"),
-    (plain_csv(40), {"lookback": 96, "horizon": 24},
-     r"^the csv series has 40 rows, too few for one train window of data.lookback=96 \+ data.horizon=24 steps"),
-])
+@pytest.mark.parametrize(
+    "text, kwargs, sentence",
+    [
+        (
+            plain_csv(100),
+            {"target": "load_mw"},
+            r"has no column 'load_mw' \(data.target\); its columns are: date, load, temp, OT\.$",
+        ),
+        (plain_csv(100), {"date_column": "day"}, r"has no column 'day' \(data.date_column\)"),
+        (
+            plain_csv(100).replace(",5.", ",n/a5.", 1),
+            {},
+            r"^column '\w+' of .*data.csv is not numeric \(line 2 has 'n/a5\.\d+'\); fix the file",
+        ),
+        (plain_csv(100).replace("2020-01-03", "yesterday"), {}, r"has 'yesterday', which is not an ISO date"),
+        ("date,OT\n", {}, r"has a header but no data rows"),
+        (plain_csv(100) + "2021-01-01,1\n", {}, r"line 102 of .* has 2 fields but the header has 4"),
+        (
+            plain_csv(40),
+            {"lookback": 96, "horizon": 24},
+            r"^the csv series has 40 rows, too few for one train window of data.lookback=96 \+ data.horizon=24 steps",
+        ),
+    ],
+)
 def test_bad_csv_gets_one_sentence(text, kwargs, sentence, tmp_path):
     dm = CSVSeries(path=csv_file(tmp_path, text), **{"lookback": 8, "horizon": 4, **kwargs})
     with pytest.raises(UserError, match=sentence) as err:
@@ -204,12 +240,17 @@ def test_bad_text_files_get_one_sentence(tmp_path):
         TextFile(path=str(empty)).setup()
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("Café crème\n".encode("latin-1") * 100)
-    with pytest.raises(UserError, match=r"latin1.txt is not UTF-8 text \(byte 0xe9 at line 1 cannot be decoded\); convert it"):
+    with pytest.raises(
+        UserError, match=r"latin1.txt is not UTF-8 text \(byte 0xe9 at line 1 cannot be decoded\); convert it"
+    ):
         TextFile(path=str(latin)).setup()
     short = tmp_path / "short.txt"
     short.write_text("To be or not to be.\n" * 5)
-    with pytest.raises(UserError, match=r"^the text_file text has 100 characters, so its train split \(90\) is shorter than one window of "
-                       r"data.seq_len\+1=129; use a shorter data.seq_len or a text of at least 2,580 characters\.$"):
+    with pytest.raises(
+        UserError,
+        match=r"^the text_file text has 100 characters, so its train split \(90\) is shorter than one window of "
+        r"data.seq_len\+1=129; use a shorter data.seq_len or a text of at least 2,580 characters\.$",
+    ):
         TextFile(path=str(short)).setup()
     with pytest.raises(UserError, match=r"data.path=.*nowhere.txt is not a file"):
         TextFile(path=str(tmp_path / "nowhere.txt")).setup()
@@ -221,7 +262,12 @@ def test_bad_text_file_on_the_command_line(tmp_path):
     latin.write_bytes("Café crème\n".encode("latin-1") * 100)
     r = cli("train.py", "data=text_file", f"data.path={latin}", "model=lstm", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == [f"error: {latin} is not UTF-8 text (byte 0xe9 at line 1 cannot be decoded); "
-                                             f"convert it, e.g. iconv -f latin1 -t utf-8 latin1.txt."]
+    assert r.stderr.strip().splitlines() == [
+        f"error: {latin} is not UTF-8 text (byte 0xe9 at line 1 cannot be decoded); "
+        f"convert it, e.g. iconv -f latin1 -t utf-8 latin1.txt."
+    ]
     missing = cli("train.py", "data=text_file", f"hydra.run.dir={tmp_path / 'run2'}")
-    assert missing.returncode == 2 and missing.stderr.strip() == "error: data.path must be given; add data.path=... to the command line."
+    assert (
+        missing.returncode == 2
+        and missing.stderr.strip() == "error: data.path must be given; add data.path=... to the command line."
+    )

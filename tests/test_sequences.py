@@ -3,6 +3,7 @@
 Every sequence model on every sequence dataset for a few steps (the downloadable sets from small
 files in their real formats), real learning (a forecaster beats the naive forecast, a character
 model beats the unigram entropy), what TensorBoard shows, generation from a checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,16 @@ from zoo.errors import UserError
 from zoo.tasks.registry import build_net
 
 # A few steps, without the per-run cost of the TensorBoard logger (it is tested below).
-FEW_STEPS = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-             "trainer.limit_test_batches=1", "callbacks.histograms=null", "callbacks.lr_monitor=null",
-             "callbacks.gradient_norms=null", "logger=none"]
+FEW_STEPS = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "callbacks.histograms=null",
+    "callbacks.lr_monitor=null",
+    "callbacks.gradient_norms=null",
+    "logger=none",
+]
 
 DATASETS = {  # data= choice -> overrides that keep a run small
     "shakespeare": ["data.seq_len=32"],
@@ -38,7 +46,11 @@ DATASETS = {  # data= choice -> overrides that keep a run small
     "ettm2": ["data.lookback=24", "data.horizon=24"],
     "mnist": ["data.val_size=16", "data.batch_size=16"],  # sequential MNIST: rows as time steps
 }
-TEXT, TOKENS, SERIES = ("shakespeare", "text_file", "pydoc"), ("ag_news",), ("sine", "csv", "etth1", "etth2", "ettm1", "ettm2")
+TEXT, TOKENS, SERIES = (
+    ("shakespeare", "text_file", "pydoc"),
+    ("ag_news",),
+    ("sine", "csv", "etth1", "etth2", "ettm1", "ettm2"),
+)
 MODELS = {  # model= choice -> (small sizes, the datasets it takes)
     "rnn": (["model.hidden=16"], [*TEXT, *TOKENS, *SERIES, "mnist"]),
     "lstm": (["model.hidden=16"], [*TEXT, *TOKENS, *SERIES, "mnist"]),
@@ -48,9 +60,11 @@ MODELS = {  # model= choice -> (small sizes, the datasets it takes)
     "cnn": (["model.channels=[8,8]"], [*TEXT, *TOKENS, *SERIES]),
 }
 PAIRS = [(m, d) for m, (_, ds) in MODELS.items() for d in ds]
-METRICS = {"language_model": {"test/loss", "test/bpc", "test/ppl", "test/acc"},
-           "classify": {"test/loss", "test/acc", "test/macro_f1"},
-           "forecast": {"test/loss", "test/mse", "test/mae", "test/mse_orig", "test/mae_orig", "test/naive_mse"}}
+METRICS = {
+    "language_model": {"test/loss", "test/bpc", "test/ppl", "test/acc"},
+    "classify": {"test/loss", "test/acc", "test/macro_f1"},
+    "forecast": {"test/loss", "test/mse", "test/mae", "test/mse_orig", "test/mae_orig", "test/naive_mse"},
+}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,18 +91,23 @@ def dataset_overrides(data: str, own: dict) -> list[str]:
 def test_every_sequence_model_trains_on_every_sequence_dataset(model, data, seq_data, tmp_path):
     data_dir, own = seq_data
     out = tmp_path / "run"
-    metrics = run_train([f"model={model}", *dataset_overrides(data, own), *MODELS[model][0], "model.dropout=0.1",
-                         *FEW_STEPS], out, data_dir=data_dir)
+    metrics = run_train(
+        [f"model={model}", *dataset_overrides(data, own), *MODELS[model][0], "model.dropout=0.1", *FEW_STEPS],
+        out,
+        data_dir=data_dir,
+    )
     assert metrics["global_step"] == 2
     assert METRICS[task_of(data)] <= set(metrics), sorted(metrics)
     assert all(math.isfinite(v) for k, v in metrics.items() if k.startswith("test/"))
     assert (out / "checkpoints" / "last.ckpt").is_file()
 
 
-NOT_PAIRS = [("linear", "shakespeare", "it needs numeric series, and shakespeare yields token sequences"),
-             ("linear", "mnist", "it needs numeric series, and mnist yields images"),
-             ("mlp", "pydoc", "it needs images or numeric series, and pydoc yields token sequences"),
-             ("resnet", "sine", "it needs images, and sine yields numeric series")]
+NOT_PAIRS = [
+    ("linear", "shakespeare", "it needs numeric series, and shakespeare yields token sequences"),
+    ("linear", "mnist", "it needs numeric series, and mnist yields images"),
+    ("mlp", "pydoc", "it needs images or numeric series, and pydoc yields token sequences"),
+    ("resnet", "sine", "it needs images, and sine yields numeric series"),
+]
 
 
 @pytest.mark.parametrize("model, data, why", NOT_PAIRS, ids=[f"{m}-{d}" for m, d, _ in NOT_PAIRS])
@@ -102,19 +121,30 @@ def test_a_pairing_that_cannot_work_names_both_sides(model, data, why, seq_data,
 def test_a_language_model_cannot_be_bidirectional():
     from zoo.nets.rnn import LSTM
 
-    spec = DataSpec(name="pydoc", kind="tokens", shape=(32,), task="language_model", vocab_size=5,
-                    vocabulary=tuple("abcde"))
-    with pytest.raises(UserError, match=r"^model=lstm cannot be built for data=pydoc: .*set model.bidirectional=false\.$"):
+    spec = DataSpec(
+        name="pydoc", kind="tokens", shape=(32,), task="language_model", vocab_size=5, vocabulary=tuple("abcde")
+    )
+    with pytest.raises(
+        UserError, match=r"^model=lstm cannot be built for data=pydoc: .*set model.bidirectional=false\.$"
+    ):
         build_net(partial(LSTM, bidirectional=True), spec, "lstm", "pydoc")
 
 
 # ---- learning for real ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sine_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sine") / "run"
-    metrics = run_train(["experiment=sine_lstm", "trainer.max_epochs=4", "callbacks.histograms=null",
-                         "callbacks.gradient_norms.every_n_steps=5"], out)
+    metrics = run_train(
+        [
+            "experiment=sine_lstm",
+            "trainer.max_epochs=4",
+            "callbacks.histograms=null",
+            "callbacks.gradient_norms.every_n_steps=5",
+        ],
+        out,
+    )
     return out, metrics
 
 
@@ -129,7 +159,9 @@ def test_sine_forecaster_beats_the_naive_forecast(sine_run):
 
 @pytest.mark.slow
 def test_linear_baseline_beats_the_naive_forecast(tmp_path):
-    metrics = run_train(["model=linear", "data=sine", "trainer.max_epochs=3", "callbacks.histograms=null"], tmp_path / "run")
+    metrics = run_train(
+        ["model=linear", "data=sine", "trainer.max_epochs=3", "callbacks.histograms=null"], tmp_path / "run"
+    )
     assert metrics["test/mse"] < 0.5 * metrics["test/naive_mse"], metrics
 
 
@@ -142,10 +174,25 @@ def unigram_entropy_nats(text: str) -> float:
 @pytest.fixture(scope="module")
 def char_lm(tmp_path_factory):
     out = tmp_path_factory.mktemp("lm") / "run"
-    metrics = run_train(["model=lstm", "data=pydoc", "model.hidden=96", "model.layers=1", "model.embedding=32",
-                         "model.dropout=0.0", "data.seq_len=64", "data.batch_size=32", "optimizer.lr=5e-3",
-                         "trainer.max_epochs=2", "trainer.limit_train_batches=60", "callbacks.histograms=null",
-                         "callbacks.gradient_norms.every_n_steps=10", "callbacks.generated_text.length=80"], out)
+    metrics = run_train(
+        [
+            "model=lstm",
+            "data=pydoc",
+            "model.hidden=96",
+            "model.layers=1",
+            "model.embedding=32",
+            "model.dropout=0.0",
+            "data.seq_len=64",
+            "data.batch_size=32",
+            "optimizer.lr=5e-3",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=60",
+            "callbacks.histograms=null",
+            "callbacks.gradient_norms.every_n_steps=10",
+            "callbacks.generated_text.length=80",
+        ],
+        out,
+    )
     return out, metrics
 
 
@@ -194,8 +241,19 @@ def test_tensorboard_shows_forecast_plots_and_errors(sine_run):
 def test_news_classifier_shows_misclassified_articles_and_macro_f1(seq_data, tmp_path):
     data_dir, own = seq_data
     out = tmp_path / "run"
-    metrics = run_train(["model=gru", *dataset_overrides("ag_news", own), "model.hidden=16", "model.bidirectional=true",
-                         "model.pool=mean", "trainer.max_epochs=1", "callbacks.histograms=null"], out, data_dir=data_dir)
+    metrics = run_train(
+        [
+            "model=gru",
+            *dataset_overrides("ag_news", own),
+            "model.hidden=16",
+            "model.bidirectional=true",
+            "model.pool=mean",
+            "trainer.max_epochs=1",
+            "callbacks.histograms=null",
+        ],
+        out,
+        data_dir=data_dir,
+    )
     assert {"test/acc", "test/macro_f1", "val/macro_f1"} <= set(metrics)
     ea = read_events(out / "tensorboard")
     assert "test/confusion_matrix" in ea.Tags()["images"] and "test/misclassified" not in ea.Tags()["images"]
@@ -222,17 +280,32 @@ def test_eval_of_a_forecast_checkpoint_gives_the_same_test_metrics(sine_run):
     import eval as evaluate_module
 
     _, metrics = sine_run
-    again = evaluate_module.evaluate(OmegaConf.create({"ckpt_path": metrics["best_checkpoint"], "data_dir": None,
-                                                       "split": "test", "accelerator": "cpu", "batch_size": None,
-                                                       "out": None}))
+    again = evaluate_module.evaluate(
+        OmegaConf.create(
+            {
+                "ckpt_path": metrics["best_checkpoint"],
+                "data_dir": None,
+                "split": "test",
+                "accelerator": "cpu",
+                "batch_size": None,
+                "out": None,
+            }
+        )
+    )
     assert again["test/mse"] == pytest.approx(metrics["test/mse"], rel=1e-5)
 
 
 @pytest.mark.slow
 def test_generate_prints_text_from_a_language_model_checkpoint(char_lm, tmp_path):
     _, metrics = char_lm
-    r = cli("generate.py", f"ckpt_path={metrics['best_checkpoint']}", "prompt='The name '", "length=120",
-            "temperature=0.8", "accelerator=cpu")
+    r = cli(
+        "generate.py",
+        f"ckpt_path={metrics['best_checkpoint']}",
+        "prompt='The name '",
+        "length=120",
+        "temperature=0.8",
+        "accelerator=cpu",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     text = r.stdout.removesuffix("\n")  # print's line end
     assert text.startswith("The name ") and len(text) == 9 + 120
@@ -253,8 +326,20 @@ def test_sampling_from_a_checkpoint_in_process(char_lm):
 
     _, metrics = char_lm
     rebuilt = rebuild(metrics["best_checkpoint"])
-    cfg = lambda **kw: OmegaConf.create({"prompt": "def", "length": 40, "temperature": 0, "top_k": None,  # noqa: E731
-                                         "seed": 0, "accelerator": "cpu", **kw})
+
+    def cfg(**kw):
+        return OmegaConf.create(
+            {
+                "prompt": "def",
+                "length": 40,
+                "temperature": 0,
+                "top_k": None,
+                "seed": 0,
+                "accelerator": "cpu",
+                **kw,
+            }
+        )
+
     import contextlib
     import io
 
@@ -268,14 +353,17 @@ def test_sampling_from_a_checkpoint_in_process(char_lm):
     assert printed(temperature=1.0, seed=1) == printed(temperature=1.0, seed=1)  # a seed repeats a sample
     assert printed(temperature=1.0, seed=1) != printed(temperature=1.0, seed=2)
     assert len(printed(top_k=3, temperature=1.0)) == 3 + 40 + 1
-    for bad, sentence in [({"length": 0}, "length must be a positive whole number"),
-                          ({"temperature": -1}, "temperature must be a number >= 0"),
-                          ({"top_k": 0}, "top_k must be a positive whole number or null")]:
+    for bad, sentence in [
+        ({"length": 0}, "length must be a positive whole number"),
+        ({"temperature": -1}, "temperature must be a number >= 0"),
+        ({"top_k": 0}, "top_k must be a positive whole number or null"),
+    ]:
         with pytest.raises(UserError, match=sentence):
             printed(**bad)
 
 
 # ---- settings a user can rely on ------------------------------------------------------------------
+
 
 def compose(*overrides: str):
     from zoo.run.config import compose_config
@@ -289,8 +377,15 @@ def test_recurrent_models_clip_gradients_by_default(model, clip):
     assert compose(f"model={model}", "data=sine", "trainer.gradient_clip_val=null").trainer.gradient_clip_val is None
 
 
-@pytest.mark.parametrize("data, monitor, mode", [("digits", "val/acc", "max"), ("ag_news", "val/acc", "max"),
-                                                 ("pydoc", "val/loss", "min"), ("etth1", "val/loss", "min")])
+@pytest.mark.parametrize(
+    "data, monitor, mode",
+    [
+        ("digits", "val/acc", "max"),
+        ("ag_news", "val/acc", "max"),
+        ("pydoc", "val/loss", "min"),
+        ("etth1", "val/loss", "min"),
+    ],
+)
 def test_the_checkpoint_metric_fits_the_task(data, monitor, mode):
     cfg = compose(f"data={data}")
     assert (cfg.callbacks.checkpoint.monitor, cfg.callbacks.checkpoint.mode) == (monitor, mode)
@@ -299,18 +394,32 @@ def test_the_checkpoint_metric_fits_the_task(data, monitor, mode):
 
 
 def test_experiments_compose():
-    for name, data, model in [("shakespeare_lstm", "shakespeare", "lstm"), ("ag_news_gru", "ag_news", "gru"),
-                              ("etth1_lstm", "etth1", "lstm"), ("sine_lstm", "sine", "lstm")]:
+    for name, data, model in [
+        ("shakespeare_lstm", "shakespeare", "lstm"),
+        ("ag_news_gru", "ag_news", "gru"),
+        ("etth1_lstm", "etth1", "lstm"),
+        ("sine_lstm", "sine", "lstm"),
+    ]:
         cfg = compose(f"experiment={name}")
-        assert cfg.data._target_.endswith({"shakespeare": "TinyShakespeare", "ag_news": "AGNews",
-                                           "etth1": "ETTData", "sine": "SineData"}[data])
+        assert cfg.data._target_.endswith(
+            {"shakespeare": "TinyShakespeare", "ag_news": "AGNews", "etth1": "ETTData", "sine": "SineData"}[data]
+        )
         assert cfg.model._target_ == f"zoo.nets.rnn.{model.upper()}"
         assert cfg.trainer.gradient_clip_val
 
 
 def test_spec_with_a_vocabulary_and_a_scaler_is_plain_data():
-    spec = DataSpec(name="x", kind="series", shape=(96, 7), task="forecast", horizon=24, target_channels=1,
-                    channel_names=tuple("abcdefg"), channel_mean=(1.0,) * 7, channel_std=(2.0,) * 7)
+    spec = DataSpec(
+        name="x",
+        kind="series",
+        shape=(96, 7),
+        task="forecast",
+        horizon=24,
+        target_channels=1,
+        channel_names=tuple("abcdefg"),
+        channel_mean=(1.0,) * 7,
+        channel_std=(2.0,) * 7,
+    )
     d = spec.to_dict()
     assert all(not isinstance(v, tuple) for v in d.values())
     assert DataSpec.from_dict(json.loads(json.dumps(d))) == spec

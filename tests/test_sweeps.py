@@ -1,6 +1,7 @@
 """Sweeps as a user runs them: a grid sweep with a failing run, its summary and HParams, continuing
 it; Optuna searches that are interrupted and continued, shared by two processes, and pruned;
 the submitit launchers; the learning-rate finder."""
+
 from __future__ import annotations
 
 import csv
@@ -55,6 +56,7 @@ def states(study) -> dict[str, int]:
 
 # ---- grid sweeps ---------------------------------------------------------------------------------
 
+
 def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_continues(tmp_path):
     """Jobs sent through submitit (each in its own process, as on SLURM); the first one fails.
     (A failing job in the default in-process launcher: tests/test_ddp.py's multirun.)"""
@@ -67,7 +69,9 @@ def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_continues(tmp_path):
 
     table = rows(sweep)
     assert [(row["job"], row["status"], row["model.activation"]) for row in table] == [
-        ("0", "failed", "nonexistent"), ("1", "finished", "tanh")]
+        ("0", "failed", "nonexistent"),
+        ("1", "finished", "tanh"),
+    ]
     assert "unknown activation 'nonexistent'" in table[0]["error"] and table[0]["test/acc"] == ""
     for row in table[1:]:
         metrics = json.loads((sweep / row["job"] / "metrics.json").read_text())
@@ -113,17 +117,28 @@ def test_a_grid_sweep_refuses_a_search_range_in_one_sentence(tmp_path):
 
 # ---- Optuna --------------------------------------------------------------------------------------
 
+
 def search(log_dir: Path, *extra: str) -> list[str]:
     return ["train.py", "-m", "hparams_search=digits_optuna", f"paths.log_dir={log_dir}", *QUIET, *extra]
 
 
 def test_optuna_search_interrupted_then_continued_is_one_study_of_five_trials(tmp_path):
     # Each step sleeps 50 ms, so trial 1 is still training when the Ctrl-C arrives on a fast machine.
-    settings = ["trainer.max_epochs=5", "trainer.limit_train_batches=5", "model.dropout=interval(0.0, 0.3)",
-                "+callbacks.sleepy._target_=tests.helpers.sleepy.SleepPerStep", "+callbacks.sleepy.seconds=0.05"]
+    settings = [
+        "trainer.max_epochs=5",
+        "trainer.limit_train_batches=5",
+        "model.dropout=interval(0.0, 0.3)",
+        "+callbacks.sleepy._target_=tests.helpers.sleepy.SleepPerStep",
+        "+callbacks.sleepy.seconds=0.05",
+    ]
     folder = tmp_path / "searches" / "digits_optuna"
-    proc = subprocess.Popen([sys.executable, *search(tmp_path, "hydra.sweeper.n_trials=3", *settings)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *search(tmp_path, "hydra.sweeper.n_trials=3", *settings)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 240
     while not (folder / "1" / "checkpoints").is_dir() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
@@ -158,18 +173,32 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_five_trials(tm
     assert f"best_trial: {study.best_trial.number}" in results
 
     # A study is one search: the same study with other settings is refused, not mixed in.
-    other = cli(*search(tmp_path, "hydra.sweeper.n_trials=6", "trainer.max_epochs=3", "trainer.limit_train_batches=5",
-                        "model.dropout=interval(0.0, 0.3)"), timeout=120)
+    other = cli(
+        *search(
+            tmp_path,
+            "hydra.sweeper.n_trials=6",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=5",
+            "model.dropout=interval(0.0, 0.3)",
+        ),
+        timeout=120,
+    )
     assert other.returncode == 2 and "Traceback" not in other.stderr
     assert "error: study digits_optuna" in other.stderr and "trainer.max_epochs=3" in other.stderr
 
 
 def test_two_processes_share_one_study(tmp_path):
     def start(seed: int) -> subprocess.Popen:
-        args = search(tmp_path, "hydra.sweeper.n_trials=4", "hydra/sweeper/sampler=random",
-                      f"hydra.sweeper.sampler.seed={seed}", *TINY)
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        args = search(
+            tmp_path,
+            "hydra.sweeper.n_trials=4",
+            "hydra/sweeper/sampler=random",
+            f"hydra.sweeper.sampler.seed={seed}",
+            *TINY,
+        )
+        return subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     procs = [start(1), start(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -185,9 +214,18 @@ def test_two_processes_share_one_study(tmp_path):
 
 def test_pruning_stops_a_bad_trial_and_records_it_as_pruned(tmp_path):
     # A grid of two learning rates; the threshold pruner gives up on a trial below 0.3 accuracy.
-    r = cli(*search(tmp_path, "hydra.sweeper.params=null", "optimizer.lr=choice(0.01,1e-7)",
-                    "hydra/sweeper/sampler=grid", "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=0.3",
-                    "hydra.sweeper.n_trials=10", "trainer.max_epochs=3"))
+    r = cli(
+        *search(
+            tmp_path,
+            "hydra.sweeper.params=null",
+            "optimizer.lr=choice(0.01,1e-7)",
+            "hydra/sweeper/sampler=grid",
+            "hydra/sweeper/pruner=threshold",
+            "hydra.sweeper.pruner.lower=0.3",
+            "hydra.sweeper.n_trials=10",
+            "trainer.max_epochs=3",
+        )
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     study = load_study(tmp_path)
     assert states(study) == {"COMPLETE": 1, "PRUNED": 1}  # the grid has 2 points: n_trials is capped
@@ -197,7 +235,9 @@ def test_pruning_stops_a_bad_trial_and_records_it_as_pruned(tmp_path):
     assert pruned.intermediate_values[0] < 0.3
     assert list(complete.intermediate_values) == [0, 1, 2]  # every epoch reported
     table = {row["job"]: row for row in rows(tmp_path / "searches" / "digits_optuna")}
-    assert table[str(pruned.number)]["status"] == "pruned" and "pruned after epoch 0" in table[str(pruned.number)]["error"]
+    assert (
+        table[str(pruned.number)]["status"] == "pruned" and "pruned after epoch 0" in table[str(pruned.number)]["error"]
+    )
     assert table[str(complete.number)]["status"] == "finished"
 
 
@@ -207,10 +247,18 @@ def test_search_space_syntax():
     from zoo.errors import UserError
     from zoo.sweeps.optuna import SearchSpace
 
-    space = SearchSpace(["optimizer.lr=tag(log, interval(1e-4, 1e-1))", "model.dropout=interval(0, 0.5)",
-                         "model.depth=tag(int, interval(1, 4))", "data.batch_size=choice(32, 64)",
-                         "model=mlp,cnn", "model.widths=choice([64],[128,64])", "seed=range(1, 7, 2)",
-                         "trainer.max_epochs=3"])
+    space = SearchSpace(
+        [
+            "optimizer.lr=tag(log, interval(1e-4, 1e-1))",
+            "model.dropout=interval(0, 0.5)",
+            "model.depth=tag(int, interval(1, 4))",
+            "data.batch_size=choice(32, 64)",
+            "model=mlp,cnn",
+            "model.widths=choice([64],[128,64])",
+            "seed=range(1, 7, 2)",
+            "trainer.max_epochs=3",
+        ]
+    )
     d = space.distributions
     assert d["optimizer.lr"] == FloatDistribution(1e-4, 1e-1, log=True)
     assert d["model.dropout"] == FloatDistribution(0.0, 0.5)
@@ -221,7 +269,11 @@ def test_search_space_syntax():
     assert d["seed"] == IntDistribution(1, 5, step=2)  # range excludes its stop, as in Hydra
     assert space.fixed == ["trainer.max_epochs=3"]
     assert space.overrides({"optimizer.lr": 0.00123, "model.widths": "[128,64]", "data.batch_size": 64}) == [
-        "trainer.max_epochs=3", "optimizer.lr=0.00123", "model.widths=[128,64]", "data.batch_size=64"]
+        "trainer.max_epochs=3",
+        "optimizer.lr=0.00123",
+        "model.widths=[128,64]",
+        "data.batch_size=64",
+    ]
     with pytest.raises(UserError, match="grid sampler needs choice"):
         space.grid()
     assert SearchSpace(["a=choice(1,2)", "b=range(0,3)"]).grid() == {"a": [1, 2], "b": [0, 1, 2]}
@@ -245,35 +297,65 @@ def test_search_configs_compose():
 
 # ---- launchers -----------------------------------------------------------------------------------
 
+
 def test_slurm_launcher_settings_reach_sbatch(tmp_path):
     """No cluster here: a stand-in sbatch keeps the script submitit writes, then refuses the job."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     sbatch = bin_dir / "sbatch"
-    sbatch.write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho 'sbatch: error: no cluster here' >&2\nexit 1\n")
+    sbatch.write_text(
+        f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho 'sbatch: error: no cluster here' >&2\nexit 1\n"
+    )
     sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it before submitting
     (bin_dir / "srun").chmod(sbatch.stat().st_mode)
-    r = cli("train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90",
-            "hydra.launcher.mem_gb=64", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
-            "optimizer.lr=1e-3,1e-2", f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=120,
-            env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    r = cli(
+        "train.py",
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=90",
+        "hydra.launcher.mem_gb=64",
+        "trainer=ddp",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+        "optimizer.lr=1e-3,1e-2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        timeout=120,
+        env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+    )
     assert r.returncode != 0
     script = (tmp_path / "submitted.sh").read_text()
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --mem=64GB", "#SBATCH --nodes=2",
-                 "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4", "#SBATCH --cpus-per-task=8",
-                 "#SBATCH --array=0-1"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=90",
+        "#SBATCH --mem=64GB",
+        "#SBATCH --nodes=2",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --array=0-1",
+    ):
         assert line in script, (line, script)
 
 
 # ---- learning-rate finder ------------------------------------------------------------------------
 
+
 def test_lr_finder_picks_logs_and_uses_the_learning_rate(tmp_path):
     import torch
 
     out = tmp_path / "run"
-    run_train(["tuner.lr_find=true", "tuner.num_training=20", "trainer.max_epochs=1", "trainer.limit_train_batches=5",
-               "trainer.log_every_n_steps=1"], out)
+    run_train(
+        [
+            "tuner.lr_find=true",
+            "tuner.num_training=20",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=5",
+            "trainer.log_every_n_steps=1",
+        ],
+        out,
+    )
     ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     ea.Reload()
     found = ea.Scalars("tuner/suggested_lr")[-1].value

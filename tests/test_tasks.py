@@ -1,5 +1,6 @@
 """The tasks: one base (zoo.tasks.base.Task) owns what they share, and each is built from the same
 parts (data spec, network, optimizer and scheduler factories, hyper-parameters)."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -18,10 +19,19 @@ from zoo.tasks.base import Task
 from zoo.tasks.registry import TASKS, build_task, task_class
 
 IMAGE = DataSpec(name="digits", kind="image", shape=(1, 8, 8), num_classes=10)
-TEXT = DataSpec(name="pydoc", kind="tokens", shape=(12,), task="language_model", vocab_size=3,
-                vocabulary=("a", "b", "\n"))
-SERIES = DataSpec(name="sine", kind="series", shape=(24, 3), task="forecast", horizon=8, target_channels=2,
-                  channel_mean=(5.0, 1.0, 2.0), channel_std=(9.0, 3.0, 4.0))
+TEXT = DataSpec(
+    name="pydoc", kind="tokens", shape=(12,), task="language_model", vocab_size=3, vocabulary=("a", "b", "\n")
+)
+SERIES = DataSpec(
+    name="sine",
+    kind="series",
+    shape=(24, 3),
+    task="forecast",
+    horizon=8,
+    target_channels=2,
+    channel_mean=(5.0, 1.0, 2.0),
+    channel_std=(9.0, 3.0, 4.0),
+)
 ADAM = partial(torch.optim.Adam, lr=1e-3)
 
 
@@ -58,8 +68,11 @@ def test_the_tasks_take_what_they_need_from_the_data():
 def test_a_task_that_cannot_train_the_pairing_says_why():
     with pytest.raises(UserError, match=r"^data=digits has no vocabulary for a language model; use a text dataset"):
         build("language_model", IMAGE, MLP(IMAGE))
-    with pytest.raises(UserError, match=r"^the adversarial task trains a generator and a discriminator, and "
-                                        r"MLPClassifier is not a GAN; use model=gan or model=dcgan\.$"):
+    with pytest.raises(
+        UserError,
+        match=r"^the adversarial task trains a generator and a discriminator, and "
+        r"MLPClassifier is not a GAN; use model=gan or model=dcgan\.$",
+    ):
         build("adversarial", IMAGE, MLP(IMAGE))
 
 
@@ -82,6 +95,9 @@ def test_a_plateau_schedule_watches_the_configured_metric():
 
 def test_only_a_task_with_one_optimizer_offers_a_learning_rate_to_the_finder():
     gan = build("adversarial", IMAGE, GAN(IMAGE, latent_dim=4, widths=[8]))
-    with pytest.raises(UserError, match=r"^tuner.lr_find=true needs a task with one learning rate, and "
-                                        r"AdversarialTask has none to set"):
+    with pytest.raises(
+        UserError,
+        match=r"^tuner.lr_find=true needs a task with one learning rate, and "
+        r"AdversarialTask has none to set",
+    ):
         find_lr(None, gan, None, None)

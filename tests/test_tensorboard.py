@@ -1,4 +1,5 @@
 """What a user opens TensorBoard for, read back with tensorboard's own event reader."""
+
 from __future__ import annotations
 
 import math
@@ -22,16 +23,31 @@ def read_events(folder) -> EventAccumulator:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tb") / "run"
-    metrics = run_train(["model=cnn", "trainer.max_epochs=2", "callbacks.gradient_norms.every_n_steps=5",
-                         "callbacks.histograms.every_n_steps=10"], out)
+    metrics = run_train(
+        [
+            "model=cnn",
+            "trainer.max_epochs=2",
+            "callbacks.gradient_norms.every_n_steps=5",
+            "callbacks.histograms.every_n_steps=10",
+        ],
+        out,
+    )
     return out, metrics, read_events(out / "tensorboard")
 
 
 def test_losses_accuracies_and_learning_rate(run):
     _, metrics, ea = run
     scalars = set(ea.Tags()["scalars"])
-    for tag in ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss",
-                "test/acc", "lr-Adam"):
+    for tag in (
+        "train/loss",
+        "train/loss_epoch",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "test/loss",
+        "test/acc",
+        "lr-Adam",
+    ):
         assert tag in scalars, (tag, sorted(scalars))
     assert len(ea.Scalars("val/acc")) == 2  # one point per epoch
     assert ea.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
@@ -53,7 +69,9 @@ def test_weight_and_gradient_histograms_at_their_interval(run):
     _, metrics, ea = run
     hists = set(ea.Tags()["histograms"])
     assert {"weights/net.features.0.weight", "gradients/net.features.0.weight", "gradients/net.head.4.bias"} <= hists
-    assert [e.step for e in ea.Histograms("weights/net.features.0.weight")] == list(range(0, metrics["global_step"], 10))
+    assert [e.step for e in ea.Histograms("weights/net.features.0.weight")] == list(
+        range(0, metrics["global_step"], 10)
+    )
 
 
 def test_confusion_matrix_and_misclassified_images(run):
@@ -65,7 +83,7 @@ def test_confusion_matrix_and_misclassified_images(run):
 
 
 def test_hparams_tab_has_the_real_final_metrics(run):
-    _, metrics, ea = run
+    _, _metrics, ea = run
     content = ea.PluginTagToContent("hparams")
     exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in exp.metric_infos} >= {"test/acc", "test/loss", "val/acc", "val/loss"}
@@ -123,11 +141,17 @@ def test_gradient_norms_are_unscaled_under_fp16_mixed_precision():
     model.zero_grad()
 
     capture = _Capture()
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=capture, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
-                        callbacks=[GradientNormLogger(every_n_steps=1)])
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=capture,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+        callbacks=[GradientNormLogger(every_n_steps=1)],
+    )
     trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64))
     logged = next(m for _, m in capture.rows if "grad_norm/total" in m)["grad_norm/total"]
     assert logged == pytest.approx(reference, rel=0.02)  # scaled it would be 65536 times larger

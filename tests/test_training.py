@@ -1,4 +1,5 @@
 """Real training on the bundled digits: accuracy, early stopping, determinism, checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ def test_digits_reaches_95_percent(tmp_path):
 @pytest.mark.slow
 def test_early_stopping_really_stops(tmp_path):
     # No change counts as an improvement when min_delta is larger than any possible change.
-    metrics = run_train(["trainer.max_epochs=30", "callbacks.early_stopping.min_delta=100",
-                         "callbacks.early_stopping.patience=2"], tmp_path / "run")
+    metrics = run_train(
+        ["trainer.max_epochs=30", "callbacks.early_stopping.min_delta=100", "callbacks.early_stopping.patience=2"],
+        tmp_path / "run",
+    )
     assert metrics["epochs"] == 3  # epoch 0 sets the best, epochs 1 and 2 fail to beat it by 100
 
 
@@ -48,8 +51,16 @@ def test_checkpoint_reload_gives_the_same_test_metrics(trained_run):
     import eval as evaluate_module
 
     out, metrics = trained_run
-    cfg = OmegaConf.create({"ckpt_path": metrics["best_checkpoint"], "data_dir": None, "split": "test",
-                            "accelerator": "cpu", "batch_size": None, "out": str(out / "eval.json")})
+    cfg = OmegaConf.create(
+        {
+            "ckpt_path": metrics["best_checkpoint"],
+            "data_dir": None,
+            "split": "test",
+            "accelerator": "cpu",
+            "batch_size": None,
+            "out": str(out / "eval.json"),
+        }
+    )
     again = evaluate_module.evaluate(cfg)
     assert again["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-7)
     assert again["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-5)
@@ -70,10 +81,20 @@ def test_checkpoints_are_plain_data(trained_run):
 def test_init_from_starts_from_the_checkpoint_weights(trained_run, tmp_path):
     _, metrics = trained_run
     # A tiny learning rate for one step: the new run's quality can only come from the loaded weights.
-    tuned = run_train(["trainer.max_epochs=1", "trainer.limit_train_batches=1", "optimizer.lr=1e-9",
-                       f"init_from={metrics['best_checkpoint']}", "callbacks.histograms=null"], tmp_path / "ft")
-    fresh = run_train(["trainer.max_epochs=1", "trainer.limit_train_batches=1", "optimizer.lr=1e-9",
-                       "callbacks.histograms=null"], tmp_path / "fresh")
+    tuned = run_train(
+        [
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1",
+            "optimizer.lr=1e-9",
+            f"init_from={metrics['best_checkpoint']}",
+            "callbacks.histograms=null",
+        ],
+        tmp_path / "ft",
+    )
+    fresh = run_train(
+        ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "optimizer.lr=1e-9", "callbacks.histograms=null"],
+        tmp_path / "fresh",
+    )
     assert tuned["test/acc"] == pytest.approx(metrics["test/acc"], abs=0.01)
     assert fresh["test/acc"] < 0.5
 
@@ -91,8 +112,9 @@ def test_every_scheduler_runs_and_moves_the_lr(scheduler, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    metrics = run_train(FAST + [f"scheduler={scheduler}", "scheduler.factory.step_size=1"
-                                if scheduler == "step" else "seed=42"], out)
+    metrics = run_train(
+        FAST + [f"scheduler={scheduler}", "scheduler.factory.step_size=1" if scheduler == "step" else "seed=42"], out
+    )
     assert metrics["test/acc"] > 0.8
     ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
     ea.Reload()
@@ -101,7 +123,9 @@ def test_every_scheduler_runs_and_moves_the_lr(scheduler, tmp_path):
 
 
 def _total_grad_norm(pl_module) -> float:
-    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in pl_module.parameters() if p.grad is not None])).item()
+    return torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in pl_module.parameters() if p.grad is not None])
+    ).item()
 
 
 @pytest.mark.slow
@@ -126,8 +150,9 @@ def test_gradient_clipping_and_accumulation_are_trainer_settings(tmp_path):
                 self.stepped.append(_total_grad_norm(pl_module))
 
     norms = GradNorms()
-    cfg = compose_run([*QUIET, *FAST, "trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2"],
-                      str(tmp_path / "run"))
+    cfg = compose_run(
+        [*QUIET, *FAST, "trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2"], str(tmp_path / "run")
+    )
     check_config(cfg)
     metrics = train.train(cfg, extra_callbacks=(norms,))
     steps_per_epoch = -(-int(1437 - round(0.15 * 1437)) // 64)  # batches of the training split

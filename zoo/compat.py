@@ -8,6 +8,7 @@ Everything else in the project uses public APIs only.
 Imports are made inside the functions: this module sits below everything else (datamodules and
 the Hydra plugins import it too) and importing it loads no library.
 """
+
 from __future__ import annotations
 
 import functools
@@ -121,8 +122,11 @@ def non_persistent_buffer_names(module) -> list[str]:
     Why: those are per-process accumulators DDP must not broadcast. Missing public API:
     ``named_buffers()`` does not say which buffers are persistent; the module keeps them in
     ``_non_persistent_buffers_set``."""
-    return [f"{prefix}.{name}" if prefix else name
-            for prefix, sub in module.named_modules() for name in sub._non_persistent_buffers_set]
+    return [
+        f"{prefix}.{name}" if prefix else name
+        for prefix, sub in module.named_modules()
+        for name in sub._non_persistent_buffers_set
+    ]
 
 
 def ddp_ignore(model, names: list[str]) -> None:
@@ -199,4 +203,3 @@ def heartbeat_storage(study):
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     return study._storage if is_heartbeat_enabled(study._storage) else None
-

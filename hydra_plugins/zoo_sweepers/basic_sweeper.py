@@ -9,6 +9,7 @@ Two differences from Hydra's own ``BasicSweeper``:
   the jobs that already finished there, and continues a job stopped mid-way from its resume
   checkpoint (``resume=true``) when it left one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,17 +40,21 @@ class ZooBasicSweeper(BasicSweeper):
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
         for o in overrides:
             if o.is_sweep_override() and not o.is_discrete_sweep():
-                refuse(f"{o.input_line} is a search range, which a grid sweep cannot enumerate; search it with "
-                       f"Optuna (hparams_search=digits_optuna, or hydra/sweeper=zoo_optuna) or list values: "
-                       f"{o.get_key_element()}=a,b,c.")
+                refuse(
+                    f"{o.input_line} is a search range, which a grid sweep cannot enumerate; search it with "
+                    f"Optuna (hparams_search=digits_optuna, or hydra/sweeper=zoo_optuna) or list values: "
+                    f"{o.get_key_element()}=a,b,c."
+                )
         self.overrides = self.split_arguments(overrides, self.max_batch_size)
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         earlier = sweep_dir.is_dir() and any(p.is_dir() for p in sweep_dir.iterdir())
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        log.info(f"Sweep folder: {sweep_dir}  (if it stops, rerun the same command with hydra.sweep.dir={sweep_dir} "
-                 f"to continue it)")
+        log.info(
+            f"Sweep folder: {sweep_dir}  (if it stops, rerun the same command with hydra.sweep.dir={sweep_dir} "
+            f"to continue it)"
+        )
 
         returns: list[Sequence[Any]] = []
         initial_job_idx = 0

@@ -30,9 +30,11 @@ class ZooBasicSweeperConf:
 
 # ---- Optuna ----------------------------------------------------------------------------------
 
+
 @dataclass
 class TPESamplerConf:
     """Tree-structured Parzen Estimator: models good and bad trials, the usual choice."""
+
     _target_: str = "optuna.samplers.TPESampler"
     seed: int | None = None
     n_startup_trials: int = 10  # random trials before the model is used
@@ -50,6 +52,7 @@ class RandomSamplerConf:
 class GridSamplerConf:
     """Every combination of the choice(...)/range(...) parameters, in random order; the search
     space is built by the sweeper from hydra.sweeper.params."""
+
     _target_: str = "optuna.samplers.GridSampler"
     seed: int | None = None
 
@@ -57,9 +60,10 @@ class GridSamplerConf:
 @dataclass
 class MedianPrunerConf:
     """Prune a trial whose intermediate value is worse than the median of earlier trials at the same epoch."""
+
     _target_: str = "optuna.pruners.MedianPruner"
     n_startup_trials: int = 5  # trials that always run to the end first
-    n_warmup_steps: int = 1    # epochs (from 0) of every trial that are never pruned: the first is noisy
+    n_warmup_steps: int = 1  # epochs (from 0) of every trial that are never pruned: the first is noisy
     interval_steps: int = 1
 
 
@@ -83,6 +87,7 @@ class HyperbandPrunerConf:
 @dataclass
 class ThresholdPrunerConf:
     """Prune a trial whose intermediate value is below ``lower`` or above ``upper``."""
+
     _target_: str = "optuna.pruners.ThresholdPruner"
     lower: float | None = None
     upper: float | None = None
@@ -127,6 +132,11 @@ cs.store(group="hydra/sweeper", name="zoo_basic", node=ZooBasicSweeperConf, prov
 cs.store(group="hydra/sweeper", name="zoo_optuna", node=ZooOptunaSweeperConf, provider="zoo")
 for name, node in {"tpe": TPESamplerConf, "random": RandomSamplerConf, "grid": GridSamplerConf}.items():
     cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="zoo")
-for name, node in {"median": MedianPrunerConf, "percentile": PercentilePrunerConf, "hyperband": HyperbandPrunerConf,
-                   "threshold": ThresholdPrunerConf, "nop": NopPrunerConf}.items():
+for name, node in {
+    "median": MedianPrunerConf,
+    "percentile": PercentilePrunerConf,
+    "hyperband": HyperbandPrunerConf,
+    "threshold": ThresholdPrunerConf,
+    "nop": NopPrunerConf,
+}.items():
     cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="zoo")

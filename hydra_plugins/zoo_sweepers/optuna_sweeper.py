@@ -1,5 +1,6 @@
 """The Optuna sweeper as Hydra sees it; the search itself is in _optuna.py, imported only when a
 search runs (Hydra imports this module at every start to find its plugins)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,7 @@
 """Test helpers, importable as ``tests.helpers``: runs of train.py's pipeline in this process and
 of the real commands in a subprocess. Files in the real on-disk formats are in ``tests.helpers.formats``
 (images) and ``tests.helpers.sequences`` (text and series); ``tests.helpers.sleepy`` slows a run down."""
+
 from __future__ import annotations
 
 import json
@@ -27,5 +28,11 @@ def run_train(overrides: list[str], out: Path, data_dir: Path | None = None, qui
 
 def cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command of this project as a user would, from the repository root."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

@@ -1,4 +1,5 @@
 """Image dataset files in their real formats (MNIST's IDX, CIFAR-10's pickles), small and made here."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,7 +25,7 @@ def fake_idx_files(n_train: int = 96, n_test: int = 48, seed: int = 0) -> dict[s
         labels = rng.integers(0, 10, n).astype(np.uint8)
         images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
         for i, c in enumerate(labels):
-            images[i, 2 + 2 * c: 4 + 2 * c, :] = 255
+            images[i, 2 + 2 * c : 4 + 2 * c, :] = 255
         files[f"{split}-images-idx3-ubyte"] = idx_bytes(images)
         files[f"{split}-labels-idx1-ubyte"] = idx_bytes(labels)
     return files

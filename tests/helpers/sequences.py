@@ -1,6 +1,7 @@
 """Small text and time-series files in the real on-disk formats of the sequence datasets: Tiny
 Shakespeare's plain text, AG News' quoted CSV (class 1-4, title, description; no header) and the ETT
 CSVs (date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT; hourly or every 15 minutes)."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,32 @@ from pathlib import Path
 import numpy as np
 
 SPEAKERS = ["ROMEO", "JULIET", "MERCUTIO", "NURSE", "FRIAR LAURENCE"]
-WORDS = "the and to of my a i you that in is not me it with his be your this but he have thou thy".split()
+WORDS = [
+    "the",
+    "and",
+    "to",
+    "of",
+    "my",
+    "a",
+    "i",
+    "you",
+    "that",
+    "in",
+    "is",
+    "not",
+    "me",
+    "it",
+    "with",
+    "his",
+    "be",
+    "your",
+    "this",
+    "but",
+    "he",
+    "have",
+    "thou",
+    "thy",
+]
 
 
 def shakespeare_text(n_lines: int = 1500, seed: int = 0) -> str:
@@ -28,8 +54,12 @@ def shakespeare_text(n_lines: int = 1500, seed: int = 0) -> str:
     return "\n".join(out) + "\n"
 
 
-TOPIC_WORDS = [["war", "minister", "election", "iraq", "president"], ["game", "season", "coach", "win", "cup"],
-               ["stocks", "profit", "oil", "shares", "bank"], ["software", "internet", "space", "microsoft", "nasa"]]
+TOPIC_WORDS = [
+    ["war", "minister", "election", "iraq", "president"],
+    ["game", "season", "coach", "win", "cup"],
+    ["stocks", "profit", "oil", "shares", "bank"],
+    ["software", "internet", "space", "microsoft", "nasa"],
+]
 
 
 def ag_news_csv(n: int, seed: int = 0) -> bytes:

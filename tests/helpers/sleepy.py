@@ -1,5 +1,6 @@
 """A callback that slows training down, so a test can kill or interrupt a run mid-epoch; it can also
 touch a marker file once a given step is done, so the test knows where the run is."""
+
 import time
 from pathlib import Path
 

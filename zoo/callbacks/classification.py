@@ -1,4 +1,5 @@
 """What a classifier gets wrong on the test split: the confusion matrix, misclassified images and texts."""
+
 from __future__ import annotations
 
 import math
@@ -48,11 +49,13 @@ class ConfusionMatrixLogger(L.Callback):
         for w in writers:
             w.add_figure("test/confusion_matrix", fig, trainer.global_step, close=False)
         import matplotlib.pyplot as plt
+
         plt.close(fig)
 
 
 def plot_confusion_matrix(counts: torch.Tensor, names: list[str]):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -62,8 +65,15 @@ def plot_confusion_matrix(counts: torch.Tensor, names: list[str]):
     ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                int(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(k), names, rotation=90, fontsize=7)
     ax.set_yticks(range(k), names, fontsize=7)
     ax.set_xlabel("predicted")
@@ -102,6 +112,7 @@ class MisclassifiedImages(L.Callback):
         if not self.found or not writers:
             return
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -121,7 +132,6 @@ class MisclassifiedImages(L.Callback):
         for w in writers:
             w.add_figure("test/misclassified", fig, trainer.global_step, close=False)
         plt.close(fig)
-
 
 
 def decode_tokens(ids: list[int], vocabulary: list[str], pad_index: int = -1) -> str:
@@ -147,7 +157,13 @@ class MisclassifiedText(L.Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         room = self.max_texts - len(self.found)
         x, y = batch[0], batch[1]
-        if room <= 0 or not isinstance(outputs, dict) or "preds" not in outputs or x.dim() != 2 or x.is_floating_point():
+        if (
+            room <= 0
+            or not isinstance(outputs, dict)
+            or "preds" not in outputs
+            or x.dim() != 2
+            or x.is_floating_point()
+        ):
             return
         for i in (outputs["preds"] != y).nonzero().flatten()[:room].tolist():
             self.found.append((x[i].tolist(), int(y[i]), int(outputs["preds"][i])))
@@ -166,5 +182,3 @@ class MisclassifiedText(L.Callback):
             rows.append(f"| {label(true)} | {label(pred)} | {text} |")
         for w in writers:
             w.add_text("test/misclassified", "\n".join(rows), logging_step(trainer))
-
-

@@ -3,6 +3,7 @@ every-N-batches schedule, per-layer parameter names and image grids.
 
 Callbacks work with any task: gradients are read in ``on_before_optimizer_step``, after Lightning's
 precision plugin has unscaled them, so the norms under mixed precision are the true ones."""
+
 from __future__ import annotations
 
 import math
@@ -81,7 +82,6 @@ def layer_of(name: str) -> str:
     return module or name
 
 
-
 def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> one (C, H', W') image, small images enlarged to >= 28 px so
     TensorBoard shows 8x8 digits at a visible size."""
@@ -91,5 +91,3 @@ def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
     if scale > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
     return make_grid(images.detach().float().cpu(), nrow=columns, padding=2, pad_value=1.0)
-
-

@@ -1,4 +1,5 @@
 """Forecasts against the truth, as pictures."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,13 @@ class ForecastPlot(L.Callback):
         self.seen = 0
 
     def _due(self, trainer) -> bool:
-        return (not trainer.sanity_checking and self.windows > 0 and self.every_n_epochs > 0
-                and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and bool(tensorboards(trainer)))
+        return (
+            not trainer.sanity_checking
+            and self.windows > 0
+            and self.every_n_epochs > 0
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            and bool(tensorboards(trainer))
+        )
 
     @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
@@ -44,8 +50,14 @@ class ForecastPlot(L.Callback):
         for w in self.wanted:
             if self.seen <= w < self.seen + len(x):
                 i = w - self.seen
-                self.picked.append((w, x[i, :, x.shape[2] - targets + c].float().cpu(), y[i, :, c].float().cpu(),
-                                    forecast[i, :, c].float().cpu()))
+                self.picked.append(
+                    (
+                        w,
+                        x[i, :, x.shape[2] - targets + c].float().cpu(),
+                        y[i, :, c].float().cpu(),
+                        forecast[i, :, c].float().cpu(),
+                    )
+                )
         self.seen += len(x)
 
     @override
@@ -53,6 +65,7 @@ class ForecastPlot(L.Callback):
         if not self.picked or not self._due(trainer):
             return
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -66,7 +79,7 @@ class ForecastPlot(L.Callback):
         cols = min(2, len(self.picked))
         rows = math.ceil(len(self.picked) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.6 * rows), dpi=100, squeeze=False)
-        for ax in axes.flat[len(self.picked):]:
+        for ax in axes.flat[len(self.picked) :]:
             ax.axis("off")
         for ax, (index, past, truth, forecast) in zip(axes.flat, self.picked):
             lookback = len(past)

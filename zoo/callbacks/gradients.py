@@ -1,4 +1,5 @@
 """Gradients and weights as training goes: per-layer gradient norms (scalars) and histograms."""
+
 from __future__ import annotations
 
 import math
@@ -68,11 +69,12 @@ class HistogramLogger(EveryNSteps, L.Callback):
             return
         prefix = optimizer_prefix(trainer, optimizer)
         for name, p in named_params_of(pl_module, optimizer):
-            for kind, tensor in (("weights", p.data if self.weights else None),
-                                 ("gradients", p.grad if self.gradients else None)):
+            for kind, tensor in (
+                ("weights", p.data if self.weights else None),
+                ("gradients", p.grad if self.gradients else None),
+            ):
                 if tensor is None:
                     continue
                 values = tensor.detach().float().cpu()
                 for w in writers:
                     w.add_histogram(f"{kind}/{prefix}{name}", values, logging_step(trainer))
-

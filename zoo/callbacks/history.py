@@ -1,4 +1,5 @@
 """What the run itself needs to know: each epoch's validation metrics and the time to the first step."""
+
 from __future__ import annotations
 
 import os
@@ -63,4 +64,3 @@ class StartupTimer(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.first_step_s is None:
             self.first_step_s = round(process_age(), 2)
-

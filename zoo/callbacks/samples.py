@@ -1,4 +1,5 @@
 """What a generative model makes, every few epochs: image grids from fixed noise, real images, text."""
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,12 @@ class SampleGrid(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         writers = tensorboards(trainer)
         sample = getattr(pl_module, "sample", None)
-        if not writers or sample is None or self.every_n_epochs <= 0 or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if (
+            not writers
+            or sample is None
+            or self.every_n_epochs <= 0
+            or (trainer.current_epoch + 1) % self.every_n_epochs
+        ):
             return
         images = sample(self.num_samples, self.seed)
         columns = getattr(pl_module, "grid_columns", None) or math.ceil(math.sqrt(len(images)))
@@ -48,7 +54,7 @@ class RealImages(L.Callback):
         writers = tensorboards(trainer)
         if not writers:
             return
-        x = batch[0][:self.num_images].detach()
+        x = batch[0][: self.num_images].detach()
         to_unit = getattr(pl_module, "to_unit", None)
         if to_unit is not None:
             x = to_unit(x)
@@ -63,6 +69,7 @@ class RealImages(L.Callback):
 
 # ---- sequences: generated text, misclassified texts, forecasts ------------------------------------
 
+
 def _markdown_block(text: str) -> str:
     """Text shown verbatim in TensorBoard's Text tab (markdown: an indented block keeps the lines)."""
     return "\n".join("    " + line for line in text.split("\n"))
@@ -74,8 +81,9 @@ class GeneratedText(L.Callback):
     differ only by what the model learnt in between. Works with any task that has
     ``sample_text(prompt, length, temperature, seed=...)`` (LanguageModelTask)."""
 
-    def __init__(self, every_n_epochs: int = 1, prompt: str = "", length: int = 300, temperature: float = 0.8,
-                 seed: int = 0):
+    def __init__(
+        self, every_n_epochs: int = 1, prompt: str = "", length: int = 300, temperature: float = 0.8, seed: int = 0
+    ):
         self.every_n_epochs, self.prompt, self.length = every_n_epochs, str(prompt or ""), length
         self.temperature, self.seed = temperature, seed
 
@@ -89,11 +97,14 @@ class GeneratedText(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         sample = getattr(pl_module, "sample_text", None)
         writers = tensorboards(trainer)
-        if (trainer.sanity_checking or sample is None or not writers or self.every_n_epochs <= 0
-                or (trainer.current_epoch + 1) % self.every_n_epochs):
+        if (
+            trainer.sanity_checking
+            or sample is None
+            or not writers
+            or self.every_n_epochs <= 0
+            or (trainer.current_epoch + 1) % self.every_n_epochs
+        ):
             return
         text = sample(self.prompt, self.length, self.temperature, seed=self.seed)
         for w in writers:
             w.add_text("samples/generated", _markdown_block(text), logging_step(trainer))
-
-

@@ -7,13 +7,21 @@ and the forecast is mapped back with the same statistics of the target channels.
 level drifts between the training and the test period (ETT's oil temperature does) is then
 forecast from its shape, not its level.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU,
-               "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+}
 
 
 def make_activation(name: str) -> nn.Module:
@@ -51,9 +59,9 @@ class RevIN(nn.Module):
 
     def denormalize(self, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """(B, H, target_channels) forecast in normalised units -> the units of the input."""
-        mean, std = (s[..., -self.targets:] for s in stats)
+        mean, std = (s[..., -self.targets :] for s in stats)
         if self.weight is not None:
-            y = (y - self.bias[-self.targets:]) / (self.weight[-self.targets:] + self.eps * self.eps)
+            y = (y - self.bias[-self.targets :]) / (self.weight[-self.targets :] + self.eps * self.eps)
         return y * std + mean
 
 

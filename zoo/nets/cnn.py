@@ -13,6 +13,7 @@
 
 ``CNN`` (model=cnn) builds the one the data needs, with the options that apply to it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,12 +27,19 @@ POOLS_1D = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d}
 
 def classifier_head(width_in: int, hidden: int, dropout: float, outputs: int, flatten: bool = False) -> nn.Sequential:
     """[Flatten ->] Dropout -> Linear -> ReLU -> Dropout -> Linear."""
-    return nn.Sequential(*([nn.Flatten()] if flatten else []), nn.Dropout(dropout), nn.Linear(width_in, hidden),
-                         nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, outputs))
+    return nn.Sequential(
+        *([nn.Flatten()] if flatten else []),
+        nn.Dropout(dropout),
+        nn.Linear(width_in, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, outputs),
+    )
 
 
-def conv1d_blocks(c_in: int, channels: list[int], kernel_size: int, batchnorm: bool,
-                  pooling: str | None) -> tuple[nn.Sequential, int]:
+def conv1d_blocks(
+    c_in: int, channels: list[int], kernel_size: int, batchnorm: bool, pooling: str | None
+) -> tuple[nn.Sequential, int]:
     """Conv1d ('same' padding) -> [BatchNorm] -> ReLU [-> pool halving the length] per entry of
     ``channels``; and the channels of the last."""
     blocks: list[nn.Module] = []
@@ -49,8 +57,16 @@ def conv1d_blocks(c_in: int, channels: list[int], kernel_size: int, batchnorm: b
 class ImageCNN(nn.Module):
     accepts = ("image",)
 
-    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
-                 pooling: str | None = "max", hidden: int = 128, dropout: float = 0.0):
+    def __init__(
+        self,
+        spec,
+        channels: list[int] = (32, 64),
+        kernel_size: int = 3,
+        batchnorm: bool = True,
+        pooling: str | None = "max",
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         c_in, h, w = spec.shape
         blocks: list[nn.Module] = []
@@ -73,31 +89,43 @@ class ImageCNN(nn.Module):
 class CausalCNN(nn.Module):
     accepts = ("tokens",)
 
-    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, dropout: float = 0.0,
-                 embedding: int = 64):
+    def __init__(
+        self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, dropout: float = 0.0, embedding: int = 64
+    ):
         super().__init__()
         self.embed = token_embedding(spec, embedding)
         blocks: list[nn.Module] = []
         c_in = embedding
         for i, c_out in enumerate(channels):
-            dilation = 2 ** i
-            blocks += [nn.ConstantPad1d(((kernel_size - 1) * dilation, 0), 0.0),
-                       nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation), nn.ReLU(inplace=True),
-                       nn.Dropout(dropout)]
+            dilation = 2**i
+            blocks += [
+                nn.ConstantPad1d(((kernel_size - 1) * dilation, 0), 0.0),
+                nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+            ]
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Conv1d(c_in, spec.vocab_size, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(self.embed(x).transpose(1, 2))   # (B, C, T)
-        return self.head(h).transpose(1, 2)                 # (B, T, vocab)
+        h = self.features(self.embed(x).transpose(1, 2))  # (B, C, T)
+        return self.head(h).transpose(1, 2)  # (B, T, vocab)
 
 
 class TokenCNN(nn.Module):
     accepts = ("tokens",)
 
-    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
-                 hidden: int = 128, dropout: float = 0.0, embedding: int = 64):
+    def __init__(
+        self,
+        spec,
+        channels: list[int] = (32, 64),
+        kernel_size: int = 3,
+        batchnorm: bool = True,
+        hidden: int = 128,
+        dropout: float = 0.0,
+        embedding: int = 64,
+    ):
         super().__init__()
         self.pad_index = pad_index(spec)
         self.embed = token_embedding(spec, embedding)
@@ -105,15 +133,24 @@ class TokenCNN(nn.Module):
         self.head = classifier_head(c_out, hidden, dropout, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(self.embed(x).transpose(1, 2))[..., :x.shape[1]]   # (B, C, T)
+        h = self.features(self.embed(x).transpose(1, 2))[..., : x.shape[1]]  # (B, C, T)
         if self.pad_index is not None:
             h = h.masked_fill((x == self.pad_index)[:, None, :], float("-inf"))
         return self.head(h.amax(dim=2).clamp_min(-1e4))  # an all-padding row stays finite
 
 
 class SeriesCNN(Forecaster):
-    def __init__(self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
-                 pooling: str | None = "max", hidden: int = 128, dropout: float = 0.0, revin: bool = True):
+    def __init__(
+        self,
+        spec,
+        channels: list[int] = (32, 64),
+        kernel_size: int = 3,
+        batchnorm: bool = True,
+        pooling: str | None = "max",
+        hidden: int = 128,
+        dropout: float = 0.0,
+        revin: bool = True,
+    ):
         super().__init__()
         lookback, c_in = spec.shape
         self.features, _ = conv1d_blocks(c_in, channels, kernel_size, batchnorm, pooling)
@@ -126,9 +163,17 @@ class SeriesCNN(Forecaster):
         return self.head(self.features(x.transpose(1, 2)))
 
 
-def CNN(spec, channels: list[int] = (32, 64), kernel_size: int = 3, batchnorm: bool = True,
-        pooling: str | None = "max", hidden: int = 128, dropout: float = 0.0, embedding: int = 64,
-        revin: bool = True) -> nn.Module:
+def CNN(
+    spec,
+    channels: list[int] = (32, 64),
+    kernel_size: int = 3,
+    batchnorm: bool = True,
+    pooling: str | None = "max",
+    hidden: int = 128,
+    dropout: float = 0.0,
+    embedding: int = 64,
+    revin: bool = True,
+) -> nn.Module:
     """model=cnn: the convolutional net for the data's kind and task. ``embedding`` applies to token
     sequences, ``revin`` to series; a language model's causal blocks have no batchnorm or pooling,
     and a text classifier's no pooling."""

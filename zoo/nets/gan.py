@@ -12,6 +12,7 @@ part of what the model is (a WGAN-GP is a different model from a GAN): ``loss``,
 
 G's images are in [-1, 1] (tanh); the task maps real images into the same range.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,12 +43,23 @@ class Adversarial(nn.Module):
     accepts = ("image",)
     task = "adversarial"
 
-    def __init__(self, spec, latent_dim: int, conditional: bool, dropout: float, loss: str, n_critic: int,
-                 label_smoothing: float, gp_weight: float, d_lr_scale: float):
+    def __init__(
+        self,
+        spec,
+        latent_dim: int,
+        conditional: bool,
+        dropout: float,
+        loss: str,
+        n_critic: int,
+        label_smoothing: float,
+        gp_weight: float,
+        d_lr_scale: float,
+    ):
         super().__init__()
         if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
-            raise ValueError(f"model.latent_dim must be a positive whole number, got {latent_dim!r}; "
-                             f"try model.latent_dim=64")
+            raise ValueError(
+                f"model.latent_dim must be a positive whole number, got {latent_dim!r}; try model.latent_dim=64"
+            )
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss} is not a GAN loss; choose one of: {', '.join(LOSSES)}")
         if not isinstance(n_critic, int) or n_critic < 1:
@@ -55,19 +67,27 @@ class Adversarial(nn.Module):
         if not 0.0 <= label_smoothing < 0.5:
             raise ValueError(f"model.label_smoothing must be in [0, 0.5), got {label_smoothing!r}; try 0.1")
         if label_smoothing and loss != "non_saturating":
-            raise ValueError(f"model.label_smoothing applies to the non_saturating loss only, not {loss}; "
-                             f"set model.label_smoothing=0")
+            raise ValueError(
+                f"model.label_smoothing applies to the non_saturating loss only, not {loss}; "
+                f"set model.label_smoothing=0"
+            )
         if not d_lr_scale > 0:
             raise ValueError(f"model.d_lr_scale must be positive, got {d_lr_scale!r}")
         if conditional and spec.num_classes < 2:
-            raise ValueError(f"model.conditional=true needs class labels and {spec.name} has none; "
-                             f"set model.conditional=false")
+            raise ValueError(
+                f"model.conditional=true needs class labels and {spec.name} has none; set model.conditional=false"
+            )
         self.image_shape = tuple(spec.shape)
         self.latent_dim = latent_dim
         self.num_classes = spec.num_classes if conditional else 0
         self.dropout = dropout
-        self.objective = {"loss": loss, "n_critic": n_critic, "label_smoothing": float(label_smoothing),
-                          "gp_weight": float(gp_weight), "d_lr_scale": float(d_lr_scale)}
+        self.objective = {
+            "loss": loss,
+            "n_critic": n_critic,
+            "label_smoothing": float(label_smoothing),
+            "gp_weight": float(gp_weight),
+            "d_lr_scale": float(d_lr_scale),
+        }
 
     @property
     def conditional(self) -> bool:
@@ -81,8 +101,10 @@ class Adversarial(nn.Module):
         if d_norm == "auto":
             return "layer" if self.objective["loss"] == "wgan-gp" else default
         if d_norm == "batch" and self.objective["loss"] == "wgan-gp":
-            raise ValueError("model.loss=wgan-gp needs a discriminator without batchnorm (its gradient penalty "
-                             "is per sample); set model.d_norm=layer")
+            raise ValueError(
+                "model.loss=wgan-gp needs a discriminator without batchnorm (its gradient penalty "
+                "is per sample); set model.d_norm=layer"
+            )
         return d_norm
 
     # -- sampling -----------------------------------------------------------------------------
@@ -125,10 +147,21 @@ class GAN(Adversarial):
     """MLP generator (Linear -> [BatchNorm] -> ReLU, widths in order, then tanh) and MLP
     discriminator (the widths reversed: Linear -> LeakyReLU(0.2) -> Dropout)."""
 
-    def __init__(self, spec, latent_dim: int = 64, widths: list[int] = (256, 512), batchnorm: bool = True,
-                 d_norm: str = "none", dropout: float = 0.3, conditional: bool = False,
-                 loss: str = "non_saturating", n_critic: int = 1, label_smoothing: float = 0.0,
-                 gp_weight: float = 10.0, d_lr_scale: float = 1.0):
+    def __init__(
+        self,
+        spec,
+        latent_dim: int = 64,
+        widths: list[int] = (256, 512),
+        batchnorm: bool = True,
+        d_norm: str = "none",
+        dropout: float = 0.3,
+        conditional: bool = False,
+        loss: str = "non_saturating",
+        n_critic: int = 1,
+        label_smoothing: float = 0.0,
+        gp_weight: float = 10.0,
+        d_lr_scale: float = 1.0,
+    ):
         super().__init__(spec, latent_dim, conditional, dropout, loss, n_critic, label_smoothing, gp_weight, d_lr_scale)
         widths = [widths] if isinstance(widths, int) else list(widths)
         if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
@@ -177,25 +210,39 @@ class DCGAN(Adversarial):
     one to the image's channels and tanh. D mirrors it with strided 4x4 convolutions and LeakyReLU(0.2).
     k comes from the image size: 32 px start at 4x4 (k=3), 28 px at 7x7 (k=2), 8 px at 4x4 (k=1)."""
 
-    def __init__(self, spec, latent_dim: int = 100, width: int = 64, batchnorm: bool = True,
-                 d_norm: str = "auto", dropout: float = 0.0, conditional: bool = False,
-                 loss: str = "non_saturating", n_critic: int = 1, label_smoothing: float = 0.0,
-                 gp_weight: float = 10.0, d_lr_scale: float = 1.0):
+    def __init__(
+        self,
+        spec,
+        latent_dim: int = 100,
+        width: int = 64,
+        batchnorm: bool = True,
+        d_norm: str = "auto",
+        dropout: float = 0.0,
+        conditional: bool = False,
+        loss: str = "non_saturating",
+        n_critic: int = 1,
+        label_smoothing: float = 0.0,
+        gp_weight: float = 10.0,
+        d_lr_scale: float = 1.0,
+    ):
         super().__init__(spec, latent_dim, conditional, dropout, loss, n_critic, label_smoothing, gp_weight, d_lr_scale)
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"model.width must be a positive whole number, got {width!r}; try model.width=64")
         channels, h, w = self.image_shape
         k = min(halvings(h), halvings(w))
         if k == 0:
-            raise ValueError(f"dcgan needs images whose sides halve to at least 4 px (8, 28 or 32 px), "
-                             f"not {h}x{w}; use model=gan")
+            raise ValueError(
+                f"dcgan needs images whose sides halve to at least 4 px (8, 28 or 32 px), not {h}x{w}; use model=gan"
+            )
         d_norm = self.d_norm_for(d_norm, "batch")
-        widths = [width * 2 ** i for i in range(k)]          # channels at side H/2, H/4, ..., H/2^k
+        widths = [width * 2**i for i in range(k)]  # channels at side H/2, H/4, ..., H/2^k
         h0, w0 = h >> k, w >> k
 
         top = widths[-1]
-        g: list[nn.Module] = [nn.Linear(latent_dim + self.num_classes, top * h0 * w0, bias=not batchnorm),
-                              nn.Unflatten(1, (top, h0, w0))]
+        g: list[nn.Module] = [
+            nn.Linear(latent_dim + self.num_classes, top * h0 * w0, bias=not batchnorm),
+            nn.Unflatten(1, (top, h0, w0)),
+        ]
         g += [nn.BatchNorm2d(top)] if batchnorm else []
         g += [nn.ReLU(inplace=True)]
         for c_in, c_out in zip(widths[::-1], widths[::-1][1:]):
@@ -208,12 +255,12 @@ class DCGAN(Adversarial):
         d: list[nn.Module] = []
         c_in = channels
         for i, c_out in enumerate(widths):
-            norm = d_norm if i > 0 else "none"               # no normalisation on the input layer (DCGAN)
+            norm = d_norm if i > 0 else "none"  # no normalisation on the input layer (DCGAN)
             d += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch")]
             if norm == "batch":
                 d.append(nn.BatchNorm2d(c_out))
             elif norm == "layer":
-                d.append(nn.GroupNorm(1, c_out))             # LayerNorm over (C, H, W)
+                d.append(nn.GroupNorm(1, c_out))  # LayerNorm over (C, H, W)
             d += [nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout)]
             c_in = c_out
         d.append(nn.Flatten())

@@ -7,6 +7,7 @@ Channels are forecast independently with shared weights (``individual=false``) o
 their own. With ``decomposition=false`` it is a single linear map (NLinear/Linear). ``revin``
 adds per-window instance normalisation; ``revin=false decomposition=true`` is DLinear as published.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,7 @@ class TimeLinear(nn.Module):
     def __init__(self, lookback: int, horizon: int, channels: int, individual: bool):
         super().__init__()
         n = channels if individual else 1
-        bound = lookback ** -0.5  # nn.Linear's initialisation
+        bound = lookback**-0.5  # nn.Linear's initialisation
         self.weight = nn.Parameter(torch.empty(n, horizon, lookback).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n, horizon).uniform_(-bound, bound))
 
@@ -38,8 +39,15 @@ class TimeLinear(nn.Module):
 
 
 class Linear(Forecaster):
-    def __init__(self, spec, decomposition: bool = True, kernel_size: int = 25, individual: bool = False,
-                 revin: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        spec,
+        decomposition: bool = True,
+        kernel_size: int = 25,
+        individual: bool = False,
+        revin: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         lookback, channels = spec.shape
         if kernel_size < 1:
@@ -51,10 +59,10 @@ class Linear(Forecaster):
         self.trend = TimeLinear(lookback, spec.horizon, channels, individual) if decomposition else None
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(x.transpose(1, 2))                     # (B, C, L)
+        x = self.dropout(x.transpose(1, 2))  # (B, C, L)
         if self.trend is not None:
             trend = moving_average(x, self.kernel_size)
             y = self.seasonal(x - trend) + self.trend(trend)
         else:
             y = self.seasonal(x)
-        return y[:, -self.targets:].transpose(1, 2)             # (B, H, targets)
+        return y[:, -self.targets :].transpose(1, 2)  # (B, H, targets)

@@ -3,6 +3,7 @@
 On images it classifies (``MLPClassifier``). On a numeric series it forecasts (``MLPForecaster``):
 the whole lookback window (instance-normalised by RevIN unless ``revin=false``) in, horizon x target
 channels out. ``MLP`` (model=mlp) builds the one the data's kind needs."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,9 @@ from torch import nn
 from zoo.nets.blocks import Forecaster, make_activation
 
 
-def hidden_layers(width_in: int, widths: list[int] | int, depth: int | None, activation: str, batchnorm: bool,
-                  dropout: float) -> tuple[nn.Sequential, int]:
+def hidden_layers(
+    width_in: int, widths: list[int] | int, depth: int | None, activation: str, batchnorm: bool, dropout: float
+) -> tuple[nn.Sequential, int]:
     """Flatten, then the hidden layers; and the width of the last. ``widths`` is the list of hidden
     sizes, or one width and a ``depth`` to repeat it."""
     if isinstance(widths, int):
@@ -34,8 +36,15 @@ def hidden_layers(width_in: int, widths: list[int] | int, depth: int | None, act
 class MLPClassifier(nn.Module):
     accepts = ("image",)
 
-    def __init__(self, spec, widths: list[int] | int = (256, 128), depth: int | None = None,
-                 activation: str = "relu", batchnorm: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        spec,
+        widths: list[int] | int = (256, 128),
+        depth: int | None = None,
+        activation: str = "relu",
+        batchnorm: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.features, width = hidden_layers(math.prod(spec.shape), widths, depth, activation, batchnorm, dropout)
         self.head = nn.Linear(width, spec.num_classes)
@@ -45,8 +54,16 @@ class MLPClassifier(nn.Module):
 
 
 class MLPForecaster(Forecaster):
-    def __init__(self, spec, widths: list[int] | int = (256, 128), depth: int | None = None,
-                 activation: str = "relu", batchnorm: bool = False, dropout: float = 0.0, revin: bool = True):
+    def __init__(
+        self,
+        spec,
+        widths: list[int] | int = (256, 128),
+        depth: int | None = None,
+        activation: str = "relu",
+        batchnorm: bool = False,
+        dropout: float = 0.0,
+        revin: bool = True,
+    ):
         super().__init__()
         self.features, width = hidden_layers(math.prod(spec.shape), widths, depth, activation, batchnorm, dropout)
         self.head = nn.Linear(width, spec.horizon * spec.target_channels)
@@ -56,8 +73,15 @@ class MLPForecaster(Forecaster):
         return self.head(self.features(x))
 
 
-def MLP(spec, widths: list[int] | int = (256, 128), depth: int | None = None, activation: str = "relu",
-        batchnorm: bool = False, dropout: float = 0.0, revin: bool = True) -> nn.Module:
+def MLP(
+    spec,
+    widths: list[int] | int = (256, 128),
+    depth: int | None = None,
+    activation: str = "relu",
+    batchnorm: bool = False,
+    dropout: float = 0.0,
+    revin: bool = True,
+) -> nn.Module:
     """model=mlp: a classifier of images or a forecaster of series; ``revin`` applies to series."""
     if spec.kind == "series":
         return MLPForecaster(spec, widths, depth, activation, batchnorm, dropout, revin)

@@ -3,6 +3,7 @@
 Stages of basic blocks; every stage after the first halves the map (while it is at least 2 px)
 and the head global-average-pools, so any input size in that range works.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,26 +29,28 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     accepts = ("image",)
 
-    def __init__(self, spec, widths: list[int] = (32, 64, 128), blocks: list[int] | int = 2,
-                 dropout: float = 0.0):
+    def __init__(self, spec, widths: list[int] = (32, 64, 128), blocks: list[int] | int = 2, dropout: float = 0.0):
         super().__init__()
         if isinstance(blocks, int):
             blocks = [blocks] * len(widths)
         if len(blocks) != len(widths):
             raise ValueError(f"model.blocks has {len(blocks)} entries for {len(widths)} model.widths")
         c_in, h, _ = spec.shape
-        self.stem = nn.Sequential(nn.Conv2d(c_in, widths[0], 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(c_in, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
         stages, c = [], widths[0]
         for i, (width, n) in enumerate(zip(widths, blocks)):
             stride = 2 if i > 0 and h >= 2 else 1
             h //= stride
-            stages.append(nn.Sequential(*[BasicBlock(c if j == 0 else width, width, stride if j == 0 else 1)
-                                          for j in range(n)]))
+            stages.append(
+                nn.Sequential(*[BasicBlock(c if j == 0 else width, width, stride if j == 0 else 1) for j in range(n)])
+            )
             c = width
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(c, spec.num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, spec.num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))

@@ -15,6 +15,7 @@ One stacked cell (``Recurrent``), with the input and head of what the data poses
 Dropout is applied between stacked layers (PyTorch's own) and before the head. ``RNN``, ``LSTM`` and
 ``GRU`` (model=rnn, lstm, gru) build the one the data needs with their cell.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,18 +34,35 @@ class Recurrent(nn.Module):
     ``embed`` (token data) is registered before the cell: it is created, and draws its initial
     values from the random generator, before the cell does."""
 
-    def __init__(self, cell: str, width_in: int, hidden: int, layers: int, bidirectional: bool, dropout: float,
-                 pool: str = "last", embed: nn.Embedding | None = None, **cell_options):
+    def __init__(
+        self,
+        cell: str,
+        width_in: int,
+        hidden: int,
+        layers: int,
+        bidirectional: bool,
+        dropout: float,
+        pool: str = "last",
+        embed: nn.Embedding | None = None,
+        **cell_options,
+    ):
         super().__init__()
         if embed is not None:
             self.embed = embed
         self.pool = pool
-        self.rnn = CELLS[cell](width_in, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
-                               dropout=dropout if layers > 1 else 0.0, **cell_options)
+        self.rnn = CELLS[cell](
+            width_in,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+            **cell_options,
+        )
         if cell == "lstm":  # forget-gate bias 1: remember by default early in training (Jozefowicz et al.)
             for name, p in self.rnn.named_parameters():
                 if name.startswith("bias_ih"):
-                    p.data[hidden:2 * hidden] = 1.0
+                    p.data[hidden : 2 * hidden] = 1.0
         self.dropout = nn.Dropout(dropout)
         self.width = hidden * (2 if bidirectional else 1)
 
@@ -63,7 +81,7 @@ class Recurrent(nn.Module):
         """(B, width): the last hidden state of the top layer (each direction's own last step), or the
         mean or max of the outputs over each sequence's real steps."""
         if self.pool == "last":
-            h = state[0] if isinstance(state, tuple) else state          # LSTM: (h, c)
+            h = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
             directions = 2 if self.rnn.bidirectional else 1
             return h[-directions:].transpose(0, 1).reshape(h.shape[1], -1)
         if lengths is None:
@@ -77,10 +95,19 @@ class Recurrent(nn.Module):
 class RecurrentLanguageModel(Recurrent):
     accepts = ("tokens",)
 
-    def __init__(self, cell: str, spec, hidden: int = 128, layers: int = 1, embedding: int = 64,
-                 dropout: float = 0.0, **cell_options):
-        super().__init__(cell, embedding, hidden, layers, False, dropout, embed=token_embedding(spec, embedding),
-                         **cell_options)
+    def __init__(
+        self,
+        cell: str,
+        spec,
+        hidden: int = 128,
+        layers: int = 1,
+        embedding: int = 64,
+        dropout: float = 0.0,
+        **cell_options,
+    ):
+        super().__init__(
+            cell, embedding, hidden, layers, False, dropout, embed=token_embedding(spec, embedding), **cell_options
+        )
         self.head = nn.Linear(self.width, spec.vocab_size)
 
     def forward_with_state(self, x: torch.Tensor, state=None):
@@ -95,10 +122,29 @@ class RecurrentLanguageModel(Recurrent):
 class TokenRecurrentClassifier(Recurrent):
     accepts = ("tokens",)
 
-    def __init__(self, cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False,
-                 embedding: int = 64, pool: str = "last", dropout: float = 0.0, **cell_options):
-        super().__init__(cell, embedding, hidden, layers, bidirectional, dropout, pool,
-                         embed=token_embedding(spec, embedding), **cell_options)
+    def __init__(
+        self,
+        cell: str,
+        spec,
+        hidden: int = 128,
+        layers: int = 1,
+        bidirectional: bool = False,
+        embedding: int = 64,
+        pool: str = "last",
+        dropout: float = 0.0,
+        **cell_options,
+    ):
+        super().__init__(
+            cell,
+            embedding,
+            hidden,
+            layers,
+            bidirectional,
+            dropout,
+            pool,
+            embed=token_embedding(spec, embedding),
+            **cell_options,
+        )
         self.pad_index = pad_index(spec)
         self.head = nn.Linear(self.width, spec.num_classes)
 
@@ -110,8 +156,17 @@ class TokenRecurrentClassifier(Recurrent):
 class ImageRecurrentClassifier(Recurrent):
     accepts = ("image",)
 
-    def __init__(self, cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False,
-                 pool: str = "last", dropout: float = 0.0, **cell_options):
+    def __init__(
+        self,
+        cell: str,
+        spec,
+        hidden: int = 128,
+        layers: int = 1,
+        bidirectional: bool = False,
+        pool: str = "last",
+        dropout: float = 0.0,
+        **cell_options,
+    ):
         c, _, w = spec.shape
         super().__init__(cell, c * w, hidden, layers, bidirectional, dropout, pool, **cell_options)
         self.head = nn.Linear(self.width, spec.num_classes)
@@ -124,8 +179,18 @@ class ImageRecurrentClassifier(Recurrent):
 class RecurrentForecaster(Forecaster, Recurrent):
     accepts = ("series",)
 
-    def __init__(self, cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False,
-                 pool: str = "last", revin: bool = True, dropout: float = 0.0, **cell_options):
+    def __init__(
+        self,
+        cell: str,
+        spec,
+        hidden: int = 128,
+        layers: int = 1,
+        bidirectional: bool = False,
+        pool: str = "last",
+        revin: bool = True,
+        dropout: float = 0.0,
+        **cell_options,
+    ):
         super().__init__(cell, spec.shape[1], hidden, layers, bidirectional, dropout, pool, **cell_options)
         self.head = nn.Linear(self.width, spec.horizon * spec.target_channels)
         self.add_revin(spec, revin)
@@ -134,8 +199,18 @@ class RecurrentForecaster(Forecaster, Recurrent):
         return self.head(self.encode(x))
 
 
-def recurrent(cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional: bool = False, embedding: int = 64,
-              pool: str = "last", revin: bool = True, dropout: float = 0.0, **cell_options) -> nn.Module:
+def recurrent(
+    cell: str,
+    spec,
+    hidden: int = 128,
+    layers: int = 1,
+    bidirectional: bool = False,
+    embedding: int = 64,
+    pool: str = "last",
+    revin: bool = True,
+    dropout: float = 0.0,
+    **cell_options,
+) -> nn.Module:
     """The recurrent network with ``cell`` for the data's kind and task. ``embedding`` applies to
     token sequences, ``revin`` to series, ``pool`` and ``bidirectional`` to all but language models."""
     if pool not in POOLS:
@@ -145,12 +220,15 @@ def recurrent(cell: str, spec, hidden: int = 128, layers: int = 1, bidirectional
     sizes = dict(hidden=hidden, layers=layers, dropout=dropout, **cell_options)
     if spec.task == "language_model":
         if bidirectional:
-            raise ValueError("a language model predicts each next token from the ones before it, and a backward "
-                             "direction would read the answer; set model.bidirectional=false")
+            raise ValueError(
+                "a language model predicts each next token from the ones before it, and a backward "
+                "direction would read the answer; set model.bidirectional=false"
+            )
         return RecurrentLanguageModel(cell, spec, embedding=embedding, **sizes)
     if spec.kind == "tokens":
-        return TokenRecurrentClassifier(cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool,
-                                        **sizes)
+        return TokenRecurrentClassifier(
+            cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool, **sizes
+        )
     if spec.kind == "series":
         return RecurrentForecaster(cell, spec, bidirectional=bidirectional, pool=pool, revin=revin, **sizes)
     return ImageRecurrentClassifier(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)

@@ -1,4 +1,5 @@
 """Checkpoints as data: loaded with weights_only=True, never unpickling code."""
+
 from __future__ import annotations
 
 import os
@@ -15,20 +16,28 @@ def load_checkpoint(path: str) -> dict:
     if not path or not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}; give the path of a .ckpt file from a run's checkpoints/ folder.")
     if not zipfile.is_zipfile(path):
-        raise UserError(f"{path} is not a readable checkpoint (not a PyTorch checkpoint archive); "
-                        f"it may be truncated or corrupt: use another one, e.g. last.ckpt.")
+        raise UserError(
+            f"{path} is not a readable checkpoint (not a PyTorch checkpoint archive); "
+            f"it may be truncated or corrupt: use another one, e.g. last.ckpt."
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UserError(f"{path} holds objects other than plain data and was refused unopened "
-                        f"({str(e).splitlines()[0]}); only load checkpoints written by this framework.") from None
+        raise UserError(
+            f"{path} holds objects other than plain data and was refused unopened "
+            f"({str(e).splitlines()[0]}); only load checkpoints written by this framework."
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise UserError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0]}); "
-                        f"it may be truncated or corrupt: use another one, e.g. last.ckpt.") from None
+        raise UserError(
+            f"{path} is not a readable checkpoint ({str(e).splitlines()[0]}); "
+            f"it may be truncated or corrupt: use another one, e.g. last.ckpt."
+        ) from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or "config" not in hp or "state_dict" not in ckpt:
-        raise UserError(f"{path} is not a checkpoint of this framework (it has no stored run config); "
-                        f"give one from a run's checkpoints/ folder.")
+        raise UserError(
+            f"{path} is not a checkpoint of this framework (it has no stored run config); "
+            f"give one from a run's checkpoints/ folder."
+        )
     return ckpt
 
 

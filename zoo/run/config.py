@@ -4,11 +4,13 @@
 one sentence; ``check_config`` rejects values no run can use; ``user_errors`` prints any
 ``UserError`` as ``error: <sentence>`` and exits with status 2 instead of a traceback.
 """
+
 from __future__ import annotations
 
 import contextlib
 import difflib
 import functools
+import itertools
 import os
 import re
 import shlex
@@ -48,25 +50,37 @@ def user_errors():
         from zoo.run.oserrors import explain_os_error
 
         fail(explain_os_error(e))
-    except Exception as e:  # noqa: BLE001 - translated only when the cause is the user's input
+    except Exception as e:
         cause = e
         while cause.__cause__ is not None or cause.__context__ is not None:
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, UserError):
             fail(str(cause))
-        if "MisconfigurationException" in (type(cause).__name__, type(e).__name__) or "MisconfigurationException(" in str(e):
+        if "MisconfigurationException" in (
+            type(cause).__name__,
+            type(e).__name__,
+        ) or "MisconfigurationException(" in str(e):
             text = " ".join(str(cause if "Misconfiguration" in type(cause).__name__ else e).split())
-            text = re.sub(r"^Error in call to target '[^']+':\s*MisconfigurationException\(['\"](.*)['\"]\)\s*full_key: \S+$", r"\1", text)
-            fail(f"the trainer cannot start: {text.rstrip('.!')} (check trainer.accelerator, trainer.devices "
-                 f"and trainer.precision; trainer=cpu runs anywhere).")
+            text = re.sub(
+                r"^Error in call to target '[^']+':\s*MisconfigurationException\(['\"](.*)['\"]\)\s*full_key: \S+$",
+                r"\1",
+                text,
+            )
+            fail(
+                f"the trainer cannot start: {text.rstrip('.!')} (check trainer.accelerator, trainer.devices "
+                f"and trainer.precision; trainer=cpu runs anywhere)."
+            )
         raise
 
 
 def group_choices(group: str) -> list[str]:
     """The choices of a config group: its files, less the bases they share (conf/data/_ett.yaml)."""
     folder = os.path.join(CONF_DIR, group)
-    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and not f.startswith("_")) \
-        if os.path.isdir(folder) else []
+    return (
+        sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and not f.startswith("_"))
+        if os.path.isdir(folder)
+        else []
+    )
 
 
 def groups() -> list[str]:
@@ -76,25 +90,45 @@ def groups() -> list[str]:
 # Keys that count something: (the smallest value that makes sense, an example). A key a config
 # does not have is skipped; null is left to the code that reads it (it means "off" or "automatic").
 WHOLE_NUMBERS: dict[str, tuple[int, int]] = {
-    "data.batch_size": (1, 64), "data.eval_batch_size": (1, 1024), "steps_per_execution": (1, 1),
-    "data.num_workers": (0, 2), "data.random_crop": (0, 4), "data.image_size": (1, 32), "data.lookback": (1, 96),
-    "data.horizon": (1, 16), "data.seq_len": (1, 128), "data.length": (1, 3000), "data.max_length": (1, 64),
-    "data.min_freq": (1, 2), "data.max_vocab": (1, 30000),
-    "model.hidden": (1, 128), "model.embedding": (1, 64), "model.kernel_size": (1, 3), "model.layers": (1, 2),
-    "model.depth": (1, 2), "model.latent_dim": (1, 64), "model.width": (1, 64),
+    "data.batch_size": (1, 64),
+    "data.eval_batch_size": (1, 1024),
+    "steps_per_execution": (1, 1),
+    "data.num_workers": (0, 2),
+    "data.random_crop": (0, 4),
+    "data.image_size": (1, 32),
+    "data.lookback": (1, 96),
+    "data.horizon": (1, 16),
+    "data.seq_len": (1, 128),
+    "data.length": (1, 3000),
+    "data.max_length": (1, 64),
+    "data.min_freq": (1, 2),
+    "data.max_vocab": (1, 30000),
+    "model.hidden": (1, 128),
+    "model.embedding": (1, 64),
+    "model.kernel_size": (1, 3),
+    "model.layers": (1, 2),
+    "model.depth": (1, 2),
+    "model.latent_dim": (1, 64),
+    "model.width": (1, 64),
     "model.n_critic": (1, 1),
-    "trainer.min_epochs": (0, 1), "trainer.accumulate_grad_batches": (1, 1), "trainer.num_nodes": (1, 1),
-    "trainer.log_every_n_steps": (1, 10), "trainer.check_val_every_n_epoch": (1, 1),
+    "trainer.min_epochs": (0, 1),
+    "trainer.accumulate_grad_batches": (1, 1),
+    "trainer.num_nodes": (1, 1),
+    "trainer.log_every_n_steps": (1, 10),
+    "trainer.check_val_every_n_epoch": (1, 1),
     "callbacks.early_stopping.patience": (0, 5),
 }
 # Keys that are sizes, one per layer (a list, or one number for every layer): (the networks for which
 # an empty list makes sense, an example). An MLP without hidden layers is a linear classifier.
 SIZE_LISTS: dict[str, tuple[tuple[str, ...], str]] = {
-    "model.channels": ((), "[32,64]"), "model.widths": (("MLP",), "[256,128]"), "model.blocks": ((), "2"),
+    "model.channels": ((), "[32,64]"),
+    "model.widths": (("MLP",), "[256,128]"),
+    "model.blocks": ((), "2"),
 }
 # Keys that are fractions: (the range as [low, high), an example).
 FRACTIONS: dict[str, tuple[float, float, str]] = {
-    "model.dropout": (0.0, 1.0, "0.1"), "optimizer.momentum": (0.0, 1.0, "0.9"),
+    "model.dropout": (0.0, 1.0, "0.1"),
+    "optimizer.momentum": (0.0, 1.0, "0.9"),
     "model.label_smoothing": (0.0, 1.0, "0.1"),
 }
 
@@ -111,8 +145,10 @@ def _whole_number(cfg: DictConfig, key: str, least: int, example) -> None:
         return
     kind = "a positive whole number" if least == 1 else f"a whole number of {least} or more"
     if isinstance(value, float) and value.is_integer() and value >= least:
-        raise UserError(f"{key} must be {kind}, got the decimal number {value!r}; write it without a decimal point "
-                        f"or exponent, e.g. {key}={example}.")
+        raise UserError(
+            f"{key} must be {kind}, got the decimal number {value!r}; write it without a decimal point "
+            f"or exponent, e.g. {key}={example}."
+        )
     raise UserError(f"{key} must be {kind}, got {value!r}; try {key}={example}.")
 
 
@@ -135,12 +171,15 @@ def _size_list(cfg: DictConfig, key: str, may_be_empty: tuple[str, ...], example
     sizes = list(value) if OmegaConf.is_list(value) else [value]
     network = str(OmegaConf.select(cfg, key.rpartition(".")[0] + "._target_", default="")).rpartition(".")[2]
     if not sizes and network not in may_be_empty:
-        raise UserError(f"{key} is empty, so the network would have no such layer; give at least one size, "
-                        f"e.g. {key}={example}.")
+        raise UserError(
+            f"{key} is empty, so the network would have no such layer; give at least one size, e.g. {key}={example}."
+        )
     bad = [v for v in sizes if isinstance(v, bool) or not isinstance(v, int) or v < 1]
     if bad:
-        raise UserError(f"{key} must hold positive whole numbers (one per layer), got {bad[0]!r} in "
-                        f"{OmegaConf.to_container(value) if OmegaConf.is_list(value) else value!r}; try {key}={example}.")
+        raise UserError(
+            f"{key} must hold positive whole numbers (one per layer), got {bad[0]!r} in "
+            f"{OmegaConf.to_container(value) if OmegaConf.is_list(value) else value!r}; try {key}={example}."
+        )
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -155,14 +194,19 @@ def check_config(cfg: DictConfig) -> None:
     for key, (low, high, example) in FRACTIONS.items():
         _fraction(cfg, key, low, high, example)
     betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
-    if betas is not None and not (OmegaConf.is_list(betas) and len(betas) == 2
-                                  and all(_is_number(b) and 0 <= b < 1 for b in betas)):
-        raise UserError(f"optimizer.betas must be two numbers of at least 0 and below 1, got "
-                        f"{OmegaConf.to_container(betas) if OmegaConf.is_list(betas) else betas!r}; "
-                        f"try optimizer.betas=[0.9,0.999].")
+    if betas is not None and not (
+        OmegaConf.is_list(betas) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)
+    ):
+        raise UserError(
+            f"optimizer.betas must be two numbers of at least 0 and below 1, got "
+            f"{OmegaConf.to_container(betas) if OmegaConf.is_list(betas) else betas!r}; "
+            f"try optimizer.betas=[0.9,0.999]."
+        )
     weight_decay = OmegaConf.select(cfg, "optimizer.weight_decay", default=None)
     if weight_decay is not None and not (_is_number(weight_decay) and weight_decay >= 0):
-        raise UserError(f"optimizer.weight_decay must be 0 or more, got {weight_decay!r}; try optimizer.weight_decay=0.")
+        raise UserError(
+            f"optimizer.weight_decay must be 0 or more, got {weight_decay!r}; try optimizer.weight_decay=0."
+        )
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise UserError(f"seed must be a whole number, got {cfg.get('seed')!r}; try seed=42.")
     _check_trainer_keys(cfg)
@@ -203,12 +247,15 @@ def _check_trainer_keys(cfg: DictConfig) -> None:
     known = trainer_arguments()
     if not known:
         return
-    for key in trainer.keys():
+    for key in trainer:
         if str(key).startswith("_") or key in known:
             continue
         close = difflib.get_close_matches(str(key), known, n=3)
-        hint = (f"did you mean {' or '.join(f'trainer.{c}' for c in close)}?" if close
-                else "see https://lightning.ai/docs/pytorch/stable/common/trainer.html for its arguments.")
+        hint = (
+            f"did you mean {' or '.join(f'trainer.{c}' for c in close)}?"
+            if close
+            else "see https://lightning.ai/docs/pytorch/stable/common/trainer.html for its arguments."
+        )
         raise UserError(f"trainer.{key} is not an argument of lightning.Trainer; {hint}")
 
 
@@ -222,8 +269,10 @@ def _check_devices(cfg: DictConfig) -> None:
     cpu = accelerator == "cpu" or (accelerator == "auto" and not os.path.exists("/dev/nvidiactl"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cpu and devices > cores and os.environ.get("LOCAL_RANK", "0") == "0":  # once, not again in each process
-        sys.stderr.write(f"warning: trainer.devices={devices} starts {devices} training processes on a CPU with "
-                         f"{cores} core(s); they share the cores and run slower than trainer.devices=1.\n")
+        sys.stderr.write(
+            f"warning: trainer.devices={devices} starts {devices} training processes on a CPU with "
+            f"{cores} core(s); they share the cores and run slower than trainer.devices=1.\n"
+        )
 
 
 def check_monitors(cfg: DictConfig, task, name: str) -> None:
@@ -231,14 +280,19 @@ def check_monitors(cfg: DictConfig, task, name: str) -> None:
     found missing only after the first epoch), or a sentence listing what it logs. A task publishes
     its metrics as ``logged_metrics``: a tuple, or a method where they depend on the network."""
     logged = task.logged_metrics() if callable(task.logged_metrics) else task.logged_metrics
-    watched = [(f"callbacks.{key}.monitor", c.get("monitor")) for key, c in (cfg.get("callbacks") or {}).items()
-               if isinstance(c, DictConfig) and c.get("monitor")]
+    watched = [
+        (f"callbacks.{key}.monitor", c.get("monitor"))
+        for key, c in (cfg.get("callbacks") or {}).items()
+        if isinstance(c, DictConfig) and c.get("monitor")
+    ]
     if OmegaConf.select(cfg, "scheduler.monitor", default=None) and OmegaConf.select(cfg, "scheduler.factory"):
         watched.append(("scheduler.monitor", cfg.scheduler.monitor))
     for key, metric in watched:
         if metric not in logged:
-            raise UserError(f"{key}={metric} is not a metric the {name} task logs; watch one of "
-                            f"{', '.join(m for m in logged if m.startswith('val/'))}.")
+            raise UserError(
+                f"{key}={metric} is not a metric the {name} task logs; watch one of "
+                f"{', '.join(m for m in logged if m.startswith('val/'))}."
+            )
 
 
 def check_eval_config(cfg: DictConfig) -> None:
@@ -264,8 +318,10 @@ def check_generate_config(cfg: DictConfig) -> None:
     _whole_number(cfg, "length", 0, 500)
     _whole_number(cfg, "top_k", 1, 10)
     if cfg.get("length", 0) > MAX_GENERATE_LENGTH:
-        raise UserError(f"length={cfg.length} characters would take hours to sample one by one; give at most "
-                        f"length={MAX_GENERATE_LENGTH} (several commands can continue each other's text with prompt=).")
+        raise UserError(
+            f"length={cfg.length} characters would take hours to sample one by one; give at most "
+            f"length={MAX_GENERATE_LENGTH} (several commands can continue each other's text with prompt=)."
+        )
     temperature = cfg.get("temperature")
     if temperature is not None and not (_is_number(temperature) and temperature >= 0):
         raise UserError(f"temperature must be 0 or more, got {temperature!r}; try temperature=0.8.")
@@ -287,7 +343,7 @@ def explain(e: Exception, overrides: list[str]) -> str:
     m = re.search(r"Could not override '([^']+)'", msg)
     if m:
         key = m.group(1)
-        parent, _, leaf = key.rpartition(".")
+        parent, _, _leaf = key.rpartition(".")
         if "No match in the defaults list" in msg or (not parent and "." not in key):
             close = difflib.get_close_matches(key, groups(), n=1)
             hint = f"did you mean {close[0]}?" if close else f"the groups are: {', '.join(groups())}."
@@ -299,7 +355,7 @@ def explain(e: Exception, overrides: list[str]) -> str:
             hint = f"did you mean {where}{'.'.join([close[0], *missing[1:]])}?"
         else:
             hint = f"{found or 'the config'} has: {', '.join(keys)}."
-        return (f"'{key}' is not a config key; {hint} (To add a new key on purpose, write +{key}=...)")
+        return f"'{key}' is not a config key; {hint} (To add a new key on purpose, write +{key}=...)"
     first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
     return first
 
@@ -313,7 +369,11 @@ def _nearest_node(key: str, overrides: list[str]) -> tuple[str, list[str], list[
         node = compose_config([o for o in overrides if "=" in o and "." not in o.split("=")[0]])
         for i, part in enumerate(parts):
             if not isinstance(node, DictConfig) or part not in node:
-                return ".".join(parts[:i]), sorted(map(str, node.keys())) if isinstance(node, DictConfig) else [], parts[i:]
+                return (
+                    ".".join(parts[:i]),
+                    sorted(map(str, node.keys())) if isinstance(node, DictConfig) else [],
+                    parts[i:],
+                )
             node = node[part]
     except Exception:  # noqa: BLE001 - only a hint
         pass
@@ -334,8 +394,12 @@ def compose_run(overrides: list[str], output_dir: str, data_dir: str | None = No
     from omegaconf import open_dict
 
     root = os.path.dirname(os.path.abspath(output_dir))
-    base = [f"hydra.run.dir={output_dir}", f"paths.output_dir={output_dir}", f"paths.root_dir={root}",
-            f"paths.data_dir={data_dir or os.path.join(root, 'data')}"]
+    base = [
+        f"hydra.run.dir={output_dir}",
+        f"paths.output_dir={output_dir}",
+        f"paths.root_dir={root}",
+        f"paths.data_dir={data_dir or os.path.join(root, 'data')}",
+    ]
     cfg = compose_config(base + overrides)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
@@ -368,7 +432,7 @@ def _combinations(args: list[str]) -> list[list[str]]:
 def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
     """Keys left as ??? (without resolving interpolations, which need a running Hydra job)."""
     out = []
-    for key in node.keys():
+    for key in node:
         if not prefix and key == "hydra":
             continue
         if OmegaConf.is_missing(node, key):
@@ -423,24 +487,29 @@ def print_help(config_name: str, args: list[str]) -> bool:
     with open_dict(cfg):
         del cfg["hydra"]
     groups = "".join(f"{g}: {', '.join(c)}\n" for g, c in _config_groups().items())
-    print(string.Template(template).substitute(APP_CONFIG_GROUPS=groups,
-                                               CONFIG=OmegaConf.to_yaml(cfg, resolve="--resolve" in flags)))
+    print(
+        string.Template(template).substitute(
+            APP_CONFIG_GROUPS=groups, CONFIG=OmegaConf.to_yaml(cfg, resolve="--resolve" in flags)
+        )
+    )
     return True
 
 
 def _split_values(args: list[str]) -> None:
     """An argument without ``=`` after one with it is the rest of a value the shell split at a space."""
-    for before, arg in zip(args, args[1:]):
+    for before, arg in itertools.pairwise(args):
         if "=" not in arg and not arg.startswith(("-", "~")) and "=" in before:
-            raise UserError(f"'{arg}' is not a key=value override; if it is the rest of a value with a space in it, "
-                            f"quote the whole override: {shlex.quote(f'{before} {arg}')}.")
+            raise UserError(
+                f"'{arg}' is not a key=value override; if it is the rest of a value with a space in it, "
+                f"quote the whole override: {shlex.quote(f'{before} {arg}')}."
+            )
 
 
 def _check_run_folder(cfg: DictConfig, multirun: bool) -> None:
     """The folder Hydra is about to make for the run (or the sweep) can be made and written."""
-    from zoo.run.oserrors import check_writable_folder
-
     from hydra.core.hydra_config import HydraConfig
+
+    from zoo.run.oserrors import check_writable_folder
 
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
@@ -473,8 +542,9 @@ def preflight(config_name: str, argv: list[str]) -> DictConfig | None:
     return None if multirun or "MULTIRUN" in str(OmegaConf.select(cfg, "hydra.mode", default="")) else cfg
 
 
-def check_overrides(args: list[str], config_name: str = "train", multirun: bool = False,
-                    run_folder: bool = True) -> DictConfig:
+def check_overrides(
+    args: list[str], config_name: str = "train", multirun: bool = False, run_folder: bool = True
+) -> DictConfig:
     """Every config the command line ``args`` composes (each value of a sweep once) is one the command
     can run, or a UserError: Hydra's own errors explained, then the checks of ``config_name`` (and of
     the run folder Hydra will make, unless ``run_folder`` is False: a script that picks its own).
@@ -491,8 +561,10 @@ def check_overrides(args: list[str], config_name: str = "train", multirun: bool 
                 raise UserError(f"{missing[0]} must be given; add {missing[0]}=... to the command line.")
             search = OmegaConf.select(cfg, "hydra.runtime.choices.hparams_search", default=None)
             if search and not multirun:
-                raise UserError(f"hparams_search={search} runs a search of many runs, which needs -m; run: "
-                                f"python {config_name}.py -m {shlex.join(args)}")
+                raise UserError(
+                    f"hparams_search={search} runs a search of many runs, which needs -m; run: "
+                    f"python {config_name}.py -m {shlex.join(args)}"
+                )
             if config_name == "train":
                 check_config(cfg)
             elif config_name == "eval":

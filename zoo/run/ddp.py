@@ -15,6 +15,7 @@ its own ranks instead of waiting for the finished job's (the other cause of hang
 When processes are created by a cluster (SLURM's srun, torchrun), Lightning sees ``LOCAL_RANK``
 and nothing is started here; see README "Scaling out".
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,10 +79,12 @@ class HydraJobLauncher(compat.subprocess_script_launcher()):
         self.env_before = {k: os.environ.get(k) for k in _ENV_KEYS}
         self.threads = torch.get_num_threads()
         env = dict(os.environ)
-        env.update(MASTER_ADDR=self.cluster_environment.main_address,
-                   MASTER_PORT=str(self.cluster_environment.main_port),
-                   NODE_RANK=str(self.cluster_environment.node_rank()),
-                   WORLD_SIZE=str(self.num_processes * self.num_nodes))
+        env.update(
+            MASTER_ADDR=self.cluster_environment.main_address,
+            MASTER_PORT=str(self.cluster_environment.main_port),
+            NODE_RANK=str(self.cluster_environment.node_rank()),
+            WORLD_SIZE=str(self.num_processes * self.num_nodes),
+        )
         if os.environ.get("PL_GLOBAL_SEED") is None:
             env.pop("PL_GLOBAL_SEED", None)
         command, cwd = rank_command(trainer)
@@ -104,11 +107,16 @@ def rank_command(trainer=None) -> tuple[list[str], str | None]:
     out_dir = OmegaConf.select(hc, "runtime.output_dir", default=None, throw_on_missing=False)
     if not out_dir and trainer is not None:
         out_dir = trainer.default_root_dir
-    command = [sys.executable, _script(), f"--config-name={hc.job.config_name}", *hc.overrides.task,
-               f"hydra.run.dir={_quote(os.path.abspath(out_dir))}",
-               "hydra.output_subdir=null",     # rank zero writes .hydra/
-               "hydra.job_logging.root=null",   # and train.log
-               "hydra.hydra_logging.root=null"]
+    command = [
+        sys.executable,
+        _script(),
+        f"--config-name={hc.job.config_name}",
+        *hc.overrides.task,
+        f"hydra.run.dir={_quote(os.path.abspath(out_dir))}",
+        "hydra.output_subdir=null",  # rank zero writes .hydra/
+        "hydra.job_logging.root=null",  # and train.log
+        "hydra.hydra_logging.root=null",
+    ]
     cwd = OmegaConf.select(hc, "runtime.cwd", default=None, throw_on_missing=False)
     return command, cwd
 
@@ -145,8 +153,10 @@ class _RankWatcher(threading.Thread):
                 return
             failed = [p for p, c in zip(self.procs, codes) if c not in (None, 0)]
             if failed:
-                log.error(f"rank process {failed[0].pid} ended with exit status {failed[0].returncode}; "
-                          f"ending the other ranks")
+                log.error(
+                    f"rank process {failed[0].pid} ended with exit status {failed[0].returncode}; "
+                    f"ending the other ranks"
+                )
                 for p in self.procs:
                     if p.poll() is None:
                         p.kill()

@@ -1,5 +1,6 @@
 """Files a run writes and reads back as plain data: JSON written atomically (a crash leaves the old
 file whole), read back tolerantly (a missing or broken file is None)."""
+
 from __future__ import annotations
 
 import json

@@ -18,6 +18,7 @@ checkpoint that does not fit the model) put back the ``.hydra/`` files and log H
 takes its folder in ``train()``. Only the rank-zero process of a DDP run takes the lock: the other
 ranks write nothing in the folder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,13 +73,17 @@ class RunFolder:
             self._lock(create=False)  # an earlier run's lock file: refuse now if a run holds it
             earlier = state(self.path) if os.path.isdir(self.path) else None
             if earlier == "finished" and resume and not overwrite:
-                raise AlreadyFinished(f"{self.path} holds a finished run (metrics.json): nothing to resume; "
-                                      f"to train it again from the start add overwrite=true.")
+                raise AlreadyFinished(
+                    f"{self.path} holds a finished run (metrics.json): nothing to resume; "
+                    f"to train it again from the start add overwrite=true."
+                )
             if earlier and not resume and not overwrite:
                 what = "a finished run" if earlier == "finished" else "a stopped run"
-                raise UserError(f"{self.path} already holds {what} (metrics.json or checkpoints/); add resume=true "
-                                f"to continue it, overwrite=true to move its content aside and start again, or "
-                                f"choose another hydra.run.dir.")
+                raise UserError(
+                    f"{self.path} already holds {what} (metrics.json or checkpoints/); add resume=true "
+                    f"to continue it, overwrite=true to move its content aside and start again, or "
+                    f"choose another hydra.run.dir."
+                )
             self._check_writable()
             if self._fd is None:
                 os.makedirs(self.path, exist_ok=True)
@@ -102,16 +107,20 @@ class RunFolder:
         except FileNotFoundError:
             return
         except OSError as e:
-            raise UserError(f"cannot write the run folder {self.path} ({e.strerror}); choose a folder you can "
-                            f"write with hydra.run.dir=...") from None
+            raise UserError(
+                f"cannot write the run folder {self.path} ({e.strerror}); choose a folder you can "
+                f"write with hydra.run.dir=..."
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
-            raise UserError(f"{self.path} is being written by another run (PID {holder(self.lock_path)}); wait for "
-                            f"it to end, stop it, or choose another hydra.run.dir.") from None
+            raise UserError(
+                f"{self.path} is being written by another run (PID {holder(self.lock_path)}); wait for "
+                f"it to end, stop it, or choose another hydra.run.dir."
+            ) from None
         self._fd = fd
 
     def _check_writable(self) -> None:
@@ -119,8 +128,10 @@ class RunFolder:
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-            raise UserError(f"cannot write the run folder {self.path} ({existing} is not a writable folder); "
-                            f"choose one you can write with hydra.run.dir=...")
+            raise UserError(
+                f"cannot write the run folder {self.path} ({existing} is not a writable folder); "
+                f"choose one you can write with hydra.run.dir=..."
+            )
 
     def release(self) -> None:
         _HELD.pop(os.path.realpath(self.path), None)

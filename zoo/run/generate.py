@@ -3,6 +3,7 @@
 Each takes what zoo.run.rebuild made of the checkpoint and generate.py's config; the sampling
 itself is the task's own (zoo.tasks.language_model.sample_from, zoo.tasks.adversarial.sample_images).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,14 +26,25 @@ def language_model(rebuilt, cfg) -> None:
     if not isinstance(cfg.length, int) or cfg.length < 1:
         raise UserError(f"length must be a positive whole number, got {cfg.length!r}; try length=500.")
     if not isinstance(cfg.temperature, (int, float)) or cfg.temperature < 0:
-        raise UserError(f"temperature must be a number >= 0 (0: always the most likely character), got "
-                        f"{cfg.temperature!r}; try temperature=0.8.")
+        raise UserError(
+            f"temperature must be a number >= 0 (0: always the most likely character), got "
+            f"{cfg.temperature!r}; try temperature=0.8."
+        )
     if cfg.top_k is not None and (not isinstance(cfg.top_k, int) or cfg.top_k < 1):
         raise UserError(f"top_k must be a positive whole number or null, got {cfg.top_k!r}; try top_k=40.")
     spec, device = rebuilt.spec, _device(cfg)
     prompt = "" if cfg.prompt is None else str(cfg.prompt)
-    text = sample_from(rebuilt.net.to(device), list(spec.vocabulary), prompt, cfg.length, float(cfg.temperature),
-                       cfg.top_k, spec.shape[0], torch.Generator().manual_seed(int(cfg.seed)), device)
+    text = sample_from(
+        rebuilt.net.to(device),
+        list(spec.vocabulary),
+        prompt,
+        cfg.length,
+        float(cfg.temperature),
+        cfg.top_k,
+        spec.shape[0],
+        torch.Generator().manual_seed(int(cfg.seed)),
+        device,
+    )
     print(text)
 
 
@@ -55,13 +67,17 @@ def adversarial(rebuilt, cfg) -> None:
     labels = None
     if cfg.get("label") is not None:
         if not net.conditional:
-            raise UserError(f"label={cfg.label} needs a class-conditional GAN (model.conditional=true), "
-                            f"and {cfg.ckpt_path} is not one; leave label out.")
+            raise UserError(
+                f"label={cfg.label} needs a class-conditional GAN (model.conditional=true), "
+                f"and {cfg.ckpt_path} is not one; leave label out."
+            )
         names = list(spec.class_names)
         label = names.index(str(cfg.label)) if str(cfg.label) in names else cfg.label
         if not isinstance(label, int) or not 0 <= label < net.num_classes:
-            raise UserError(f"label={cfg.label} is not a class of {spec.name}; give an index 0-{net.num_classes - 1} "
-                            f"or one of: {', '.join(names)}.")
+            raise UserError(
+                f"label={cfg.label} is not a class of {spec.name}; give an index 0-{net.num_classes - 1} "
+                f"or one of: {', '.join(names)}."
+            )
         labels = torch.full((n,), label, dtype=torch.long)
     device = _device(cfg)
     images = sample_images(net.to(device), n, int(cfg.seed), labels, device).cpu()

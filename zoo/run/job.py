@@ -1,5 +1,6 @@
 """What Hydra says about the job this process runs: the group choices and whether it is one job
 of a multirun. Importing this module imports no torch."""
+
 from __future__ import annotations
 
 import sys

@@ -2,6 +2,7 @@
 the callbacks every run gets, the resume point (checked before anything is cut), how each way a run
 stops is recorded (metrics.json's ``status`` and the exit status), and the summary of a finished run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,10 +90,15 @@ def check_fits(ckpt: dict, task, path: str) -> None:
             differ = [f"the optimizers hold {stored} parameter tensors, this model trains {trained}"]
     if differ:
         first = differ[0]
-        detail = (f"{first}: {theirs.get(first)} in the checkpoint, {own.get(first)} here"
-                  if first in own or first in theirs else first)
-        raise UserError(f"{path} does not fit this run's model or optimizer ({detail}); resume with the same "
-                        f"overrides as the run that wrote it, or start again with overwrite=true.")
+        detail = (
+            f"{first}: {theirs.get(first)} in the checkpoint, {own.get(first)} here"
+            if first in own or first in theirs
+            else first
+        )
+        raise UserError(
+            f"{path} does not fit this run's model or optimizer ({detail}); resume with the same "
+            f"overrides as the run that wrote it, or start again with overwrite=true."
+        )
 
 
 def _is_rank_zero() -> bool:
@@ -129,15 +135,21 @@ def recorded_outcome(out_dir: str, progress):
         if isinstance(error, (SIGTERMException, KeyboardInterrupt)):  # Lightning's own stops, outside a step
             name = "SIGTERM" if isinstance(error, SIGTERMException) else "SIGINT"
             error = RunStopped(f"stopped by {name}", 128 + getattr(signal, name))
-        status = ("interrupted" if isinstance(error, RunStopped) else
-                  "diverged" if isinstance(error, Diverged) else "failed")
+        status = (
+            "interrupted" if isinstance(error, RunStopped) else "diverged" if isinstance(error, Diverged) else "failed"
+        )
         if _is_rank_zero():
-            write_json_atomic(os.path.join(out_dir, "metrics.json"),
-                              {"status": status, "error": str(error) or type(error).__name__, **progress()})
+            write_json_atomic(
+                os.path.join(out_dir, "metrics.json"),
+                {"status": status, "error": str(error) or type(error).__name__, **progress()},
+            )
         if isinstance(error, RunStopped):
             has_checkpoint = os.path.isfile(os.path.join(out_dir, "checkpoints", RESUME_FILE))
-            how = (f"continue with: {resume_command(out_dir)}" if has_checkpoint else
-                   "it stopped before its first resume checkpoint; start it again with overwrite=true")
+            how = (
+                f"continue with: {resume_command(out_dir)}"
+                if has_checkpoint
+                else "it stopped before its first resume checkpoint; start it again with overwrite=true"
+            )
             raise RunStopped(f"{error}; {how}", error.exit_code) from None
         raise
 
@@ -151,18 +163,31 @@ def finished_summary(trainer, callbacks: RunCallbacks, test_results: dict, secon
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     history = callbacks.history
-    best_val = history.best(checkpoint.monitor, checkpoint.mode) if checkpoint and checkpoint.monitor else (
-        history.epochs[-1] if history.epochs else {})
-    metrics = {k: float(v) for k, v in {**{k: v for k, v in best_val.items() if k.startswith("val/")},
-                                          **test_results}.items()}
-    return {**metrics, "status": "finished", "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-            "best_epoch": best_val.get("epoch"), "best_checkpoint": best_path, "seconds": round(seconds, 2),
-            "first_step_s": callbacks.startup.first_step_s}
+    best_val = (
+        history.best(checkpoint.monitor, checkpoint.mode)
+        if checkpoint and checkpoint.monitor
+        else (history.epochs[-1] if history.epochs else {})
+    )
+    metrics = {
+        k: float(v) for k, v in {**{k: v for k, v in best_val.items() if k.startswith("val/")}, **test_results}.items()
+    }
+    return {
+        **metrics,
+        "status": "finished",
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "best_epoch": best_val.get("epoch"),
+        "best_checkpoint": best_path,
+        "seconds": round(seconds, 2),
+        "first_step_s": callbacks.startup.first_step_s,
+    }
 
 
 def check_training_data(datamodule, data_name: str) -> None:
     """Refuse a run whose training split is empty (e.g. data.val_size larger than the dataset)."""
     sizes = datamodule.split_sizes() if hasattr(datamodule, "split_sizes") else {}
     if sizes.get("train", 1) == 0:
-        raise UserError(f"the training split of data={data_name} is empty ({sizes}): no training step could run; "
-                        f"lower data.val_size (a fraction below 1, or a count smaller than the dataset).")
+        raise UserError(
+            f"the training split of data={data_name} is empty ({sizes}): no training step could run; "
+            f"lower data.val_size (a fraction below 1, or a count smaller than the dataset)."
+        )

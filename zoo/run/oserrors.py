@@ -5,6 +5,7 @@ errno (not by its text). ``check_writable_folder`` and ``check_writable_file`` d
 is written whether a folder can be made or a file written there, so the common cases are refused
 before a run starts rather than mapped after it failed.
 """
+
 from __future__ import annotations
 
 import errno
@@ -58,16 +59,27 @@ def check_writable_folder(path: str, key: str, named: str | None = None) -> None
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UserError(_sentence(named, key, f"{existing} is a file, not a folder",
-                                  "choose a path whose folders are folders"))
+        raise UserError(
+            _sentence(named, key, f"{existing} is a file, not a folder", "choose a path whose folders are folders")
+        )
     limit = _name_max(existing)
     for name in full.split(os.sep):
         if len(name.encode()) > limit:
-            raise UserError(_sentence(named, key, f"the name {name[:24]}... is {len(name.encode())} bytes, longer than "
-                                      f"the {limit} the file system allows", "use a shorter name"))
+            raise UserError(
+                _sentence(
+                    named,
+                    key,
+                    f"the name {name[:24]}... is {len(name.encode())} bytes, longer than "
+                    f"the {limit} the file system allows",
+                    "use a shorter name",
+                )
+            )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(_sentence(named, key, f"{existing} is not writable",
-                                  "choose a folder you can write to, or change its permissions"))
+        raise UserError(
+            _sentence(
+                named, key, f"{existing} is not writable", "choose a folder you can write to, or change its permissions"
+            )
+        )
 
 
 def check_writable_file(path: str, key: str) -> None:

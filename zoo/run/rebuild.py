@@ -11,6 +11,7 @@ not plain data is refused with one sentence before anything is built.
 eval.py, generate.py and ``init_from`` (zoo.run.checkpoints.load_weights) go through ``rebuild``;
 ``resume=true`` through ``check_file`` before Lightning reads the file.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,6 +38,7 @@ class Rebuilt:
     """What a checkpoint rebuilds to. ``config`` holds the sections in ``BUILT`` as plain data whose
     targets come from conf/; ``hparams`` is what a task is built with: the stored config, checked
     (every target in it is conf/'s), with those sections as rebuilt; ``state_dict`` the task's tensors."""
+
     net: Any
     spec: Any
     task: str
@@ -61,8 +63,10 @@ def rebuild(path: str):
     try:
         net.load_state_dict(net_state(ckpt["state_dict"]))
     except RuntimeError as e:
-        raise UserError(f"the weights in {path} do not fit model={choices['model']} as conf/ builds it "
-                        f"({str(e).splitlines()[0]}); use a checkpoint written by this project.") from None
+        raise UserError(
+            f"the weights in {path} do not fit model={choices['model']} as conf/ builds it "
+            f"({str(e).splitlines()[0]}); use a checkpoint written by this project."
+        ) from None
     checked.net = net
     return checked
 
@@ -83,18 +87,24 @@ def check_checkpoint(ckpt: dict, path: str) -> Rebuilt:
     hp = ckpt["hyper_parameters"]
     stored, choices = hp.get("config"), _checked_choices(hp.get("choices"), path)
     if not isinstance(stored, dict):
-        raise UserError(f"{path} stores its run config as {type(stored).__name__}, not as plain data; "
-                        f"use a checkpoint written by this project.")
+        raise UserError(
+            f"{path} stores its run config as {type(stored).__name__}, not as plain data; "
+            f"use a checkpoint written by this project."
+        )
     task = hp.get("task", "classify")
     if not isinstance(task, str) or task not in TASKS:
-        raise UserError(f"{path} names the task {task!r}, which is not one of this project's "
-                        f"({', '.join(sorted(TASKS))}); use a checkpoint written by this project.")
+        raise UserError(
+            f"{path} names the task {task!r}, which is not one of this project's "
+            f"({', '.join(sorted(TASKS))}); use a checkpoint written by this project."
+        )
     spec = DataSpec.from_dict(_checked_spec(hp.get("spec"), path))
     project = _compose(choices)
     _check_node(stored, OmegaConf.to_container(project, resolve=False), "", path, strict=False)
     for section in BUILT:
         if not isinstance(stored.get(section), dict):
-            raise UserError(f"{path} stores no '{section}' section as plain data; use a checkpoint written by this project.")
+            raise UserError(
+                f"{path} stores no '{section}' section as plain data; use a checkpoint written by this project."
+            )
         node = project[section]
         for key, value in stored[section].items():
             if not key.startswith("_"):
@@ -104,17 +114,22 @@ def check_checkpoint(ckpt: dict, path: str) -> Rebuilt:
     try:
         config = {s: OmegaConf.to_container(project[s], resolve=True, throw_on_missing=True) for s in BUILT}
     except OmegaConfBaseException as e:  # an option conf/ requires (???, an interpolation) that the checkpoint lacks
-        raise UserError(f"{path} lacks a value conf/ needs to rebuild it ({str(e).splitlines()[0]}); "
-                        f"use a checkpoint written by this project.") from None
+        raise UserError(
+            f"{path} lacks a value conf/ needs to rebuild it ({str(e).splitlines()[0]}); "
+            f"use a checkpoint written by this project."
+        ) from None
     hparams = {"config": {**stored, **config}, "choices": choices, "spec": spec.to_dict()}
-    return Rebuilt(net=None, spec=spec, task=task, choices=choices, config=config, hparams=hparams,
-                   state_dict=ckpt["state_dict"])
+    return Rebuilt(
+        net=None, spec=spec, task=task, choices=choices, config=config, hparams=hparams, state_dict=ckpt["state_dict"]
+    )
 
 
 def _checked_choices(choices: Any, path: str) -> dict[str, str]:
     if not isinstance(choices, dict) or not all(isinstance(choices.get(g), str) for g in ("model", "data")):
-        raise UserError(f"{path} does not record which model and data conf/ files built it; "
-                        f"use a checkpoint written by this project.")
+        raise UserError(
+            f"{path} does not record which model and data conf/ files built it; "
+            f"use a checkpoint written by this project."
+        )
     own_groups = [g for g in groups() if g not in NOT_COMPOSED]
     out = {}
     for group, choice in choices.items():
@@ -122,8 +137,10 @@ def _checked_choices(choices: Any, path: str) -> dict[str, str]:
             continue  # not a group of conf/ (hydra/..., or one since removed): never read
         known = group_choices(group)
         if not isinstance(choice, str) or choice not in known:
-            raise UserError(f"{path} names {group}={choice!r}, which is not a file of conf/{group}/ "
-                            f"({', '.join(known)}); only checkpoints of this project's own configs are rebuilt.")
+            raise UserError(
+                f"{path} names {group}={choice!r}, which is not a file of conf/{group}/ "
+                f"({', '.join(known)}); only checkpoints of this project's own configs are rebuilt."
+            )
         out[group] = choice
     return out
 
@@ -141,8 +158,9 @@ def _compose(choices: dict[str, str]) -> DictConfig:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="rebuild"):
             return compose(config_name="train", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
-        raise UserError(f"conf/ cannot compose the choices this checkpoint names ({' '.join(overrides)}): "
-                        f"{str(e).splitlines()[0]}") from None
+        raise UserError(
+            f"conf/ cannot compose the choices this checkpoint names ({' '.join(overrides)}): {str(e).splitlines()[0]}"
+        ) from None
 
 
 def _plain(value: Any) -> bool:
@@ -162,8 +180,14 @@ def _same_target(stored: Any, own: Any) -> bool:
     into sub-packages (zoo.cnn.CNN for zoo.nets.cnn.CNN). Only compared: neither is imported here."""
     if stored == own:
         return True
-    return (isinstance(stored, str) and isinstance(own, str) and stored.startswith("zoo.") and own.startswith("zoo.")
-            and stored.count(".") == 2 and stored.rsplit(".", 1)[1] == own.rsplit(".", 1)[1])
+    return (
+        isinstance(stored, str)
+        and isinstance(own, str)
+        and stored.startswith("zoo.")
+        and own.startswith("zoo.")
+        and stored.count(".") == 2
+        and stored.rsplit(".", 1)[1] == own.rsplit(".", 1)[1]
+    )
 
 
 def _check_node(stored: dict, own: Any, where: str, path: str, strict: bool) -> None:
@@ -175,29 +199,42 @@ def _check_node(stored: dict, own: Any, where: str, path: str, strict: bool) -> 
         declared = isinstance(own, dict) and key in own
         own_value = own[key] if declared else None  # as conf/ writes it: interpolations unresolved
         if not isinstance(key, str):
-            raise UserError(f"{path} stores a config key {key!r} that is not a name; only checkpoints of this project are rebuilt.")
+            raise UserError(
+                f"{path} stores a config key {key!r} that is not a name; only checkpoints of this project are rebuilt."
+            )
         if key.startswith("_"):
-            if key not in PROTOCOL_KEYS or not declared or not (
-                    _same_target(value, own_value) if key == "_target_" else value == own_value):
+            if (
+                key not in PROTOCOL_KEYS
+                or not declared
+                or not (_same_target(value, own_value) if key == "_target_" else value == own_value)
+            ):
                 expected = f"conf/ has {own_value!r}" if declared else "conf/ has none there"
-                raise UserError(f"{path} stores {name}={value!r} ({expected}); checkpoints are rebuilt from this "
-                                f"project's conf/ only, so this one was refused and nothing was built.")
+                raise UserError(
+                    f"{path} stores {name}={value!r} ({expected}); checkpoints are rebuilt from this "
+                    f"project's conf/ only, so this one was refused and nothing was built."
+                )
             continue
         section_strict = strict or (where == "" and key in BUILT)
         if isinstance(value, dict):
             if not isinstance(own_value, dict):
                 if section_strict or any(isinstance(k, str) and k.startswith("_") for k in _keys_deep(value)):
-                    raise UserError(f"{path} stores {name} as a mapping where conf/ has "
-                                    f"{'no such option' if not declared else 'a plain value'}; "
-                                    f"only plain values are read from a checkpoint, so it was refused.")
+                    raise UserError(
+                        f"{path} stores {name} as a mapping where conf/ has "
+                        f"{'no such option' if not declared else 'a plain value'}; "
+                        f"only plain values are read from a checkpoint, so it was refused."
+                    )
                 continue
             _check_node(value, own[key], name, path, section_strict)
         elif not _plain(value):
-            raise UserError(f"{path} stores {name} as {type(value).__name__} {repr(value)[:60]}, not as plain data "
-                            f"(numbers, strings without '${{', booleans, null, lists of them); it was refused.")
+            raise UserError(
+                f"{path} stores {name} as {type(value).__name__} {repr(value)[:60]}, not as plain data "
+                f"(numbers, strings without '${{', booleans, null, lists of them); it was refused."
+            )
         elif section_strict and not declared:
-            raise UserError(f"{path} stores {name}, an option conf/ does not declare for this choice; "
-                            f"use a checkpoint written by this project.")
+            raise UserError(
+                f"{path} stores {name}, an option conf/ does not declare for this choice; "
+                f"use a checkpoint written by this project."
+            )
 
 
 def _keys_deep(value: Any):
@@ -220,23 +257,31 @@ def _checked_spec(spec: Any, path: str) -> dict:
     for name, value in spec.items():
         kind = types.get(name)
         if not isinstance(name, str) or name.startswith("_"):
-            raise UserError(f"{path} stores spec.{name}, which no data spec has; use a checkpoint written by this project.")
+            raise UserError(
+                f"{path} stores spec.{name}, which no data spec has; use a checkpoint written by this project."
+            )
         if kind is None:
             continue  # a field of a newer version: DataSpec.from_dict leaves it out
-        ok = {"str": isinstance(value, str),
-              "int": isinstance(value, int) and not isinstance(value, bool),
-              "tuple[int, ...]": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
-              "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
-              "tuple[float, ...]": isinstance(value, list) and all(
-                  isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value),
-              }.get(str(kind), False)
+        ok = {
+            "str": isinstance(value, str),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "tuple[int, ...]": isinstance(value, list)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+            "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+            "tuple[float, ...]": isinstance(value, list)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value),
+        }.get(str(kind), False)
         if not ok:
-            raise UserError(f"{path} stores spec.{name}={repr(value)[:60]}, which is not of type {kind}; "
-                            f"use a checkpoint written by this project.")
+            raise UserError(
+                f"{path} stores spec.{name}={repr(value)[:60]}, which is not of type {kind}; "
+                f"use a checkpoint written by this project."
+            )
     for name in ("name", "kind", "shape"):
         if name not in spec:
             raise UserError(f"{path} stores a data spec without '{name}'; use a checkpoint written by this project.")
     if spec["kind"] not in ("image", "tokens", "series") or not spec["shape"] or min(spec["shape"]) < 1:
-        raise UserError(f"{path} stores a data spec of kind {spec['kind']!r} and shape {spec['shape']}; "
-                        f"use a checkpoint written by this project.")
+        raise UserError(
+            f"{path} stores a data spec of kind {spec['kind']!r} and shape {spec['shape']}; "
+            f"use a checkpoint written by this project."
+        )
     return spec

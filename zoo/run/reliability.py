@@ -9,6 +9,7 @@
   over its best, before any checkpoint of the broken weights is written.
 - ``AtomicCheckpointIO`` writes every checkpoint to a temporary file and renames it into place.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,6 +44,7 @@ class Diverged(UserError):
 
 # ---- atomic checkpoint files -------------------------------------------------------------------
 
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic: a crash while saving leaves the previous file whole."""
 
@@ -63,12 +65,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 # ---- exact resumption --------------------------------------------------------------------------
 
+
 def rng_state() -> dict:
     """Every random generator a training step may draw from, as plain data (weights_only-safe)."""
     np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -97,8 +107,14 @@ def rewind_event_files(log_dir: str, step: int) -> int:
         for name in sorted(n for n in names if n.startswith("events.out.tfevents.")):
             path = os.path.join(root, name)
             events = list(EventFileLoader(path).Load())
-            keep = [e for e in events if not (e.HasField("summary") and (
-                e.step >= step or any(v.tag.startswith("_hparams_/") for v in e.summary.value)))]
+            keep = [
+                e
+                for e in events
+                if not (
+                    e.HasField("summary")
+                    and (e.step >= step or any(v.tag.startswith("_hparams_/") for v in e.summary.value))
+                )
+            ]
             if len(keep) == len(events):
                 continue
             dropped += len(events) - len(keep)
@@ -169,6 +185,7 @@ def read_resume_state(path: str) -> dict:
 
 # ---- signals -----------------------------------------------------------------------------------
 
+
 class GracefulStop(L.Callback):
     """SIGINT (Ctrl-C) and SIGTERM, at any moment of a run, end it as "interrupted" (RunStopped, exit
     128 + the signal's number: 130, 143). During training steps the first one finishes the current
@@ -195,8 +212,10 @@ class GracefulStop(L.Callback):
         self.received = name
         if not self._in_steps:
             raise RunStopped(f"stopped by {name}", code)
-        sys.stderr.write(f"\n{name} received: stopping after this step and writing a checkpoint "
-                         f"(press Ctrl-C again to stop at once).\n")
+        sys.stderr.write(
+            f"\n{name} received: stopping after this step and writing a checkpoint "
+            f"(press Ctrl-C again to stop at once).\n"
+        )
 
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -229,8 +248,11 @@ class GracefulStop(L.Callback):
             self._in_steps = False  # a second signal during the checkpoint write stops at once
             trainer.save_checkpoint(self.path, weights_only=False)
             code = 128 + getattr(signal, self.received)
-            raise RunStopped(f"stopped by {self.received} at epoch {trainer.current_epoch}, step "
-                             f"{trainer.global_step}; the checkpoint {self.path} resumes it", code)
+            raise RunStopped(
+                f"stopped by {self.received} at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step}; the checkpoint {self.path} resumes it",
+                code,
+            )
 
     @override
     def on_train_end(self, trainer, pl_module) -> None:
@@ -239,11 +261,14 @@ class GracefulStop(L.Callback):
     def check(self) -> None:
         """Stop now if a signal came after the last training step (e.g. during the last validation)."""
         if self.received:
-            raise RunStopped(f"stopped by {self.received} after training; the checkpoint {self.path} resumes it",
-                             128 + getattr(signal, self.received))
+            raise RunStopped(
+                f"stopped by {self.received} after training; the checkpoint {self.path} resumes it",
+                128 + getattr(signal, self.received),
+            )
 
 
 # ---- divergence --------------------------------------------------------------------------------
+
 
 class DivergenceGuard(L.Callback):
     """Stops training when the training loss is NaN or infinite, or when its moving average has grown
@@ -283,10 +308,14 @@ class DivergenceGuard(L.Callback):
         if check is not None and not bool(check[0]):
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
             folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else "the run folder"
-            what = (f"the loss became {float(check[2])}" if not torch.isfinite(check[2]).all() else
-                    f"the loss grew to {float(check[2]):.3g}, its moving average to over {self.factor:g} times the "
-                    f"lowest it reached ({float(self._lowest):.3g}; divergence.factor={self.factor:g})")
+            what = (
+                f"the loss became {float(check[2])}"
+                if not torch.isfinite(check[2]).all()
+                else f"the loss grew to {float(check[2]):.3g}, its moving average to over {self.factor:g} times the "
+                f"lowest it reached ({float(self._lowest):.3g}; divergence.factor={self.factor:g})"
+            )
             raise Diverged(
                 f"training diverged at step {check[1]}: {what}, most likely because the learning rate is too high "
                 f"for this model (optimizer.lr={lr:g}); try a 10x smaller optimizer.lr or "
-                f"trainer.gradient_clip_val=1.0 (the last good checkpoints are kept in {folder}).")
+                f"trainer.gradient_clip_val=1.0 (the last good checkpoints are kept in {folder})."
+            )

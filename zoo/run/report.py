@@ -1,4 +1,5 @@
 """What a finished run reports: metrics.json, the results table on the console and the HParams tab in TensorBoard."""
+
 from __future__ import annotations
 
 import os
@@ -66,13 +67,12 @@ def write_hparams(trainer: L.Trainer, params: dict, metrics: dict[str, float]) -
         exp, ssi, sei = hparams(params, metrics)
         # The logger has closed its writer by now (file_writer is None): a new events file in the same folder.
         writer = w.file_writer or FileWriter(w.get_logdir())
-        for summary in ((ssi, sei) if in_multirun() else (exp, ssi, sei)):
+        for summary in (ssi, sei) if in_multirun() else (exp, ssi, sei):
             writer.add_summary(summary)
         if writer is w.file_writer:
             writer.flush()
         else:
             writer.close()
-
 
 
 def publish(trainer: L.Trainer, summary: dict, config: dict, choices: dict[str, str], out_dir: str) -> None:
@@ -81,6 +81,7 @@ def publish(trainer: L.Trainer, summary: dict, config: dict, choices: dict[str, 
     from zoo.run.files import write_json_atomic
 
     write_json_atomic(os.path.join(out_dir, "metrics.json"), summary)
-    write_hparams(trainer, flat_hparams(config, choices),
-                  {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))})
+    write_hparams(
+        trainer, flat_hparams(config, choices), {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))}
+    )
     report(summary, out_dir)

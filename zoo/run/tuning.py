@@ -7,6 +7,7 @@ otherwise), the run's recorded config says the learning rate actually used, and 
 the loss-versus-learning-rate plot (Images: ``tuner/lr_find``) and the suggestion
 (Scalars: ``tuner/suggested_lr``).
 """
+
 from __future__ import annotations
 
 import lightning as L
@@ -21,17 +22,26 @@ def find_lr(trainer: L.Trainer, task: L.LightningModule, datamodule, tuner: Dict
     from lightning.pytorch.tuner import Tuner
 
     if not hasattr(task, "lr"):
-        raise UserError(f"tuner.lr_find=true needs a task with one learning rate, and {type(task).__name__} has "
-                        f"none to set; drop tuner.lr_find or set optimizer.lr yourself.")
+        raise UserError(
+            f"tuner.lr_find=true needs a task with one learning rate, and {type(task).__name__} has "
+            f"none to set; drop tuner.lr_find or set optimizer.lr yourself."
+        )
     # The finder counts steps, not epochs: short epochs (trainer.limit_train_batches) or a small
     # max_epochs must not end it before num_training steps.
     max_epochs = trainer.fit_loop.max_epochs
     trainer.fit_loop.max_epochs = -1
     try:
-        finder = Tuner(trainer).lr_find(task, datamodule=datamodule, min_lr=float(tuner.min_lr),
-                                        max_lr=float(tuner.max_lr), num_training=int(tuner.num_training),
-                                        mode=str(tuner.mode), early_stop_threshold=tuner.get("early_stop_threshold"),
-                                        update_attr=True, attr_name="lr")
+        finder = Tuner(trainer).lr_find(
+            task,
+            datamodule=datamodule,
+            min_lr=float(tuner.min_lr),
+            max_lr=float(tuner.max_lr),
+            num_training=int(tuner.num_training),
+            mode=str(tuner.mode),
+            early_stop_threshold=tuner.get("early_stop_threshold"),
+            update_attr=True,
+            attr_name="lr",
+        )
     finally:
         trainer.fit_loop.max_epochs = max_epochs
     if finder is None:  # fast_dev_run: Lightning skips the finder
@@ -45,6 +55,7 @@ def find_lr(trainer: L.Trainer, task: L.LightningModule, datamodule, tuner: Dict
         writers = tensorboards(trainer)
         if writers:
             import matplotlib
+
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
 

@@ -1,5 +1,6 @@
 """What both sweepers share: launching jobs whose numbers are not contiguous, reading a job's
 outcome, and refusing bad input with one sentence."""
+
 from __future__ import annotations
 
 import os

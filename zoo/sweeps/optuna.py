@@ -20,6 +20,7 @@ SQLAlchemy 2, and it cannot continue a search. Here:
   command retries them first; a trial whose process died without a word is found by its missing
   heartbeat and retried as well.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,6 +60,7 @@ ATTR_ERROR, ATTR_INTERRUPTED = "error", "interrupted"
 
 # ---- where a study lives (shared with the jobs: zoo.sweeps.pruning) ----------------------------------
 
+
 def study_name_of(sweeper: DictConfig) -> str:
     return str(sweeper.get("study_name") or "search")
 
@@ -74,10 +76,13 @@ def open_storage(url: str, heartbeat_interval: int = 0) -> optuna.storages.RDBSt
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     heartbeat = {}
     if heartbeat_interval and heartbeat_interval > 0:
-        heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": 2 * heartbeat_interval,
-                     "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback()}
+        heartbeat = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": 2 * heartbeat_interval,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(),
+        }
     if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(url[len("sqlite:///") :]) or ".", exist_ok=True)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
     from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -87,12 +92,16 @@ def open_storage(url: str, heartbeat_interval: int = 0) -> optuna.storages.RDBSt
         except Exception as e:  # noqa: BLE001
             # Two processes creating the same new database race on its tables and version row.
             racing = isinstance(e, (IntegrityError, OperationalError)) and any(
-                w in str(e) for w in ("already exists", "locked", "UNIQUE constraint"))
+                w in str(e) for w in ("already exists", "locked", "UNIQUE constraint")
+            )
             if attempt == 4 or not racing:
                 from zoo.errors import UserError
-                raise UserError(f"cannot open the Optuna storage {url} ({' '.join(str(e).split())[:300]}); "
-                                f"check hydra.sweeper.storage (a SQLAlchemy URL, e.g. sqlite:///search.db "
-                                f"or postgresql://user:password@host/db).") from None
+
+                raise UserError(
+                    f"cannot open the Optuna storage {url} ({' '.join(str(e).split())[:300]}); "
+                    f"check hydra.sweeper.storage (a SQLAlchemy URL, e.g. sqlite:///search.db "
+                    f"or postgresql://user:password@host/db)."
+                ) from None
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
@@ -108,12 +117,16 @@ def current_trial() -> optuna.trial.Trial | None:
     if hc.mode != RunMode.MULTIRUN or hc.sweeper.get("_target_") != SWEEPER_TARGET or hc.job.get("num") is None:
         return None
     pruner = instantiate(hc.sweeper.pruner) if hc.sweeper.get("pruner") else None
-    study = optuna.load_study(study_name=study_name_of(hc.sweeper), storage=open_storage(
-        storage_url_of(hc.sweeper, str(hc.sweep.dir))), pruner=pruner)
+    study = optuna.load_study(
+        study_name=study_name_of(hc.sweeper),
+        storage=open_storage(storage_url_of(hc.sweeper, str(hc.sweep.dir))),
+        pruner=pruner,
+    )
     return compat.running_trial(study, int(hc.job.num))
 
 
 # ---- the search space --------------------------------------------------------------------------
+
 
 class SearchSpace:
     """Hydra sweep overrides read as Optuna distributions; the others are passed to every trial."""
@@ -138,8 +151,11 @@ class SearchSpace:
                     raise UserError(f"{o.input_line}: an interval needs its start below its end.")
                 if log_scale and v.start <= 0:
                     raise UserError(f"{o.input_line}: a log interval must start above 0.")
-                self.distributions[key] = (IntDistribution(int(v.start), int(v.end), log=log_scale) if as_int
-                                           else FloatDistribution(float(v.start), float(v.end), log=log_scale))
+                self.distributions[key] = (
+                    IntDistribution(int(v.start), int(v.end), log=log_scale)
+                    if as_int
+                    else FloatDistribution(float(v.start), float(v.end), log=log_scale)
+                )
             elif o.is_range_sweep() or o.is_choice_sweep():
                 values, strings = list(o.sweep_iterator()), list(o.sweep_string_iterator())
                 if not values:
@@ -153,8 +169,10 @@ class SearchSpace:
                 self.distributions[key] = CategoricalDistribution(choices)
                 self._strings[key] = list(zip(choices, strings))
             else:
-                raise UserError(f"{o.input_line}: an Optuna search takes interval(...), choice(...), range(...) "
-                                f"or a,b,c, not {o.value_type.name.lower()}.")
+                raise UserError(
+                    f"{o.input_line}: an Optuna search takes interval(...), choice(...), range(...) "
+                    f"or a,b,c, not {o.value_type.name.lower()}."
+                )
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
         """The command-line overrides of a trial with these parameter values."""
@@ -186,14 +204,17 @@ class SearchSpace:
             elif isinstance(d, IntDistribution) and not d.log:
                 grid[key] = list(range(d.low, d.high + 1, d.step))
             else:
-                raise UserError(f"the grid sampler needs choice(...) or range(...) for every parameter, and "
-                                f"{key} is {self.spelled.get(key)}; list its values or use hydra/sweeper/sampler=tpe.")
+                raise UserError(
+                    f"the grid sampler needs choice(...) or range(...) for every parameter, and "
+                    f"{key} is {self.spelled.get(key)}; list its values or use hydra/sweeper/sampler=tpe."
+                )
         return grid
 
     def examples(self) -> list[dict[str, Any]]:
         """Parameter sets that between them use every categorical choice (to check they compose)."""
-        width = max([len(d.choices) for d in self.distributions.values() if isinstance(d, CategoricalDistribution)],
-                    default=1)
+        width = max(
+            [len(d.choices) for d in self.distributions.values() if isinstance(d, CategoricalDistribution)], default=1
+        )
         out = []
         for i in range(width):
             params = {}
@@ -207,6 +228,7 @@ class SearchSpace:
 
 
 # ---- the sweeper -------------------------------------------------------------------------------
+
 
 class _Heartbeat(threading.Thread):
     """Marks the trials this process runs as alive, so others can tell them from dead ones."""
@@ -232,9 +254,18 @@ class _Heartbeat(threading.Thread):
 
 
 class OptunaSearch:
-    def __init__(self, sampler: DictConfig, pruner: DictConfig, study_name: str | None = None,
-                 storage: str | None = None, direction: str = "maximize", n_trials: int = 20, n_jobs: int = 1,
-                 params: DictConfig | None = None, heartbeat_interval: int = 60) -> None:
+    def __init__(
+        self,
+        sampler: DictConfig,
+        pruner: DictConfig,
+        study_name: str | None = None,
+        storage: str | None = None,
+        direction: str = "maximize",
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        params: DictConfig | None = None,
+        heartbeat_interval: int = 60,
+    ) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.study_name, self.storage = study_name, storage
         self.direction, self.n_trials, self.n_jobs = str(direction), int(n_trials), max(1, int(n_jobs))
@@ -249,7 +280,8 @@ class OptunaSearch:
 
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # -- study --------------------------------------------------------------------------------
 
@@ -258,12 +290,18 @@ class OptunaSearch:
         url = storage_url_of(self.config.hydra.sweeper, sweep_dir)
         storage = open_storage(url, self.heartbeat_interval)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=study_name_of(self.config.hydra.sweeper), storage=storage,
-                                    direction=self.direction, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=study_name_of(self.config.hydra.sweeper),
+            storage=storage,
+            direction=self.direction,
+            load_if_exists=True,
+        )
         if study.direction.name.lower() != self.direction:
-            refuse(f"study {study.study_name} in {url} is to {study.direction.name.lower()}, but "
-                   f"hydra.sweeper.direction={self.direction}; keep its direction or name a new study with "
-                   f"hydra.sweeper.study_name=NAME.")
+            refuse(
+                f"study {study.study_name} in {url} is to {study.direction.name.lower()}, but "
+                f"hydra.sweeper.direction={self.direction}; keep its direction or name a new study with "
+                f"hydra.sweeper.study_name=NAME."
+            )
         self._check_same_search(study, space, url)
         # A seeded sampler continues with a seed moved on by the trials already run: the same seed
         # again would propose the first trials again.
@@ -289,14 +327,19 @@ class OptunaSearch:
         was, was_space = list(attrs[ATTR_OVERRIDES]), dict(attrs.get(ATTR_SPACE, {}))
         if was == settings and was_space == searched:
             return
-        diff = ([f"it was started with {', '.join(sorted(set(was) - set(settings))) or 'no other settings'}"]
-                if set(was) != set(settings) else [])
+        diff = (
+            [f"it was started with {', '.join(sorted(set(was) - set(settings))) or 'no other settings'}"]
+            if set(was) != set(settings)
+            else []
+        )
         if set(was) != set(settings):
             diff.append(f"this command has {', '.join(sorted(set(settings) - set(was))) or 'none of them'}")
         if was_space != searched:
             diff.append(f"its search space was {was_space}, this one is {searched}")
-        refuse(f"study {study.study_name} in {url} is another search ({'; '.join(diff)}); continue it with its own "
-               f"command, or start a new study with hydra.sweeper.study_name=NAME.")
+        refuse(
+            f"study {study.study_name} in {url} is another search ({'; '.join(diff)}); continue it with its own "
+            f"command, or start a new study with hydra.sweeper.study_name=NAME."
+        )
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -320,8 +363,10 @@ class OptunaSearch:
         try:
             space = SearchSpace([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
             if not space.distributions:
-                raise UserError("there is nothing to search: give hydra.sweeper.params (see conf/hparams_search/) "
-                                "or a range on the command line, e.g. optimizer.lr=tag(log,interval(1e-4,1e-1)).")
+                raise UserError(
+                    "there is nothing to search: give hydra.sweeper.params (see conf/hparams_search/) "
+                    "or a range on the command line, e.g. optimizer.lr=tag(log,interval(1e-4,1e-1))."
+                )
             self._check_composes(space)
             study = self._open_study(sweep_dir, space)
         except UserError as e:
@@ -332,8 +377,10 @@ class OptunaSearch:
             target = min(target, math.prod(len(v) for v in space.grid().values()))
         metric = OmegaConf.select(self.config, "optimized_metric", default="value")
         optuna.storages.fail_stale_trials(study)  # trials of processes that died: failed, and queued again
-        log.info(f"Optuna study {study.study_name} in {self.url}: {_count(study)} of {target} trials done "
-                 f"({self.direction} {metric}); sweep folder {sweep_dir}")
+        log.info(
+            f"Optuna study {study.study_name} in {self.url}: {_count(study)} of {target} trials done "
+            f"({self.direction} {metric}); sweep folder {sweep_dir}"
+        )
 
         heartbeat = None
         if (storage := compat.heartbeat_storage(study)) is not None:
@@ -404,8 +451,10 @@ class OptunaSearch:
                 return
             self._safe_tell(study, trial, values=value)
             best = _best(study)
-            log.info(f"Trial {number} finished: {metric}={value:.4f}"
-                     + (f" (best: trial {best.number}, {best.value:.4f})" if best is not None else ""))
+            log.info(
+                f"Trial {number} finished: {metric}={value:.4f}"
+                + (f" (best: trial {best.number}, {best.value:.4f})" if best is not None else "")
+            )
         elif isinstance(error, optuna.TrialPruned):
             self._safe_tell(study, trial, state=TrialState.PRUNED)
             log.info(f"Trial {number} pruned: {describe(error)}")
@@ -437,13 +486,21 @@ class OptunaSearch:
                 log.warning(f"could not record trial {trial.number} as interrupted: {e}")
 
     def _report(self, study: optuna.Study, sweep_dir: str, metric: str) -> None:
-        states = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+        states = {
+            s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        }
         for t in study.get_trials(deepcopy=False):
             if t.state.name.lower() in states:
                 states[t.state.name.lower()] += 1
         best = _best(study)
-        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": self.url,
-                                   "direction": self.direction, "metric": metric, "trials": states}
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "storage": self.url,
+            "direction": self.direction,
+            "metric": metric,
+            "trials": states,
+        }
         if best is not None:
             results.update(best_trial=best.number, best_value=best.value, best_params=dict(best.params))
         OmegaConf.save(OmegaConf.create(results), Path(sweep_dir) / "optimization_results.yaml")

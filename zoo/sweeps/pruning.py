@@ -8,6 +8,7 @@ configs can simply switch it on (``callbacks.optuna_pruning``).
 
 Under DDP rank zero asks the study and tells the other ranks, so they all stop at the same epoch.
 """
+
 from __future__ import annotations
 
 import lightning as L

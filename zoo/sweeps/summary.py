@@ -16,6 +16,7 @@ runs; the runs of a sweep write only their own session (zoo.run.report.write_hpa
 
 Importing this module must not import torch: Hydra builds its callbacks at every start.
 """
+
 from __future__ import annotations
 
 import csv
@@ -72,17 +73,24 @@ class SweepSummary(Callback):
             status, value = "completed", job_return.return_value
         else:
             status, value = ("pruned" if type(error).__name__ == "TrialPruned" else "failed"), None
-        record = {"job": config.hydra.job.get("num"), "status": status, "error": describe_error(error) if error else None,
-                  "overrides": list(job_return.overrides or []), "value": value if _is_number(value) else None,
-                  "seconds": round(time.time() - getattr(self, "_job_started", time.time()), 2),
-                  "finished_at": time.time()}
+        record = {
+            "job": config.hydra.job.get("num"),
+            "status": status,
+            "error": describe_error(error) if error else None,
+            "overrides": list(job_return.overrides or []),
+            "value": value if _is_number(value) else None,
+            "seconds": round(time.time() - getattr(self, "_job_started", time.time()), 2),
+            "finished_at": time.time(),
+        }
         try:
             write_json_atomic(os.path.join(folder, JOB_FILE), record)
         except OSError as e:
             log.warning(f"could not write {JOB_FILE} in {folder}: {e}")
         if status == "failed":
             log.error(f"job {record['job']} failed", exc_info=error)  # the traceback, in the job's train.log
-            sys.stderr.write(f"error: job {record['job']} ({' '.join(record['overrides'])}) failed: {record['error']}\n")
+            sys.stderr.write(
+                f"error: job {record['job']} ({' '.join(record['overrides'])}) failed: {record['error']}\n"
+            )
             sys.stderr.flush()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -100,12 +108,15 @@ class SweepSummary(Callback):
         print_summary(rows, columns, metric, minimize, best, sweep_dir)
         failed = [r for r in rows if r["status"] in FAILED and (r.get("finished_at") or 0) >= self.started]
         if failed and self.exit_status_on_failure:
-            sys.stderr.write(f"error: {len(failed)} of {len(rows)} runs failed (see {os.path.join(sweep_dir, SUMMARY_MD)}).\n")
+            sys.stderr.write(
+                f"error: {len(failed)} of {len(rows)} runs failed (see {os.path.join(sweep_dir, SUMMARY_MD)}).\n"
+            )
             sys.stderr.flush()
             sys.exit(EXIT_SOME_FAILED)
 
 
 # ---- reading the runs back ---------------------------------------------------------------------
+
 
 def collect(sweep_dir: str) -> list[dict]:
     """One row per run folder of the sweep (a folder with .hydra/overrides.yaml), in job order."""
@@ -124,20 +135,33 @@ def collect(sweep_dir: str) -> list[dict]:
         status = job.get("status")
         if status in (None, "completed") or (status == "failed" and metrics.get("status") == "diverged"):
             status = metrics.get("status") or ("finished" if "seconds" in metrics else status or "unfinished")
-        rows.append({
-            "job": name, "status": status, "overrides": overrides,
-            "settings": dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides),
-            "metrics": {k: v for k, v in metrics.items() if "/" in k and _is_number(v)},
-            "epochs": metrics.get("epochs"), "seconds": metrics.get("seconds", job.get("seconds")),
-            "error": job.get("error") or (metrics.get("error") if status != "finished" else None),
-            "finished_at": job.get("finished_at"), "folder": folder})
+        rows.append(
+            {
+                "job": name,
+                "status": status,
+                "overrides": overrides,
+                "settings": dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides),
+                "metrics": {k: v for k, v in metrics.items() if "/" in k and _is_number(v)},
+                "epochs": metrics.get("epochs"),
+                "seconds": metrics.get("seconds", job.get("seconds")),
+                "error": job.get("error") or (metrics.get("error") if status != "finished" else None),
+                "finished_at": job.get("finished_at"),
+                "folder": folder,
+            }
+        )
     rows.sort(key=lambda r: (0, int(r["job"]), "") if r["job"].isdigit() else (1, 0, r["job"]))
     return rows
 
 
 def mark_best(rows: list[dict], metric: str | None, minimize: bool) -> dict | None:
-    scored = [r for r in rows if r["status"] == "finished" and metric and _is_number(r["metrics"].get(metric))
-              and math.isfinite(r["metrics"][metric])]
+    scored = [
+        r
+        for r in rows
+        if r["status"] == "finished"
+        and metric
+        and _is_number(r["metrics"].get(metric))
+        and math.isfinite(r["metrics"][metric])
+    ]
     if not scored:
         return None
     best = (min if minimize else max)(scored, key=lambda r: r["metrics"][metric])
@@ -162,10 +186,19 @@ def write_summary(sweep_dir: str, rows: list[dict], metric: str | None) -> tuple
     header = ["job", "status", "best", *varying, *names, "epochs", "seconds", "error", "folder"]
     table = []
     for r in rows:
-        table.append([r["job"], r["status"], "*" if r.get("best") else "", *(r["settings"].get(k, "") for k in varying),
-                      *(r["metrics"].get(k, "") for k in names), _blank(r["epochs"]),
-                      "" if r["seconds"] is None else round(float(r["seconds"]), 1),
-                      r["error"] or "", os.path.relpath(r["folder"], sweep_dir)])
+        table.append(
+            [
+                r["job"],
+                r["status"],
+                "*" if r.get("best") else "",
+                *(r["settings"].get(k, "") for k in varying),
+                *(r["metrics"].get(k, "") for k in names),
+                _blank(r["epochs"]),
+                "" if r["seconds"] is None else round(float(r["seconds"]), 1),
+                r["error"] or "",
+                os.path.relpath(r["folder"], sweep_dir),
+            ]
+        )
     tmp = os.path.join(sweep_dir, f".{SUMMARY_CSV}.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -176,10 +209,17 @@ def write_summary(sweep_dir: str, rows: list[dict], metric: str | None) -> tuple
     def cell(v: Any) -> str:
         text = _short(v).replace("|", "\\|").replace("\n", " ")
         return text
-    md = [f"# Sweep {sweep_dir}", "",
-          f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in _counts(rows).items())
-          + (f"; best by {metric} marked *" if any(r.get("best") for r in rows) else ""), "",
-          "| " + " | ".join(header[:-1]) + " |", "|" + "---|" * (len(header) - 1)]
+
+    md = [
+        f"# Sweep {sweep_dir}",
+        "",
+        f"{len(rows)} runs: "
+        + ", ".join(f"{n} {s}" for s, n in _counts(rows).items())
+        + (f"; best by {metric} marked *" if any(r.get("best") for r in rows) else ""),
+        "",
+        "| " + " | ".join(header[:-1]) + " |",
+        "|" + "---|" * (len(header) - 1),
+    ]
     md += ["| " + " | ".join(cell(v) for v in row[:-1]) + " |" for row in table]
     with open(tmp, "w") as f:
         f.write("\n".join(md) + "\n")
@@ -197,9 +237,14 @@ def print_summary(rows, columns, metric, minimize, best, sweep_dir) -> None:
         table.add_column(c, justify="right" if c in names or c in ("job", "epochs") else "left")
     for r in rows:
         style = "bold green" if r.get("best") else ("red" if r["status"] in FAILED else None)
-        table.add_row(("* " if r.get("best") else "") + r["job"], r["status"],
-                      *(_short(r["settings"].get(k, "")) for k in varying),
-                      *(_short(r["metrics"].get(k, "")) for k in names), _short(r["epochs"]), style=style)
+        table.add_row(
+            ("* " if r.get("best") else "") + r["job"],
+            r["status"],
+            *(_short(r["settings"].get(k, "")) for k in varying),
+            *(_short(r["metrics"].get(k, "")) for k in names),
+            _short(r["epochs"]),
+            style=style,
+        )
     console = Console()
     wide = Console(width=10_000).measure(table).maximum  # the whole table, even in a narrow terminal or a log
     (Console(width=wide) if wide > console.width else console).print(table)
@@ -208,14 +253,20 @@ def print_summary(rows, columns, metric, minimize, best, sweep_dir) -> None:
             console.print(f"  job {r['job']} {r['status']}: {r['error']}", soft_wrap=True, markup=False)
     if best is not None:
         settings = " ".join(f"{k}={best['settings'][k]}" for k in varying if k in best["settings"])
-        console.print(f"Best ({'lowest' if minimize else 'highest'} {metric}): job {best['job']}, "
-                      f"{metric}={best['metrics'][metric]:.4f}" + (f": {settings}" if settings else ""),
-                      soft_wrap=True, markup=False)
-    console.print(f"Summary: {os.path.join(sweep_dir, SUMMARY_MD)}  {os.path.join(sweep_dir, SUMMARY_CSV)}", soft_wrap=True)
+        console.print(
+            f"Best ({'lowest' if minimize else 'highest'} {metric}): job {best['job']}, "
+            f"{metric}={best['metrics'][metric]:.4f}" + (f": {settings}" if settings else ""),
+            soft_wrap=True,
+            markup=False,
+        )
+    console.print(
+        f"Summary: {os.path.join(sweep_dir, SUMMARY_MD)}  {os.path.join(sweep_dir, SUMMARY_CSV)}", soft_wrap=True
+    )
     console.print(f"TensorBoard: tensorboard --logdir {sweep_dir}", soft_wrap=True)
 
 
 # ---- one HParams experiment for the whole sweep ------------------------------------------------
+
 
 def write_sweep_hparams(sweep_dir: str, rows: list[dict]) -> None:
     """TensorBoard's HParams tab takes the columns of the first "experiment" it finds; one per
@@ -239,8 +290,12 @@ def write_sweep_hparams(sweep_dir: str, rows: list[dict]) -> None:
                         data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
                         for name, value in data.session_start_info.hparams.items():
                             kind = value.WhichOneof("kind")
-                            types.setdefault(name, {"number_value": api_pb2.DATA_TYPE_FLOAT64,
-                                                    "bool_value": api_pb2.DATA_TYPE_BOOL}.get(kind, api_pb2.DATA_TYPE_STRING))
+                            types.setdefault(
+                                name,
+                                {"number_value": api_pb2.DATA_TYPE_FLOAT64, "bool_value": api_pb2.DATA_TYPE_BOOL}.get(
+                                    kind, api_pb2.DATA_TYPE_STRING
+                                ),
+                            )
                             if kind == "string_value":
                                 values.setdefault(name, set()).add(value.string_value)
             except Exception:  # noqa: BLE001 - a truncated event file of a killed run
@@ -255,11 +310,15 @@ def write_sweep_hparams(sweep_dir: str, rows: list[dict]) -> None:
             for v in sorted(values[name]):
                 info.domain_discrete.values.add(string_value=v)
         infos.append(info)
-    experiment = api_pb2.Experiment(hparam_infos=infos,
-                                    metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m)) for m in metrics])
+    experiment = api_pb2.Experiment(
+        hparam_infos=infos, metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m)) for m in metrics]
+    )
     content = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
-    smd = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
-        plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()))
+    smd = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
+        )
+    )
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=smd)])
     for old in glob.glob(os.path.join(sweep_dir, f"events.out.tfevents.*{HPARAMS_SUFFIX}")):
         os.remove(old)  # the experiment of an earlier end of this sweep (a continued search)
@@ -269,6 +328,7 @@ def write_sweep_hparams(sweep_dir: str, rows: list[dict]) -> None:
 
 
 # ---- small helpers ----------------------------------------------------------------------------
+
 
 def _minimize(config: DictConfig, metric: str | None) -> bool:
     direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)

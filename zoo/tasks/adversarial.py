@@ -14,6 +14,7 @@ each with its own copy of the scheduler. Image quality (``val/fid`` and friends,
 measured in every validation pass on as many generated images as there are real ones, from the
 same noise every epoch, so the curve shows the generator's changes and nothing else.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -46,7 +47,7 @@ class AdversarialTask(Task):
         self.register_buffer("pixel_scale", torch.ones(1, channels, 1, 1), persistent=False)
         self.register_buffer("pixel_shift", torch.zeros(1, channels, 1, 1), persistent=False)
         self._last_g_loss: torch.Tensor | None = None
-        self._judge: dict = {}        # plain attribute: the judge is no part of the checkpoint
+        self._judge: dict = {}  # plain attribute: the judge is no part of the checkpoint
         self._meter = None
         self._eval_sums = None
         self.clip_val, self.clip_algorithm = None, "norm"
@@ -56,8 +57,10 @@ class AdversarialTask(Task):
     @override
     def options_from(cls, spec, net, hparams) -> dict:
         if not hasattr(net, "objective"):
-            raise UserError(f"the adversarial task trains a generator and a discriminator, and {type(net).__name__} "
-                            f"is not a GAN; use model=gan or model=dcgan.")
+            raise UserError(
+                f"the adversarial task trains a generator and a discriminator, and {type(net).__name__} "
+                f"is not a GAN; use model=gan or model=dcgan."
+            )
         return {"judge_dir": hparams.get("config", {}).get("paths", {}).get("data_dir"), "data_name": spec.name}
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -72,8 +75,10 @@ class AdversarialTask(Task):
             self.clip_val, self.clip_algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
             trainer.gradient_clip_val = None
         if trainer.accumulate_grad_batches != 1:
-            raise UserError(f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} does not apply to "
-                            f"GANs, which step their two optimizers themselves; use a larger data.batch_size instead.")
+            raise UserError(
+                f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} does not apply to "
+                f"GANs, which step their two optimizers themselves; use a larger data.batch_size instead."
+            )
         # Under DDP each of the two backward passes of a step uses one network only: DDP must be
         # told to expect parameters without gradients (set before it wraps the model, in setup).
         ddp_kwargs = compat.ddp_kwargs(trainer.strategy)
@@ -89,8 +94,10 @@ class AdversarialTask(Task):
             self.pixel_scale.copy_((2 * std).reshape(self.pixel_scale.shape))
             self.pixel_shift.copy_((2 * mean - 1).reshape(self.pixel_shift.shape))
         if stage == "fit" and getattr(dm, "crop_padding", 0):
-            print(f"Note: data.random_crop={dm.crop_padding} is off for GAN training: it pads real images with "
-                  f"black borders that the generator would learn to draw (flips stay on).")
+            print(
+                f"Note: data.random_crop={dm.crop_padding} is off for GAN training: it pads real images with "
+                f"black borders that the generator would learn to draw (flips stay on)."
+            )
             dm.crop_padding = 0
 
     @override
@@ -99,14 +106,20 @@ class AdversarialTask(Task):
         for cb in self.trainer.callbacks:
             monitor = getattr(cb, "monitor", None)
             if monitor and monitor not in logged:
-                raise UserError(f"callback {type(cb).__name__} watches {monitor}, which a GAN does not log; "
-                                f"watch one of {', '.join(m for m in logged if m.startswith('val/'))} "
-                                f"(callbacks=gan watches val/fid).")
-        plateau = any(isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-                      for c in self.trainer.lr_scheduler_configs)
+                raise UserError(
+                    f"callback {type(cb).__name__} watches {monitor}, which a GAN does not log; "
+                    f"watch one of {', '.join(m for m in logged if m.startswith('val/'))} "
+                    f"(callbacks=gan watches val/fid)."
+                )
+        plateau = any(
+            isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            for c in self.trainer.lr_scheduler_configs
+        )
         if plateau and self.scheduler_monitor not in logged:
-            raise UserError(f"the plateau scheduler watches {self.scheduler_monitor}, which a GAN does not log; "
-                            f"add scheduler.monitor=val/fid.")
+            raise UserError(
+                f"the plateau scheduler watches {self.scheduler_monitor}, which a GAN does not log; "
+                f"add scheduler.monitor=val/fid."
+            )
 
     def logged_metrics(self) -> list[str]:
         """Every metric this task logs: what checkpoints, early stopping and schedulers can watch."""
@@ -142,7 +155,7 @@ class AdversarialTask(Task):
         eps = torch.rand(len(real), 1, 1, 1, device=real.device, dtype=real.dtype)
         between = (eps * real + (1 - eps) * fake).requires_grad_(True)
         scores = self.net.discriminate(between, labels)
-        grad, = torch.autograd.grad(scores.sum(), between, create_graph=True)
+        (grad,) = torch.autograd.grad(scores.sum(), between, create_graph=True)
         return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
     def score_as_d(self, scores: torch.Tensor) -> torch.Tensor:
@@ -171,7 +184,7 @@ class AdversarialTask(Task):
         n = len(real)
         g_turn = (index + 1) % n_critic == 0
         z = torch.randn(n, net.latent_dim, device=self.device)
-        with torch.set_grad_enabled(g_turn):   # the graph through G is kept only when G steps too
+        with torch.set_grad_enabled(g_turn):  # the graph through G is kept only when G steps too
             fake = net.generate(z, labels)
 
         d_real, d_fake = net.discriminate(real, labels), net.discriminate(fake.detach(), labels)
@@ -184,8 +197,9 @@ class AdversarialTask(Task):
         self._step_scheduler(1)
 
         with torch.no_grad():
-            self.train_sums[:4] += torch.stack([d_loss.detach() * n, self.score_as_d(d_real).sum(),
-                                                self.score_as_d(d_fake).sum(), real.new_tensor(n)])
+            self.train_sums[:4] += torch.stack(
+                [d_loss.detach() * n, self.score_as_d(d_real).sum(), self.score_as_d(d_fake).sum(), real.new_tensor(n)]
+            )
         if g_turn:
             net.discriminator.requires_grad_(False)  # G's step needs gradients through D, not D's own
             net.head.requires_grad_(False)
@@ -210,8 +224,15 @@ class AdversarialTask(Task):
     @override
     def log_train_sums(self, d_loss, d_real, d_fake, n, g_loss, m) -> None:
         n, m = n.clamp_min(1), m.clamp_min(1)
-        self.log_dict({"train/d_loss_epoch": d_loss / n, "train/d_real_epoch": d_real / n,
-                       "train/d_fake_epoch": d_fake / n, "train/g_loss_epoch": g_loss / m}, sync_dist=True)
+        self.log_dict(
+            {
+                "train/d_loss_epoch": d_loss / n,
+                "train/d_real_epoch": d_real / n,
+                "train/d_fake_epoch": d_fake / n,
+                "train/g_loss_epoch": g_loss / m,
+            },
+            sync_dist=True,
+        )
 
     @override
     def on_train_epoch_end(self) -> None:
@@ -235,8 +256,11 @@ class AdversarialTask(Task):
     @override
     def configure_optimizers(self):
         net = self.net
-        d_params = [*net.discriminator.parameters(), *net.head.parameters(),
-                    *(net.embed.parameters() if net.embed is not None else [])]
+        d_params = [
+            *net.discriminator.parameters(),
+            *net.head.parameters(),
+            *(net.embed.parameters() if net.embed is not None else []),
+        ]
         opt_g = self.optimizer_factory([{"params": list(net.generator.parameters()), "name": "generator"}])
         opt_d = self.optimizer_factory([{"params": d_params, "name": "discriminator"}])
         for group in opt_d.param_groups:
@@ -262,8 +286,9 @@ class AdversarialTask(Task):
             with torch.inference_mode(False), torch.enable_grad():
                 x, y = dm.splits["train"][:2]
                 x = torch.cat([self.to_model_range(b.to(self.device)) for b in x.split(4096)])
-                net, stats = load_or_train_judge(x, y.to(self.device), dm.spec.num_classes,
-                                                 self.judge_dir, self.data_name, self.device)
+                net, stats = load_or_train_judge(
+                    x, y.to(self.device), dm.spec.num_classes, self.judge_dir, self.data_name, self.device
+                )
             self._judge.update(net=net, stats=stats)
         self._judge["net"].to(self.device)
         return self._judge["net"], self._judge["stats"]
@@ -327,8 +352,9 @@ class AdversarialTask(Task):
         return sample_images(self.net, n, seed, labels, self.device)
 
 
-def sample_images(net, n: int, seed: int = 0, labels: torch.Tensor | None = None, device=None,
-                  batch_size: int = 1024) -> torch.Tensor:
+def sample_images(
+    net, n: int, seed: int = 0, labels: torch.Tensor | None = None, device=None, batch_size: int = 1024
+) -> torch.Tensor:
     """``n`` images in [0, 1] from a GAN in eval mode (BatchNorm on its running statistics), the
     same for the same seed on the same device."""
     g = torch.Generator().manual_seed(seed)
@@ -339,10 +365,13 @@ def sample_images(net, n: int, seed: int = 0, labels: torch.Tensor | None = None
     net.eval()
     try:
         with torch.no_grad():
-            out = [net.generate(zb.to(device), None if labels is None else lb.to(device))
-                   for zb, lb in zip(z.split(batch_size), labels.split(batch_size) if labels is not None
-                                     else [None] * len(z.split(batch_size)))]
+            out = [
+                net.generate(zb.to(device), None if labels is None else lb.to(device))
+                for zb, lb in zip(
+                    z.split(batch_size),
+                    labels.split(batch_size) if labels is not None else [None] * len(z.split(batch_size)),
+                )
+            ]
     finally:
         net.train(was_training)
     return ((torch.cat(out) + 1) / 2).clamp(0, 1)
-

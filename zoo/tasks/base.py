@@ -8,6 +8,7 @@ and sends validation and test batches to one ``evaluate``. The run's config is s
 in the checkpoint's hyper-parameters, so a checkpoint loads with ``torch.load(..., weights_only=True)``
 and rebuilds its network without any pickled objects.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -29,10 +30,17 @@ class Task(StepsPerExecution):
     train_sum_names: tuple[str, ...] = ()
     default_monitor = "val/loss"  # what a plateau schedule watches unless the scheduler config says
 
-    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable | None = None, scheduler_interval: str = "epoch",
-                 scheduler_monitor: str = "val/loss", hparams: dict[str, Any] | None = None,
-                 steps_per_execution: int = 1, automatic_optimization: bool = True):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+        hparams: dict[str, Any] | None = None,
+        steps_per_execution: int = 1,
+        automatic_optimization: bool = True,
+    ):
         super().__init__()
         self.automatic_optimization = automatic_optimization
         self.steps_per_execution = steps_per_execution
@@ -55,9 +63,16 @@ class Task(StepsPerExecution):
     @classmethod
     def from_parts(cls, spec, net, optimizer, scheduler: dict, hparams: dict, **options):
         """The uniform constructor zoo.tasks.build_task calls for every task."""
-        return cls(net, optimizer, scheduler.get("factory"), scheduler.get("interval", "epoch"),
-                   scheduler.get("monitor", cls.default_monitor), hparams=hparams,
-                   **cls.options_from(spec, net, hparams), **options)
+        return cls(
+            net,
+            optimizer,
+            scheduler.get("factory"),
+            scheduler.get("interval", "epoch"),
+            scheduler.get("monitor", cls.default_monitor),
+            hparams=hparams,
+            **cls.options_from(spec, net, hparams),
+            **options,
+        )
 
     @classmethod
     def options_from(cls, spec, net: nn.Module, hparams: dict) -> dict:
@@ -106,6 +121,11 @@ class Task(StepsPerExecution):
         if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, **kwargs)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval,
-                                 "monitor": self.scheduler_monitor}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.scheduler_interval,
+                "monitor": self.scheduler_monitor,
+            },
+        }

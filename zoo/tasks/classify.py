@@ -1,6 +1,7 @@
 """ClassificationTask: trains any network that maps a batch to class logits.
 
 The loss is the cross-entropy; the metrics are the accuracy and the macro F1 (torchmetrics)."""
+
 from __future__ import annotations
 
 import torch
@@ -56,8 +57,9 @@ class ClassificationTask(Task):
         accuracy = self.val_acc if stage == "val" else self.test_acc
         accuracy.update(preds, y)
         self.f1[stage].update(preds, y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y),
-                 sync_dist=True)  # under DDP: the mean over every process's batches
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True
+        )  # under DDP: the mean over every process's batches
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/macro_f1", self.f1[stage], on_step=False, on_epoch=True)
         return {"loss": loss, "preds": preds}

@@ -12,6 +12,7 @@ What changes: Lightning counts one step per execution (``global_step``, ``log_ev
 intervals still count batches), and gradient norms are those of the last batch of an execution. It needs one device, one
 optimizer and no gradient accumulation; the task says so in one sentence otherwise.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +54,10 @@ class StepsPerExecution(L.LightningModule):
         elif len(trainer.optimizers) != 1:
             problem = f"{len(trainer.optimizers)} optimizers"
         if problem:
-            raise UserError(f"steps_per_execution={k} runs several optimizer steps inside one Lightning step, "
-                            f"which cannot work with {problem}; set steps_per_execution=1.")
+            raise UserError(
+                f"steps_per_execution={k} runs several optimizer steps inside one Lightning step, "
+                f"which cannot work with {problem}; set steps_per_execution=1."
+            )
 
     def _train_loss(self, batch) -> torch.Tensor:
         """The loss of one batch; the task also adds it to its epoch sums."""

@@ -6,6 +6,7 @@ scale the published benchmarks report MSE and MAE on. The same errors are also r
 data's original scale (``*_orig``), and the test split gets the naive forecast's errors (the last
 observed value, repeated) as the floor any forecaster has to beat.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,25 +24,35 @@ def _errors() -> nn.ModuleDict:
 
 class ForecastTask(Task):
     # Every metric this task logs: what checkpoints, early stopping and schedulers can watch.
-    logged_metrics = ("val/loss", "val/mse", "val/mae", "val/mse_orig", "val/mae_orig", "train/loss", "train/loss_epoch")
+    logged_metrics = (
+        "val/loss",
+        "val/mse",
+        "val/mae",
+        "val/mse_orig",
+        "val/mae_orig",
+        "train/loss",
+        "train/loss_epoch",
+    )
     train_sum_names = ("squared error", "elements")
 
-    def __init__(self, *args, target_mean: list[float] | None = None, target_std: list[float] | None = None,
-                 **kwargs):
+    def __init__(self, *args, target_mean: list[float] | None = None, target_std: list[float] | None = None, **kwargs):
         """``target_mean`` and ``target_std``: the training split's scaler of the target channels, for
         the errors on the original scale. ``args`` and ``kwargs``: those of ``Task``."""
         super().__init__(*args, **kwargs)
         self.register_buffer("target_mean", torch.tensor(target_mean or [0.0]), persistent=False)
         self.register_buffer("target_std", torch.tensor(target_std or [1.0]), persistent=False)
-        self.errors = nn.ModuleDict({name: _errors()
-                                     for name in ("val", "val_orig", "test", "test_orig", "test_naive")})
+        self.errors = nn.ModuleDict(
+            {name: _errors() for name in ("val", "val_orig", "test", "test_orig", "test_naive")}
+        )
 
     @classmethod
     @override
     def options_from(cls, spec, net, hparams) -> dict:
         k = spec.target_channels
-        return {"target_mean": list(spec.channel_mean[-k:]) if spec.channel_mean else None,
-                "target_std": list(spec.channel_std[-k:]) if spec.channel_std else None}
+        return {
+            "target_mean": list(spec.channel_mean[-k:]) if spec.channel_mean else None,
+            "target_std": list(spec.channel_std[-k:]) if spec.channel_std else None,
+        }
 
     @override
     def _train_loss(self, batch) -> torch.Tensor:
@@ -67,7 +78,7 @@ class ForecastTask(Task):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         groups = [(stage, pred, y), (f"{stage}_orig", self.original_scale(pred), self.original_scale(y))]
         if stage == "test":
-            groups.append(("test_naive", x[:, -1:, -y.shape[2]:].expand_as(y), y))
+            groups.append(("test_naive", x[:, -1:, -y.shape[2] :].expand_as(y), y))
         for group, p, t in groups:
             for name, metric in self.errors[group].items():
                 metric.update(p.reshape(-1), t.reshape(-1))  # the targets are strided views of the series

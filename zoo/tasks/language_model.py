@@ -4,6 +4,7 @@ Loss is the mean cross-entropy per token in nats; it is also reported in bits pe
 (``bpc`` = loss / ln 2) and as perplexity (e^loss), with the next-token accuracy. Sampling lives
 here too (``sample_from``): the generated-text callback and ``generate.py`` both use it.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ class LanguageModelTask(Task):
     @override
     def options_from(cls, spec, net, hparams) -> dict:
         if not spec.vocabulary:
-            raise UserError(f"data={spec.name} has no vocabulary for a language model; "
-                            f"use a text dataset such as data=pydoc.")
+            raise UserError(
+                f"data={spec.name} has no vocabulary for a language model; use a text dataset such as data=pydoc."
+            )
         return {"vocabulary": spec.vocabulary, "context": spec.shape[0]}
 
     def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,11 +88,21 @@ class LanguageModelTask(Task):
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
 
-    def sample_text(self, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
-                    seed: int = 0) -> str:
+    def sample_text(
+        self, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None, seed: int = 0
+    ) -> str:
         """Text continuing ``prompt``, from this model as it is now."""
-        return sample_from(self.net, self.vocabulary, prompt, length, temperature, top_k, self.context,
-                           torch.Generator().manual_seed(seed), self.device)
+        return sample_from(
+            self.net,
+            self.vocabulary,
+            prompt,
+            length,
+            temperature,
+            top_k,
+            self.context,
+            torch.Generator().manual_seed(seed),
+            self.device,
+        )
 
 
 def encode_prompt(prompt: str, vocabulary: list[str]) -> list[int]:
@@ -98,16 +110,26 @@ def encode_prompt(prompt: str, vocabulary: list[str]) -> list[int]:
     unknown = sorted(set(prompt) - set(stoi))
     if unknown:
         shown = "".join(c for c in vocabulary if c.isprintable() and c != " ")
-        raise UserError(f"the prompt has characters this model never saw ({', '.join(repr(c) for c in unknown)}); "
-                        f"use only characters of its vocabulary: {shown[:120]}{'...' if len(shown) > 120 else ''} "
-                        f"(and space/newline where present).")
+        raise UserError(
+            f"the prompt has characters this model never saw ({', '.join(repr(c) for c in unknown)}); "
+            f"use only characters of its vocabulary: {shown[:120]}{'...' if len(shown) > 120 else ''} "
+            f"(and space/newline where present)."
+        )
     return [stoi[c] for c in prompt]
 
 
 @torch.no_grad()
-def sample_from(net: nn.Module, vocabulary: list[str], prompt: str, length: int, temperature: float = 1.0,
-                top_k: int | None = None, context: int = 128, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> str:
+def sample_from(
+    net: nn.Module,
+    vocabulary: list[str],
+    prompt: str,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    context: int = 128,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> str:
     """``prompt`` followed by ``length`` sampled characters. Temperature 0 takes the most likely
     character each time; ``top_k`` samples among the k most likely only. A network with
     ``forward_with_state`` (a recurrent one) is stepped one token at a time; any other is run on
@@ -137,7 +159,7 @@ def sample_from(net: nn.Module, vocabulary: list[str], prompt: str, length: int,
                     last = last.masked_fill(last < kth, float("-inf"))
                 nxt = int(torch.multinomial(last.softmax(dim=0), 1, generator=generator))
             out.append(nxt)
-            seq = torch.cat([seq, torch.tensor([[nxt]], device=seq.device)], dim=1)[:, -max(context, 1):]
+            seq = torch.cat([seq, torch.tensor([[nxt]], device=seq.device)], dim=1)[:, -max(context, 1) :]
     finally:
         net.train(was_training)
     return prompt + "".join(vocabulary[i] for i in out)

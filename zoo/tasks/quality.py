@@ -16,6 +16,7 @@ The judge is trained deterministically (fixed seed and order) and cached under
 ``<paths.data_dir>/judges/``, keyed by the data's content, so every run on the same data and split
 is judged by the same network. Plain PyTorch.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,8 @@ from torch import nn
 
 JUDGE_VERSION = 3
 FEATURES = 64
-MAX_STEPS = 1000          # at most this many Adam steps ...
-MAX_EPOCHS = 40           # ... and at most this many passes over the training images
+MAX_STEPS = 1000  # at most this many Adam steps ...
+MAX_EPOCHS = 40  # ... and at most this many passes over the training images
 BATCH = 128
 # Smoothed targets keep the judge from growing its features to memorise the training images: its
 # held-out accuracy is higher, and real held-out images stay close to the training ones (fid_real).
@@ -45,10 +46,16 @@ class Judge(nn.Module):
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64 * 4, FEATURES))
+            nn.Conv2d(channels, 16, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 4, FEATURES),
+        )
         self.head = nn.Linear(FEATURES, max(num_classes, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +116,7 @@ def _train_judge(x: torch.Tensor, y: torch.Tensor, num_classes: int, device) -> 
         i = step % steps_per_epoch
         if i == 0 and step:
             order = torch.randperm(len(x), generator=g)
-        idx = order[i * BATCH:(i + 1) * BATCH]
+        idx = order[i * BATCH : (i + 1) * BATCH]
         xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
         loss = F.cross_entropy(judge(xb)[1], yb, label_smoothing=LABEL_SMOOTHING)
         opt.zero_grad(set_to_none=True)
@@ -126,8 +133,9 @@ def _train_judge(x: torch.Tensor, y: torch.Tensor, num_classes: int, device) -> 
     return judge, {"mu": mu.cpu(), "cov": cov.cpu(), "train_acc": correct / len(x), "steps": steps}
 
 
-def load_or_train_judge(x: torch.Tensor, y: torch.Tensor, num_classes: int, cache_dir: str | None,
-                        name: str, device) -> tuple[Judge, dict]:
+def load_or_train_judge(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, cache_dir: str | None, name: str, device
+) -> tuple[Judge, dict]:
     """The cached judge for these images, or a new one (saved when ``cache_dir`` is writable)."""
     path = os.path.join(cache_dir, "judges", f"{name}-{_fingerprint(x, y)}.pt") if cache_dir else None
     if path and os.path.isfile(path):
@@ -141,9 +149,10 @@ def load_or_train_judge(x: torch.Tensor, y: torch.Tensor, num_classes: int, cach
     started = time.perf_counter()
     judge, stats = train_judge(x, y, num_classes, device)
     stats["seconds"] = round(time.perf_counter() - started, 2)
-    print(f"Quality judge for {name}: a small CNN trained on {len(x)} training images in {stats['seconds']} s "
-          f"({stats['steps']} steps, train accuracy {stats['train_acc']:.3f})"
-          + (f"; cached in {path}" if path else ""))
+    print(
+        f"Quality judge for {name}: a small CNN trained on {len(x)} training images in {stats['seconds']} s "
+        f"({stats['steps']} steps, train accuracy {stats['train_acc']:.3f})" + (f"; cached in {path}" if path else "")
+    )
     if path:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -178,8 +187,10 @@ class QualityMeter:
         if not self.fake:
             return {}
         mu, cov = self.reference["mu"], self.reference["cov"]
-        out = {"fid": frechet_distance(*gaussian(torch.cat(self.fake)), mu, cov),
-               "fid_real": frechet_distance(*gaussian(torch.cat(self.real)), mu, cov)}
+        out = {
+            "fid": frechet_distance(*gaussian(torch.cat(self.fake)), mu, cov),
+            "fid_real": frechet_distance(*gaussian(torch.cat(self.real)), mu, cov),
+        }
         if self.num_classes >= 2:
             probs = torch.cat(self.probs)
             preds = probs.argmax(1)

@@ -4,10 +4,12 @@ The data says what learning problem it poses (``spec.task``: classify, language_
 a network may insist on its own (a GAN's ``task = "adversarial"``). ``TASKS`` maps that name to
 the task class, so a new kind of problem is one line here and one module in zoo/.
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -37,8 +39,10 @@ def build_net(factory: Callable, spec, model_name: str = "the model", data_name:
     data_name = data_name or spec.name
     if accepts is not None and spec.kind not in accepts:
         wants = " or ".join(KIND_WORDS.get(k, k) for k in accepts)
-        raise UserError(f"model={model_name} cannot take data={data_name}: it needs {wants}, and "
-                        f"{data_name} yields {KIND_WORDS.get(spec.kind, spec.kind)}; pick another model or dataset.")
+        raise UserError(
+            f"model={model_name} cannot take data={data_name}: it needs {wants}, and "
+            f"{data_name} yields {KIND_WORDS.get(spec.kind, spec.kind)}; pick another model or dataset."
+        )
     try:
         return factory(spec)
     except (ValueError, TypeError) as e:
@@ -52,10 +56,23 @@ def task_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def build_task(name: str, spec, net: nn.Module, optimizer: Callable, scheduler: dict | None,
-               hparams: dict[str, Any], task_options: dict | None = None):
+def build_task(
+    name: str,
+    spec,
+    net: nn.Module,
+    optimizer: Callable,
+    scheduler: dict | None,
+    hparams: dict[str, Any],
+    task_options: dict | None = None,
+):
     """The Lightning module for task ``name``. ``hparams`` (plain data) goes into every checkpoint;
     the task's name is added so a checkpoint says what trained it."""
     cls = task_class(name)
-    return cls.from_parts(spec=spec, net=net, optimizer=optimizer, scheduler=scheduler or {},
-                          hparams={**hparams, "task": name}, **(task_options or {}))
+    return cls.from_parts(
+        spec=spec,
+        net=net,
+        optimizer=optimizer,
+        scheduler=scheduler or {},
+        hparams={**hparams, "task": name},
+        **(task_options or {}),
+    )
