@@ -10,7 +10,7 @@ import os
 import shlex
 import signal
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
 from zoo.run.files import write_json_atomic
@@ -67,7 +67,9 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task) -> str | No
     if not os.path.isfile(path):
         print(f"resume=true, but {path} does not exist: starting a fresh run in {out_dir}.")
         return None
-    check_file(path)  # nothing it names is built: refused, as eval.py would refuse it, before anything changes
+    # Nothing it names is built: refused, as eval.py would refuse it, before anything changes; what this
+    # run's own command line adds (a callback of the user's) is theirs, not the file's.
+    check_file(path, OmegaConf.to_container(cfg, resolve=True))
     ckpt = load_checkpoint(path)
     check_fits(ckpt, task, path)
     step = int(ckpt.get("global_step", 0))

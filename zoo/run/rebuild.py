@@ -71,16 +71,31 @@ def rebuild(path: str):
     return checked
 
 
-def check_file(path: str) -> Rebuilt:
+def check_file(path: str, current: dict | None = None) -> Rebuilt:
     """The checkpoint at ``path`` loaded as data and checked as ``rebuild`` checks it, nothing built
-    (resume=true: Lightning restores the training state, and nothing stored may be foreign)."""
+    (resume=true: Lightning restores the training state, and nothing stored may be foreign).
+    ``current``: the resolved config of the run about to continue it, whose own targets outside the
+    sections a rebuild builds (a callback added with ``+callbacks.x._target_=...``) are accepted."""
     from zoo.run.checkpoints import load_checkpoint
 
-    return check_checkpoint(load_checkpoint(path), path)
+    return check_checkpoint(load_checkpoint(path), path, current)
 
 
-def check_checkpoint(ckpt: dict, path: str) -> Rebuilt:
-    """Everything a rebuild reads from ``ckpt``, checked as data (nothing built; ``net`` is None)."""
+def _without_current_targets(stored: Any, current: Any) -> Any:
+    """``stored`` less the ``_target_``/``_partial_`` values that ``current`` has at the same place:
+    what the user's own command line builds is theirs, not the file's."""
+    if not isinstance(stored, dict) or not isinstance(current, dict):
+        return stored
+    return {
+        key: _without_current_targets(value, current.get(key))
+        for key, value in stored.items()
+        if not (key in PROTOCOL_KEYS and key in current and current[key] == value)
+    }
+
+
+def check_checkpoint(ckpt: dict, path: str, current: dict | None = None) -> Rebuilt:
+    """Everything a rebuild reads from ``ckpt``, checked as data (nothing built; ``net`` is None);
+    ``current`` as for ``check_file``."""
     from datamodules.spec import DataSpec
     from zoo.tasks.registry import TASKS
 
@@ -99,7 +114,10 @@ def check_checkpoint(ckpt: dict, path: str) -> Rebuilt:
         )
     spec = DataSpec.from_dict(_checked_spec(hp.get("spec"), path))
     project = _compose(choices)
-    _check_node(stored, OmegaConf.to_container(project, resolve=False), "", path, strict=False)
+    checked = stored
+    if current is not None:
+        checked = {k: v if k in BUILT else _without_current_targets(v, current.get(k)) for k, v in stored.items()}
+    _check_node(checked, OmegaConf.to_container(project, resolve=False), "", path, strict=False)
     for section in BUILT:
         if not isinstance(stored.get(section), dict):
             raise UserError(
