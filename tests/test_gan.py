@@ -205,6 +205,7 @@ def digits_run(tmp_path_factory):
     return out, data, metrics
 
 
+@pytest.mark.slow  # trains a GAN (the module's digits run) or runs a command
 def test_quality_on_digits_is_clearly_better_than_at_initialisation(digits_run, tmp_path):
     _out, data, metrics = digits_run
     init = fid_at_initialisation(tmp_path, data)
@@ -216,6 +217,7 @@ def test_quality_on_digits_is_clearly_better_than_at_initialisation(digits_run, 
     assert Path(metrics["best_checkpoint"]).is_file()
 
 
+@pytest.mark.slow  # trains a GAN (the module's digits run) or runs a command
 def test_tensorboard_shows_both_losses_d_outputs_gradients_and_samples(digits_run):
     out, _, metrics = digits_run
     ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
@@ -277,6 +279,7 @@ def test_a_gan_trains_with_ddp_on_two_processes(digits_run, tmp_path):
     assert metrics["global_step"] == 8 and math.isfinite(metrics["val/fid"]) and "test/cond_acc" in metrics
 
 
+@pytest.mark.slow  # trains a GAN (the module's digits run) or runs a command
 def test_eval_of_a_gan_checkpoint_gives_the_same_test_metrics(digits_run):
     from omegaconf import OmegaConf
 
@@ -298,6 +301,7 @@ def test_eval_of_a_gan_checkpoint_gives_the_same_test_metrics(digits_run):
     assert again["test/coverage"] == pytest.approx(metrics["test/coverage"], rel=1e-4)
 
 
+@pytest.mark.slow  # trains a GAN (the module's digits run) or runs a command
 def test_generate_writes_a_png_grid_and_an_array_in_0_1(digits_run, tmp_path):
     from matplotlib.image import imread
     from omegaconf import OmegaConf
@@ -389,6 +393,7 @@ def test_latent_size_zero(tmp_path):
         build_net(partial(DCGAN, latent_dim=0), spec, "dcgan", "digits")
 
 
+@pytest.mark.slow  # trains a GAN (the module's digits run) or runs a command
 def test_generate_refuses_a_classifier_checkpoint(tmp_path):
     metrics = run_train(
         ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.histograms=null"], tmp_path / "run"

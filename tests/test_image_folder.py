@@ -69,6 +69,7 @@ def test_grayscale_and_steps_per_execution(tmp_path):
     assert metrics["global_step"] == 2 * 3 and metrics["test/acc"] > 0.5
 
 
+@pytest.mark.slow  # each case but the first runs train.py in a subprocess
 @pytest.mark.parametrize(
     "make, args, message",
     [
