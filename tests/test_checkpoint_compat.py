@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, assert_fixture_outputs, cli
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -35,17 +35,7 @@ def test_a_checkpoint_from_before_the_move_rebuilds_to_the_same_outputs(name):
     )
     # the target comes from today's conf/, not from the file (which names the pre-move module)
     assert not rebuilt.config["model"]["_target_"].startswith(f"zoo.{want['model']}.")
-    g = torch.Generator().manual_seed(0)  # the same input as the one expected.json was computed on
-    with torch.no_grad():
-        if want["task"] == "adversarial":
-            y = net.generate(torch.randn(4, net.latent_dim, generator=g), None)
-        elif spec.kind == "tokens":
-            y = net(torch.randint(0, spec.vocab_size, (2, 16), generator=g))
-        else:
-            y = net(torch.randn(2, *spec.shape, generator=g))
-    assert list(y.shape) == want["output_shape"]
-    np.testing.assert_allclose(y.flatten()[:8].numpy(), want["output_first"], atol=1e-5)
-    assert float(y.double().sum()) == pytest.approx(want["output_sum"], abs=1e-3)
+    assert_fixture_outputs(net, spec, want)
 
 
 @pytest.mark.slow  # subprocesses: the commands as a user runs them

@@ -14,6 +14,7 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from datamodules.spec import DataSpec
+from tests.helpers import assert_fixture_outputs
 from zoo.run.checkpoints import load_checkpoint
 from zoo.tasks.registry import build_net
 
@@ -45,18 +46,7 @@ def test_a_checkpoint_written_before_the_move_loads_and_computes_the_same(name):
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     assert list(net.state_dict()) == list(state)  # the same names, in the order they were created
     net.load_state_dict(state, strict=True)
-    net.eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        if expected["task"] == "adversarial":
-            y = net.generate(torch.randn(4, net.latent_dim, generator=g), None)
-        elif spec.kind == "tokens":
-            y = net(torch.randint(0, spec.vocab_size, (2, 16), generator=g))
-        else:
-            y = net(torch.randn(2, *spec.shape, generator=g))
-    assert list(y.shape) == expected["output_shape"]
-    torch.testing.assert_close(y.flatten()[:8], torch.tensor(expected["output_first"]), rtol=0, atol=1e-5)
-    assert float(y.double().sum()) == pytest.approx(expected["output_sum"], abs=1e-5)
+    assert_fixture_outputs(net.eval(), spec, expected)
 
 
 # ---- the same network for a seed, for every pairing of model and data kind ---------------------

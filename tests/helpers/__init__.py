@@ -36,3 +36,22 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def assert_fixture_outputs(net, spec, expected: dict) -> None:
+    """``net`` (rebuilt from a checkpoint of tests/fixtures/checkpoints/) gives on the fixed input the
+    outputs the code before the package split computed (expected.json: shape, first values, sum)."""
+    import pytest
+    import torch
+
+    g = torch.Generator().manual_seed(0)  # the input expected.json was computed on
+    with torch.no_grad():
+        if expected["task"] == "adversarial":
+            y = net.generate(torch.randn(4, net.latent_dim, generator=g), None)
+        elif spec.kind == "tokens":
+            y = net(torch.randint(0, spec.vocab_size, (2, 16), generator=g))
+        else:
+            y = net(torch.randn(2, *spec.shape, generator=g))
+    assert list(y.shape) == expected["output_shape"]
+    torch.testing.assert_close(y.flatten()[:8], torch.tensor(expected["output_first"]), rtol=0, atol=1e-5)
+    assert float(y.double().sum()) == pytest.approx(expected["output_sum"], abs=1e-5)
