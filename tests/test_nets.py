@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from datamodules.spec import DataSpec
 from tests.helpers import assert_fixture_outputs
-from zoo.run.checkpoints import load_checkpoint
+from zoo.run.checkpoints import load_checkpoint, net_state
 from zoo.tasks.registry import build_net
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_a_checkpoint_written_before_the_move_loads_and_computes_the_same(name):
     # The stored config is data: its values are used, what its _target_ names is not.
     options = {k: v for k, v in hp["config"]["model"].items() if k not in ("_target_", "_partial_")}
     net = build(expected["model"], spec, **options)
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    state = net_state(ckpt["state_dict"])
     assert list(net.state_dict()) == list(state)  # the same names, in the order they were created
     net.load_state_dict(state, strict=True)
     assert_fixture_outputs(net.eval(), spec, expected)

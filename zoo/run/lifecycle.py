@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
 from zoo.run.files import write_json_atomic
+from zoo.run.folder import is_rank_zero
 from zoo.run.reliability import RESUME_FILE, Diverged, RunStopped
 
 # ---- the callbacks every run gets --------------------------------------------------------------
@@ -73,7 +74,7 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task) -> str | No
     ckpt = load_checkpoint(path)
     check_fits(ckpt, task, path)
     step = int(ckpt.get("global_step", 0))
-    if _is_rank_zero():
+    if is_rank_zero():
         rewind_event_files(out_dir, step)
     print(f"Resuming {out_dir} from epoch {ckpt.get('epoch')}, step {step}.")
     return path
@@ -101,12 +102,6 @@ def check_fits(ckpt: dict, task, path: str) -> None:
             f"{path} does not fit this run's model or optimizer ({detail}); resume with the same "
             f"overrides as the run that wrote it, or start again with overwrite=true."
         )
-
-
-def _is_rank_zero() -> bool:
-    from zoo.run.folder import is_rank_zero
-
-    return is_rank_zero()
 
 
 # ---- how a run stops ---------------------------------------------------------------------------
@@ -140,7 +135,7 @@ def recorded_outcome(out_dir: str, progress):
         status = (
             "interrupted" if isinstance(error, RunStopped) else "diverged" if isinstance(error, Diverged) else "failed"
         )
-        if _is_rank_zero():
+        if is_rank_zero():
             write_json_atomic(
                 os.path.join(out_dir, "metrics.json"),
                 {"status": status, "error": str(error) or type(error).__name__, **progress()},
