@@ -132,18 +132,28 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
     """The Trainer with the optional callbacks of conf/callbacks/, the run's own (zoo/run/lifecycle.py)
     and the loggers; checkpoints are written atomically."""
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 
     from zoo.run.reliability import AtomicCheckpointIO
     from zoo.tasks.execution import Unprofiled
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + run_callbacks
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
+    # Lightning adds its own progress bar (redrawn every step) and model summary when none is among
+    # the callbacks: callbacks.progress_bar=null, callbacks.model_summary=null and callbacks=none
+    # mean none at all (unless trainer.enable_progress_bar / enable_model_summary say otherwise).
+    defaults = {
+        "enable_progress_bar": any(isinstance(c, ProgressBar) for c in callbacks),
+        "enable_model_summary": any(isinstance(c, ModelSummary) for c in callbacks),
+    }
+    if not cfg.trainer.get("profiler"):
+        defaults["profiler"] = Unprofiled()
     return instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
-        **({} if cfg.trainer.get("profiler") else {"profiler": Unprofiled()}),
+        **{k: v for k, v in defaults.items() if cfg.trainer.get(k) is None},
     )
 
 

@@ -333,6 +333,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=0, help="limit the training steps per epoch (0: all 430)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--callbacks", action="store_true", help="measure each observability callback's cost")
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="A,B",
+        help="with --callbacks: measure only these callbacks (and the bare run), e.g. --only signals,diagnostics",
+    )
     p.add_argument("--data-dir", default=None)
     p.add_argument(
         "--set",
@@ -378,6 +384,8 @@ def main() -> None:
             print(f"{model}: --steps {steps} rounded up to {args.steps}, a multiple of steps_per_execution={k}")
         if args.callbacks:
             variants = CALLBACK_VARIANTS
+            if args.only:
+                variants = ["bare"] + [v for v in CALLBACK_VARIANTS if v in args.only.split(",") and v != "bare"]
             runs = {v: [] for v in variants}
             for i in range(args.rounds):  # the order turns each round, so no callback always runs first
                 for v in variants[i % len(variants) :] + variants[: i % len(variants)]:
