@@ -264,24 +264,3 @@ def test_heartbeat_storage_only_for_a_storage_that_beats(tmp_path):
     trial = study.ask()
     beating.record_heartbeat(compat.trial_id(trial))
     assert optuna.storages.fail_stale_trials(study) is None and study.trials[0].state.name == "RUNNING"
-
-
-def test_current_hook_attribute_is_set_by_the_trainer_around_hooks(tmp_path):
-    seen = []
-
-    class Module(_Recorder):
-        def training_step(self, batch, batch_idx):
-            seen.append(getattr(self, compat.CURRENT_HOOK_ATTRIBUTE, "missing"))
-            return super().training_step(batch, batch_idx)
-
-    module = Module()
-    require(module, compat.CURRENT_HOOK_ATTRIBUTE, "CURRENT_HOOK_ATTRIBUTE")
-    L.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    ).fit(module)
-    assert seen == ["training_step"], f"Lightning no longer sets {compat.CURRENT_HOOK_ATTRIBUTE} around hooks: {seen}"

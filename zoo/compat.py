@@ -16,13 +16,6 @@ import functools
 # -- Lightning ----------------------------------------------------------------------------------
 
 
-CURRENT_HOOK_ATTRIBUTE = "_current_fx_name"
-"""The LightningModule attribute the Trainer sets to the hook's name around every hook call
-(about 40 times a training step). Why: zoo.tasks.execution sets it without ``nn.Module.__setattr__``'s
-parameter/buffer/module checks (2 us each time). Missing public API: none; it is Lightning's own
-bookkeeping for ``self.log``."""
-
-
 def should_update_logs(trainer) -> bool:
     """Whether this training step is one the loggers write (every ``log_every_n_steps``).
 

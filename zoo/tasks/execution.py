@@ -32,15 +32,6 @@ class StepsPerExecution(L.LightningModule):
 
     steps_per_execution: int = 1
 
-    @override
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning sets _current_fx_name around every hook call (about 40 times a training step);
-        # nn.Module.__setattr__'s parameter/buffer/module checks cost 2 us each time for a string.
-        if name == compat.CURRENT_HOOK_ATTRIBUTE:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def check_steps_per_execution(self) -> None:
         k = self.steps_per_execution
         if k == 1:
