@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, cli, run_train
 from tests.helpers.formats import fake_idx_files, gz
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
@@ -117,9 +117,9 @@ def test_sigint_stops_with_a_resumable_checkpoint_and_says_how(uninterrupted, tm
     assert counts == uninterrupted[1], (counts - uninterrupted[1], uninterrupted[1] - counts)
 
 
-def test_resume_without_a_checkpoint_starts_fresh_and_says_so(tmp_path):
-    r = cli("train.py", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}", "resume=true")
-    assert r.returncode == 0 and "does not exist: starting a fresh run" in r.stdout
+def test_resume_without_a_checkpoint_starts_fresh_and_says_so(tmp_path, capsys):
+    metrics = run_train(["trainer.max_epochs=1", "resume=true"], tmp_path / "run")  # in process: no command to test
+    assert metrics["status"] == "finished" and "does not exist: starting a fresh run" in capsys.readouterr().out
 
 
 def test_divergence_stops_keeps_checkpoints_and_records_it(tmp_path):
@@ -184,8 +184,7 @@ class _Boom:
 @pytest.fixture
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("ck") / "run"
-    r = cli("train.py", "trainer.max_epochs=1", f"hydra.run.dir={out}")
-    assert r.returncode == 0
+    run_train(["trainer.max_epochs=1"], out)  # any run's checkpoint: made in process, the refusals below are commands
     return out / "checkpoints" / "last.ckpt"
 
 

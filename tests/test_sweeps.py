@@ -122,7 +122,7 @@ def search(log_dir: Path, *extra: str) -> list[str]:
     return ["train.py", "-m", "hparams_search=digits_optuna", f"paths.log_dir={log_dir}", *QUIET, *extra]
 
 
-def test_optuna_search_interrupted_then_continued_is_one_study_of_five_trials(tmp_path):
+def test_optuna_search_interrupted_then_continued_is_one_study_of_four_trials(tmp_path):
     # Each step sleeps 50 ms, so trial 1 is still training when the Ctrl-C arrives on a fast machine.
     settings = [
         "trainer.max_epochs=5",
@@ -152,11 +152,11 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_five_trials(tm
     assert interrupted.user_attrs.get("interrupted") is True
     assert [t.state.name for t in study.trials[2:]] == ["WAITING"]  # queued to run again
 
-    # The same command again (asking for 5 trials now) continues the study from its database.
-    r = cli(*search(tmp_path, "hydra.sweeper.n_trials=5", *settings))
+    # The same command again (asking for 4 trials now) continues the study from its database.
+    r = cli(*search(tmp_path, "hydra.sweeper.n_trials=4", *settings))
     assert r.returncode == 0, r.stderr[-3000:]
     study = load_study(tmp_path)
-    assert states(study) == {"COMPLETE": 5, "FAIL": 1}
+    assert states(study) == {"COMPLETE": 4, "FAIL": 1}
     retry = study.trials[2]
     assert retry.params == interrupted.params and retry.user_attrs["retry_of"] == 1
     assert {"model.dropout", "optimizer.lr", "model.widths", "data.batch_size"} <= set(study.trials[0].params)
@@ -165,7 +165,7 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_five_trials(tm
         overrides = (folder / str(t.number) / ".hydra" / "overrides.yaml").read_text()
         assert f"optimizer.lr={t.params['optimizer.lr']!r}" in overrides
     table = rows(folder)
-    assert len(table) == 6 and [r_["status"] for r_ in table].count("finished") == 5
+    assert len(table) == 5 and [r_["status"] for r_ in table].count("finished") == 4
     assert table[1]["status"] in ("interrupted", "unfinished")
     best = next(r_ for r_ in table if r_["best"] == "*")
     assert int(best["job"]) == study.best_trial.number
