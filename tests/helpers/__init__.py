@@ -12,6 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
+# The test-time figures of an image classifier (confusion matrix, a grid of misclassified images):
+# matplotlib makes them about two thirds of a small digits run's CPU time. Off in tests that check
+# training, not figures; tests/test_tensorboard.py and the end-to-end CLI run keep them on.
+NO_FIGURES = ["callbacks.confusion_matrix=null", "callbacks.misclassified=null"]
 
 
 def run_train(overrides: list[str], out: Path, data_dir: Path | None = None, quiet: bool = True) -> dict:
