@@ -562,6 +562,35 @@ def _check_run_folder(cfg: DictConfig, multirun: bool) -> None:
         check_writable_folder(str(folder), key)
 
 
+def expand_seeds(argv: list[str]) -> list[str]:
+    """``seeds=N`` on the command line: the same command as a multirun over N seeds, from ``seed=S`` (or
+    the seed of conf/train.yaml) on: ``-m ... seed=S,S+1,...``. The sweep's summary then gives the mean
+    ± std of every metric over the seeds (zoo/sweeps/summary.py: seed_groups)."""
+    given = [a for a in argv if a.split("=", 1)[0].lstrip("+") == "seeds"]
+    if not given:
+        return argv
+    value = given[-1].split("=", 1)[-1]
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"seeds must be a positive whole number of runs, got {value!r}; try seeds=5.")
+    rest = [a for a in argv if a not in given]
+    seed_args = [a for a in rest if a.split("=", 1)[0] == "seed"]
+    if int(value) == 1:
+        return rest
+    if seed_args:
+        start = seed_args[-1].split("=", 1)[-1]
+        if not start.lstrip("-").isdigit():
+            raise UserError(
+                f"seeds={value} runs the seeds from seed= on, so seed must be one whole number, got {start!r}; "
+                f"give either seeds=N or a list of seeds (-m seed=1,2,3)."
+            )
+        first = int(start)
+    else:
+        first = int(OmegaConf.load(os.path.join(CONF_DIR, "train.yaml")).seed)
+    seeds = ",".join(str(first + i) for i in range(int(value)))
+    multirun = [] if any(a in ("-m", "--multirun") for a in rest) else ["-m"]
+    return [*multirun, *(a for a in rest if a not in seed_args), f"seed={seeds}"]
+
+
 def preflight(config_name: str, argv: list[str]) -> DictConfig | None:
     """Compose the config Hydra is about to compose and report a mistake in one sentence.
 
