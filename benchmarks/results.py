@@ -10,8 +10,9 @@ results tables come from here).
 
 Each cell is one run of ``python train.py experiment=<recipe> ...`` (in this process, so that imports
 are paid once), its test metrics on the best checkpoint by validation loss, and its seconds (fit and
-test, as metrics.json records them). Data comes from ``--data-dir`` (default: ../shared/data beside
-the repository, the layout the datamodules expect); nothing is downloaded unless ``--download``.
+test, as metrics.json records them). Data comes from ``--data-dir`` (default: ZOO_REAL_DATA, else a
+shared/data folder beside the repository's own; the layout the datamodules expect); nothing is
+downloaded unless ``--download``.
 ``--budget DD:HH:MM:SS`` gives every run the same time (trainer.max_time, with the schedules ending
 with it), ``--max-steps`` the same number of steps: the fair comparison on a shared machine, whose
 speed varies with its load. ``--markdown FILE`` writes the table too.
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, help="trainer.max_steps for every run (default: the recipe's own)")
     p.add_argument("--seeds", type=int, default=1, help="runs per cell, reported as mean ± std")
     p.add_argument("--seed", type=int, default=42, help="the first seed")
-    p.add_argument("--data-dir", default=os.path.join(os.path.dirname(ROOT), "shared", "data"))
+    p.add_argument(
+        "--data-dir", default=os.environ.get("ZOO_REAL_DATA") or os.path.join(os.path.dirname(ROOT), "shared", "data")
+    )
     p.add_argument("--download", action="store_true", help="download data that is not in --data-dir")
     p.add_argument("--markdown", help="also write the table to this file")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
-"""The recipes still learn on the real datasets of ../shared/data (Tiny Shakespeare, ETTh1): a short run
-of each ends well below the naive baseline. The quality numbers themselves are the benchmark's
-(benchmarks/results.py), not these tests'. A clone without that folder skips them with a message;
-ZOO_REAL_DATA=<folder> points them at another copy."""
+"""The recipes still learn on the real datasets (Tiny Shakespeare, ETTh1): a short run of each ends
+well below the naive baseline. The files are read from ZOO_REAL_DATA=<folder>, else from a
+shared/data folder beside the repository's own. The quality numbers themselves are the benchmark's
+(benchmarks/results.py), not these tests'. A clone without the files skips them with a message."""
 
 from __future__ import annotations
 
