@@ -113,16 +113,17 @@ def test_a_time_budgeted_run_stops_on_time_with_its_schedule_annealed(tmp_path, 
     assert watch.seen[-1] < 0.01 * 0.05  # and was annealed to (nearly) nothing when the time ran out
 
 
-def test_a_step_budget_ends_the_schedule_on_the_last_step(tmp_path, one_thread):
+def test_a_step_budget_shorter_than_an_epoch_validates_its_last_weights(tmp_path, one_thread):
+    # digits: 24 batches an epoch; early stopping (on by default) needs a validation metric.
     summary = run_train(
         [
             "logger=none",
             "callbacks.lr_monitor=null",
             "scheduler=cosine",
-            "trainer.max_steps=30",
+            "trainer.max_steps=10",
             "trainer.max_epochs=-1",
-            "test=false",
         ],
         tmp_path / "run",
     )
-    assert summary["global_step"] == 30
+    assert summary["status"] == "finished" and summary["global_step"] == 10
+    assert "val/loss" in summary and summary["best_epoch"] == 0 and "test/acc" in summary
