@@ -17,7 +17,7 @@ import warnings
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.run.config import check_config, check_monitors, preflight, user_errors
+from zoo.run.config import check_config, check_monitors, expand_seeds, preflight, user_errors
 
 # Noise from Lightning's internals that says nothing about the user's run.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -187,6 +187,8 @@ def test(cfg: DictConfig, trainer, task, datamodule) -> dict:
 
 
 if __name__ == "__main__":
+    with user_errors():
+        sys.argv[1:] = expand_seeds(sys.argv[1:])  # seeds=5: a multirun over 5 seeds, summarised as mean ± std
     composed = preflight("train", sys.argv[1:])
     if composed is not None:  # a single run: its folder is taken (or refused) before Hydra writes into it
         from zoo.run.folder import claim_before_hydra

@@ -14,9 +14,11 @@ Channel order: the target channels come last, so a network's output is the last
 
 from __future__ import annotations
 
-import csv
 import math
 import os
+import re
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -134,28 +136,21 @@ class SineData(SeriesData):
         return values, names, self.channels, self.fractional_borders(self.length, 0.7, 0.1)
 
 
-def _parse_dates(values: list[str], path: str, column: str) -> np.ndarray:
-    try:
-        return np.array(values, dtype="datetime64[s]")
-    except ValueError:
-        bad = next(v for v in values if not _is_date(v))
-        raise UserError(
-            f"column '{column}' of {path} has '{bad}', which is not an ISO date (YYYY-MM-DD[ HH:MM[:SS]]); "
-            f"fix the file, or set data.date_column=null to take the rows in file order."
-        ) from None
+FILLS = ("ffill", "interpolate", "zero", "drop")  # data.fill: what to do with missing values (null: refuse)
 
 
-def _is_date(value: str) -> bool:
-    try:
-        np.datetime64(value, "s")
-        return True
-    except ValueError:
-        return False
+def _line(row: int) -> int:
+    """The file line of a data row (0-based): the header is line 1."""
+    return row + 2
 
 
 class CSVSeries(SeriesData):
-    """Any CSV file with a header row: an optional date column, numeric feature columns and target
-    column(s). Rows are put in date order; split 70/10/20 chronologically by default."""
+    """Any CSV file with a header row, read by pandas: an optional date column, numeric feature columns
+    and target column(s). Dates in any format pandas recognises (ISO, ``1990/1/1 0:00``, ``01.02.2020``;
+    ``date_format`` for any other, in strftime codes); rows are put in date order. The date column,
+    and with ``date_column=null`` any column holding dates, is never a feature. Missing values are an
+    error naming their line and column, unless ``fill`` says what to do with them. Split 70/10/20
+    chronologically by default."""
 
     name = "csv"
 
@@ -163,9 +158,11 @@ class CSVSeries(SeriesData):
         self,
         path: str = "",
         date_column: str | None = "date",
+        date_format: str | None = None,
         columns: list[str] | None = None,
         target: str | list[str] = "OT",
         features: str = "M",
+        fill: str | None = None,
         train_fraction: float = 0.7,
         val_fraction: float = 0.1,
         **kwargs,
@@ -173,14 +170,20 @@ class CSVSeries(SeriesData):
         super().__init__(**kwargs)
         self.path = os.path.expanduser(str(path))
         self.date_column = date_column or None
+        self.date_format = date_format or None
         self.columns = list(columns) if columns else None
         self.target = [target] if isinstance(target, str) else list(target or [])
         self.features = str(features).upper()
+        self.fill = fill or None
         self.train_fraction, self.val_fraction = float(train_fraction), float(val_fraction)
         if self.features not in FEATURES:
             raise UserError(
                 f"data.features must be M (all channels in and out), S (the target alone) or MS "
                 f"(all in, the target out), got {features!r}."
+            )
+        if self.fill is not None and self.fill not in FILLS:
+            raise UserError(
+                f"data.fill must be null (missing values are an error) or one of {', '.join(FILLS)}, got {fill!r}."
             )
         if not self.target:
             raise UserError("data.target must name at least one column to forecast, e.g. data.target=OT.")
@@ -195,31 +198,47 @@ class CSVSeries(SeriesData):
     def csv_path(self) -> str:
         return self.path
 
-    def read_table(self) -> tuple[list[str], list[list[str]]]:
+    def read_table(self):
+        """The file as a DataFrame of text (missing values as NaN), indexed by data row (0 = line 2),
+        blank lines left out."""
+        import pandas as pd
+
         path = self.csv_path()
         if not os.path.isfile(path):
             raise UserError(f"data.path={path} is not a file; give the path of a CSV file with a header row.")
         try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                rows = [r for r in csv.reader(f) if r]
-        except (UnicodeDecodeError, csv.Error) as e:
+            # dtype=str: values are checked (and their lines named) column by column below; blank lines
+            # are kept while reading so that a row's index is its line in the file.
+            table = pd.read_csv(path, dtype=str, encoding="utf-8-sig", skip_blank_lines=False)
+        except pd.errors.EmptyDataError:
+            table = None
+        except UnicodeDecodeError as e:
             raise UserError(f"{path} cannot be read as a UTF-8 CSV file ({e}); check that it is one.") from None
-        if len(rows) < 2:
+        except pd.errors.ParserError as e:
+            m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+            if m:
+                raise UserError(
+                    f"line {m.group(2)} of {path} has {m.group(3)} fields but the header has {m.group(1)}; "
+                    f"every row needs a value in every column."
+                ) from None
             raise UserError(
-                f"{path} has {'no header row' if not rows else 'a header but no data rows'}; "
-                f"give a CSV file with a header row and one row per time step."
-            )
-        header = [h.strip() for h in rows[0]]
-        short = next((i for i, r in enumerate(rows[1:], 2) if len(r) != len(header)), None)
-        if short is not None:
+                f"{path} cannot be read as a CSV file ({' '.join(str(e).split())}); check that it is one."
+            ) from None
+        if table is None or table.columns.empty:
+            raise UserError(f"{path} has no header row; give a CSV file with a header row and one row per time step.")
+        table.columns = [str(c).strip() for c in table.columns]
+        table = table[table.notna().any(axis=1)]  # blank lines
+        if table.empty:
             raise UserError(
-                f"line {short} of {path} has {len(rows[short - 1])} fields but the header has "
-                f"{len(header)}; every row needs a value in every column."
+                f"{path} has a header but no data rows; give a CSV file with a header row and one row per time step."
             )
-        return header, rows[1:]
+        return table
 
-    def select(self, header: list[str]) -> tuple[list[str], list[str]]:
-        """(the input columns in channel order, the target columns): targets last."""
+    def select(
+        self, header: list[str], date_like: Callable[[str], bool] = lambda c: False
+    ) -> tuple[list[str], list[str]]:
+        """(the input columns in channel order, the target columns): targets last. A column of dates
+        (``date_like``) is not taken as a feature unless named in data.columns."""
         path = self.csv_path()
 
         def need(column: str, key: str) -> None:
@@ -232,46 +251,115 @@ class CSVSeries(SeriesData):
             need(c, "data.target")
         for c in self.columns or []:
             need(c, "data.columns")
-        columns = self.columns or [h for h in header if h != self.date_column]
+        columns = self.columns or [
+            h for h in header if h != self.date_column and (h in self.target or not date_like(h))
+        ]
         if self.features == "S":
             return list(self.target), list(self.target)
         if self.features == "M":
             return columns, columns  # every channel is forecast, in the file's order
         return [c for c in columns if c not in self.target] + list(self.target), list(self.target)
 
+    def parse_dates(self, text, column: str):
+        """A column of date text -> datetime64 values: pandas' own parsing (its inferred format, then
+        each value on its own), or ``data.date_format``; a value it cannot read is named."""
+        import pandas as pd
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "could not infer format": the values are then read one by one
+            try:
+                return pd.to_datetime(text, format=self.date_format)
+            except (ValueError, TypeError, OverflowError):
+                parsed = pd.to_datetime(text, format=self.date_format or "mixed", errors="coerce")
+        bad = text[parsed.isna() & text.notna()]
+        if bad.empty:
+            return parsed
+        how = (
+            f"is not a date in data.date_format={self.date_format}"
+            if self.date_format
+            else "which is not a date pandas recognises"
+        )
+        raise UserError(
+            f"column '{column}' of {self.csv_path()} has '{bad.iloc[0]}' (line {_line(bad.index[0])}), {how}; "
+            f"give the format with data.date_format (e.g. %d/%m/%Y %H:%M), fix the file, or set "
+            f"data.date_column=null to take the rows in file order."
+        )
+
+    def is_dates(self, text) -> bool:
+        """Whether a text column holds dates (and not numbers): such a column is never a feature."""
+        import pandas as pd
+
+        values = text.dropna()
+        if values.empty or pd.to_numeric(values, errors="coerce").notna().all():
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(pd.to_datetime(values, format="mixed", errors="coerce").notna().all())
+
     def load(self):
-        header, rows = self.read_table()
-        inputs, targets = self.select(header)
+        table = self.read_table()
+        inputs, targets = self.select(list(table.columns), lambda c: self.is_dates(table[c]))
         if self.date_column:
-            d = header.index(self.date_column)
-            dates = _parse_dates([r[d].strip() for r in rows], self.csv_path(), self.date_column)
-            order = np.argsort(dates, kind="stable")
-            rows = [rows[i] for i in order.tolist()] if (order != np.arange(len(rows))).any() else rows
-        index = [header.index(c) for c in inputs]
-        values = self.numeric(rows, index, inputs)
+            dates = self.parse_dates(table[self.date_column], self.date_column)
+            missing = dates.isna()
+            if missing.any():
+                raise UserError(
+                    f"column '{self.date_column}' of {self.csv_path()} has no date at line {_line(missing.idxmax())}; "
+                    f"fix the file, or set data.date_column=null to take the rows in file order."
+                )
+            table = table.iloc[np.argsort(dates.to_numpy(), kind="stable")]
+        values = self.numeric(table, inputs)
         return values, inputs, len(targets), self.borders(len(values))
 
-    def numeric(self, rows: list[list[str]], index: list[int], names: list[str]) -> np.ndarray:
-        try:
-            values = np.array([[r[i] for i in index] for r in rows], dtype=np.float64)
-        except ValueError:
-            values = None
-        if values is None or not np.isfinite(values).all():
-            for line, r in enumerate(rows, 2):
-                for i, name in zip(index, names):
-                    try:
-                        ok = math.isfinite(float(r[i]))
-                    except ValueError:
-                        ok = False
-                    if not ok:
-                        raise UserError(
-                            f"column '{name}' of {self.csv_path()} is not numeric (line {line} has {r[i]!r}); fix the "
-                            f"file or leave the column out with data.columns=[...]."
-                        )
-        return values
+    def numeric(self, table, names: list[str]) -> np.ndarray:
+        """The columns ``names`` as numbers (T, C), rows in the table's order; text that is not a number
+        is named, and so are missing values unless ``fill`` says what to do with them."""
+        import pandas as pd
+
+        frame = pd.DataFrame(index=table.index)
+        for name in names:
+            text = table[name]
+            numbers = pd.to_numeric(text.str.strip(), errors="coerce")
+            bad = text.notna() & ~np.isfinite(numbers.fillna(0.0).to_numpy())
+            bad |= text.notna() & numbers.isna()
+            if bad.any():
+                row = bad.idxmax()
+                raise UserError(
+                    f"column '{name}' of {self.csv_path()} is not numeric (line {_line(row)} has {text[row]!r}); fix the "
+                    f"file or leave the column out with data.columns=[...]."
+                )
+            frame[name] = numbers
+        missing = frame.isna()
+        if missing.to_numpy().any():
+            if self.fill is None:
+                rows = missing.any(axis=1)
+                row = rows.idxmax()
+                column = next(c for c in names if missing.at[row, c])
+                more = int(missing.to_numpy().sum()) - 1
+                raise UserError(
+                    f"column '{column}' of {self.csv_path()} has no value at line {_line(row)}"
+                    + (f" and {more:,} more missing value{'s' if more != 1 else ''}" if more else "")
+                    + "; fill the gaps with data.fill=ffill (the last value before), interpolate, zero or drop "
+                    "(leave those rows out), or fix the file."
+                )
+            frame = fill_missing(frame, self.fill)
+        return frame.to_numpy(dtype=np.float64)
 
     def borders(self, n: int) -> list[tuple[int, int]]:
         return self.fractional_borders(n, self.train_fraction, self.val_fraction)
+
+
+def fill_missing(frame, policy: str):
+    """data.fill: ``ffill`` carries the last value forward (a gap at the start takes the first value
+    after it), ``interpolate`` draws a straight line between the values around a gap (the ends: the
+    nearest value), ``zero`` writes 0, ``drop`` leaves out every row with a missing value."""
+    if policy == "ffill":
+        return frame.ffill().bfill()
+    if policy == "interpolate":
+        return frame.interpolate(method="linear", limit_direction="both")
+    if policy == "zero":
+        return frame.fillna(0.0)
+    return frame.dropna()
 
 
 ETT_COLUMNS = ["date", "HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
@@ -334,13 +422,13 @@ class ETTData(CSVSeries):
 
     def read_table(self):
         self.prepare_data()
-        header, rows = super().read_table()
-        if header != ETT_COLUMNS:
+        table = super().read_table()
+        if list(table.columns) != ETT_COLUMNS:
             raise UserError(
-                f"{self.csv_path()} is not an ETT file (its columns are {', '.join(header)}, expected "
+                f"{self.csv_path()} is not an ETT file (its columns are {', '.join(table.columns)}, expected "
                 f"{', '.join(ETT_COLUMNS)}); delete it to download it afresh."
             )
-        return header, rows
+        return table
 
     def borders(self, n: int) -> list[tuple[int, int]]:
         train, val, test = self.months

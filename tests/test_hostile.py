@@ -104,7 +104,9 @@ def test_config_values_get_one_sentence(args, message, tmp_path):
         ["data.batch_size=1000000"],
         ["model=resnet", "model.blocks=[1,2,1]"],
         ["model=mlp", "model.widths=64", "model.depth=3"],
-        ["+trainer.max_steps=5"],
+        ["trainer.max_steps=5"],
+        ["trainer.max_time=00:00:05:00", "trainer.max_epochs=-1"],
+        ["trainer.val_check_interval=0.25", "trainer.limit_train_batches=10"],
         ["model=cnn", "model.channels=[8]"],
     ],
 )

@@ -216,9 +216,18 @@ def csv_file(tmp_path, text: str):
             {},
             r"^column '\w+' of .*data.csv is not numeric \(line 2 has 'n/a5\.\d+'\); fix the file",
         ),
-        (plain_csv(100).replace("2020-01-03", "yesterday"), {}, r"has 'yesterday', which is not an ISO date"),
+        (
+            plain_csv(100).replace("2020-01-03", "yesterday"),
+            {},
+            r"has 'yesterday' \(line 4\), which is not a date pandas recognises; give the format with data.date_format",
+        ),
         ("date,OT\n", {}, r"has a header but no data rows"),
-        (plain_csv(100) + "2021-01-01,1\n", {}, r"line 102 of .* has 2 fields but the header has 4"),
+        (plain_csv(100) + "2021-01-01,1,2,3,4\n", {}, r"line 102 of .* has 5 fields but the header has 4"),
+        (
+            plain_csv(100) + "2021-01-01,1\n",
+            {},
+            r"column 'temp' of .* has no value at line 102 and 1 more missing value; fill the gaps with data.fill=ffill",
+        ),
         (
             plain_csv(40),
             {"lookback": 96, "horizon": 24},

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from zoo.nets.blocks import Forecaster, pad_index, token_embedding
+from zoo.nets.linear import TimeLinear
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 POOLS = ("last", "mean", "max")
@@ -189,14 +190,22 @@ class RecurrentForecaster(Forecaster, Recurrent):
         pool: str = "last",
         revin: bool = True,
         dropout: float = 0.0,
+        linear_path: bool = False,
         **cell_options,
     ):
         super().__init__(cell, spec.shape[1], hidden, layers, bidirectional, dropout, pool, **cell_options)
         self.head = nn.Linear(self.width, spec.horizon * spec.target_channels)
         self.add_revin(spec, revin)
+        # A linear map from the window to the horizon beside the recurrent summary (DLinear's map,
+        # shared by the channels): the recurrence learns what a linear forecast misses. Registered
+        # last, so checkpoints without it keep their entries' order.
+        self.linear = TimeLinear(spec.shape[0], spec.horizon, spec.shape[1], individual=False) if linear_path else None
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encode(x))
+        y = self.head(self.encode(x)).reshape(-1, *self.out_shape)
+        if self.linear is not None:
+            y = y + self.linear(x.transpose(1, 2))[:, -self.out_shape[1] :].transpose(1, 2)
+        return y
 
 
 def recurrent(
@@ -209,10 +218,12 @@ def recurrent(
     pool: str = "last",
     revin: bool = True,
     dropout: float = 0.0,
+    linear_path: bool = False,
     **cell_options,
 ) -> nn.Module:
     """The recurrent network with ``cell`` for the data's kind and task. ``embedding`` applies to
-    token sequences, ``revin`` to series, ``pool`` and ``bidirectional`` to all but language models."""
+    token sequences, ``revin`` and ``linear_path`` to series, ``pool`` and ``bidirectional`` to all
+    but language models."""
     if pool not in POOLS:
         raise ValueError(f"unknown pool '{pool}'; choose one of: {', '.join(POOLS)}")
     if hidden < 1 or layers < 1:
@@ -230,7 +241,9 @@ def recurrent(
             cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool, **sizes
         )
     if spec.kind == "series":
-        return RecurrentForecaster(cell, spec, bidirectional=bidirectional, pool=pool, revin=revin, **sizes)
+        return RecurrentForecaster(
+            cell, spec, bidirectional=bidirectional, pool=pool, revin=revin, linear_path=linear_path, **sizes
+        )
     return ImageRecurrentClassifier(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)
 
 

@@ -185,8 +185,7 @@ def _size_list(cfg: DictConfig, key: str, may_be_empty: tuple[str, ...], example
 def check_config(cfg: DictConfig) -> None:
     """Values that no run can use, caught before any data is read or torch is imported."""
     _positive(cfg, "optimizer.lr", "1e-3")
-    if not OmegaConf.select(cfg, "trainer.fast_dev_run", default=False):
-        _whole_number(cfg, "trainer.max_epochs", 1, 10)
+    _check_budget(cfg)
     for key, (least, example) in WHOLE_NUMBERS.items():
         _whole_number(cfg, key, least, example)
     for key, (may_be_empty, example) in SIZE_LISTS.items():
@@ -211,6 +210,48 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"seed must be a whole number, got {cfg.get('seed')!r}; try seed=42.")
     _check_trainer_keys(cfg)
     _check_devices(cfg)
+
+
+# Lightning's max_time as text: days:hours:minutes:seconds.
+MAX_TIME = re.compile(r"^\d+:\d+:\d+:\d+$")
+
+
+def _check_budget(cfg: DictConfig) -> None:
+    """The run's budget (trainer.max_epochs, max_steps, max_time) ends the run, and the keys that
+    count batches are counts or fractions."""
+    trainer = cfg.get("trainer")
+    if not isinstance(trainer, DictConfig):
+        return
+    if not trainer.get("fast_dev_run", False) and trainer.get("max_epochs") != -1:
+        _whole_number(cfg, "trainer.max_epochs", 1, 10)
+    max_steps = trainer.get("max_steps")
+    if max_steps is not None and max_steps != -1:
+        _whole_number(cfg, "trainer.max_steps", 1, 1000)
+    max_time = trainer.get("max_time")
+    if max_time is not None and not (isinstance(max_time, str) and MAX_TIME.match(max_time.strip())):
+        raise UserError(
+            f"trainer.max_time must be days:hours:minutes:seconds, got {max_time!r}; five minutes is "
+            f"trainer.max_time=00:00:05:00."
+        )
+    if (
+        trainer.get("max_epochs") == -1
+        and max_steps in (None, -1)
+        and max_time is None
+        and not trainer.get("fast_dev_run", False)
+    ):
+        raise UserError(
+            "trainer.max_epochs=-1 with no trainer.max_steps or trainer.max_time would train forever; "
+            "give a budget, e.g. trainer.max_time=00:00:05:00."
+        )
+    for key in ("val_check_interval", "limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = trainer.get(key)
+        if value is None:
+            continue
+        if not _is_number(value) or value < 0 or (isinstance(value, float) and value > 1):
+            raise UserError(
+                f"trainer.{key} must be a whole number of batches or a fraction of the epoch (at most 1.0), "
+                f"got {value!r}; try trainer.{key}={'0.25' if key == 'val_check_interval' else '0.1'}."
+            )
 
 
 @functools.lru_cache(maxsize=1)
@@ -519,6 +560,35 @@ def _check_run_folder(cfg: DictConfig, multirun: bool) -> None:
         return
     if folder:
         check_writable_folder(str(folder), key)
+
+
+def expand_seeds(argv: list[str]) -> list[str]:
+    """``seeds=N`` on the command line: the same command as a multirun over N seeds, from ``seed=S`` (or
+    the seed of conf/train.yaml) on: ``-m ... seed=S,S+1,...``. The sweep's summary then gives the mean
+    ± std of every metric over the seeds (zoo/sweeps/summary.py: seed_groups)."""
+    given = [a for a in argv if a.split("=", 1)[0].lstrip("+") == "seeds"]
+    if not given:
+        return argv
+    value = given[-1].split("=", 1)[-1]
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"seeds must be a positive whole number of runs, got {value!r}; try seeds=5.")
+    rest = [a for a in argv if a not in given]
+    seed_args = [a for a in rest if a.split("=", 1)[0] == "seed"]
+    if int(value) == 1:
+        return rest
+    if seed_args:
+        start = seed_args[-1].split("=", 1)[-1]
+        if not start.lstrip("-").isdigit():
+            raise UserError(
+                f"seeds={value} runs the seeds from seed= on, so seed must be one whole number, got {start!r}; "
+                f"give either seeds=N or a list of seeds (-m seed=1,2,3)."
+            )
+        first = int(start)
+    else:
+        first = int(OmegaConf.load(os.path.join(CONF_DIR, "train.yaml")).seed)
+    seeds = ",".join(str(first + i) for i in range(int(value)))
+    multirun = [] if any(a in ("-m", "--multirun") for a in rest) else ["-m"]
+    return [*multirun, *(a for a in rest if a not in seed_args), f"seed={seeds}"]
 
 
 def preflight(config_name: str, argv: list[str]) -> DictConfig | None:

@@ -10,6 +10,7 @@ import os
 import shlex
 import signal
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
@@ -33,6 +34,8 @@ class RunCallbacks:
     - ``graceful_stop`` (GracefulStop): Ctrl-C / SIGTERM stop after the current step with a resume checkpoint.
     - ``divergence`` (DivergenceGuard): stops a run whose loss is NaN, inf or grown ``divergence.factor``
       times over its best, before a checkpoint of the broken weights is written.
+    - ``step_budget`` (StepBudgetEnd): a ``trainer.max_steps`` reached mid-epoch validates the last
+      weights before the fit ends, as a ``trainer.max_time`` that runs out does.
     """
 
     def __init__(self, cfg: DictConfig, ckpt_dir: str):
@@ -46,9 +49,29 @@ class RunCallbacks:
         self.run_state = RunState(ckpt_dir)
         self.graceful_stop = GracefulStop(ckpt_dir)
         self.divergence = DivergenceGuard(factor=float(cfg.get("divergence", {}).get("factor", 1e3)))
+        self.step_budget = StepBudgetEnd()
 
     def all(self) -> list:
-        return [self.history, self.startup, self.accelerator_check, self.run_state, self.graceful_stop, self.divergence]
+        return [
+            self.history,
+            self.startup,
+            self.accelerator_check,
+            self.run_state,
+            self.graceful_stop,
+            self.divergence,
+            self.step_budget,
+        ]
+
+
+class StepBudgetEnd(L.Callback):
+    """The step budget (``trainer.max_steps``) reached mid-epoch: the Trainer is asked to stop, and so
+    validates the last weights (the annealed end of a budget schedule) before the fit ends, as it
+    does when ``max_time`` runs out. Without it the fit ended unvalidated: the best checkpoint missed
+    the last steps, and early stopping found no validation metric in a run shorter than an epoch."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
 
 # ---- resume ------------------------------------------------------------------------------------

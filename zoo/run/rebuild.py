@@ -48,6 +48,12 @@ class Rebuilt:
     state_dict: dict[str, Any]
 
 
+# Options conf/ gained after checkpoints were written without them, with the value that builds what
+# such a checkpoint holds (not conf/'s newer default): model.linear_path (issue 13) is on by default
+# for the recurrent forecasters, and a checkpoint from before it has no such weights.
+ADDED_OPTIONS: dict[str, dict] = {"model": {"linear_path": False}}
+
+
 def rebuild(path: str):
     """The network of the checkpoint at ``path``, its weights loaded, with its data spec and the
     checked config eval.py needs to rebuild the datamodule and the task."""
@@ -127,6 +133,9 @@ def check_checkpoint(ckpt: dict, path: str, current: dict | None = None) -> Rebu
         for key, value in stored[section].items():
             if not key.startswith("_"):
                 node[key] = value  # plain and declared by conf/ (checked above)
+        for key, value in ADDED_OPTIONS.get(section, {}).items():
+            if key in node and key not in stored[section]:
+                node[key] = value  # written before conf/ had the option: build what it holds
     if isinstance(stored.get("seed"), int):  # interpolated into sections (data.seed: ${seed}) that did not store theirs
         project["seed"] = stored["seed"]
     try:

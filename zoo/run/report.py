@@ -25,7 +25,7 @@ def flat_hparams(config: dict, choices: dict[str, str]) -> dict:
 
     for group in ("data", "model", "optimizer", "scheduler"):
         walk(group, config.get(group, {}))
-    for key in ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val"):
+    for key in ("max_epochs", "max_steps", "max_time", "precision", "accumulate_grad_batches", "gradient_clip_val"):
         walk(f"trainer.{key}", config["trainer"].get(key))
     flat["seed"] = config.get("seed")
     return flat

@@ -24,6 +24,7 @@ import glob
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 from typing import Any
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
+SEEDS_CSV = "seeds.csv"  # mean and std over the seeds of each setting (a sweep over seed, e.g. seeds=5)
 HPARAMS_SUFFIX = ".sweep-hparams"
 EXIT_SOME_FAILED = 1
 FAILED = ("failed", "diverged")  # statuses that make the sweep exit with EXIT_SOME_FAILED
@@ -104,8 +106,13 @@ class SweepSummary(Callback):
         minimize = _minimize(config, metric)
         best = mark_best(rows, metric, minimize)
         columns = write_summary(sweep_dir, rows, metric)
+        groups = seed_groups(rows, columns[0])
+        if groups:
+            write_seed_summary(sweep_dir, groups, metric)
         write_sweep_hparams(sweep_dir, rows)
         print_summary(rows, columns, metric, minimize, best, sweep_dir)
+        if groups:
+            print_seed_summary(groups, metric, sweep_dir)
         failed = [r for r in rows if r["status"] in FAILED and (r.get("finished_at") or 0) >= self.started]
         if failed and self.exit_status_on_failure:
             sys.stderr.write(
@@ -263,6 +270,101 @@ def print_summary(rows, columns, metric, minimize, best, sweep_dir) -> None:
         f"Summary: {os.path.join(sweep_dir, SUMMARY_MD)}  {os.path.join(sweep_dir, SUMMARY_CSV)}", soft_wrap=True
     )
     console.print(f"TensorBoard: tensorboard --logdir {sweep_dir}", soft_wrap=True)
+
+
+# ---- repeated seeds: mean +- std --------------------------------------------------------------
+
+
+def seed_groups(rows: list[dict], varying: list[str]) -> list[dict]:
+    """The finished runs of a sweep over ``seed`` grouped by their other settings, one group per
+    setting: how many runs, their seeds, and the mean and standard deviation of every metric and of
+    the seconds (the sample standard deviation, n - 1; 0 for a single run). Empty when seed does not
+    vary. Papers report a setting this way (DLinear: the mean of 5 runs)."""
+    if "seed" not in varying:
+        return []
+    others = [k for k in varying if k != "seed"]
+    grouped: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "finished":
+            grouped.setdefault(tuple(r["settings"].get(k, "") for k in others), []).append(r)
+    out = []
+    for key, runs in grouped.items():
+        names = sorted({m for r in runs for m in r["metrics"]})
+        stats = {}
+        for m in names:
+            values = [float(r["metrics"][m]) for r in runs if _is_number(r["metrics"].get(m))]
+            stats[m] = mean_std(values)
+        seconds = [float(r["seconds"]) for r in runs if _is_number(r["seconds"])]
+        out.append(
+            {
+                "settings": dict(zip(others, key)),
+                "runs": len(runs),
+                "seeds": [r["settings"].get("seed", "") for r in runs],
+                "stats": stats,
+                "seconds": mean_std(seconds),
+            }
+        )
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation) of ``values``; (nan, nan) for none, std 0 for one."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def plus_minus(mean: float, std: float) -> str:
+    return f"{_short(mean)} ± {_short(std)}"
+
+
+def write_seed_summary(sweep_dir: str, groups: list[dict], metric: str | None) -> None:
+    """seeds.csv (a mean and a std column per metric) and a section of summary.md (mean ± std)."""
+    settings = list(groups[0]["settings"])
+    names = sorted({m for g in groups for m in g["stats"]}, key=lambda k: (k != metric, not k.startswith("test/"), k))
+    header = [*settings, "runs", "seeds", *(f"{m} {part}" for m in names for part in ("mean", "std"))]
+    header += ["seconds mean", "seconds std"]
+    tmp = os.path.join(sweep_dir, f".{SEEDS_CSV}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for g in groups:
+            stats = [v for m in names for v in g["stats"].get(m, (math.nan, math.nan))]
+            writer.writerow([*g["settings"].values(), g["runs"], " ".join(map(str, g["seeds"])), *stats, *g["seconds"]])
+    os.replace(tmp, os.path.join(sweep_dir, SEEDS_CSV))
+    md = [
+        "",
+        "## Mean ± std over seeds",
+        "",
+        "| " + " | ".join([*settings, "runs", *names, "seconds"]) + " |",
+        "|" + "---|" * (len(settings) + len(names) + 2),
+    ]
+    for g in groups:
+        cells = [*map(_short, g["settings"].values()), str(g["runs"])]
+        cells += [plus_minus(*g["stats"][m]) if m in g["stats"] else "" for m in names]
+        md.append("| " + " | ".join([*cells, plus_minus(*g["seconds"])]) + " |")
+    with open(os.path.join(sweep_dir, SUMMARY_MD), "a") as f:
+        f.write("\n".join(md) + "\n")
+
+
+def print_seed_summary(groups: list[dict], metric: str | None, sweep_dir: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = list(groups[0]["settings"])
+    names = sorted({m for g in groups for m in g["stats"]}, key=lambda k: (k != metric, not k.startswith("test/"), k))
+    table = Table(title=f"Mean ± std over seeds ({os.path.join(sweep_dir, SEEDS_CSV)})")
+    for c in [*settings, "runs", *names, "seconds"]:
+        table.add_column(c, justify="left" if c in settings else "right")
+    for g in groups:
+        table.add_row(
+            *map(_short, g["settings"].values()),
+            str(g["runs"]),
+            *(plus_minus(*g["stats"][m]) if m in g["stats"] else "" for m in names),
+            plus_minus(*g["seconds"]),
+        )
+    wide = Console(width=10_000).measure(table).maximum
+    Console(width=max(wide, 80)).print(table)
 
 
 # ---- one HParams experiment for the whole sweep ------------------------------------------------

@@ -17,8 +17,6 @@ same noise every epoch, so the curve shows the generator's changes and nothing e
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from typing_extensions import override
@@ -26,6 +24,7 @@ from typing_extensions import override
 from zoo import compat
 from zoo.errors import UserError
 from zoo.tasks.base import Task
+from zoo.tasks.schedules import schedule_arguments
 
 EVAL_NOISE_SEED = 2024  # the noise of every validation pass
 
@@ -269,9 +268,8 @@ class AdversarialTask(Task):
             return [opt_g, opt_d]
         schedulers = []
         batches = int(self.trainer.estimated_stepping_batches) * self.steps_per_execution
-        takes_total = "total_steps" in inspect.signature(self.scheduler_factory).parameters
         for opt, steps in ((opt_g, max(1, batches // self.objective["n_critic"])), (opt_d, batches)):
-            kwargs = {"total_steps": steps} if takes_total else {}
+            kwargs = schedule_arguments(self.scheduler_factory, self.trainer, steps)
             schedulers.append({"scheduler": self.scheduler_factory(opt, **kwargs), "interval": self.scheduler_interval})
         return [opt_g, opt_d], schedulers
 

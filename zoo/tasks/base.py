@@ -11,7 +11,6 @@ and rebuilds its network without any pickled objects.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch import nn
 from typing_extensions import override
 
 from zoo.tasks.execution import StepsPerExecution
+from zoo.tasks.schedules import schedule_arguments
 
 
 class Task(StepsPerExecution):
@@ -117,10 +117,8 @@ class Task(StepsPerExecution):
         optimizer = self.optimizer_factory(self.parameters(), **({"lr": self.lr} if self.lr else {}))
         if self.scheduler_factory is None:
             return optimizer
-        kwargs = {}
-        if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        # A schedule over the run's budget (zoo/tasks/schedules.py): its steps and its max_time.
+        scheduler = self.scheduler_factory(optimizer, **schedule_arguments(self.scheduler_factory, self.trainer))
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

@@ -1,0 +1,66 @@
+"""benchmarks/results.py: the table it prints puts our runs (mean ± std over seeds, seconds) beside
+the published numbers, and each run is the recipe's command with the budget given."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("results", ROOT / "benchmarks" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_etth1_table_has_ours_with_mean_and_std_beside_the_papers(results, monkeypatch, capsys, tmp_path):
+    calls = []
+
+    def fake_run(overrides, data_dir, budget, max_steps, download):
+        calls.append((overrides, budget, max_steps))
+        seed = int(overrides[-1].split("=")[1])
+        return {"test/mse": 0.38 + 0.01 * (seed - 42), "test/mae": 0.40, "seconds": 60.0, "status": "finished"}
+
+    monkeypatch.setattr(results, "run", fake_run)
+    out = tmp_path / "table.md"
+    results.main(
+        [
+            "etth1",
+            "--models",
+            "linear",
+            "--horizons",
+            "96",
+            "--seeds",
+            "3",
+            "--max-steps",
+            "500",
+            "--markdown",
+            str(out),
+        ]
+    )
+    assert [c[0] for c in calls] == [["experiment=etth1_linear", "data.horizon=96", f"seed={s}"] for s in (42, 43, 44)]
+    assert all(c[2] == 500 for c in calls)
+    text = out.read_text()
+    assert "| ours: linear | 96 | 96 | 0.390 ± 0.010 | 0.400 | 60 |" in text
+    assert "| DLinear | 336 | 96 | 0.375 | 0.399 | (paper) |" in text
+    assert "| PatchTST/64 | 512 | 96 | 0.370 | 0.400 | (paper) |" in text
+    assert text in capsys.readouterr().out
+
+
+def test_shakespeare_table_gives_nats_and_bits_of_the_mean_of_val_and_test(results, monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        results,
+        "run",
+        lambda overrides, *a: {"val/loss": 1.45, "test/loss": 1.49, "seconds": 300.0, "status": "finished"},
+    )
+    out = tmp_path / "table.md"
+    results.main(["shakespeare", "--recipes", "experiment=shakespeare_lstm", "--markdown", str(out)])
+    row = next(line for line in out.read_text().splitlines() if "ours" in line)
+    assert row == f"| ours: experiment=shakespeare_lstm | 1.450 | 1.490 | 1.470 | {1.47 / math.log(2):.3f} | 300 |"
+    assert "| nanoGPT (A100) | - | - | 1.470 | 2.120 | (paper) |" in out.read_text()
