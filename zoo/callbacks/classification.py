@@ -330,7 +330,7 @@ def penultimate_layer(net: torch.nn.Module) -> torch.nn.Module | None:
 
 class Embeddings(L.Callback):
     """The penultimate layer's output for the first ``max_samples`` test samples in TensorBoard's
-    Projector (``test/embedding``: PCA, t-SNE, UMAP), labelled with their class and, for images,
+    Projector (``penultimate_layer``: PCA, t-SNE, UMAP), labelled with their class and, for images,
     shown as thumbnails. Read with a forward hook on the network's last ``nn.Linear``, during the
     test; 0 samples turns it off."""
 
@@ -391,5 +391,5 @@ class Embeddings(L.Callback):
                 metadata=metadata,
                 label_img=label_img,
                 global_step=logging_step(trainer),
-                tag="test/embedding",
+                tag="penultimate_layer",
             )

@@ -63,34 +63,39 @@ def _batch_size(batch) -> int:
 
 class StepTimer(L.Callback):
     """Training speed as scalars, on the steps the loggers write: ``watch/step_time_s`` (seconds per
-    training batch, data loading included) and ``watch/samples_per_s``, each the mean since the last
-    point. The first batch of each epoch starts the clock (the data loader's start and, on the first
-    epoch, any compilation are not a step's time)."""
+    training batch, from one batch's end to the next one's: data loading included) and
+    ``watch/samples_per_s``, each the mean since the last point. The first batch of an epoch (or of
+    a resumed run) counts from its own start: the data loader's start-up is not a step's time."""
 
     def __init__(self):
-        self._start: float | None = None
+        self._last_end: float | None = None
+        self._batch_start = 0.0
+        self._seconds = 0.0
         self._batches = 0
         self._samples = 0
 
     @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = None
+        self._last_end = None
+
+    @override
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = time.perf_counter()
 
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
-        if self._start is None:
-            self._start, self._batches, self._samples = now, 0, 0
-            return
+        self._seconds += now - (self._last_end if self._last_end is not None else self._batch_start)
+        self._last_end = now
         self._batches += 1
         self._samples += _batch_size(batch)
-        if not trainer.loggers or not compat.should_update_logs(trainer) or self._batches == 0:
+        if not trainer.loggers or not compat.should_update_logs(trainer):
             return
-        elapsed = max(now - self._start, 1e-9)
+        elapsed = max(self._seconds, 1e-9)
         values = {f"{WATCH}step_time_s": elapsed / self._batches, f"{WATCH}samples_per_s": self._samples / elapsed}
         for logger in trainer.loggers:
             logger.log_metrics(values, step=logging_step(trainer))
-        self._start, self._batches, self._samples = now, 0, 0
+        self._seconds, self._batches, self._samples = 0.0, 0, 0
 
 
 def _metric_names(pl_module) -> list[str]:
@@ -131,9 +136,9 @@ class CustomScalarsLayout(L.Callback):
         return {k: v for k, v in layout.items() if v}
 
     @override
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         writers = tensorboards(trainer)
-        if not writers:
+        if not writers or logging_step(trainer) > 0:  # a resumed run has it from its start
             return
         layout = self.layout(_metric_names(pl_module))
         for w in writers:
@@ -154,7 +159,7 @@ class ModelGraph(L.Callback):
         if self.done:
             return
         self.done = True
-        writers = tensorboards(trainer)
+        writers = tensorboards(trainer) if logging_step(trainer) == 0 else []  # a resumed run has it
         net = getattr(pl_module, "net", None)
         if not writers or net is None or not isinstance(batch, (list, tuple)):
             return
@@ -187,7 +192,7 @@ class InputSamples(L.Callback):
         if self.done:
             return
         self.done = True
-        writers = tensorboards(trainer)
+        writers = tensorboards(trainer) if logging_step(trainer) == 0 else []  # a resumed run has them
         spec = getattr(trainer.datamodule, "spec", None) if trainer.datamodule is not None else None
         if not writers or spec is None or not isinstance(batch, (list, tuple)) or len(batch) < 2:
             return

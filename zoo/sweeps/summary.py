@@ -134,7 +134,7 @@ def collect(sweep_dir: str) -> list[dict]:
             status = metrics.get("status") or ("finished" if "seconds" in metrics else status or "unfinished")
         rows.append(
             {
-                "job": name,
+                "job": job_number(name),
                 "status": status,
                 "overrides": overrides,
                 "settings": dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides),
@@ -148,6 +148,12 @@ def collect(sweep_dir: str) -> list[dict]:
         )
     rows.sort(key=lambda r: (0, int(r["job"]), "") if r["job"].isdigit() else (1, 0, r["job"]))
     return rows
+
+
+def job_number(folder_name: str) -> str:
+    """The job number of a job's folder (``3_optimizer.lr=0.01`` -> ``3``); another name as it is."""
+    head = folder_name.split("_", 1)[0]
+    return head if head.isdigit() else folder_name
 
 
 def mark_best(rows: list[dict], metric: str | None, minimize: bool) -> dict | None:
