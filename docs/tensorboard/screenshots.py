@@ -1,0 +1,143 @@
+"""The TensorBoard screenshots of the README: a logs folder with a run of every task and a sweep,
+TensorBoard on 127.0.0.1, one headless-Chromium screenshot per dashboard into docs/tensorboard/.
+
+    python docs/tensorboard/screenshots.py [--logs DIR] [--skip-runs] [--chromium chromium]
+
+Needs Chromium (``apt-get install -y chromium``); the runs are short (a few epochs, small data,
+the language model on Tiny Shakespeare from ZOO_DATA_DIR or /work/shared/data when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent
+QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
+LIMIT = ["+trainer.limit_train_batches=40", "+trainer.limit_val_batches=5", "+trainer.limit_test_batches=5"]
+SHAKESPEARE = Path(os.environ.get("ZOO_DATA_DIR", "/work/shared/data")) / "shakespeare" / "input.txt"
+
+RUNS = {
+    "mlp-digits": [],
+    "cnn-digits": ["model=cnn"],
+    "lstm-sine": ["model=lstm", "data=sine", *LIMIT],
+    "gan-digits": ["model=gan", "trainer.max_epochs=2", *LIMIT],
+}
+# (file, URL fragment, what to wait for); each page is given time to draw its charts.
+DASHBOARDS = [
+    ("scalars", "#timeseries", 12000),
+    ("hparams", "#hparams", 12000),
+    ("custom_scalars", "#custom_scalars", 12000),
+    ("histograms", "#histograms", 12000),
+    ("distributions", "#distributions", 12000),
+    ("images", "#images", 12000),
+    ("graphs", "#graphs", 15000),
+    ("pr_curves", "#pr_curves", 12000),
+    ("text", "#text", 10000),
+    ("projector", "#projector", 20000),
+]
+
+
+def train(args: list[str], folder: Path) -> None:
+    cmd = [sys.executable, "train.py", *args, *QUIET, f"hydra.run.dir={folder}", "trainer.max_epochs=3"]
+    if any(a.startswith("trainer.max_epochs=") for a in args):
+        cmd.remove("trainer.max_epochs=3")
+    print(" ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def make_logs(logs: Path) -> None:
+    for name, args in RUNS.items():
+        train(args, logs / "runs" / name)
+    if SHAKESPEARE.is_file():
+        lm = ["data=text_file", f"data.path={SHAKESPEARE}", "model=lstm", "trainer.max_epochs=2", *LIMIT]
+        train(lm, logs / "runs" / "lstm-shakespeare")
+    sweep = [sys.executable, "train.py", "-m", "optimizer.lr=0.0003,0.001,0.003,0.01", *QUIET]
+    sweep += ["trainer.max_epochs=3", f"hydra.sweep.dir={logs / 'sweeps' / 'mlp-digits-lr'}"]
+    print(" ".join(sweep[1:]), flush=True)
+    subprocess.run(sweep, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shoot(chromium: str, url: str, png: Path, wait_ms: int, size: str = "1400,900") -> None:
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                f"--window-size={size}",
+                f"--virtual-time-budget={wait_ms}",
+                f"--screenshot={png}",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+
+
+def shrink(png: Path) -> None:
+    """Fewer colours: a dashboard's PNG from ~500 KB to ~100-200 KB."""
+    from PIL import Image
+
+    img = Image.open(png).convert("RGB")
+    img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--logs", type=Path, default=Path(tempfile.gettempdir()) / "zoo-screenshot-logs")
+    p.add_argument("--skip-runs", action="store_true", help="use the logs folder as it is")
+    p.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
+    a = p.parse_args()
+    if not a.skip_runs:
+        shutil.rmtree(a.logs, ignore_errors=True)
+        make_logs(a.logs)
+    port = free_port()
+    tb = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(a.logs), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(base + "data/runs", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        for name, fragment, wait in DASHBOARDS:
+            png = OUT / f"{name}.png"
+            shoot(a.chromium, base + fragment, png, wait)
+            shrink(png)
+            print(f"{png.relative_to(ROOT)}: {png.stat().st_size // 1024} KB", flush=True)
+    finally:
+        tb.terminate()
+        tb.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
