@@ -285,3 +285,14 @@ def test_current_hook_attribute_is_set_by_the_trainer_around_hooks(tmp_path):
         default_root_dir=tmp_path,
     ).fit(module)
     assert seen == ["training_step"], f"Lightning no longer sets {compat.CURRENT_HOOK_ATTRIBUTE} around hooks: {seen}"
+
+
+def test_open_summary_writer_is_none_until_the_logger_writes(tmp_path):
+    from zoo.callbacks.logger import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path))
+    assert compat.open_summary_writer(logger) is None, "TensorBoardLogger._experiment is gone or set early"
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    assert compat.open_summary_writer(logger) is logger.experiment
+    logger.close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1

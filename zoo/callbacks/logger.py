@@ -23,6 +23,8 @@ from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardL
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
+from zoo import compat
+
 
 class TensorBoardLogger(LightningTensorBoardLogger):
     def __init__(self, save_dir: str, name: str = "", version: str = "", **kwargs: Any):
@@ -47,15 +49,17 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         # Lightning finalizes after fit and again after test; closing here would start a new file.
-        if self._experiment is None:
+        writer = compat.open_summary_writer(self)
+        if writer is None:
             return
-        self._experiment.flush()
+        writer.flush()
         if status != "success":
             self.close()
 
     @rank_zero_only
     def close(self) -> None:
         """Flush and close the events file (the run's report calls it last)."""
-        if self._experiment is not None:
-            self._experiment.flush()
-            self._experiment.close()
+        writer = compat.open_summary_writer(self)
+        if writer is not None:
+            writer.flush()
+            writer.close()
