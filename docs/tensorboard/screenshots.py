@@ -23,14 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
-LIMIT = ["+trainer.limit_train_batches=40", "+trainer.limit_val_batches=5", "+trainer.limit_test_batches=5"]
+LIMIT = ["+trainer.limit_train_batches=10", "+trainer.limit_val_batches=3", "+trainer.limit_test_batches=3"]
 SHAKESPEARE = Path(os.environ.get("ZOO_DATA_DIR", "/work/shared/data")) / "shakespeare" / "input.txt"
 
-RUNS = {
-    "mlp-digits": [],
-    "cnn-digits": ["model=cnn"],
-    "lstm-sine": ["model=lstm", "data=sine", *LIMIT],
-    "gan-digits": ["model=gan", "trainer.max_epochs=2", *LIMIT],
+RUNS = {  # folder name prefix: overrides
+    "mlp-digits-": [],  # the default
+    "cnn-digits-": ["model=cnn"],
+    "lstm-sine-": ["model=lstm", "data=sine", "trainer.max_epochs=2", *LIMIT],
+    "gan-digits-": ["model=gan", "trainer.max_epochs=2", *LIMIT],
 }
 # (file, URL fragment, what to wait for); each page is given time to draw its charts.
 DASHBOARDS = [
@@ -47,8 +47,9 @@ DASHBOARDS = [
 ]
 
 
-def train(args: list[str], folder: Path) -> None:
-    cmd = [sys.executable, "train.py", *args, *QUIET, f"hydra.run.dir={folder}", "trainer.max_epochs=3"]
+def train(args: list[str], logs: Path) -> None:
+    """A run in logs/runs/, its folder named as any run's (cnn-digits-adam-lr0.001_<date>_<time>)."""
+    cmd = [sys.executable, "train.py", *args, *QUIET, f"paths.log_dir={logs}", "trainer.max_epochs=3"]
     if any(a.startswith("trainer.max_epochs=") for a in args):
         cmd.remove("trainer.max_epochs=3")
     print(" ".join(cmd[1:]), flush=True)
@@ -56,13 +57,22 @@ def train(args: list[str], folder: Path) -> None:
 
 
 def make_logs(logs: Path) -> None:
-    for name, args in RUNS.items():
-        train(args, logs / "runs" / name)
+    runs = dict(RUNS)
     if SHAKESPEARE.is_file():
-        lm = ["data=text_file", f"data.path={SHAKESPEARE}", "model=lstm", "trainer.max_epochs=2", *LIMIT]
-        train(lm, logs / "runs" / "lstm-shakespeare")
+        runs["lstm-text_file-"] = [
+            "data=text_file",
+            f"data.path={SHAKESPEARE}",
+            "model=lstm",
+            "trainer.max_epochs=2",
+            *LIMIT,
+        ]
+    for prefix, args in runs.items():
+        if not any((f / "metrics.json").is_file() for f in (logs / "runs").glob(prefix + "*")):  # else kept
+            train(args, logs)
+    if (logs / "sweeps" / "mlp-digits-lr" / "summary.csv").is_file():
+        return
     sweep = [sys.executable, "train.py", "-m", "optimizer.lr=0.0003,0.001,0.003,0.01", *QUIET]
-    sweep += ["trainer.max_epochs=3", f"hydra.sweep.dir={logs / 'sweeps' / 'mlp-digits-lr'}"]
+    sweep += ["trainer.max_epochs=2", f"hydra.sweep.dir={logs / 'sweeps' / 'mlp-digits-lr'}"]
     print(" ".join(sweep[1:]), flush=True)
     subprocess.run(sweep, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
@@ -113,8 +123,7 @@ def main() -> None:
     p.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
     a = p.parse_args()
     if not a.skip_runs:
-        shutil.rmtree(a.logs, ignore_errors=True)
-        make_logs(a.logs)
+        make_logs(a.logs)  # the runs a logs folder already has (an earlier, stopped call) are kept
     port = free_port()
     tb = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(a.logs), "--host", "127.0.0.1", "--port", str(port)],
