@@ -83,7 +83,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def shoot(chromium: str, url: str, png: Path, wait_ms: int, size: str = "1400,900") -> None:
+def shoot(chromium: str, url: str, png: Path, wait_ms: int, size: str = "1600,1000") -> None:
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
             [

@@ -14,7 +14,17 @@ if TYPE_CHECKING:
 # change what is learnt (the trainer values that do are listed below).
 HPARAM_CHOICES = ("model", "data", "optimizer", "scheduler", "experiment")
 # Keys that say where or how fast, not what: never a column.
-NOT_HPARAMS = ("_target_", "_partial_", "data_dir", "mirror", "download", "seed", "data_on_device", "num_workers")
+NOT_HPARAMS = (
+    "_target_",
+    "_partial_",
+    "data_dir",
+    "mirror",
+    "download",
+    "seed",
+    "data_on_device",
+    "num_workers",
+    "eval_batch_size",
+)
 BEST = "best/"  # the best epoch's validation metrics (metrics.json's val/*) as their own tags: best/val/acc
 
 
