@@ -124,9 +124,18 @@ def main() -> None:
     a = p.parse_args()
     if not a.skip_runs:
         make_logs(a.logs)  # the runs a logs folder already has (an earlier, stopped call) are kept
+    # Every run of the folder on each dashboard; then the sweep alone, where the swept column comes first.
+    for logdir, shots in (
+        (a.logs, DASHBOARDS),
+        (a.logs / "sweeps" / "mlp-digits-lr", [("hparams_sweep", "#hparams", 12000)]),
+    ):
+        serve_and_shoot(a.chromium, logdir, shots)
+
+
+def serve_and_shoot(chromium: str, logdir: Path, shots: list) -> None:
     port = free_port()
     tb = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(a.logs), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -138,9 +147,9 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.5)
-        for name, fragment, wait in DASHBOARDS:
+        for name, fragment, wait in shots:
             png = OUT / f"{name}.png"
-            shoot(a.chromium, base + fragment, png, wait)
+            shoot(chromium, base + fragment, png, wait)
             shrink(png)
             print(f"{png.relative_to(ROOT)}: {png.stat().st_size // 1024} KB", flush=True)
     finally:
