@@ -45,6 +45,17 @@ def logging_step(trainer: L.Trainer) -> int:
     return compat.batches_that_stepped(trainer)
 
 
+def epoch_end_step(trainer: L.Trainer) -> int:
+    """The step of what a callback writes at a training epoch's end: the epoch's last step, where
+    Lightning writes the epoch's metrics (so a run resumed from that epoch's end writes it once)."""
+    return max(logging_step(trainer) - 1, 0)
+
+
+def resumed(trainer: L.Trainer) -> bool:
+    """Whether this fit continues a run from a checkpoint (what a run writes once is already there)."""
+    return bool(trainer.ckpt_path) or logging_step(trainer) > 0
+
+
 class EveryNSteps:
     """For callbacks that act in ``on_before_optimizer_step`` every ``every_n_steps`` batches:
     each optimizer at its first step in every such window, so a network that does not step on every

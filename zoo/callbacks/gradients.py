@@ -15,6 +15,7 @@ from typing_extensions import override
 from zoo.callbacks.common import (
     WATCH,
     EveryNSteps,
+    epoch_end_step,
     layer_names_of,
     logging_step,
     named_params_of,
@@ -83,9 +84,8 @@ class HistogramLogger(EveryNSteps, L.Callback):
         self.weights, self.gradients = weights, gradients
         self._written: set[tuple[int, int]] = set()  # (optimizer, step) already written
 
-    def _write(self, trainer, pl_module, optimizer) -> None:
+    def _write(self, trainer, pl_module, optimizer, step: int) -> None:
         writers = tensorboards(trainer)
-        step = logging_step(trainer)
         key = (id(getattr(optimizer, "optimizer", optimizer)), step)
         if not writers or key in self._written:
             return
@@ -104,20 +104,24 @@ class HistogramLogger(EveryNSteps, L.Callback):
                 for w in writers:
                     w.add_histogram(f"{WATCH}{kind}/{prefix}{tags[name]}", values, step)
 
-    def _write_all(self, trainer, pl_module) -> None:
+    def _write_all(self, trainer, pl_module, step: int) -> None:
         for optimizer in trainer.optimizers:
-            self._write(trainer, pl_module, optimizer)
+            self._write(trainer, pl_module, optimizer, step)
 
     @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if self._due(trainer, optimizer):
-            self._write(trainer, pl_module, optimizer)
+            self._write(trainer, pl_module, optimizer, logging_step(trainer))
 
     @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # At the epoch's last step, with the epoch's metrics (a run resumed there writes it once).
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._write_all(trainer, pl_module)
+            self._write_all(trainer, pl_module, epoch_end_step(trainer))
+            self._epoch_end_at = logging_step(trainer)
 
     @override
     def on_train_end(self, trainer, pl_module) -> None:
-        self._write_all(trainer, pl_module)  # the final weights (nothing new if an epoch just ended)
+        # The final weights, unless an epoch's end just wrote these very weights.
+        if getattr(self, "_epoch_end_at", None) != logging_step(trainer):
+            self._write_all(trainer, pl_module, logging_step(trainer))

@@ -14,7 +14,7 @@ import torch
 from typing_extensions import override
 
 from zoo import compat
-from zoo.callbacks.common import WATCH, logging_step, tensorboards
+from zoo.callbacks.common import WATCH, epoch_end_step, logging_step, resumed, tensorboards
 
 
 def group_names(trainer: L.Trainer) -> list[tuple[dict, str]]:
@@ -40,20 +40,20 @@ class LearningRateLogger(L.Callback):
     (``trainer.log_every_n_steps``) and at every epoch's end, so a schedule that changes per epoch
     shows its steps."""
 
-    def _log(self, trainer) -> None:
+    def _log(self, trainer, step: int) -> None:
         values = {f"lr/{name}": float(group["lr"]) for group, name in group_names(trainer)}
         for logger in trainer.loggers:
-            logger.log_metrics(values, step=logging_step(trainer))
+            logger.log_metrics(values, step=step)
 
     @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.loggers and compat.should_update_logs(trainer):
-            self._log(trainer)
+            self._log(trainer, logging_step(trainer))
 
     @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.loggers:
-            self._log(trainer)
+            self._log(trainer, epoch_end_step(trainer))
 
 
 def _batch_size(batch) -> int:
@@ -138,7 +138,7 @@ class CustomScalarsLayout(L.Callback):
     @override
     def on_train_start(self, trainer, pl_module) -> None:
         writers = tensorboards(trainer)
-        if not writers or logging_step(trainer) > 0:  # a resumed run has it from its start
+        if not writers or resumed(trainer):  # a resumed run has it from its start
             return
         layout = self.layout(_metric_names(pl_module))
         for w in writers:
@@ -159,7 +159,7 @@ class ModelGraph(L.Callback):
         if self.done:
             return
         self.done = True
-        writers = tensorboards(trainer) if logging_step(trainer) == 0 else []  # a resumed run has it
+        writers = [] if resumed(trainer) else tensorboards(trainer)  # a resumed run has it
         net = getattr(pl_module, "net", None)
         if not writers or net is None or not isinstance(batch, (list, tuple)):
             return
@@ -192,7 +192,7 @@ class InputSamples(L.Callback):
         if self.done:
             return
         self.done = True
-        writers = tensorboards(trainer) if logging_step(trainer) == 0 else []  # a resumed run has them
+        writers = [] if resumed(trainer) else tensorboards(trainer)  # a resumed run has them
         spec = getattr(trainer.datamodule, "spec", None) if trainer.datamodule is not None else None
         if not writers or spec is None or not isinstance(batch, (list, tuple)) or len(batch) < 2:
             return
