@@ -264,3 +264,14 @@ def test_heartbeat_storage_only_for_a_storage_that_beats(tmp_path):
     trial = study.ask()
     beating.record_heartbeat(compat.trial_id(trial))
     assert optuna.storages.fail_stale_trials(study) is None and study.trials[0].state.name == "RUNNING"
+
+
+def test_open_summary_writer_is_none_until_the_logger_writes(tmp_path):
+    from zoo.callbacks.logger import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path))
+    assert compat.open_summary_writer(logger) is None, "TensorBoardLogger._experiment is gone or set early"
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    assert compat.open_summary_writer(logger) is logger.experiment
+    logger.close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1

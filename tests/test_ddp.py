@@ -12,6 +12,7 @@ import torch
 
 from datamodules.base import BatchLoader
 from tests.helpers import QUIET, cli, run_train
+from tests.test_sweeps import job_dir
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
 
@@ -45,7 +46,7 @@ def test_ddp_cpu_single_run_writes_one_folder_and_matches_one_process(tmp_path):
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
     assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
     assert ddp["best_checkpoint"].startswith(str(run / "checkpoints" / "best-"))  # tested on the best checkpoint
-    pids = {p.name.split(".")[4] for p in (run / "tensorboard").glob("events.out.tfevents.*")}
+    pids = {p.name.split(".")[4] for p in run.glob("events.out.tfevents.*")}
     assert len(pids) == 1  # event files written by one process
 
     # One process with the global batch (2 x 32): the same batches, so (without dropout, whose
@@ -76,15 +77,18 @@ def test_ddp_cpu_in_a_multirun_one_folder_per_run_and_a_failure_isolated(tmp_pat
     )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "error: 1 of 2 runs failed" in r.stderr
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]  # no stray folders
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
+        "0_optimizer.lr=1e20",
+        "1_optimizer.lr=0.1",
+    ]  # no stray folders
     assert not logs.exists()  # no rank ran a run of its own
     with open(sweep / "summary.csv") as f:
         table = list(csv.DictReader(f))
     assert [float(row["optimizer.lr"]) for row in table] == [1e20, 0.1]
     assert table[0]["status"] in ("failed", "diverged") and "nan" in table[0]["error"]
     assert table[1]["status"] == "finished" and float(table[1]["test/acc"]) > 0.3
-    metrics = json.loads((sweep / "1" / "metrics.json").read_text())
+    metrics = json.loads((job_dir(sweep, 1) / "metrics.json").read_text())
     assert metrics["test/acc"] == pytest.approx(float(table[1]["test/acc"]))
-    assert sorted(p.name for p in (sweep / "1").glob("*.log")) == ["train.log"]
+    assert sorted(p.name for p in job_dir(sweep, 1).glob("*.log")) == ["train.log"]
     left = subprocess.run(["pgrep", "-f", str(sweep)], capture_output=True, text=True).stdout.split()
     assert not left  # every rank process ended with its job

@@ -33,9 +33,9 @@ def test_gradient_norm_interval_counts_batches_with_steps_per_execution(tmp_path
 
     out = tmp_path / "run"
     metrics = run_train(FAST + ["steps_per_execution=4", "callbacks.gradient_norms.every_n_steps=4"], out)
-    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    ea = EventAccumulator(str(out), size_guidance={"scalars": 0})
     ea.Reload()
-    steps = [e.step for e in ea.Scalars("grad_norm/total")]
+    steps = [e.step for e in ea.Scalars("watch/grad_norm/total")]
     assert steps == list(range(metrics["global_step"]))  # every 4 batches: once per execution of 4
 
 
@@ -53,11 +53,11 @@ def test_training_loss_is_logged_at_the_logging_interval_only(tmp_path):
 
     out = tmp_path / "run"
     metrics = run_train(FAST + ["trainer.log_every_n_steps=5"], out)
-    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    ea = EventAccumulator(str(out), size_guidance={"scalars": 0})
     ea.Reload()
-    steps = [e.step for e in ea.Scalars("train/loss")]
+    steps = [e.step for e in ea.Scalars("train/loss_step")]
     assert steps == list(range(4, metrics["global_step"], 5))
-    epoch_loss = [e.value for e in ea.Scalars("train/loss_epoch")]
+    epoch_loss = [e.value for e in ea.Scalars("train/loss")]
     assert len(epoch_loss) == 3 and epoch_loss[-1] < epoch_loss[0]
     assert [round(e.value, 3) for e in ea.Scalars("train/acc")][-1] > 0.8
 

@@ -53,7 +53,7 @@ def events(run: Path) -> collections.Counter:
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     counts = collections.Counter()
-    for path in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+    for path in sorted(run.glob("events.out.tfevents.*")):
         for event in EventFileLoader(str(path)).Load():
             for value in event.summary.value:
                 counts[(value.tag, event.step)] += 1
@@ -92,7 +92,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(uninterrupted
     counts = events(out)
     # Every (tag, step) as often as in the uninterrupted run: nothing twice, nothing missing.
     assert counts == whole_events, (counts - whole_events, whole_events - counts)
-    assert curve_steps(counts)["train/loss"] == list(range(4, 80, 5))
+    assert curve_steps(counts)["train/loss_step"] == list(range(4, 80, 5))
 
 
 def test_sigint_stops_with_a_resumable_checkpoint_and_says_how(uninterrupted, tmp_path):

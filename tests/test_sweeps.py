@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.helpers import QUIET, ROOT, cli, run_train
+from tests.helpers.tensorboard import hparams_tab
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
 
@@ -34,6 +35,11 @@ def events(folder: Path) -> EventAccumulator:
     ea = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
     ea.Reload()
     return ea
+
+
+def job_dir(sweep: Path, number: int) -> Path:
+    """A job's folder: its number, then what the sweep varies (``3_optimizer.lr=0.01``)."""
+    return next(p for p in sweep.iterdir() if p.is_dir() and p.name.split("_", 1)[0] == str(number))
 
 
 def hparams_content(ea: EventAccumulator) -> dict:
@@ -74,7 +80,7 @@ def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_continues(tmp_path):
     ]
     assert "unknown activation 'nonexistent'" in table[0]["error"] and table[0]["test/acc"] == ""
     for row in table[1:]:
-        metrics = json.loads((sweep / row["job"] / "metrics.json").read_text())
+        metrics = json.loads((Path(row["folder"]) / "metrics.json").read_text())
         assert float(row["test/acc"]) == pytest.approx(metrics["test/acc"])
         assert float(row["val/acc"]) == pytest.approx(metrics["val/acc"])
     assert [row["best"] for row in table] == ["", "*"]
@@ -82,30 +88,30 @@ def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_continues(tmp_path):
     md = (sweep / "summary.md").read_text()
     assert "| 0 | failed |" in md and "unknown activation" in md
 
-    # HParams: each run has its session with the real final metrics; the sweep folder has the one
-    # experiment (the tab's columns) listing every hyper-parameter and the final metrics.
+    # HParams: each run has its session with the real final metrics; no run and not the sweep writes
+    # the tab's columns: TensorBoard builds them from every run (tests/helpers/tensorboard.py).
     for row in table[1:]:
-        ea = events(sweep / row["job"] / "tensorboard")
+        ea = events(Path(row["folder"]))
         content = hparams_content(ea)
         assert "_hparams_/session_start_info" in content and "_hparams_/experiment" not in content
         start = content["_hparams_/session_start_info"].session_start_info
         assert start.hparams["model.activation"].string_value == row["model.activation"]
         assert ea.Scalars("test/acc")[-1].value == pytest.approx(float(row["test/acc"]))
         assert "hp_metric" not in ea.Tags()["scalars"]
-    experiment = hparams_content(events(sweep))["_hparams_/experiment"].experiment
-    assert {m.name.tag for m in experiment.metric_infos} >= {"test/acc", "test/loss", "val/acc", "val/loss"}
+    assert not list(sweep.glob("events.out.tfevents.*"))  # no empty run named after the sweep folder
+    experiment, groups = hparams_tab(sweep)
+    assert [g.name for g in groups] == [Path(table[1]["folder"]).name] == ["1_model.activation=tanh"]
+    assert {m.name.tag for m in experiment.metric_infos} >= {"test/acc", "test/loss", "best/val/acc", "best/val/loss"}
     names = {h.name for h in experiment.hparam_infos}
     assert {"model.activation", "optimizer.lr", "choice/model"} <= names
-    activation = next(h for h in experiment.hparam_infos if h.name == "model.activation")
-    assert {v.string_value for v in activation.domain_discrete.values} == {"tanh"}
 
     # The same command into the same folder continues the sweep: finished runs are skipped (here
     # with the joblib launcher: the failing run goes to a worker process, and fails there alike).
-    before = json.loads((sweep / "0" / "job.json").read_text())["finished_at"]
+    before = json.loads((job_dir(sweep, 0) / "job.json").read_text())["finished_at"]
     again = cli(*command, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert again.returncode == 1, again.stderr[-3000:]
     assert again.stdout.count("finished in an earlier run of this sweep, skipped") == 1
-    assert json.loads((sweep / "0" / "job.json").read_text())["finished_at"] > before  # ran again
+    assert json.loads((job_dir(sweep, 0) / "job.json").read_text())["finished_at"] > before  # ran again
     assert [row["status"] for row in rows(sweep)] == ["failed", "finished"]
 
 
@@ -140,7 +146,7 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_four_trials(tm
         text=True,
     )
     deadline = time.time() + 240
-    while not (folder / "1" / "checkpoints").is_dir() and proc.poll() is None and time.time() < deadline:
+    while not any(folder.glob("1_*/checkpoints")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)  # Ctrl-C while trial 1 trains
@@ -162,7 +168,7 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_four_trials(tm
     assert {"model.dropout", "optimizer.lr", "model.widths", "data.batch_size"} <= set(study.trials[0].params)
     assert all(0.0 <= t.params["model.dropout"] <= 0.3 for t in study.trials)  # the command line's range won
     for t in study.trials:  # trial N ran in folder N, with the sampled settings
-        overrides = (folder / str(t.number) / ".hydra" / "overrides.yaml").read_text()
+        overrides = (job_dir(folder, t.number) / ".hydra" / "overrides.yaml").read_text()
         assert f"optimizer.lr={t.params['optimizer.lr']!r}" in overrides
     table = rows(folder)
     assert len(table) == 5 and [r_["status"] for r_ in table].count("finished") == 4
@@ -209,7 +215,7 @@ def test_two_processes_share_one_study(tmp_path):
     workers = {t.user_attrs["worker"] for t in done}
     assert len(workers) == 2  # both processes ran trials of the one study
     folder = tmp_path / "searches" / "digits_optuna"
-    assert all((folder / str(t.number) / "metrics.json").is_file() for t in done)
+    assert all((job_dir(folder, t.number) / "metrics.json").is_file() for t in done)
 
 
 def test_pruning_stops_a_bad_trial_and_records_it_as_pruned(tmp_path):
@@ -356,11 +362,11 @@ def test_lr_finder_picks_logs_and_uses_the_learning_rate(tmp_path):
         ],
         out,
     )
-    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    ea = EventAccumulator(str(out), size_guidance={"scalars": 0, "images": 0})
     ea.Reload()
     found = ea.Scalars("tuner/suggested_lr")[-1].value
     assert "tuner/lr_find" in ea.Tags()["images"] and found != pytest.approx(1e-3)
-    assert ea.Scalars("lr-Adam")[-1].value == pytest.approx(found)  # trained with it
+    assert ea.Scalars("lr/net")[-1].value == pytest.approx(found)  # trained with it
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["config"]["optimizer"]["lr"] == pytest.approx(found)  # and recorded it
     assert not list(out.glob(".lr_find*"))  # the finder's temporary checkpoint is gone

@@ -25,6 +25,15 @@ def should_update_logs(trainer) -> bool:
     return trainer._logger_connector.should_update_logs
 
 
+def open_summary_writer(logger):
+    """The SummaryWriter a Lightning TensorBoardLogger has opened, or None if it has not opened one.
+
+    Why: zoo's logger (zoo/callbacks/logger.py) flushes at ``finalize`` and closes at the end of the
+    run; asking the public ``experiment`` property would open a writer (an events file) in a run
+    that never logged. Missing public API: whether the logger has a writer yet."""
+    return logger._experiment
+
+
 def batches_that_stepped(trainer) -> int:
     """The step Lightning's loggers write ``self.log`` scalars at: one per training batch that
     stepped, however many optimizers stepped in it.

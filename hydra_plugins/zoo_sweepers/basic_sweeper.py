@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from zoo import compat
-from zoo.sweeps.common import launch_numbered, refuse, run_finished
+from zoo.sweeps.common import launch_numbered, name_jobs_by_swept, refuse, run_finished
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class ZooBasicSweeper(BasicSweeper):
                     f"{o.get_key_element()}=a,b,c."
                 )
         self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        name_jobs_by_swept(self.config, [o.key_or_group for o in overrides if not o.is_sweep_override()])
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         earlier = sweep_dir.is_dir() and any(p.is_dir() for p in sweep_dir.iterdir())
@@ -90,7 +91,7 @@ class ZooBasicSweeper(BasicSweeper):
         assert self.config is not None and self.hydra_context is not None
         sweep = self.config.hydra.sweep
         subdir = OmegaConf.to_container(sweep, resolve=False)["subdir"]  # the unresolved interpolation
-        if subdir == "${hydra.job.num}":
+        if subdir == "${hydra.job.num}":  # Hydra's default
             return os.path.join(str(sweep.dir), str(number))
         try:  # a custom subdir: compose the job's config to resolve it
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)

@@ -1,5 +1,5 @@
 """What the observability callbacks share: the run's TensorBoard writers, the logging step, the
-every-N-batches schedule, per-layer parameter names and image grids.
+every-N-batches schedule, per-layer names (by type and position: conv1, bn1, fc2) and image grids.
 
 Callbacks work with any task: gradients are read in ``on_before_optimizer_step``, after Lightning's
 precision plugin has unscaled them, so the norms under mixed precision are the true ones."""
@@ -7,13 +7,13 @@ precision plugin has unscaled them, so the norms under mixed precision are the t
 from __future__ import annotations
 
 import math
-import re
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from zoo import compat
+from zoo.nets.naming import layer_names, parameter_names
 
 
 def tensorboards(trainer: L.Trainer) -> list:
@@ -45,6 +45,17 @@ def logging_step(trainer: L.Trainer) -> int:
     return compat.batches_that_stepped(trainer)
 
 
+def epoch_end_step(trainer: L.Trainer) -> int:
+    """The step of what a callback writes at a training epoch's end: the epoch's last step, where
+    Lightning writes the epoch's metrics (so a run resumed from that epoch's end writes it once)."""
+    return max(logging_step(trainer) - 1, 0)
+
+
+def resumed(trainer: L.Trainer) -> bool:
+    """Whether this fit continues a run from a checkpoint (what a run writes once is already there)."""
+    return bool(trainer.ckpt_path) or logging_step(trainer) > 0
+
+
 class EveryNSteps:
     """For callbacks that act in ``on_before_optimizer_step`` every ``every_n_steps`` batches:
     each optimizer at its first step in every such window, so a network that does not step on every
@@ -69,17 +80,23 @@ class EveryNSteps:
         return True
 
 
-# weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0 (LSTM projections): the parameters of nn.RNN/LSTM/GRU
-_RECURRENT_PARAM = re.compile(r"^(?:weight|bias)_(?:ih|hh|hr)_(l\d+(?:_reverse)?)$")
+# The tags of the diagnostics (per-layer gradient norms, histograms, step time, and the training
+# diagnostics of other callbacks) start with this: TensorBoard sorts sections by name, and these then
+# come after the train/, val/ and test/ sections a user reads first.
+WATCH = "watch/"
 
 
-def layer_of(name: str) -> str:
-    """The layer a parameter belongs to: its module, or for a recurrent module its stacked layer."""
-    module, _, leaf = name.rpartition(".")
-    m = _RECURRENT_PARAM.match(leaf)
-    if m:
-        return f"{module}.{m.group(1)}" if module else m.group(1)
-    return module or name
+def layer_names_of(pl_module: L.LightningModule, named: list[tuple[str, torch.nn.Parameter]]) -> dict[str, str]:
+    """For each of these named parameters (one optimizer's), its layer by type and position among
+    them (``conv1``, ``bn1``, ``fc2``: zoo/nets/naming.py)."""
+    return layer_names(pl_module, [n for n, _ in named])
+
+
+def parameter_tags_of(pl_module: L.LightningModule, named: list[tuple[str, torch.nn.Parameter]]) -> dict[str, str]:
+    """For each of these named parameters, ``<layer>.<parameter>`` (``conv1.weight``, ``lstm2.bias_hh``)."""
+    return {
+        full: f"{layer}.{leaf}" for full, (layer, leaf) in parameter_names(pl_module, [n for n, _ in named]).items()
+    }
 
 
 def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:

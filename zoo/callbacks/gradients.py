@@ -1,4 +1,8 @@
-"""Gradients and weights as training goes: per-layer gradient norms (scalars) and histograms."""
+"""Gradients and weights as training goes: per-layer gradient norms (scalars) and histograms.
+
+Layers are named by type and position (``conv1``, ``bn1``, ``fc2``, ``lstm2``: zoo/nets/naming.py);
+with several optimizers (a GAN) each network's layers are numbered on their own, under its name
+(``generator/fc1``, ``discriminator/conv2``)."""
 
 from __future__ import annotations
 
@@ -8,29 +12,40 @@ import lightning as L
 import torch
 from typing_extensions import override
 
-from zoo.callbacks.common import EveryNSteps, layer_of, logging_step, named_params_of, optimizer_prefix, tensorboards
+from zoo.callbacks.common import (
+    WATCH,
+    EveryNSteps,
+    epoch_end_step,
+    layer_names_of,
+    logging_step,
+    named_params_of,
+    optimizer_prefix,
+    parameter_tags_of,
+    tensorboards,
+)
 
 
 class GradientNormLogger(EveryNSteps, L.Callback):
-    """Per-layer gradient L2 norms and the total norm, as scalars ``grad_norm/<layer>`` and
-    ``grad_norm/total``, every ``every_n_steps`` optimizer steps; with several optimizers (a GAN)
-    ``grad_norm/generator/...`` and ``grad_norm/discriminator/...``.
+    """Per-layer gradient L2 norms and the total norm, as scalars ``watch/grad_norm/<layer>`` and
+    ``watch/grad_norm/total``, every ``every_n_steps`` optimizer steps; with several optimizers (a GAN)
+    ``watch/grad_norm/generator/...`` and ``watch/grad_norm/discriminator/...``.
 
     A layer is a module with parameters (weight and bias together); in PyTorch's RNN, LSTM and GRU
-    modules each stacked layer (and direction) is one: ``grad_norm/net.rnn.l0``, ``net.rnn.l1``,
-    ``net.rnn.l0_reverse``, where vanishing and exploding gradients show. The norms are computed
-    with one fused kernel and read back with one host sync per logging step.
+    modules each stacked layer (and direction) is one: ``lstm1``, ``lstm2``, ``lstm1_reverse``, where
+    vanishing and exploding gradients show. The norms are computed with one fused kernel and read
+    back with one host sync per logging step.
     """
 
     def __init__(self, every_n_steps: int = 25):
         self.every_n_steps = every_n_steps
         self._layout: dict[int, tuple] = {}
 
-    def _layers(self, named: list[tuple[str, torch.nn.Parameter]]):
-        key = hash(tuple(n for n, _ in named))
+    def _layers(self, pl_module, named: list[tuple[str, torch.nn.Parameter]], with_grad: list[str]):
+        key = hash(tuple(with_grad))
         if key not in self._layout:
-            layers = list(dict.fromkeys(layer_of(n) for n, _ in named))
-            index = torch.tensor([layers.index(layer_of(n)) for n, _ in named])
+            names = layer_names_of(pl_module, named)
+            layers = list(dict.fromkeys(names[n] for n in with_grad))
+            index = torch.tensor([layers.index(names[n]) for n in with_grad])
             self._layout[key] = (layers, index)
         return self._layout[key]
 
@@ -38,14 +53,15 @@ class GradientNormLogger(EveryNSteps, L.Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if not trainer.loggers or not self._due(trainer, optimizer):
             return
-        named = [(n, p) for n, p in named_params_of(pl_module, optimizer) if p.grad is not None]
-        if not named:
+        named = named_params_of(pl_module, optimizer)
+        stepped = [(n, p) for n, p in named if p.grad is not None]
+        if not stepped:
             return
-        layers, index = self._layers(named)
-        squares = torch.stack([torch.linalg.vector_norm(p.grad) for _, p in named]).float().pow(2)
+        layers, index = self._layers(pl_module, named, [n for n, _ in stepped])
+        squares = torch.stack([torch.linalg.vector_norm(p.grad) for _, p in stepped]).float().pow(2)
         per_layer = torch.zeros(len(layers), device=squares.device).index_add_(0, index.to(squares.device), squares)
         values = per_layer.sqrt().tolist() + [math.sqrt(sum(per_layer.tolist()))]
-        prefix = "grad_norm/" + optimizer_prefix(trainer, optimizer)
+        prefix = f"{WATCH}grad_norm/" + optimizer_prefix(trainer, optimizer)
         metrics = {f"{prefix}{name}": v for name, v in zip(layers, values)}
         metrics[f"{prefix}total"] = values[-1]
         for logger in trainer.loggers:
@@ -53,22 +69,31 @@ class GradientNormLogger(EveryNSteps, L.Callback):
 
 
 class HistogramLogger(EveryNSteps, L.Callback):
-    """Weight and gradient histograms (TensorBoard's Histograms and Distributions tabs) every
-    ``every_n_steps`` optimizer steps. They cost a copy to the host per tensor: keep the interval long,
-    or turn the callback off with ``callbacks.histograms=null``."""
+    """Weight (and, with ``gradients=true``, gradient) histograms, TensorBoard's Histograms and
+    Distributions tabs: ``watch/weights/<layer>.<parameter>`` (``watch/weights/conv1.weight``) and
+    ``watch/gradients/...``, at the end of every ``every_n_epochs`` training epochs and once at the
+    end of the run (the final weights, also of a run stopped mid-epoch). For long epochs
+    ``every_n_steps`` > 0 adds one every that many optimizer steps. Each costs a copy to the host per
+    tensor; turn the callback off with ``callbacks.histograms=null``.
 
-    def __init__(self, every_n_steps: int = 200, weights: bool = True, gradients: bool = True):
-        self.every_n_steps, self.weights, self.gradients = every_n_steps, weights, gradients
+    Gradients are those of the last optimizer step before the histogram (at an epoch's end: of its
+    last batch)."""
 
-    @override
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not self._due(trainer, optimizer):
-            return
+    def __init__(self, every_n_epochs: int = 1, every_n_steps: int = 0, weights: bool = True, gradients: bool = False):
+        self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
+        self.weights, self.gradients = weights, gradients
+        self._written: set[tuple[int, int]] = set()  # (optimizer, step) already written
+
+    def _write(self, trainer, pl_module, optimizer, step: int) -> None:
         writers = tensorboards(trainer)
-        if not writers:
+        key = (id(getattr(optimizer, "optimizer", optimizer)), step)
+        if not writers or key in self._written:
             return
+        self._written.add(key)
         prefix = optimizer_prefix(trainer, optimizer)
-        for name, p in named_params_of(pl_module, optimizer):
+        named = named_params_of(pl_module, optimizer)
+        tags = parameter_tags_of(pl_module, named)
+        for name, p in named:
             for kind, tensor in (
                 ("weights", p.data if self.weights else None),
                 ("gradients", p.grad if self.gradients else None),
@@ -77,4 +102,26 @@ class HistogramLogger(EveryNSteps, L.Callback):
                     continue
                 values = tensor.detach().float().cpu()
                 for w in writers:
-                    w.add_histogram(f"{kind}/{prefix}{name}", values, logging_step(trainer))
+                    w.add_histogram(f"{WATCH}{kind}/{prefix}{tags[name]}", values, step)
+
+    def _write_all(self, trainer, pl_module, step: int) -> None:
+        for optimizer in trainer.optimizers:
+            self._write(trainer, pl_module, optimizer, step)
+
+    @override
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self._due(trainer, optimizer):
+            self._write(trainer, pl_module, optimizer, logging_step(trainer))
+
+    @override
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # At the epoch's last step, with the epoch's metrics (a run resumed there writes it once).
+        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._write_all(trainer, pl_module, epoch_end_step(trainer))
+            self._epoch_end_at = logging_step(trainer)
+
+    @override
+    def on_train_end(self, trainer, pl_module) -> None:
+        # The final weights, unless an epoch's end just wrote these very weights.
+        if getattr(self, "_epoch_end_at", None) != logging_step(trainer):
+            self._write_all(trainer, pl_module, logging_step(trainer))

@@ -20,6 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import UserError
 
+# A sweep job's folder: its number, then what the sweep varies (conf/hydra/default.yaml).
+OmegaConf.register_new_resolver(
+    "zoo.job_folder", lambda num, varied: f"{num}_{varied}" if varied else str(num), replace=True
+)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 CONF_DIR = os.path.join(ROOT, "conf")
 EXIT_USER_ERROR = 2

@@ -202,10 +202,19 @@ def _plain(value: Any) -> bool:
     return False
 
 
+# Targets conf/ named before a class of this project replaced them (issue 16): a checkpoint of an
+# earlier run still passes (only compared, never imported or built).
+REPLACED_TARGETS = {
+    "lightning.pytorch.loggers.TensorBoardLogger": "zoo.callbacks.logger.TensorBoardLogger",
+    "lightning.pytorch.callbacks.LearningRateMonitor": "zoo.callbacks.watch.LearningRateLogger",
+}
+
+
 def _same_target(stored: Any, own: Any) -> bool:
     """conf/'s target, or the same class of this project at the module it had before zoo/ was split
-    into sub-packages (zoo.cnn.CNN for zoo.nets.cnn.CNN). Only compared: neither is imported here."""
-    if stored == own:
+    into sub-packages (zoo.cnn.CNN for zoo.nets.cnn.CNN), or the target conf/ had before one of this
+    project's classes replaced it (REPLACED_TARGETS). Only compared: neither is imported here."""
+    if stored == own or (isinstance(stored, str) and REPLACED_TARGETS.get(stored) == own):
         return True
     return (
         isinstance(stored, str)

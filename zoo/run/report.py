@@ -10,17 +10,36 @@ if TYPE_CHECKING:
     import lightning as L
 
 
+# Group choices worth a column: what a run is. callbacks, logger, trainer, paths, debug do not
+# change what is learnt (the trainer values that do are listed below).
+HPARAM_CHOICES = ("model", "data", "optimizer", "scheduler", "experiment")
+# Keys that say where or how fast, not what: never a column.
+NOT_HPARAMS = (
+    "_target_",
+    "_partial_",
+    "data_dir",
+    "mirror",
+    "download",
+    "seed",
+    "data_on_device",
+    "num_workers",
+    "eval_batch_size",
+)
+BEST = "best/"  # the best epoch's validation metrics (metrics.json's val/*) as their own tags: best/val/acc
+
+
 def flat_hparams(config: dict, choices: dict[str, str]) -> dict:
-    """The hyper-parameters shown in TensorBoard's HParams tab: the group choices and every value
-    of the data, model, optimizer and scheduler configs, plus the trainer settings that change results."""
-    flat: dict = {f"choice/{k}": v for k, v in choices.items()}
+    """The hyper-parameters shown in TensorBoard's HParams tab: the group choices that say what a
+    run is (``choice/model``, ``choice/data``, ...) and every value of the data, model, optimizer and
+    scheduler configs, plus the trainer settings that change results and the seed."""
+    flat: dict = {f"choice/{k}": v for k, v in choices.items() if k in HPARAM_CHOICES}
 
     def walk(prefix: str, node) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
-                if k not in ("_target_", "_partial_", "data_dir", "mirror"):
+                if k not in NOT_HPARAMS:
                     walk(f"{prefix}.{k}", v)
-        else:
+        elif node is not None:
             flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
 
     for group in ("data", "model", "optimizer", "scheduler"):
@@ -51,28 +70,41 @@ def report(summary: dict, out_dir: str | None = None) -> None:
         console.print(f"TensorBoard: tensorboard --logdir {shlex.quote(out_dir)}", soft_wrap=True, markup=False)
 
 
-def write_hparams(trainer: L.Trainer, params: dict, metrics: dict[str, float]) -> None:
+def write_hparams(trainer: L.Trainer, params: dict, summary: dict) -> None:
     """The HParams tab: the run's hyper-parameters next to its real final metrics.
 
-    The metric values come from the scalars of the same names already in the event file, so
-    nothing is written twice and there is no ``hp_metric = -1`` placeholder. In a sweep, the
-    columns of the tab (the "experiment") are written once for all runs by zoo.sweeps.summary.SweepSummary."""
+    Each run writes its session (its hyper-parameters and that it ended) and, as scalars, the
+    validation metrics of its best epoch (``best/val/acc``: the ``val/*`` of metrics.json; the
+    ``val/*`` curves end at the last epoch) and ``best/epoch``. No run writes the tab's columns (an
+    "experiment"): TensorBoard then builds them itself from every run in the logs folder it reads,
+    whatever their task (each run's metrics and hyper-parameters, refreshed as runs are added),
+    and puts the hyper-parameters whose values differ between runs first: in a sweep, the swept ones.
+    There is no ``hp_metric = -1`` placeholder. The writer is closed here: the run's events are complete."""
     from torch.utils.tensorboard.summary import hparams
     from torch.utils.tensorboard.writer import FileWriter
 
-    from zoo.callbacks.common import tensorboards
-    from zoo.run.job import in_multirun
+    from zoo.callbacks.common import logging_step, tensorboards
 
+    best = {f"{BEST}{k}": v for k, v in summary.items() if k.startswith("val/") and isinstance(v, (int, float))}
+    if summary.get("best_epoch") is not None:
+        best[f"{BEST}epoch"] = summary["best_epoch"]
+    for logger in trainer.loggers:
+        if best:
+            logger.log_metrics(best, step=logging_step(trainer))
     for w in tensorboards(trainer):
-        exp, ssi, sei = hparams(params, metrics)
-        # The logger has closed its writer by now (file_writer is None): a new events file in the same folder.
+        _, ssi, sei = hparams(params, {})
+        # A logger other than zoo's may have closed its writer by now: then a new events file.
         writer = w.file_writer or FileWriter(w.get_logdir())
-        for summary in (ssi, sei) if in_multirun() else (exp, ssi, sei):
-            writer.add_summary(summary)
-        if writer is w.file_writer:
-            writer.flush()
-        else:
+        for item in (ssi, sei):
+            writer.add_summary(item)
+        if writer is not w.file_writer:
             writer.close()
+    for logger in trainer.loggers:
+        close = getattr(logger, "close", None)
+        if callable(close):
+            close()
+        else:
+            logger.finalize("success")
 
 
 def publish(trainer: L.Trainer, summary: dict, config: dict, choices: dict[str, str], out_dir: str) -> None:
@@ -81,7 +113,5 @@ def publish(trainer: L.Trainer, summary: dict, config: dict, choices: dict[str, 
     from zoo.run.files import write_json_atomic
 
     write_json_atomic(os.path.join(out_dir, "metrics.json"), summary)
-    write_hparams(
-        trainer, flat_hparams(config, choices), {k: v for k, v in summary.items() if k.startswith(("test/", "val/"))}
-    )
+    write_hparams(trainer, flat_hparams(config, choices), summary)
     report(summary, out_dir)

@@ -66,3 +66,25 @@ def run_finished(folder: str) -> bool:
     if not metrics:
         return False
     return metrics.get("status", "finished") == "finished"
+
+
+# Keys a sweeper adds to a job's command line (continuing a sweep): never part of a job's name.
+NOT_NAMING = ("resume", "overwrite")
+
+
+def name_jobs_by_swept(config, fixed_keys: Sequence[str]) -> None:
+    """Make each job's folder name (``hydra.sweep.subdir``, from ``hydra.job.override_dirname``)
+    say only what the sweep varies: ``3_optimizer.lr=0.01``, not every override of the command line.
+    Hydra composes every job with the sweep's own ``hydra.*`` overrides; the keys that do not vary
+    are added to ``override_dirname.exclude_keys`` there (``overrides.yaml`` is unchanged)."""
+    from omegaconf import open_dict, read_write
+
+    exclude = sorted({*fixed_keys, *NOT_NAMING})
+    line = f"hydra.job.config.override_dirname.exclude_keys=[{','.join(exclude)}]"
+    with read_write(config.hydra), open_dict(config.hydra):
+        kept = [
+            o
+            for o in config.hydra.overrides.hydra
+            if not str(o).startswith("hydra.job.config.override_dirname.exclude_keys=")
+        ]
+        config.hydra.overrides.hydra = [*kept, line]

@@ -44,7 +44,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from zoo import compat
-from zoo.sweeps.common import describe, job_error, launch_numbered, refuse
+from zoo.sweeps.common import describe, job_error, launch_numbered, name_jobs_by_swept, refuse
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +367,7 @@ class OptunaSearch:
                     "there is nothing to search: give hydra.sweeper.params (see conf/hparams_search/) "
                     "or a range on the command line, e.g. optimizer.lr=tag(log,interval(1e-4,1e-1))."
                 )
+            name_jobs_by_swept(self.config, [line.partition("=")[0].lstrip("+~") for line in space.fixed])
             self._check_composes(space)
             study = self._open_study(sweep_dir, space)
         except UserError as e:

@@ -10,9 +10,9 @@ other processes (joblib, SLURM, an earlier invocation of a continued sweep or se
 Each job of a multirun writes ``job.json`` into its folder when it ends (status, error, overrides,
 the value it returned) - in the process that ran it, which for joblib and submitit is not this one.
 
-The sweep folder also gets one TensorBoard HParams "experiment" that lists every hyper-parameter
-any run used and its real final metrics, so ``tensorboard --logdir <sweep folder>`` compares all
-runs; the runs of a sweep write only their own session (zoo.run.report.write_hparams).
+``tensorboard --logdir <sweep folder>`` compares all runs in the HParams tab: TensorBoard builds its
+columns from the runs' own sessions (zoo.run.report.write_hparams), the swept hyper-parameters first;
+the sweep folder itself holds no events (no empty run in TensorBoard's list).
 
 Importing this module must not import torch: Hydra builds its callbacks at every start.
 """
@@ -20,7 +20,6 @@ Importing this module must not import torch: Hydra builds its callbacks at every
 from __future__ import annotations
 
 import csv
-import glob
 import logging
 import math
 import os
@@ -41,7 +40,6 @@ log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 SEEDS_CSV = "seeds.csv"  # mean and std over the seeds of each setting (a sweep over seed, e.g. seeds=5)
-HPARAMS_SUFFIX = ".sweep-hparams"
 EXIT_SOME_FAILED = 1
 FAILED = ("failed", "diverged")  # statuses that make the sweep exit with EXIT_SOME_FAILED
 _LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "mae", "mse", "rmse", "mape", "smape", "nll", "bpc", "fid")
@@ -109,7 +107,6 @@ class SweepSummary(Callback):
         groups = seed_groups(rows, columns[0])
         if groups:
             write_seed_summary(sweep_dir, groups, metric)
-        write_sweep_hparams(sweep_dir, rows)
         print_summary(rows, columns, metric, minimize, best, sweep_dir)
         if groups:
             print_seed_summary(groups, metric, sweep_dir)
@@ -144,7 +141,7 @@ def collect(sweep_dir: str) -> list[dict]:
             status = metrics.get("status") or ("finished" if "seconds" in metrics else status or "unfinished")
         rows.append(
             {
-                "job": name,
+                "job": job_number(name),
                 "status": status,
                 "overrides": overrides,
                 "settings": dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides),
@@ -158,6 +155,12 @@ def collect(sweep_dir: str) -> list[dict]:
         )
     rows.sort(key=lambda r: (0, int(r["job"]), "") if r["job"].isdigit() else (1, 0, r["job"]))
     return rows
+
+
+def job_number(folder_name: str) -> str:
+    """The job number of a job's folder (``3_optimizer.lr=0.01`` -> ``3``); another name as it is."""
+    head = folder_name.split("_", 1)[0]
+    return head if head.isdigit() else folder_name
 
 
 def mark_best(rows: list[dict], metric: str | None, minimize: bool) -> dict | None:
@@ -365,68 +368,6 @@ def print_seed_summary(groups: list[dict], metric: str | None, sweep_dir: str) -
         )
     wide = Console(width=10_000).measure(table).maximum
     Console(width=max(wide, 80)).print(table)
-
-
-# ---- one HParams experiment for the whole sweep ------------------------------------------------
-
-
-def write_sweep_hparams(sweep_dir: str, rows: list[dict]) -> None:
-    """TensorBoard's HParams tab takes the columns of the first "experiment" it finds; one per
-    sweep, with every hyper-parameter of every run and the final metrics, replaces the runs' own."""
-    try:
-        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-    except ImportError:
-        return
-    types: dict[str, int] = {}
-    values: dict[str, set] = {}
-    for r in rows:
-        for path in glob.glob(os.path.join(r["folder"], "**", "events.out.tfevents.*"), recursive=True):
-            try:
-                for event in EventFileLoader(path).Load():
-                    for v in event.summary.value:
-                        if v.tag != metadata.SESSION_START_INFO_TAG:
-                            continue
-                        data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
-                        for name, value in data.session_start_info.hparams.items():
-                            kind = value.WhichOneof("kind")
-                            types.setdefault(
-                                name,
-                                {"number_value": api_pb2.DATA_TYPE_FLOAT64, "bool_value": api_pb2.DATA_TYPE_BOOL}.get(
-                                    kind, api_pb2.DATA_TYPE_STRING
-                                ),
-                            )
-                            if kind == "string_value":
-                                values.setdefault(name, set()).add(value.string_value)
-            except Exception:  # noqa: BLE001 - a truncated event file of a killed run
-                continue
-    if not types:
-        return
-    metrics = sorted({k for r in rows for k in r["metrics"] if k.startswith(("test/", "val/"))})
-    infos = []
-    for name in sorted(types):
-        info = api_pb2.HParamInfo(name=name, type=types[name])
-        if name in values and len(values[name]) <= 50:
-            for v in sorted(values[name]):
-                info.domain_discrete.values.add(string_value=v)
-        infos.append(info)
-    experiment = api_pb2.Experiment(
-        hparam_infos=infos, metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m)) for m in metrics]
-    )
-    content = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
-    smd = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(
-            plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
-        )
-    )
-    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=smd)])
-    for old in glob.glob(os.path.join(sweep_dir, f"events.out.tfevents.*{HPARAMS_SUFFIX}")):
-        os.remove(old)  # the experiment of an earlier end of this sweep (a continued search)
-    writer = EventFileWriter(sweep_dir, filename_suffix=HPARAMS_SUFFIX)
-    writer.add_event(event_pb2.Event(wall_time=time.time(), summary=summary))
-    writer.close()
 
 
 # ---- small helpers ----------------------------------------------------------------------------

@@ -124,7 +124,7 @@ class AdversarialTask(Task):
         """Every metric this task logs: what checkpoints, early stopping and schedulers can watch."""
         val = ["fid", "fid_real", "confidence", "coverage", "d_real", "d_fake"]
         val += ["cond_acc"] if self.net.conditional else []
-        train = [f"{k}{s}" for k in ("d_loss", "g_loss", "d_real", "d_fake") for s in ("", "_epoch")]
+        train = [f"{k}{s}" for k in ("d_loss", "g_loss", "d_real", "d_fake") for s in ("", "_step")]
         return [f"val/{k}" for k in val] + [f"train/{k}" for k in train]
 
     def to_model_range(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,9 +169,9 @@ class AdversarialTask(Task):
             index = batch_idx * self.steps_per_execution + i
             d_loss, d_real, d_fake = self._adversarial_step(micro, index, opt_g, opt_d)
         if compat.should_update_logs(self.trainer):
-            logs = {"train/d_loss": d_loss, "train/d_real": d_real.mean(), "train/d_fake": d_fake.mean()}
+            logs = {"train/d_loss_step": d_loss, "train/d_real_step": d_real.mean(), "train/d_fake_step": d_fake.mean()}
             if self._last_g_loss is not None:
-                logs["train/g_loss"] = self._last_g_loss
+                logs["train/g_loss_step"] = self._last_g_loss
             self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(d_real))
 
     def _adversarial_step(self, batch, index: int, opt_g, opt_d):
@@ -225,10 +225,10 @@ class AdversarialTask(Task):
         n, m = n.clamp_min(1), m.clamp_min(1)
         self.log_dict(
             {
-                "train/d_loss_epoch": d_loss / n,
-                "train/d_real_epoch": d_real / n,
-                "train/d_fake_epoch": d_fake / n,
-                "train/g_loss_epoch": g_loss / m,
+                "train/d_loss": d_loss / n,
+                "train/d_real": d_real / n,
+                "train/d_fake": d_fake / n,
+                "train/g_loss": g_loss / m,
             },
             sync_dist=True,
         )

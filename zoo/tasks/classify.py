@@ -15,7 +15,7 @@ from zoo.tasks.base import Task
 
 class ClassificationTask(Task):
     # Every metric this task logs: what checkpoints, early stopping and schedulers can watch.
-    logged_metrics = ("val/loss", "val/acc", "val/macro_f1", "train/loss", "train/loss_epoch", "train/acc")
+    logged_metrics = ("val/loss", "val/acc", "val/macro_f1", "train/loss_step", "train/loss", "train/acc")
     train_sum_names = ("loss * n", "correct", "n")
 
     def __init__(self, *args, num_classes: int, **kwargs):
@@ -45,7 +45,7 @@ class ClassificationTask(Task):
 
     @override
     def log_train_sums(self, loss_sum, correct, n) -> None:
-        self.log("train/loss_epoch", loss_sum / n.clamp_min(1), sync_dist=True)
+        self.log("train/loss", loss_sum / n.clamp_min(1), sync_dist=True)
         self.log("train/acc", correct / n.clamp_min(1), sync_dist=True, prog_bar=True)
 
     @override
@@ -62,7 +62,8 @@ class ClassificationTask(Task):
         )  # under DDP: the mean over every process's batches
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/macro_f1", self.f1[stage], on_step=False, on_epoch=True)
-        return {"loss": loss, "preds": preds}
+        # logits: for the per-class precision/recall, PR curves and top losses (zoo/callbacks/classification.py)
+        return {"loss": loss, "preds": preds, "logits": logits.detach()}
 
     @override
     def predict_step(self, batch, batch_idx):

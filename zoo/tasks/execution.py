@@ -62,7 +62,7 @@ class StepsPerExecution(L.LightningModule):
         loss = self._train_loss(last)
         # self.log costs about a small model's whole step: only on the steps the loggers write.
         if compat.should_update_logs(self.trainer):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(last[1]))
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(last[1]))
         return loss
 
     def micro_batches(self, batch) -> list:

@@ -30,8 +30,8 @@ class ForecastTask(Task):
         "val/mae",
         "val/mse_orig",
         "val/mae_orig",
+        "train/loss_step",
         "train/loss",
-        "train/loss_epoch",
     )
     train_sum_names = ("squared error", "elements")
 
@@ -65,7 +65,7 @@ class ForecastTask(Task):
 
     @override
     def log_train_sums(self, squared_error, elements) -> None:
-        self.log("train/loss_epoch", squared_error / elements.clamp_min(1), sync_dist=True)
+        self.log("train/loss", squared_error / elements.clamp_min(1), sync_dist=True)
 
     def original_scale(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.target_std + self.target_mean

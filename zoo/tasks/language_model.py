@@ -23,7 +23,7 @@ LN2 = math.log(2)
 
 class LanguageModelTask(Task):
     # Every metric this task logs: what checkpoints, early stopping and schedulers can watch.
-    logged_metrics = ("val/loss", "val/bpc", "val/ppl", "val/acc", "train/loss", "train/loss_epoch", "train/bpc")
+    logged_metrics = ("val/loss", "val/bpc", "val/ppl", "val/acc", "train/loss_step", "train/loss", "train/bpc")
     train_sum_names = ("loss * tokens", "tokens")
 
     def __init__(self, *args, vocabulary: list[str], context: int = 128, **kwargs):
@@ -60,7 +60,7 @@ class LanguageModelTask(Task):
     @override
     def log_train_sums(self, loss_sum, tokens) -> None:
         loss = loss_sum / tokens.clamp_min(1)
-        self.log("train/loss_epoch", loss, sync_dist=True)
+        self.log("train/loss", loss, sync_dist=True)
         self.log("train/bpc", loss / LN2, sync_dist=True, prog_bar=True)
 
     @override
