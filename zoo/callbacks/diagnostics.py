@@ -11,11 +11,11 @@ written to TensorBoard's Text tab (``diagnoses/<kind>``) and kept in ``diagnoses
 | kind                  | when it holds                                                                 |
 |-----------------------|-------------------------------------------------------------------------------|
 | vanishing_gradients   | a layer's gradient norm 100x below the median layer's, for 4 readings running |
-| exploding_gradients   | the total gradient norm 10x its running median (or not finite), not clipped   |
+| exploding_gradients   | the total gradient norm 10x its running median, 100x the weights' norm or not finite, and not clipped |
 | dead_units            | half of a ReLU's units output zero for the whole batch, 3 readings running     |
 | saturation            | half of a sigmoid's or tanh's outputs within 1% of its bounds, 3 readings      |
 | lr_too_high           | the loss not finite, or 1.5x its best for 2 windows running, or updates 10% of the weights |
-| lr_too_low            | updates below 1e-5 of the weights (rule of thumb 1e-3) while the loss stands still |
+| lr_too_low            | updates below 1e-4 of the weights (rule of thumb 1e-3) while the loss stands still |
 | plateau               | the loss has not moved 1% below its start for 8 windows                        |
 | overfitting           | validation loss 10% above its best for 2 epochs while the training loss falls  |
 """
@@ -52,14 +52,15 @@ class Thresholds:
     vanishing_factor: float = 1e-2  # a layer's gradient norm below this x the median layer's
     vanishing_readings: int = 4
     exploding_factor: float = 10.0  # the total gradient norm above this x its running median
-    exploding_history: int = 5  # readings before the running median counts
+    exploding_history: int = 8  # readings before the running median counts
+    exploding_vs_weights: float = 100.0  # or above this x the norm of the weights themselves
     dead_fraction: float = 0.5
     saturated_fraction: float = 0.5
     unit_readings: int = 3
     loss_rise: float = 1.5  # a window's median loss above this x the best window's
     rise_windows: int = 2
     ratio_high: float = 0.1  # update / weight: the median layer's, for `ratio_readings` running
-    ratio_low: float = 1e-5
+    ratio_low: float = 1e-4  # an order of magnitude below the rule of thumb
     ratio_readings: int = 4
     flat: float = 0.01  # "stands still": less than 1% better
     low_lr_windows: int = 4
@@ -88,6 +89,7 @@ class Diagnoser:
         self._totals: dict[str, list[float]] = {}
         self._streaks: dict[tuple, int] = {}
         self._ratios: list[float] = []  # the median layer's update ratio of each reading
+        self._peak_lr: dict[str, float] = {}
 
     # ---- bookkeeping ----------------------------------------------------------------------------
 
@@ -144,20 +146,27 @@ class Diagnoser:
         total = r.total_grad
         usual = _median(history) if len(history) >= self.t.exploding_history else float("nan")
         history.append(total)
-        spiked = not math.isfinite(total) or (math.isfinite(usual) and total > self.t.exploding_factor * usual)
+        weights = math.sqrt(sum(w * w for w in r.weight if math.isfinite(w)))
+        huge = weights > 0 and total > self.t.exploding_vs_weights * weights
+        spiked = not math.isfinite(total) or huge or (math.isfinite(usual) and total > self.t.exploding_factor * usual)
         if not spiked:
             return None
         if r.clip is not None and math.isfinite(total):
             return None  # clipping caught it: the step taken had norm clip at most
         clip = f"{float(f'{2 * usual:.1g}'):g}" if math.isfinite(usual) and usual > 0 else "1.0"
+        if math.isfinite(usual) and total > self.t.exploding_factor * usual:
+            how = f"{total / usual:.0f}x its running median ({_fmt(usual)})"
+        elif huge:
+            how = f"{total / weights:.0f}x the norm of the weights themselves ({_fmt(weights)})"
+        else:
+            how = "not a finite number"
         return self._say(
             "exploding_gradients",
             r.step,
             None,
-            f"Gradients exploded at step {r.step}: the total gradient norm reached {_fmt(total)}, "
-            f"{'far' if not math.isfinite(usual) else f'{total / usual:.0f}x'} above its running median "
-            f"({_fmt(usual)}); one such step can wreck the weights. Clip the gradient norm: "
-            f"trainer.gradient_clip_val={clip} would have caught it; or lower the learning rate (optimizer.lr).",
+            f"Gradients exploded at step {r.step}: the total gradient norm reached {_fmt(total)}, {how}; "
+            f"one such step can wreck the weights. Clip the gradient norm: trainer.gradient_clip_val={clip} "
+            f"would have caught it; or lower the learning rate (optimizer.lr).",
         )
 
     def _units(self, r: Reading) -> list[dict | None]:
@@ -210,7 +219,9 @@ class Diagnoser:
                 f"{ratio:.0%} of their size (the median layer's update / weight; about 1e-3 is the rule of "
                 f"thumb), so training jumps around instead of descending. Lower optimizer.lr about tenfold.",
             )
-        low = self._streak(("ratio_low", r.prefix), ratio < self.t.ratio_low)
+        peak = self._peak_lr[r.prefix] = max(self._peak_lr.get(r.prefix, 0.0), r.lr or 0.0)
+        decayed = r.lr is not None and r.lr < 0.5 * peak  # a schedule lowered it on purpose (cosine's end)
+        low = self._streak(("ratio_low", r.prefix), ratio < self.t.ratio_low and not decayed)
         if low >= self.t.ratio_readings and self._flat(self.t.low_lr_windows):
             return self._say(
                 "lr_too_low",

@@ -21,7 +21,9 @@ from torch import nn
 
 INITS = ("default", "xavier", "kaiming", "orthogonal", "normal")
 
-_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.RNNBase)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+# Layers that keep their own initialisation: embeddings (a lookup, not a map) and normalisation.
+_OWN = (nn.Embedding, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 
 
 def _init_weight(w: torch.Tensor, scheme: str) -> None:
@@ -36,19 +38,30 @@ def _init_weight(w: torch.Tensor, scheme: str) -> None:
 
 
 @torch.no_grad()
-def initialise(net: nn.Module, scheme: str = "default") -> nn.Module:
+def initialise(net: nn.Module, scheme: str = "default", gain: float = 1.0) -> nn.Module:
     """Re-draw the weights of ``net``'s linear, convolutional and recurrent layers by ``scheme``
-    (one of ``INITS``) and zero their biases; ``default`` leaves the network as built."""
+    (one of ``INITS``) and zero their biases, then scale those weights by ``gain``; ``default``
+    with gain 1 leaves the network as built. (A recurrent layer's weights scaled by a gain above 1,
+    after ``orthogonal``, grow its state at every step: exploding gradients.)"""
     if scheme not in INITS:
         raise ValueError(f"unknown init '{scheme}'; choose one of: {', '.join(INITS)}")
-    if scheme == "default":
+    if not gain > 0:
+        raise ValueError(f"model.init_gain must be positive, got {gain}")
+    if scheme == "default" and gain == 1.0:
         return net
     for module in net.modules():
-        if not isinstance(module, _WEIGHTED):
+        if isinstance(module, _OWN):
             continue
         for name, p in module.named_parameters(recurse=False):
             if name.startswith("weight") and p.dim() >= 2:
-                _init_weight(p, scheme)
-            elif name.startswith("bias") and not isinstance(module, nn.RNNBase):  # an LSTM's forget-gate bias stays
+                if scheme != "default":
+                    # a convolution's kernel is one map (torch counts its fans); another layer's
+                    # stack of matrices (zoo.nets.linear.TimeLinear's, one per channel) is one each
+                    for w in [p] if p.dim() == 2 or isinstance(module, _CONV) else p.flatten(0, -3):
+                        _init_weight(w, scheme)
+                p.mul_(gain)
+            elif (
+                name.startswith("bias") and scheme != "default" and not isinstance(module, nn.RNNBase)
+            ):  # an LSTM's forget-gate bias stays
                 p.zero_()
     return net

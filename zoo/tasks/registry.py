@@ -36,12 +36,13 @@ def task_name(spec, factory: Callable | None = None) -> str:
 
 def build_net(factory: Callable, spec, model_name: str = "the model", data_name: str | None = None) -> nn.Module:
     """``factory`` is the model config instantiated as a partial; it is called with the spec. Its
-    ``init`` option (``model.init``, every network has it) is not the network's own: the network is
-    built, then its weights are drawn by that scheme (zoo/nets/init.py)."""
-    init = "default"
-    if isinstance(factory, functools.partial) and "init" in factory.keywords:
+    ``init`` and ``init_gain`` options (``model.init``, ``model.init_gain``: every network has them)
+    are not the network's own: the network is built, then its weights are drawn by that scheme and
+    scaled by that gain (zoo/nets/init.py)."""
+    init, gain = "default", 1.0
+    if isinstance(factory, functools.partial) and {"init", "init_gain"} & set(factory.keywords):
         keywords = dict(factory.keywords)
-        init = keywords.pop("init") or "default"
+        init, gain = keywords.pop("init", None) or "default", float(keywords.pop("init_gain", None) or 1.0)
         factory = functools.partial(factory.func, *factory.args, **keywords)
     cls = getattr(factory, "func", factory)
     accepts = getattr(cls, "accepts", None)
@@ -53,7 +54,7 @@ def build_net(factory: Callable, spec, model_name: str = "the model", data_name:
             f"{data_name} yields {KIND_WORDS.get(spec.kind, spec.kind)}; pick another model or dataset."
         )
     try:
-        return initialise(factory(spec), init)
+        return initialise(factory(spec), init, gain)
     except (ValueError, TypeError) as e:
         raise UserError(f"model={model_name} cannot be built for data={data_name}: {e}.") from None
 
