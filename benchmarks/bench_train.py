@@ -37,6 +37,9 @@ from zoo.run.config import user_errors  # noqa: E402 - after the repository is o
 # measured on the test pass (test seconds / bare test seconds), the others' on the training epochs.
 OBSERVABILITY = [
     "gradient_norms",
+    "signals",
+    "diagnostics",
+    "saliency",
     "histograms",
     "lr_monitor",
     "progress_bar",
@@ -48,14 +51,17 @@ OBSERVABILITY = [
 CALLBACK_VARIANTS = [
     "bare",
     "gradient_norms",
+    "signals",
+    "diagnostics",
     "histograms",
     "lr_monitor",
     "progress_bar",
     "checkpoint",
     "confusion_matrix",
     "misclassified",
+    "saliency",
 ]
-TEST_TIME = ("confusion_matrix", "misclassified")
+TEST_TIME = ("confusion_matrix", "misclassified", "saliency")
 HISTOGRAMS_ON = "callbacks.histograms={_target_:zoo.callbacks.gradients.HistogramLogger,every_n_steps:200}"
 
 
@@ -333,6 +339,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=0, help="limit the training steps per epoch (0: all 430)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--callbacks", action="store_true", help="measure each observability callback's cost")
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="A,B",
+        help="with --callbacks: measure only these callbacks (and the bare run), e.g. --only signals,diagnostics",
+    )
     p.add_argument("--data-dir", default=None)
     p.add_argument(
         "--set",
@@ -378,13 +390,15 @@ def main() -> None:
             print(f"{model}: --steps {steps} rounded up to {args.steps}, a multiple of steps_per_execution={k}")
         if args.callbacks:
             variants = CALLBACK_VARIANTS
+            if args.only:
+                variants = ["bare"] + [v for v in CALLBACK_VARIANTS if v in args.only.split(",") and v != "bare"]
             runs = {v: [] for v in variants}
             for i in range(args.rounds):  # the order turns each round, so no callback always runs first
                 for v in variants[i % len(variants) :] + variants[: i % len(variants)]:
                     runs[v].append(worker("framework", args, v))
             print(
                 f"\n{model}: cost of each observability callback, alone on the bare framework; ratio: the median"
-                f" over rounds of its time / the bare run's of the same round (epochs; test pass for the last two)"
+                f" over rounds of its time / the bare run's of the same round (epochs; test pass for the confusion matrix, misclassified images and saliency maps)"
             )
             print(f"{'callback':<18}{'seconds':>9}{'ratio':>8}   per round")
             for v in variants:
