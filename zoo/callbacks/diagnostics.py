@@ -329,7 +329,8 @@ class Diagnostics(L.Callback):
 
     ``every_n_steps``: how often the training loss is read (one host sync for the window). The
     per-layer rules need ``LayerSignals`` among the callbacks (callbacks.signals); without it only the
-    loss rules run."""
+    loss rules run. A GAN (manual optimisation) gets the per-layer rules only: its players' losses
+    rise and fall by design."""
 
     def __init__(self, every_n_steps: int = 25, verbose: bool = True, **thresholds):
         self.every_n_steps, self.verbose = every_n_steps, verbose
@@ -354,7 +355,9 @@ class Diagnostics(L.Callback):
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
+        # A task that steps its optimizers itself (a GAN) returns one player's loss, which rises
+        # and falls by design: the loss rules read only a loss that training minimises.
+        if isinstance(loss, torch.Tensor) and pl_module.automatic_optimization:
             self._losses.append(loss.detach().float().reshape(()))
         if self.every_n_steps > 0 and len(self._losses) >= self.every_n_steps:
             self._flush(trainer)
