@@ -115,6 +115,10 @@ def test_learning_rate_too_high_from_a_rising_or_non_finite_loss_and_large_updat
     for i in range(4):
         large.observe_reading(reading(25 * i, ratio=0.3))
     assert kinds(large) == ["lr_too_high"] and "30%" in large.diagnoses[0]["message"]
+    assert large.diagnoses[0]["step"] == 25  # two readings running
+    spike = Diagnoser()
+    spike.observe_losses(10, [2.3, 2.2, 40.0, 2.4])
+    assert kinds(spike) == ["lr_too_high"] and "jumped to 40" in spike.diagnoses[0]["message"]
 
 
 def test_learning_rate_too_low_needs_tiny_updates_and_a_still_loss_but_not_a_schedule_end():
@@ -128,6 +132,11 @@ def test_learning_rate_too_low_needs_tiny_updates_and_a_still_loss_but_not_a_sch
         decayed.observe_losses(25 * i, [0.05] * 25)
         decayed.observe_reading(reading(25 * i, ratio=1e-6, lr=1e-3 if i == 0 else 1e-6))
     assert decayed.diagnoses == []
+    frozen = Diagnoser()  # updates of exactly zero (every unit dead) are not a low learning rate
+    for i in range(8):
+        frozen.observe_losses(25 * i, [2.30] * 25)
+        frozen.observe_reading(reading(25 * i, ratio=0.0))
+    assert "lr_too_low" not in kinds(frozen)
 
 
 def test_plateau_only_when_the_loss_never_left_its_start():

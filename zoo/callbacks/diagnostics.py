@@ -14,10 +14,10 @@ written to TensorBoard's Text tab (``diagnoses/<kind>``) and kept in ``diagnoses
 | exploding_gradients   | the total gradient norm 10x its running median, 100x the weights' norm or not finite, and not clipped |
 | dead_units            | half of a ReLU's units output zero for the whole batch, 3 readings running     |
 | saturation            | half of a sigmoid's or tanh's outputs within 1% of its bounds, 3 readings      |
-| lr_too_high           | the loss not finite, or 1.5x its best for 2 windows running, or updates 10% of the weights |
+| lr_too_high           | the loss not finite or 10x its first value, 1.5x its best for 2 windows, or updates 10% of the weights for 2 readings |
 | lr_too_low            | updates below 1e-4 of the weights (rule of thumb 1e-3) while the loss stands still |
 | plateau               | the loss has not moved 1% below its start for 8 windows                        |
-| overfitting           | validation loss 10% above its best for 2 epochs while the training loss falls  |
+| overfitting           | validation loss 10% above its best for 2 epochs while the training loss fell 10% |
 """
 
 from __future__ import annotations
@@ -62,11 +62,14 @@ class Thresholds:
     ratio_high: float = 0.1  # update / weight: the median layer's, for `ratio_readings` running
     ratio_low: float = 1e-4  # an order of magnitude below the rule of thumb
     ratio_readings: int = 4
+    ratio_high_readings: int = 2
+    loss_spike: float = 10.0  # a step's loss above this x the first step's
     flat: float = 0.01  # "stands still": less than 1% better
     low_lr_windows: int = 4
     plateau_windows: int = 8
     overfit_rise: float = 1.1  # validation loss above this x its best
     overfit_epochs: int = 2  # epochs after the best
+    overfit_train_fall: float = 0.1  # while the training loss fell by at least this share
 
 
 def _fmt(x: float) -> str:
@@ -90,6 +93,8 @@ class Diagnoser:
         self._streaks: dict[tuple, int] = {}
         self._ratios: list[float] = []  # the median layer's update ratio of each reading
         self._peak_lr: dict[str, float] = {}
+        self._ever_high = False
+        self._first_loss: float | None = None
 
     # ---- bookkeeping ----------------------------------------------------------------------------
 
@@ -157,7 +162,7 @@ class Diagnoser:
         if math.isfinite(usual) and total > self.t.exploding_factor * usual:
             how = f"{total / usual:.0f}x its running median ({_fmt(usual)})"
         elif huge:
-            how = f"{total / weights:.0f}x the norm of the weights themselves ({_fmt(weights)})"
+            how = f"{_fmt(total / weights)}x the norm of the weights themselves ({_fmt(weights)})"
         else:
             how = "not a finite number"
         return self._say(
@@ -210,7 +215,9 @@ class Diagnoser:
             return None
         self._ratios.append(ratio)
         lr = f" (optimizer.lr={r.lr:g})" if r.lr is not None else ""
-        if self._streak(("ratio_high", r.prefix), ratio > self.t.ratio_high) >= self.t.ratio_readings:
+        if ratio > self.t.ratio_high:
+            self._ever_high = True
+        if self._streak(("ratio_high", r.prefix), ratio > self.t.ratio_high) >= self.t.ratio_high_readings:
             return self._say(
                 "lr_too_high",
                 r.step,
@@ -221,7 +228,9 @@ class Diagnoser:
             )
         peak = self._peak_lr[r.prefix] = max(self._peak_lr.get(r.prefix, 0.0), r.lr or 0.0)
         decayed = r.lr is not None and r.lr < 0.5 * peak  # a schedule lowered it on purpose (cosine's end)
-        low = self._streak(("ratio_low", r.prefix), ratio < self.t.ratio_low and not decayed)
+        # updates of exactly 0 move nothing whatever the lr (dead units); after large steps the lr was not low
+        small = 0 < ratio < self.t.ratio_low and not decayed and not self._ever_high
+        low = self._streak(("ratio_low", r.prefix), small)
         if low >= self.t.ratio_readings and self._flat(self.t.low_lr_windows):
             return self._say(
                 "lr_too_low",
@@ -253,8 +262,22 @@ class Diagnoser:
                 ]
                 if d
             ]
-        self.windows.append((step, statistics.median(losses)))
+        if self._first_loss is None:
+            self._first_loss = losses[0]
         out = []
+        peak = max(losses)
+        if self._first_loss > 0 and peak > self.t.loss_spike * self._first_loss:
+            out.append(
+                self._say(
+                    "lr_too_high",
+                    step,
+                    None,
+                    f"The learning rate looks too high at step {step}: the training loss jumped to {_fmt(peak)}, "
+                    f"{peak / self._first_loss:.0f}x its first value ({_fmt(self._first_loss)}), so the steps "
+                    f"overshoot. Lower optimizer.lr about tenfold, or warm it up (scheduler=onecycle).",
+                )
+            )
+        self.windows.append((step, statistics.median(losses)))
         best_step, best = min(self.windows[:-1], key=lambda w: w[1], default=(step, float("inf")))
         recent = [v for _, v in self.windows[-self.t.rise_windows :]]
         if (
@@ -307,7 +330,7 @@ class Diagnoser:
             and all(e[2] > best_val * self.t.overfit_rise for e in after[-self.t.overfit_epochs :])
             and current[1] is not None
             and best_train is not None
-            and current[1] < best_train
+            and current[1] < best_train * (1 - self.t.overfit_train_fall)
         ):
             d = self._say(
                 "overfitting",
