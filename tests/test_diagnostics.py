@@ -108,6 +108,10 @@ def test_learning_rate_too_high_from_a_rising_or_non_finite_loss_and_large_updat
     for i, loss in enumerate([2.0, 1.0, 0.8, 0.7, 1.5, 1.6]):
         rising.observe_losses(25 * i, [loss] * 25)
     assert kinds(rising) == ["lr_too_high"] and "rose from 0.7" in rising.diagnoses[0]["message"]
+    converged = Diagnoser()  # 0.036 -> 0.056 after starting at 2.3: noise near the bottom
+    for i, loss in enumerate([2.3, 0.5, 0.1, 0.036, 0.056, 0.056]):
+        converged.observe_losses(25 * i, [loss] * 25)
+    assert converged.diagnoses == []
     nan = Diagnoser()
     nan.observe_losses(10, [2.0, float("nan")])
     assert kinds(nan) == ["lr_too_high"] and "nan" in nan.diagnoses[0]["message"]

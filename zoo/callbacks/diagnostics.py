@@ -59,6 +59,7 @@ class Thresholds:
     unit_readings: int = 3
     loss_rise: float = 1.5  # a window's median loss above this x the best window's
     rise_windows: int = 2
+    loss_rise_of_start: float = 0.1
     ratio_high: float = 0.1  # update / weight: the median layer's, for `ratio_readings` running
     ratio_low: float = 1e-4  # an order of magnitude below the rule of thumb
     ratio_readings: int = 4
@@ -284,6 +285,9 @@ class Diagnoser:
             len(self.windows) > self.t.rise_windows + 1
             and best > 0
             and all(v > self.t.loss_rise * best for v in recent)
+            # near convergence a loss of 0.03 that drifts to 0.05 is noise, not overshooting: the rise
+            # must also be a tenth of where the loss started
+            and recent[-1] - best > self.t.loss_rise_of_start * self.windows[0][1]
         ):
             out.append(
                 self._say(
