@@ -67,7 +67,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
         trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
         with (
             run.graceful_stop,
-            recorded_outcome(out_dir, lambda: {"epochs": trainer.current_epoch, "global_step": trainer.global_step}),
+            recorded_outcome(out_dir, lambda: run_progress(trainer)),
         ):
             find_lr(cfg, trainer, task, datamodule, hparams, resume_from)
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -77,6 +77,13 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
         if trainer.is_global_zero:
             publish(trainer, summary, hparams["config"], choices, out_dir)
     return summary
+
+
+def run_progress(trainer) -> dict:
+    """Where a run that did not finish got to, and what it had diagnosed (metrics.json)."""
+    from zoo.run.lifecycle import diagnoses_of
+
+    return {"epochs": trainer.current_epoch, "global_step": trainer.global_step, "diagnoses": diagnoses_of(trainer)}
 
 
 def build_data(cfg: DictConfig, choices: dict):

@@ -37,6 +37,9 @@ from zoo.run.config import user_errors  # noqa: E402 - after the repository is o
 # measured on the test pass (test seconds / bare test seconds), the others' on the training epochs.
 OBSERVABILITY = [
     "gradient_norms",
+    "signals",
+    "diagnostics",
+    "saliency",
     "histograms",
     "lr_monitor",
     "step_time",
@@ -55,6 +58,8 @@ OBSERVABILITY = [
 CALLBACK_VARIANTS = [
     "bare",
     "gradient_norms",
+    "signals",
+    "diagnostics",
     "histograms",
     "lr_monitor",
     "step_time",
@@ -68,8 +73,9 @@ CALLBACK_VARIANTS = [
     "per_class",
     "top_losses",
     "embeddings",
+    "saliency",
 ]
-TEST_TIME = ("confusion_matrix", "misclassified", "per_class", "top_losses", "embeddings")
+TEST_TIME = ("confusion_matrix", "misclassified", "per_class", "top_losses", "embeddings", "saliency")
 HISTOGRAMS_ON = "callbacks.histograms={_target_:zoo.callbacks.gradients.HistogramLogger}"  # every epoch's end
 
 

@@ -24,10 +24,25 @@ ACTIVATIONS = {
 }
 
 
-def make_activation(name: str) -> nn.Module:
+INPLACE = ("relu", "leaky_relu", "elu", "silu")
+
+
+def make_activation(name: str, inplace: bool = False) -> nn.Module:
+    """The activation called ``name``; ``inplace`` where it can overwrite its input (ReLU and kin)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[name](inplace=True) if inplace and name in INPLACE else ACTIVATIONS[name]()
+
+
+class Residual(nn.Module):
+    """x + block(x): the identity path carries the gradient past the block (He et al. 2016)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
 
 
 def pad_index(spec) -> int | None:

@@ -19,35 +19,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.nets.blocks import Forecaster, pad_index, token_embedding
+from zoo.nets.blocks import Forecaster, make_activation, pad_index, token_embedding
 
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 POOLS_1D = {"max": nn.MaxPool1d, "avg": nn.AvgPool1d}
 
 
-def classifier_head(width_in: int, hidden: int, dropout: float, outputs: int, flatten: bool = False) -> nn.Sequential:
-    """[Flatten ->] Dropout -> Linear -> ReLU -> Dropout -> Linear."""
+def classifier_head(
+    width_in: int, hidden: int, dropout: float, outputs: int, flatten: bool = False, activation: str = "relu"
+) -> nn.Sequential:
+    """[Flatten ->] Dropout -> Linear -> activation -> Dropout -> Linear."""
     return nn.Sequential(
         *([nn.Flatten()] if flatten else []),
         nn.Dropout(dropout),
         nn.Linear(width_in, hidden),
-        nn.ReLU(inplace=True),
+        make_activation(activation, inplace=True),
         nn.Dropout(dropout),
         nn.Linear(hidden, outputs),
     )
 
 
 def conv1d_blocks(
-    c_in: int, channels: list[int], kernel_size: int, batchnorm: bool, pooling: str | None
+    c_in: int, channels: list[int], kernel_size: int, batchnorm: bool, pooling: str | None, activation: str = "relu"
 ) -> tuple[nn.Sequential, int]:
-    """Conv1d ('same' padding) -> [BatchNorm] -> ReLU [-> pool halving the length] per entry of
+    """Conv1d ('same' padding) -> [BatchNorm] -> activation [-> pool halving the length] per entry of
     ``channels``; and the channels of the last."""
     blocks: list[nn.Module] = []
     for c_out in channels:
         blocks.append(nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batchnorm))
         if batchnorm:
             blocks.append(nn.BatchNorm1d(c_out))
-        blocks.append(nn.ReLU(inplace=True))
+        blocks.append(make_activation(activation, inplace=True))
         if pooling in POOLS_1D:
             blocks.append(POOLS_1D[pooling](2, ceil_mode=True))
         c_in = c_out
@@ -66,6 +68,7 @@ class ImageCNN(nn.Module):
         pooling: str | None = "max",
         hidden: int = 128,
         dropout: float = 0.0,
+        activation: str = "relu",
     ):
         super().__init__()
         c_in, h, w = spec.shape
@@ -74,13 +77,13 @@ class ImageCNN(nn.Module):
             blocks += [nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batchnorm)]
             if batchnorm:
                 blocks.append(nn.BatchNorm2d(c_out))
-            blocks.append(nn.ReLU(inplace=True))
+            blocks.append(make_activation(activation, inplace=True))
             if pooling in POOLS and min(h, w) >= 2:
                 blocks.append(POOLS[pooling](2))
                 h, w = h // 2, w // 2
             c_in = c_out
         self.features = nn.Sequential(*blocks, nn.Flatten())
-        self.head = classifier_head(c_in * h * w, hidden, dropout, spec.num_classes)
+        self.head = classifier_head(c_in * h * w, hidden, dropout, spec.num_classes, activation=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -90,7 +93,13 @@ class CausalCNN(nn.Module):
     accepts = ("tokens",)
 
     def __init__(
-        self, spec, channels: list[int] = (32, 64), kernel_size: int = 3, dropout: float = 0.0, embedding: int = 64
+        self,
+        spec,
+        channels: list[int] = (32, 64),
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+        embedding: int = 64,
+        activation: str = "relu",
     ):
         super().__init__()
         self.embed = token_embedding(spec, embedding)
@@ -101,7 +110,7 @@ class CausalCNN(nn.Module):
             blocks += [
                 nn.ConstantPad1d(((kernel_size - 1) * dilation, 0), 0.0),
                 nn.Conv1d(c_in, c_out, kernel_size, dilation=dilation),
-                nn.ReLU(inplace=True),
+                make_activation(activation, inplace=True),
                 nn.Dropout(dropout),
             ]
             c_in = c_out
@@ -125,12 +134,13 @@ class TokenCNN(nn.Module):
         hidden: int = 128,
         dropout: float = 0.0,
         embedding: int = 64,
+        activation: str = "relu",
     ):
         super().__init__()
         self.pad_index = pad_index(spec)
         self.embed = token_embedding(spec, embedding)
-        self.features, c_out = conv1d_blocks(embedding, channels, kernel_size, batchnorm, pooling=None)
-        self.head = classifier_head(c_out, hidden, dropout, spec.num_classes)
+        self.features, c_out = conv1d_blocks(embedding, channels, kernel_size, batchnorm, None, activation)
+        self.head = classifier_head(c_out, hidden, dropout, spec.num_classes, activation=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(self.embed(x).transpose(1, 2))[..., : x.shape[1]]  # (B, C, T)
@@ -150,13 +160,16 @@ class SeriesCNN(Forecaster):
         hidden: int = 128,
         dropout: float = 0.0,
         revin: bool = True,
+        activation: str = "relu",
     ):
         super().__init__()
         lookback, c_in = spec.shape
-        self.features, _ = conv1d_blocks(c_in, channels, kernel_size, batchnorm, pooling)
+        self.features, _ = conv1d_blocks(c_in, channels, kernel_size, batchnorm, pooling, activation)
         with torch.no_grad():  # the length left after the blocks
             flat = self.features(torch.zeros(2, c_in, lookback)).flatten(1).shape[1]
-        self.head = classifier_head(flat, hidden, dropout, spec.horizon * spec.target_channels, flatten=True)
+        self.head = classifier_head(
+            flat, hidden, dropout, spec.horizon * spec.target_channels, flatten=True, activation=activation
+        )
         self.add_revin(spec, revin)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,19 +186,21 @@ def CNN(
     dropout: float = 0.0,
     embedding: int = 64,
     revin: bool = True,
+    activation: str = "relu",
 ) -> nn.Module:
     """model=cnn: the convolutional net for the data's kind and task. ``embedding`` applies to token
     sequences, ``revin`` to series; a language model's causal blocks have no batchnorm or pooling,
     and a text classifier's no pooling."""
     if pooling not in (*POOLS, None, "none"):
         raise ValueError(f"unknown pooling '{pooling}'; choose one of: max, avg, none")
+    make_activation(activation)  # an unknown name is refused before anything is built
     if spec.kind == "image":
-        return ImageCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout)
+        return ImageCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout, activation)
     if spec.kind == "series":
-        return SeriesCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout, revin)
+        return SeriesCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout, revin, activation)
     if spec.task == "language_model":
-        return CausalCNN(spec, channels, kernel_size, dropout, embedding)
-    return TokenCNN(spec, channels, kernel_size, batchnorm, hidden, dropout, embedding)
+        return CausalCNN(spec, channels, kernel_size, dropout, embedding, activation)
+    return TokenCNN(spec, channels, kernel_size, batchnorm, hidden, dropout, embedding, activation)
 
 
 CNN.accepts = ("image", "tokens", "series")

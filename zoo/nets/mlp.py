@@ -1,4 +1,6 @@
-"""Multi-layer perceptron: flatten, then Linear -> [BatchNorm] -> activation -> Dropout, repeated.
+"""Multi-layer perceptron: flatten, then Linear -> [BatchNorm] -> activation -> Dropout, repeated;
+with ``residual=true`` each hidden layer whose width equals the one before adds its input to its
+output (x + layer(x)), so the gradient reaches the first layers of a deep MLP.
 
 On images it classifies (``MLPClassifier``). On a numeric series it forecasts (``MLPForecaster``):
 the whole lookback window (instance-normalised by RevIN unless ``revin=false``) in, horizon x target
@@ -11,24 +13,32 @@ import math
 import torch
 from torch import nn
 
-from zoo.nets.blocks import Forecaster, make_activation
+from zoo.nets.blocks import Forecaster, Residual, make_activation
 
 
 def hidden_layers(
-    width_in: int, widths: list[int] | int, depth: int | None, activation: str, batchnorm: bool, dropout: float
+    width_in: int,
+    widths: list[int] | int,
+    depth: int | None,
+    activation: str,
+    batchnorm: bool,
+    dropout: float,
+    residual: bool = False,
 ) -> tuple[nn.Sequential, int]:
     """Flatten, then the hidden layers; and the width of the last. ``widths`` is the list of hidden
-    sizes, or one width and a ``depth`` to repeat it."""
+    sizes, or one width and a ``depth`` to repeat it. ``residual``: a layer as wide as its input is
+    ``Residual`` (x + layer(x)); without it the parameter names are those of a plain MLP."""
     if isinstance(widths, int):
         widths = [widths] * (depth if depth is not None else 1)
     elif depth is not None and depth != len(widths):
         raise ValueError(f"model.depth={depth} disagrees with {len(widths)} model.widths; give one")
     layers: list[nn.Module] = [nn.Flatten()]
     for width in widths:
-        layers.append(nn.Linear(width_in, width, bias=not batchnorm))
+        layer: list[nn.Module] = [nn.Linear(width_in, width, bias=not batchnorm)]
         if batchnorm:
-            layers.append(nn.BatchNorm1d(width))
-        layers += [make_activation(activation), nn.Dropout(dropout)]
+            layer.append(nn.BatchNorm1d(width))
+        layer += [make_activation(activation), nn.Dropout(dropout)]
+        layers += [Residual(nn.Sequential(*layer))] if residual and width == width_in else layer
         width_in = width
     return nn.Sequential(*layers), width_in
 
@@ -44,9 +54,12 @@ class MLPClassifier(nn.Module):
         activation: str = "relu",
         batchnorm: bool = False,
         dropout: float = 0.0,
+        residual: bool = False,
     ):
         super().__init__()
-        self.features, width = hidden_layers(math.prod(spec.shape), widths, depth, activation, batchnorm, dropout)
+        self.features, width = hidden_layers(
+            math.prod(spec.shape), widths, depth, activation, batchnorm, dropout, residual
+        )
         self.head = nn.Linear(width, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,9 +76,12 @@ class MLPForecaster(Forecaster):
         batchnorm: bool = False,
         dropout: float = 0.0,
         revin: bool = True,
+        residual: bool = False,
     ):
         super().__init__()
-        self.features, width = hidden_layers(math.prod(spec.shape), widths, depth, activation, batchnorm, dropout)
+        self.features, width = hidden_layers(
+            math.prod(spec.shape), widths, depth, activation, batchnorm, dropout, residual
+        )
         self.head = nn.Linear(width, spec.horizon * spec.target_channels)
         self.add_revin(spec, revin)
 
@@ -81,11 +97,12 @@ def MLP(
     batchnorm: bool = False,
     dropout: float = 0.0,
     revin: bool = True,
+    residual: bool = False,
 ) -> nn.Module:
     """model=mlp: a classifier of images or a forecaster of series; ``revin`` applies to series."""
     if spec.kind == "series":
-        return MLPForecaster(spec, widths, depth, activation, batchnorm, dropout, revin)
-    return MLPClassifier(spec, widths, depth, activation, batchnorm, dropout)
+        return MLPForecaster(spec, widths, depth, activation, batchnorm, dropout, revin, residual)
+    return MLPClassifier(spec, widths, depth, activation, batchnorm, dropout, residual)
 
 
 MLP.accepts = ("image", "series")

@@ -200,7 +200,13 @@ def finished_summary(trainer, callbacks: RunCallbacks, test_results: dict, secon
         "best_checkpoint": best_path,
         "seconds": round(seconds, 2),
         "first_step_s": callbacks.startup.first_step_s,
+        "diagnoses": diagnoses_of(trainer),
     }
+
+
+def diagnoses_of(trainer) -> list[dict]:
+    """What the diagnosing callbacks (zoo/callbacks/diagnostics.py) found: [{kind, step, layer, message}]."""
+    return [dict(d) for cb in getattr(trainer, "callbacks", []) for d in getattr(cb, "diagnoses", None) or []]
 
 
 def check_training_data(datamodule, data_name: str) -> None:

@@ -7,6 +7,7 @@ the task class, so a new kind of problem is one line here and one module in zoo/
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from zoo.errors import UserError
+from zoo.nets.init import initialise
 
 KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series"}
 
@@ -33,7 +35,15 @@ def task_name(spec, factory: Callable | None = None) -> str:
 
 
 def build_net(factory: Callable, spec, model_name: str = "the model", data_name: str | None = None) -> nn.Module:
-    """``factory`` is the model config instantiated as a partial; it is called with the spec."""
+    """``factory`` is the model config instantiated as a partial; it is called with the spec. Its
+    ``init`` and ``init_gain`` options (``model.init``, ``model.init_gain``: every network has them)
+    are not the network's own: the network is built, then its weights are drawn by that scheme and
+    scaled by that gain (zoo/nets/init.py)."""
+    init, gain = "default", 1.0
+    if isinstance(factory, functools.partial) and {"init", "init_gain"} & set(factory.keywords):
+        keywords = dict(factory.keywords)
+        init, gain = keywords.pop("init", None) or "default", float(keywords.pop("init_gain", None) or 1.0)
+        factory = functools.partial(factory.func, *factory.args, **keywords)
     cls = getattr(factory, "func", factory)
     accepts = getattr(cls, "accepts", None)
     data_name = data_name or spec.name
@@ -44,7 +54,7 @@ def build_net(factory: Callable, spec, model_name: str = "the model", data_name:
             f"{data_name} yields {KIND_WORDS.get(spec.kind, spec.kind)}; pick another model or dataset."
         )
     try:
-        return factory(spec)
+        return initialise(factory(spec), init, gain)
     except (ValueError, TypeError) as e:
         raise UserError(f"model={model_name} cannot be built for data={data_name}: {e}.") from None
 
