@@ -86,7 +86,6 @@ def build_data(cfg: DictConfig, choices: dict):
     from zoo.run.lifecycle import check_training_data
 
     datamodule = instantiate(cfg.data)
-    datamodule.steps_per_execution = int(cfg.get("steps_per_execution", 1))
     datamodule.prepare_data()
     datamodule.setup("fit")
     check_training_data(datamodule, choices.get("data", datamodule.spec.name))
@@ -114,7 +113,7 @@ def build_task(cfg: DictConfig, spec, choices: dict):
         **cfg.scheduler,
         "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None,
     }
-    steps_per_execution = int(cfg.get("steps_per_execution", 1))
+    steps_per_execution = cfg.get("steps_per_execution", "auto")
     task = task_for(
         task_name(spec, model_factory),
         spec,
@@ -122,7 +121,7 @@ def build_task(cfg: DictConfig, spec, choices: dict):
         instantiate(cfg.optimizer),
         scheduler,
         hparams,
-        {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None,
+        {"steps_per_execution": steps_per_execution} if steps_per_execution != 1 else None,
     )
     check_monitors(cfg, task, task_name(spec, model_factory))  # before any epoch runs
     return task, hparams

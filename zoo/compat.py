@@ -43,6 +43,37 @@ def batches_that_stepped(trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
+def count_inner_batch(trainer, optimizer_stepped: bool) -> None:
+    """Advance the fit loop's counters by one batch that the task trained inside a Lightning step
+    (zoo.tasks.execution: several batches per step), so that they count batches as with one batch
+    a step: ``batch_idx``, the epoch's end (``num_training_batches``), ``global_step``, the logging
+    step and a mid-epoch checkpoint's position all move by one batch.
+
+    Why: Lightning counts one batch per ``training_step``. Missing public API: there is none to say
+    that a step trained more; ``_batches_that_stepped`` is the step the loggers write at."""
+    loop = trainer.fit_loop.epoch_loop
+    batches = loop.batch_progress
+    last = batches.is_last_batch or batches.current.ready + 1 >= trainer.num_training_batches
+    batches.increment_by(1, is_last_batch=last)
+    loop._batches_that_stepped += 1
+    if optimizer_stepped:
+        progress = loop.automatic_optimization.optim_progress.optimizer
+        progress.zero_grad.increment_by(1)
+        progress.step.increment_by(1)
+
+
+def checkpoint_every_n_train_steps(callback) -> int:
+    """A ModelCheckpoint's ``every_n_train_steps`` (0 for any other callback or when it is off).
+
+    Why: zoo.tasks.execution ends an execution on the batches a checkpoint is due. Missing public
+    API: ModelCheckpoint keeps its constructor argument only as ``_every_n_train_steps``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if not isinstance(callback, ModelCheckpoint):
+        return 0
+    return int(callback._every_n_train_steps or 0)
+
+
 def ddp_kwargs(strategy) -> dict | None:
     """The keyword arguments a DDPStrategy will pass to ``DistributedDataParallel`` (None for
     another strategy); changing the returned dict before the model is wrapped changes them.
