@@ -17,7 +17,12 @@ import warnings
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from zoo import compat
 from zoo.run.config import check_config, check_monitors, preflight, user_errors
+
+# Before Lightning imports torchmetrics: torchvision, scipy and matplotlib are then imported only by the
+# code that uses them (image data, figures), not with every metric family torchmetrics has.
+compat.torchmetrics_without_optional_imports()
 
 # Noise from Lightning's internals that says nothing about the user's run.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
