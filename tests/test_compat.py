@@ -325,3 +325,25 @@ def test_current_hook_attribute_is_set_by_the_trainer_around_hooks(tmp_path):
         default_root_dir=tmp_path,
     ).fit(module)
     assert seen == ["training_step"], f"Lightning no longer sets {compat.CURRENT_HOOK_ATTRIBUTE} around hooks: {seen}"
+
+
+def test_torchmetrics_without_optional_imports_leaves_out_torchvision_and_matplotlib():
+    """In a fresh process (torchmetrics is imported here already): Lightning and every task import
+    without torchvision or matplotlib, and the metrics the tasks use still compute."""
+    import subprocess
+
+    require("torchmetrics.utilities.imports", "RequirementCache", "torchmetrics_without_optional_imports")
+    for flag in compat.TORCHMETRICS_OPTIONAL:
+        require("torchmetrics.utilities.imports", flag, "torchmetrics_without_optional_imports")
+    script = (
+        "import sys, torch\n"
+        "from zoo import compat\n"
+        "compat.torchmetrics_without_optional_imports()\n"
+        "import lightning, zoo.tasks.classify, zoo.tasks.forecast, zoo.tasks.language_model\n"
+        "from torchmetrics.classification import MulticlassAccuracy\n"
+        "acc = MulticlassAccuracy(num_classes=3, average='micro')(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torchvision', 'matplotlib'}), round(float(acc), 3))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[-2] == "[] 0.667", r.stdout

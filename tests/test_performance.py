@@ -160,7 +160,7 @@ def test_bench_experiments_hold_the_benchmark_settings(tmp_path):
     from zoo.run.config import compose_run
 
     mlp = compose_run(["experiment=bench_mlp_mnist"], str(tmp_path), str(tmp_path))
-    assert mlp.steps_per_execution == 16 and mlp.data.batch_size == 128 and list(mlp.model.widths) == [64, 128, 64]
+    assert mlp.steps_per_execution == "auto" and mlp.data.batch_size == 128 and list(mlp.model.widths) == [64, 128, 64]
     assert mlp.model.batchnorm and mlp.optimizer._target_ == "torch.optim.Adam" and mlp.data.val_size == 5000
     assert (
         compose_run(["experiment=bench_mlp_mnist", "steps_per_execution=2"], str(tmp_path), None).steps_per_execution
