@@ -97,7 +97,7 @@ class _TwoPerStep(_Recorder):
     """Says it trained one more batch inside each step, as zoo.tasks.execution does."""
 
     def training_step(self, batch, batch_idx):
-        compat.count_inner_batch(self.trainer, optimizer_stepped=True)
+        compat.count_inner_batch(self.trainer, optimizer_steps=1)
         loop = self.trainer.fit_loop.epoch_loop
         self.seen.append((loop.batch_idx, compat.batches_that_stepped(self.trainer), self.trainer.global_step))
         return self.layer(batch[0]).pow(2).mean()
@@ -344,6 +344,8 @@ def test_torchmetrics_without_optional_imports_leaves_out_torchvision_and_matplo
         "acc = MulticlassAccuracy(num_classes=3, average='micro')(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torchvision', 'matplotlib'}), round(float(acc), 3))\n"
     )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd(), timeout=300)
+    from tests.helpers import ROOT
+
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split("\n")[-2] == "[] 0.667", r.stdout

@@ -43,7 +43,7 @@ def batches_that_stepped(trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
-def count_inner_batch(trainer, optimizer_stepped: bool) -> None:
+def count_inner_batch(trainer, optimizer_steps: int) -> None:
     """Advance the fit loop's counters by one batch that the task trained inside a Lightning step
     (zoo.tasks.execution: several batches per step), so that they count batches as with one batch
     a step: ``batch_idx``, the epoch's end (``num_training_batches``), ``global_step``, the logging
@@ -56,10 +56,12 @@ def count_inner_batch(trainer, optimizer_stepped: bool) -> None:
     last = batches.is_last_batch or batches.current.ready + 1 >= trainer.num_training_batches
     batches.increment_by(1, is_last_batch=last)
     loop._batches_that_stepped += 1
-    if optimizer_stepped:
+    if trainer.lightning_module.automatic_optimization:
         progress = loop.automatic_optimization.optim_progress.optimizer
-        progress.zero_grad.increment_by(1)
-        progress.step.increment_by(1)
+        progress.zero_grad.increment_by(optimizer_steps)
+        progress.step.increment_by(optimizer_steps)
+    else:  # manual optimisation counts the steps of a training_step only
+        loop.manual_optimization.optim_step_progress.increment_by(optimizer_steps)
 
 
 def checkpoint_every_n_train_steps(callback) -> int:

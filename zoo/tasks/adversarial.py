@@ -175,8 +175,10 @@ class AdversarialTask(Task):
             self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(d_real))
 
     @override
-    def train_inner_batch(self, batch) -> None:  # one batch of an execution trained before its last
-        self._adversarial_step(batch, self._batch_index(), *self.optimizers())
+    def train_inner_batch(self, batch) -> int:  # one batch of an execution trained before its last
+        index = self._batch_index()
+        self._adversarial_step(batch, index, *self.optimizers())
+        return 1 + int((index + 1) % self.objective["n_critic"] == 0)  # D's step, and G's on its turn
 
     def _batch_index(self) -> int:
         """The index in its epoch of the batch being trained (n_critic counts them)."""

@@ -264,11 +264,11 @@ class StepsPerExecution(L.LightningModule):
         seconds = []
         for micro in earlier:
             start = time.perf_counter()
-            self.train_inner_batch(micro)
+            steps = self.train_inner_batch(micro)
             if sync is not None:
                 sync()
                 seconds.append(time.perf_counter() - start)
-            compat.count_inner_batch(self.trainer, optimizer_stepped=self.automatic_optimization)
+            compat.count_inner_batch(self.trainer, optimizer_steps=steps)
         return seconds
 
     def last_batch(self, batch):
@@ -276,13 +276,15 @@ class StepsPerExecution(L.LightningModule):
         last, self._last_batch = self._last_batch, None
         return batch if last is None else last
 
-    def train_inner_batch(self, batch) -> None:
-        """One batch trained inside a Lightning step: its optimizer step and the step-wise schedules."""
+    def train_inner_batch(self, batch) -> int:
+        """One batch trained inside a Lightning step: its optimizer step and the step-wise schedules;
+        returns the optimizer steps taken."""
         self.optimizer_substep(self._train_loss(batch))
         index = self.trainer.fit_loop.epoch_loop.batch_idx
         for config in self.trainer.lr_scheduler_configs:
             if config.interval == "step" and not config.reduce_on_plateau and (index + 1) % config.frequency == 0:
                 self.lr_scheduler_step(config.scheduler, None)
+        return 1
 
     def optimizer_substep(self, loss: torch.Tensor) -> None:
         """One optimizer step outside Lightning's loop, as Lightning would do it: loss scaling under
