@@ -12,7 +12,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from zoo import compat
 from zoo.run.config import check_eval_config, preflight, user_errors
+
+# Before Lightning imports torchmetrics: torchvision, scipy and matplotlib are then imported only by the
+# code that uses them (image data, figures), not with every metric family torchmetrics has.
+compat.torchmetrics_without_optional_imports()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

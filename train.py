@@ -17,7 +17,12 @@ import warnings
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from zoo import compat
 from zoo.run.config import check_config, check_monitors, expand_seeds, preflight, user_errors
+
+# Before Lightning imports torchmetrics: torchvision, scipy and matplotlib are then imported only by the
+# code that uses them (image data, figures), not with every metric family torchmetrics has.
+compat.torchmetrics_without_optional_imports()
 
 # Noise from Lightning's internals that says nothing about the user's run.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -93,7 +98,6 @@ def build_data(cfg: DictConfig, choices: dict):
     from zoo.run.lifecycle import check_training_data
 
     datamodule = instantiate(cfg.data)
-    datamodule.steps_per_execution = int(cfg.get("steps_per_execution", 1))
     datamodule.prepare_data()
     datamodule.setup("fit")
     check_training_data(datamodule, choices.get("data", datamodule.spec.name))
@@ -121,7 +125,7 @@ def build_task(cfg: DictConfig, spec, choices: dict):
         **cfg.scheduler,
         "factory": instantiate(cfg.scheduler.factory) if cfg.scheduler.get("factory") else None,
     }
-    steps_per_execution = int(cfg.get("steps_per_execution", 1))
+    steps_per_execution = cfg.get("steps_per_execution", "auto")
     task = task_for(
         task_name(spec, model_factory),
         spec,
@@ -129,7 +133,7 @@ def build_task(cfg: DictConfig, spec, choices: dict):
         instantiate(cfg.optimizer),
         scheduler,
         hparams,
-        {"steps_per_execution": steps_per_execution} if steps_per_execution > 1 else None,
+        {"steps_per_execution": steps_per_execution} if steps_per_execution != 1 else None,
     )
     check_monitors(cfg, task, task_name(spec, model_factory))  # before any epoch runs
     return task, hparams

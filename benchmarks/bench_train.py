@@ -1,18 +1,29 @@
-"""Training speed of the framework against a plain PyTorch loop doing the same work, in one run.
+"""Training speed of the framework against a plain PyTorch loop doing the same work, for every
+model family on the data it is for, at default settings.
 
-    python benchmarks/bench_train.py                      # MLP and CNN, 3 interleaved rounds
+    python benchmarks/bench_train.py                      # every family, 3 interleaved rounds
     python benchmarks/bench_train.py --model mlp --rounds 5
-    python benchmarks/bench_train.py --callbacks          # the cost of each observability callback
+    python benchmarks/bench_train.py --model lstm --model gan --steps 100
+    python benchmarks/bench_train.py --callbacks --model mlp   # the cost of each observability callback
     python benchmarks/bench_train.py --device cuda        # both on the GPU
 
-It writes MNIST-sized synthetic data in the real IDX format (60,000 + 10,000 28x28 images, so
-55,000 train after the 5,000 validation images), then runs, alternately in fresh processes, the
-plain loop and `python train.py experiment=bench_<model>_mnist` (in process, same config). Each
-epoch is timed from its first batch to the next epoch's first batch (the plain loop: to its end),
-so validation, checkpoints and epoch-end callbacks count; the first epoch is a warm-up and is not
-counted. Reports medians: steps/s, epoch seconds, the ratio framework / plain, peak
-memory and the time from the command to the first training step. The ratio is the median over
-rounds of (framework epoch / plain epoch) within a round.
+The families (``--model``, repeatable; default all): mlp, cnn, resnet on MNIST-sized images (60,000 +
+10,000 synthetic 28x28 images written in MNIST's IDX format, 55,000 train); lstm, gru, rnn, linear
+forecasting a synthetic multichannel series (data=sine); lstm-text, a character language model on
+Tiny Shakespeare (only when ``--text-data`` or /work/shared/data holds it); gan, the GAN's
+alternating discriminator and generator steps on the MNIST-sized images. The framework runs
+``train.py model=<family> data=<its data>`` in process with its defaults (steps_per_execution=auto,
+the default callbacks), but for early stopping (a benchmark runs its epochs) and histograms
+(measured by --callbacks); the GAN also without validation (its FID judge is a model of its own).
+The plain loop is written for each kind of task: the same network, data tensors, loss, optimizer
+and gradient clipping, batches by randperm indexing, one validation pass an epoch.
+
+The two run alternately in fresh processes. Each epoch is timed from its first batch to the next
+epoch's first batch (the plain loop: to its end), so validation, checkpoints and epoch-end
+callbacks count; the first epoch is a warm-up and is not counted. The table gives medians:
+steps/s, epoch seconds, the ratio framework / plain (the median over rounds of the ratio within a
+round), peak memory (RSS; on CUDA also the GPU's), the time from the command to the first
+training step, the main validation metric, and the steps per execution auto chose.
 """
 
 from __future__ import annotations
@@ -106,7 +117,10 @@ class EpochTimer:
 
         class _Timer(L.Callback):
             def __init__(s):
-                s.epochs, s.first_step, s.t0, s.test_s = [], None, None, None
+                s.epochs, s.first_step, s.t0, s.test_s, s.steps = [], None, None, None, None
+
+            def on_train_start(s, trainer, pl_module):
+                s.steps = trainer.num_training_batches  # batches an epoch (steps count batches)
 
             def end_epoch(s):
                 if s.t0 is not None:
@@ -137,72 +151,140 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SHARED_TEXT = "/work/shared/data"
+NO_BENCH_CALLBACKS = ["callbacks.early_stopping=null", "callbacks.histograms=null"]
+# family -> (its train.py overrides, the data it is for)
+CASES = {
+    "mlp": (["experiment=bench_mlp_mnist"], "images"),
+    "cnn": (["experiment=bench_cnn_mnist"], "images"),
+    "resnet": (["data=mnist", "model=resnet", *NO_BENCH_CALLBACKS], "images"),
+    "lstm": (["data=sine", "model=lstm", *NO_BENCH_CALLBACKS], "series"),
+    "gru": (["data=sine", "model=gru", *NO_BENCH_CALLBACKS], "series"),
+    "rnn": (["data=sine", "model=rnn", *NO_BENCH_CALLBACKS], "series"),
+    "linear": (["data=sine", "model=linear", *NO_BENCH_CALLBACKS], "series"),
+    "lstm-text": (["data=shakespeare", "model=lstm", *NO_BENCH_CALLBACKS], "tokens"),
+    "gan": (["data=mnist", "model=gan", "+trainer.limit_val_batches=0", *NO_BENCH_CALLBACKS], "images"),
+}
+
+
+def compose_case(args, extra: list[str] = ()):
+    """The run's config, as train.py would compose it for this family."""
+    from zoo.run.config import compose_run
+
+    overrides = [
+        *CASES[args.model][0],
+        f"trainer.max_epochs={args.epochs}",
+        "trainer=gpu" if args.device == "cuda" else "trainer=cpu",
+        *extra,
+        *args.set,
+    ]
+    data_dir = args.text_data if CASES[args.model][1] == "tokens" else args.data_dir
+    return compose_run(overrides, tempfile.mkdtemp(prefix="bench-run-"), data_dir)
+
+
 class PlainLoop:
-    """The hand-written loop: preloaded tensors, randperm batches, Adam; then a validation pass."""
+    """The hand-written loop: the run's data as tensors on the device, randperm batches, the same
+    network, loss, optimizer and clipping as the framework's task; a validation pass an epoch."""
 
     def __init__(self, args):
         import torch
+        from hydra.utils import instantiate
 
-        from datamodules.images import MNISTData
-        from zoo.nets.cnn import CNN
-        from zoo.nets.mlp import MLP
+        from zoo.tasks.registry import build_net
 
         # A hand-written loop does not import Lightning, which sets this on import (NVML loaded on
         # every Adam step to ask whether CUDA is available); the framework clears it during training.
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-        torch.manual_seed(42)
-        dm = MNISTData(data_dir=args.data_dir, batch_size=128, val_size=5000, seed=42)
+        cfg = compose_case(args)
+        torch.manual_seed(cfg.seed)
+        dm = instantiate(cfg.data)
         dm.prepare_data()
         dm.setup("fit")
         self.dev = dev = torch.device(args.device)
-        (self.x_train, self.y_train), (self.x_val, self.y_val) = [
-            tuple(t.to(dev) for t in dm.splits[s]) for s in ("train", "val")
-        ]
-        net = (
-            MLP(dm.spec, widths=[64, 128, 64], batchnorm=True, dropout=0.0)
-            if args.model == "mlp"
-            else CNN(dm.spec, dropout=0.0)
-        )
-        self.net = net.to(dev)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
-        n_steps = -(-len(self.x_train) // 128)
+        self.train_split = tuple(t.to(dev) for t in dm.splits["train"][:2])
+        self.val_split = tuple(t.to(dev) for t in dm.splits["val"][:2])
+        self.batch, self.eval_batch = int(cfg.data.batch_size), int(cfg.data.eval_batch_size)
+        self.net = build_net(instantiate(cfg.model), dm.spec, args.model, cfg.data._target_).to(dev)
+        self.clip = cfg.trainer.get("gradient_clip_val")
+        self.kind = "adversarial" if args.model == "gan" else dm.spec.task
+        factory = instantiate(cfg.optimizer)
+        if self.kind == "adversarial":
+            net = self.net
+            d_params = [*net.discriminator.parameters(), *net.head.parameters()]
+            self.opts = (factory(list(net.generator.parameters())), factory(d_params))
+        else:
+            self.opts = (factory(self.net.parameters()),)
+        n_steps = -(-len(self.train_split[0]) // self.batch)
         self.n_steps = min(n_steps, args.steps) if args.steps else n_steps
         self.gen = torch.Generator(device=dev).manual_seed(42)  # its own: leaves others' random streams alone
-        self.val_acc = None
+        self.validate = self.kind != "adversarial"  # as the framework's GAN case: no validation
+        self.val_metric = None
 
-    def epoch(self) -> float:
+    def loss(self, x, y):
+        import torch.nn.functional as F
+
+        out = self.net(x)
+        if self.kind == "forecast":
+            return F.mse_loss(out, y), out
+        if self.kind == "language_model":
+            return F.cross_entropy(out.flatten(0, 1), y.flatten()), out
+        return F.cross_entropy(out, y), out
+
+    def step(self, x, y) -> None:
+        import torch
+
+        (opt,) = self.opts
+        loss, _ = self.loss(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip)
+        opt.step()
+
+    def gan_step(self, x) -> None:
+        """One discriminator step and one generator step, the non-saturating loss."""
         import torch
         import torch.nn.functional as F
 
-        net, opt, x_train, y_train, x_val, y_val = (
-            self.net,
-            self.opt,
-            self.x_train,
-            self.y_train,
-            self.x_val,
-            self.y_val,
-        )
+        net, (opt_g, opt_d) = self.net, self.opts
+        real = x * 2 - 1
+        fake = net.generate(torch.randn(len(real), net.latent_dim, device=self.dev), None)
+        d_real, d_fake = net.discriminate(real, None), net.discriminate(fake.detach(), None)
+        d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.softplus(d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        net.discriminator.requires_grad_(False)
+        net.head.requires_grad_(False)
+        g_loss = F.softplus(-net.discriminate(fake, None)).mean()
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        net.requires_grad_(True)
+
+    def epoch(self) -> float:
+        import torch
+
+        (x_train, y_train), (x_val, y_val) = self.train_split, self.val_split
         t0 = time.perf_counter()
-        net.train()
+        self.net.train()
         perm = torch.randperm(len(x_train), device=self.dev, generator=self.gen)
-        total = torch.zeros((), device=self.dev)
+        bs = self.batch
         for i in range(self.n_steps):
-            idx = perm[i * 128 : (i + 1) * 128]
-            x, y = x_train[idx], y_train[idx]
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-        net.eval()
-        correct = torch.zeros((), device=self.dev)
-        with torch.no_grad():
-            for i in range(0, len(x_val), 1024):
-                logits = net(x_val[i : i + 1024])
-                F.cross_entropy(logits, y_val[i : i + 1024])
-                correct += (logits.argmax(1) == y_val[i : i + 1024]).sum()
-        self.val_acc = correct.item() / len(x_val)
-        total.item()
+            idx = perm[i * bs : (i + 1) * bs]
+            if self.kind == "adversarial":
+                self.gan_step(x_train[idx])
+            else:
+                self.step(x_train[idx], y_train[idx])
+        if self.validate:
+            self.net.eval()
+            total = torch.zeros((), device=self.dev)
+            with torch.no_grad():
+                for i in range(0, len(x_val), self.eval_batch):
+                    x, y = x_val[i : i + self.eval_batch], y_val[i : i + self.eval_batch]
+                    loss, out = self.loss(x, y)
+                    total += (out.argmax(1) == y).sum() if self.kind == "classify" else loss * len(y)
+            self.val_metric = total.item() / len(x_val)
         return time.perf_counter() - t0
 
 
@@ -215,31 +297,28 @@ def run_plain(args) -> dict:
         "steps": loop.n_steps,
         "first_step_s": first_step,
         "peak_mb": peak_mb(),
-        "val_acc": loop.val_acc,
+        "val": loop.val_metric,
+        **gpu_peak(args),
     }
 
 
-def run_framework(args) -> dict:
+def gpu_peak(args) -> dict:
     import torch
 
-    import train
-    from zoo.run.config import compose_run
+    return {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "cuda" else {}
 
-    out = tempfile.mkdtemp(prefix="bench-run-")
-    overrides = [
-        f"experiment=bench_{args.model}_mnist",
-        f"trainer.max_epochs={args.epochs}",
-        f"test={'true' if args.variant else 'false'}",
-        "trainer=gpu" if args.device == "cuda" else "trainer=cpu",
-    ]
-    overrides += args.set
+
+def run_framework(args) -> dict:
+    import train
+
+    extra = [f"test={'true' if args.variant else 'false'}"]
     if args.variant:
-        overrides += [f"callbacks.{c}=null" for c in OBSERVABILITY if c not in (args.variant, "histograms")]
+        extra += [f"callbacks.{c}=null" for c in OBSERVABILITY if c not in (args.variant, "histograms")]
         if args.variant == "histograms":
-            overrides.append(HISTOGRAMS_ON)
-    cfg = compose_run(overrides, out, args.data_dir)
-    if args.steps:  # a limit in batches (a multiple of K: see main); Lightning counts executions of K
-        cfg.trainer.limit_train_batches = args.steps // int(cfg.steps_per_execution)
+            extra.append(HISTOGRAMS_ON)
+    cfg = compose_case(args, extra)
+    if args.steps:  # a limit in batches (steps count batches whatever steps_per_execution is)
+        cfg.trainer.limit_train_batches = args.steps
     plain_epochs: list[float] = []
     if args.worker == "interleaved":
         loop = PlainLoop(args)
@@ -247,31 +326,18 @@ def run_framework(args) -> dict:
     else:
         timer = EpochTimer(args.started).callback
     summary = train.train(cfg, extra_callbacks=(timer,))
-    result = {
+    val_key = "val/acc" if "val/acc" in summary else "val/loss"
+    return {
         "epoch_s": timer.epochs,
-        "steps": trainer_batches(args),
+        "steps": timer.steps,
         "first_step_s": timer.first_step,
         "peak_mb": peak_mb(),
-        "val_acc": summary.get("val/acc"),
+        "val": summary.get(val_key),
         "test_s": timer.test_s,
         "plain_epoch_s": plain_epochs,
+        "k": summary.get("steps_per_execution"),
+        **gpu_peak(args),
     }
-    if args.device == "cuda":
-        result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return result
-
-
-def executions_of(model: str, overrides: list[str]) -> int:
-    """The steps_per_execution the framework runs with (the bench experiment's, or --set's)."""
-    from zoo.run.config import compose_config
-
-    return int(compose_config([f"experiment=bench_{model}_mnist", *overrides]).steps_per_execution)
-
-
-def trainer_batches(args) -> int:
-    """Optimizer steps per epoch (the work), whatever Lightning counts as a step."""
-    full = -(-55_000 // 128)
-    return min(full, args.steps) if args.steps else full
 
 
 def worker(kind: str, args, variant: str | None = None) -> dict:
@@ -290,6 +356,8 @@ def worker(kind: str, args, variant: str | None = None) -> dict:
         str(args.steps),
         "--device",
         args.device,
+        "--text-data",
+        str(args.text_data),
         "--started",
         repr(time.time()),
     ] + [f"--set={o}" for o in args.set]
@@ -311,7 +379,11 @@ def summarise(runs: list[dict]) -> dict:
         "steps_per_s": steps / med,
         "peak_mb": statistics.median(r["peak_mb"] for r in runs),
         "first_step_s": statistics.median(r["first_step_s"] for r in runs),
-        "val_acc": statistics.median(r["val_acc"] for r in runs),
+        "val": statistics.median(r["val"] for r in runs if r["val"] is not None)
+        if runs[0]["val"] is not None
+        else None,
+        "k": runs[0].get("k"),
+        "gpu_peak_mb": statistics.median(r["gpu_peak_mb"] for r in runs) if "gpu_peak_mb" in runs[0] else None,
         "n": len(epochs),
     }
 
@@ -338,16 +410,31 @@ def check_arguments(args) -> None:
                 "--device cuda needs a GPU that torch can use, and there is none here; "
                 "leave --device out to measure on the CPU."
             )
-    for model in ["mlp", "cnn"] if args.model == "both" else [args.model]:
+    for model in args.models:
         try:
-            check_overrides([f"experiment=bench_{model}_mnist", *args.set], run_folder=False)
+            check_overrides([*CASES[model][0], *args.set], run_folder=False)
         except UserError as e:
             raise UserError(f"--set {' --set '.join(args.set)}: {e}") from None
 
 
+def text_data(given: str | None) -> str | None:
+    """The folder holding shakespeare/input.txt for lstm-text (--text-data, else the shared copy)."""
+    for folder in (given, SHARED_TEXT):
+        if folder and os.path.isfile(os.path.join(folder, "shakespeare", "input.txt")):
+            return folder
+    return None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=[*CASES, "all"],
+        default=None,
+        help="a family to measure (repeatable; default all)",
+    )
+    p.add_argument("--text-data", default=None, help="a folder with shakespeare/input.txt (lstm-text)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved plain/framework process pairs")
     p.add_argument("--epochs", type=int, default=3, help="epochs per process; the first is a warm-up")
     p.add_argument("--steps", type=int, default=0, help="limit the training steps per epoch (0: all 430)")
@@ -378,10 +465,17 @@ def main() -> None:
     args = p.parse_args()
 
     if args.worker:
+        args.model = args.model[0]
         result = (run_plain if args.worker == "plain" else run_framework)(args)
         print("BENCH " + json.dumps(result))
         return
 
+    args.text_data = text_data(args.text_data)
+    wanted = args.model or ["all"]
+    args.models = list(CASES) if "all" in wanted else list(dict.fromkeys(wanted))
+    if args.text_data is None and "lstm-text" in args.models:
+        print("lstm-text: left out (no shakespeare/input.txt; give --text-data)")
+        args.models.remove("lstm-text")
     with user_errors():
         check_arguments(args)
     args.data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-data-")
@@ -393,15 +487,9 @@ def main() -> None:
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, device {args.device}, "
         f"{args.rounds} rounds x {args.epochs - 1} timed epochs"
     )
-    models = ["mlp", "cnn"] if args.model == "both" else [args.model]
     rows, interleaved = [], {}
-    steps = args.steps
-    for model in models:
+    for model in args.models:
         args.model = model
-        k = executions_of(model, args.set)
-        args.steps = -(-steps // k) * k if steps else 0
-        if args.steps != steps:
-            print(f"{model}: --steps {steps} rounded up to {args.steps}, a multiple of steps_per_execution={k}")
         if args.callbacks:
             variants = CALLBACK_VARIANTS
             if args.only:
@@ -454,13 +542,19 @@ def main() -> None:
             )
 
     if rows:
-        print("\n| model | loop | steps/s | epoch s | ratio | peak MB | command to 1st step s | val acc |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        gpu = args.device == "cuda"
+        print(
+            "\n| model | loop | steps/s | epoch s | ratio | peak MB | command to 1st step s | val acc (loss) "
+            f"| data | K |{' GPU peak MB |' if gpu else ''}"
+        )
+        print(f"|---|---|---:|---:|---:|---:|---:|---:|---|---:|{'---:|' if gpu else ''}")
         for model, plain, fw, ratio in rows:
             for name, s, r in (("plain PyTorch", plain, 1.0), ("framework", fw, ratio)):
+                val = f"{s['val']:.3f}" if s["val"] is not None else "-"
                 print(
                     f"| {model} | {name} | {s['steps_per_s']:.0f} | {s['epoch_s']:.3f} | "
-                    f"{r:.2f} | {s['peak_mb']:.0f} | {s['first_step_s']:.1f} | {s['val_acc']:.3f} |"
+                    f"{r:.2f} | {s['peak_mb']:.0f} | {s['first_step_s']:.1f} | {val} | {CASES[model][1]} | "
+                    f"{s['k'] or ''} |" + (f" {s['gpu_peak_mb']:.0f} |" if gpu else "")
                 )
         for model, pairs in interleaved.items():
             print(

@@ -4,6 +4,11 @@
 one index per batch: no per-sample Python, no collate. Lightning calls ``loader.sampler.set_epoch``
 at the start of every epoch, so the shuffle order is a function of (seed, epoch) and a resumed run
 sees the same batches as an uninterrupted one.
+
+Training batches can come several at a time (an *execution*, zoo/tasks/execution.py): when the task
+sets ``datamodule.execution``, a plan that says how many batches the next Lightning step takes, the
+loader yields the rows of that many consecutive batches as one tensor, in the same order; its length
+still counts batches.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class BatchLoader:
         trained: Callable[[], int] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        execution=None,
     ):
         n = len(tensors[0])
         if any(len(t) != n for t in tensors):
@@ -69,6 +75,7 @@ class BatchLoader:
         self.trained = trained
         self._iter_epoch, self._resume_at = -1, None
         self.rank, self.world_size = rank, world_size
+        self.execution = execution  # an ExecutionPlan (training, one process) or None: one batch at a time
 
     def _part(self) -> tuple[int, int]:
         """This process's rows of an unshuffled split: [lo, hi)."""
@@ -96,15 +103,19 @@ class BatchLoader:
             start = self._resume_at["batches"]  # the batches of this epoch trained before a checkpoint
         self._resume_at, self._iter_epoch = None, self.sampler.epoch
         lo, hi = self._part()
-        w = self.world_size
-        for i in range(start, len(self)):
+        w, plan, end = self.world_size, self.execution, len(self)
+        offset = plan.batches_done() - start if plan is not None else 0  # batches of the run before this epoch
+        i = start
+        while i < end:
+            m = plan.size(offset + i, i, end) if plan is not None else 1  # batches in this step
             if order is None:  # contiguous slices are views: no copy at all
-                yield tuple(t[lo + i * bs : min(lo + (i + 1) * bs, hi)] for t in self.tensors)
+                yield tuple(t[lo + i * bs : min(lo + (i + m) * bs, hi)] for t in self.tensors)
             else:
-                idx = order[i * bs * w : (i + 1) * bs * w]
+                idx = order[i * bs * w : (i + m) * bs * w]
                 if w > 1:
                     idx = idx.tensor_split(w)[self.rank]
                 yield tuple(t[idx] for t in self.tensors)
+            i += m
 
     def state_dict(self) -> dict:
         """The epoch and how many of its batches are trained on."""
@@ -125,9 +136,8 @@ class TensorDataModule(L.LightningDataModule):
         super().__init__()
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.data_on_device = data_on_device
-        # Training batches of steps_per_execution x batch_size rows, in the order of that many
-        # separate batches; the task splits them again (zoo/tasks/execution.py). Set by train.py.
-        self.steps_per_execution = 1
+        # Several training batches per Lightning step (zoo/tasks/execution.py): set by the task.
+        self.execution = None
         self.splits: dict[str, tuple[torch.Tensor, ...]] = {}
 
     @property
@@ -157,10 +167,11 @@ class TensorDataModule(L.LightningDataModule):
     def train_dataloader(self):
         return BatchLoader(
             self.split("train"),
-            self.batch_size * self.steps_per_execution,
+            self.batch_size,
             shuffle=True,
             seed=self.seed,
             trained=self._trained_in_epoch if self.trainer is not None else None,
+            execution=self.execution,
             **self._ranks(),
         )
 
@@ -169,6 +180,25 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return BatchLoader(self.split("test"), self.eval_batch_size, **self._ranks())
+
+
+class ExecutionBatches:
+    """A DataLoader's batch sampler for executions: the indices of the next ``execution.size(...)``
+    consecutive batches of ``sampler``'s order at a time; its length counts batches."""
+
+    def __init__(self, sampler, batch_size: int, execution):
+        self.sampler, self.batch_size, self.execution = sampler, batch_size, execution
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self):
+        indices, bs, end = list(self.sampler), self.batch_size, len(self)
+        offset, i = self.execution.batches_done(), 0
+        while i < end:
+            m = self.execution.size(offset + i, i, end)
+            yield indices[i * bs : (i + m) * bs]
+            i += m
 
 
 def seeded_split(n: int, sizes: list[int], seed: int) -> list[torch.Tensor]:

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from datamodules.augment import augment
-from datamodules.base import count, seeded_split
+from datamodules.base import ExecutionBatches, count, seeded_split
 from datamodules.spec import DataSpec
 from zoo.errors import UserError
 
@@ -52,7 +52,7 @@ class ImageFolderData(L.LightningDataModule):
         # pixels in [0, 1] -> (x - mean) / std, so the defaults give [-1, 1].
         self.pixel_mean = torch.full((self.channels,), float(mean))
         self.pixel_std = torch.full((self.channels,), float(std))
-        self.steps_per_execution = 1  # set by train.py: training batches of that many batches' rows
+        self.execution = None  # set by the task: several training batches per step (datamodules/base.py)
         self.subsets: dict[str, torch.utils.data.Dataset] = {}
         self.classes: list[str] = []
 
@@ -112,21 +112,24 @@ class ImageFolderData(L.LightningDataModule):
             class_names=tuple(self.classes),
         )
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool):
+    def _loader(self, split: str, batch_size: int, shuffle: bool, execution=None):
         workers = self.num_workers
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        batching = {"batch_size": batch_size, "shuffle": shuffle, "generator": generator}
+        if execution is not None:  # the same order as shuffle=True, cut into executions
+            sampler = torch.utils.data.RandomSampler(self.subsets[split], generator=generator)
+            batching = {"batch_sampler": ExecutionBatches(sampler, batch_size, execution)}
         return torch.utils.data.DataLoader(
             self.subsets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=_collate,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            **batching,
         )
 
     def train_dataloader(self):
-        return self._loader("train", self.batch_size * self.steps_per_execution, shuffle=True)
+        return self._loader("train", self.batch_size, shuffle=True, execution=self.execution)
 
     def val_dataloader(self):
         return self._loader("val", self.eval_batch_size, shuffle=False)

@@ -93,6 +93,46 @@ def test_logging_rule_and_logging_step_follow_the_trainer(tmp_path):
     assert compat.batches_that_stepped(trainer) == trainer.global_step == 3
 
 
+class _TwoPerStep(_Recorder):
+    """Says it trained one more batch inside each step, as zoo.tasks.execution does."""
+
+    def training_step(self, batch, batch_idx):
+        compat.count_inner_batch(self.trainer, optimizer_steps=1)
+        loop = self.trainer.fit_loop.epoch_loop
+        self.seen.append((loop.batch_idx, compat.batches_that_stepped(self.trainer), self.trainer.global_step))
+        return self.layer(batch[0]).pow(2).mean()
+
+
+def test_count_inner_batch_moves_every_counter_by_a_batch(tmp_path):
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    loop = trainer.fit_loop.epoch_loop
+    require(loop, "_batches_that_stepped", "count_inner_batch")
+    require(loop.batch_progress, "increment_by", "count_inner_batch", ["n", "is_last_batch"])
+    require(loop.automatic_optimization.optim_progress.optimizer.step, "increment_by", "count_inner_batch", ["n"])
+    module = _TwoPerStep()
+    trainer.fit(module)
+    # 6 batches an epoch, each step two of them: 3 steps an epoch, every counter at the second batch
+    assert module.seen == [(1, 1, 1), (3, 3, 3), (5, 5, 5), (1, 7, 7), (3, 9, 9), (5, 11, 11)], module.seen
+    assert trainer.global_step == compat.batches_that_stepped(trainer) == 12 and trainer.current_epoch == 2
+
+
+def test_checkpoint_every_n_train_steps_is_read_from_modelcheckpoint(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callback = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=7)
+    require(callback, "_every_n_train_steps", "checkpoint_every_n_train_steps")
+    assert compat.checkpoint_every_n_train_steps(callback) == 7
+    assert compat.checkpoint_every_n_train_steps(ModelCheckpoint(dirpath=tmp_path)) == 0
+    assert compat.checkpoint_every_n_train_steps(L.Callback()) == 0
+
+
 def test_ddp_kwargs_are_the_strategy_s_own_and_changes_reach_it():
     strategy = DDPStrategy(find_unused_parameters=False, gradient_as_bucket_view=True)
     require(strategy, "_ddp_kwargs", "ddp_kwargs")
@@ -275,3 +315,27 @@ def test_open_summary_writer_is_none_until_the_logger_writes(tmp_path):
     assert compat.open_summary_writer(logger) is logger.experiment
     logger.close()
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+
+
+def test_torchmetrics_without_optional_imports_leaves_out_torchvision_and_matplotlib():
+    """In a fresh process (torchmetrics is imported here already): Lightning and every task import
+    without torchvision or matplotlib, and the metrics the tasks use still compute."""
+    import subprocess
+
+    require("torchmetrics.utilities.imports", "RequirementCache", "torchmetrics_without_optional_imports")
+    for flag in compat.TORCHMETRICS_OPTIONAL:
+        require("torchmetrics.utilities.imports", flag, "torchmetrics_without_optional_imports")
+    script = (
+        "import sys, torch\n"
+        "from zoo import compat\n"
+        "compat.torchmetrics_without_optional_imports()\n"
+        "import lightning, zoo.tasks.classify, zoo.tasks.forecast, zoo.tasks.language_model\n"
+        "from torchmetrics.classification import MulticlassAccuracy\n"
+        "acc = MulticlassAccuracy(num_classes=3, average='micro')(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torchvision', 'matplotlib'}), round(float(acc), 3))\n"
+    )
+    from tests.helpers import ROOT
+
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[-2] == "[] 0.667", r.stdout

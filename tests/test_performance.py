@@ -18,7 +18,7 @@ def test_steps_per_execution_trains_the_same_model(tmp_path):
     four = run_train(FAST + ["steps_per_execution=4"], tmp_path / "k4")
     for key in ("test/acc", "test/loss", "val/acc", "val/loss"):
         assert four[key] == pytest.approx(one[key], rel=1e-6, abs=1e-7), key
-    assert four["global_step"] == -(-one["global_step"] // 3 // 4) * 3  # Lightning counts executions
+    assert four["global_step"] == one["global_step"]  # steps count batches, whatever K is
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_gradient_norm_interval_counts_batches_with_steps_per_execution(tmp_path
     ea = EventAccumulator(str(out), size_guidance={"scalars": 0})
     ea.Reload()
     steps = [e.step for e in ea.Scalars("watch/grad_norm/total")]
-    assert steps == list(range(metrics["global_step"]))  # every 4 batches: once per execution of 4
+    assert steps == list(range(0, metrics["global_step"], 4))  # every 4 batches, at the batch's own step
 
 
 def test_steps_per_execution_refuses_gradient_accumulation(tmp_path):
@@ -186,7 +186,7 @@ def test_bench_experiments_hold_the_benchmark_settings(tmp_path):
     from zoo.run.config import compose_run
 
     mlp = compose_run(["experiment=bench_mlp_mnist"], str(tmp_path), str(tmp_path))
-    assert mlp.steps_per_execution == 16 and mlp.data.batch_size == 128 and list(mlp.model.widths) == [64, 128, 64]
+    assert mlp.steps_per_execution == "auto" and mlp.data.batch_size == 128 and list(mlp.model.widths) == [64, 128, 64]
     assert mlp.model.batchnorm and mlp.optimizer._target_ == "torch.optim.Adam" and mlp.data.val_size == 5000
     assert (
         compose_run(["experiment=bench_mlp_mnist", "steps_per_execution=2"], str(tmp_path), None).steps_per_execution

@@ -45,6 +45,84 @@ def batches_that_stepped(trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
+def count_inner_batch(trainer, optimizer_steps: int) -> None:
+    """Advance the fit loop's counters by one batch that the task trained inside a Lightning step
+    (zoo.tasks.execution: several batches per step), so that they count batches as with one batch
+    a step: ``batch_idx``, the epoch's end (``num_training_batches``), ``global_step``, the logging
+    step and a mid-epoch checkpoint's position all move by one batch.
+
+    Why: Lightning counts one batch per ``training_step``. Missing public API: there is none to say
+    that a step trained more; ``_batches_that_stepped`` is the step the loggers write at."""
+    loop = trainer.fit_loop.epoch_loop
+    batches = loop.batch_progress
+    last = batches.is_last_batch or batches.current.ready + 1 >= trainer.num_training_batches
+    batches.increment_by(1, is_last_batch=last)
+    loop._batches_that_stepped += 1
+    if trainer.lightning_module.automatic_optimization:
+        progress = loop.automatic_optimization.optim_progress.optimizer
+        progress.zero_grad.increment_by(optimizer_steps)
+        progress.step.increment_by(optimizer_steps)
+    else:  # manual optimisation counts the steps of a training_step only
+        loop.manual_optimization.optim_step_progress.increment_by(optimizer_steps)
+
+
+def checkpoint_every_n_train_steps(callback) -> int:
+    """A ModelCheckpoint's ``every_n_train_steps`` (0 for any other callback or when it is off).
+
+    Why: zoo.tasks.execution ends an execution on the batches a checkpoint is due. Missing public
+    API: ModelCheckpoint keeps its constructor argument only as ``_every_n_train_steps``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if not isinstance(callback, ModelCheckpoint):
+        return 0
+    return int(callback._every_n_train_steps or 0)
+
+
+TORCHMETRICS_OPTIONAL = ("_TORCHVISION_AVAILABLE", "_SCIPY_AVAILABLE", "_MATPLOTLIB_AVAILABLE")
+
+
+def torchmetrics_without_optional_imports() -> None:
+    """Make torchmetrics, when it is imported (by Lightning, on import), leave out what needs
+    torchvision, scipy or matplotlib, so that a run imports those only when it uses them itself
+    (torchvision for image data, matplotlib for a figure). Does nothing once torchmetrics is imported.
+
+    Why: torchmetrics' ``__init__`` imports every metric family, and its image metrics import
+    torchvision (which imports torch._dynamo and sympy), its audio ones scipy.signal and its plotting
+    helpers matplotlib.pyplot: about 40% of what ``python train.py`` spends before its first step,
+    for metrics no zoo task uses. Missing public API: torchmetrics has no switch; the availability
+    flags of ``torchmetrics.utilities.imports`` (``lightning_utilities`` RequirementCaches) are read
+    as its modules import, so they are set to "not installed" right after that module runs."""
+    import importlib.abc
+    import importlib.machinery
+    import sys
+
+    if "torchmetrics" in sys.modules:
+        return
+
+    class _FlagsOff(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "torchmetrics.utilities.imports":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None or spec.loader is None:
+                return spec
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                for flag in TORCHMETRICS_OPTIONAL:
+                    cache = getattr(module, flag, None)
+                    if cache is not None:
+                        cache.available = False
+                        cache.message = f"{flag} turned off by zoo.compat.torchmetrics_without_optional_imports"
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _FlagsOff())
+
+
 def ddp_kwargs(strategy) -> dict | None:
     """The keyword arguments a DDPStrategy will pass to ``DistributedDataParallel`` (None for
     another strategy); changing the returned dict before the model is wrapped changes them.

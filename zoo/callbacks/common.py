@@ -63,18 +63,20 @@ class EveryNSteps:
 
     every_n_steps: int
 
+    def batch_interval(self) -> tuple[int, int] | None:
+        """The batches b this acts on with one optimizer, b % n == 0: an execution of several batches
+        per step (zoo/tasks/execution.py) ends on them, so this hook sees them."""
+        return (self.every_n_steps, 0) if self.every_n_steps > 0 else None
+
     def _due(self, trainer: L.Trainer, optimizer) -> bool:
         if self.every_n_steps <= 0:
             return False
         last = self.__dict__.setdefault("_last_window", {})
-        # With steps_per_execution=K a Lightning step is K batches and this hook sees the last of
-        # them: the interval still counts batches, so the norms come as often whatever K is.
-        k = getattr(trainer.lightning_module, "steps_per_execution", 1)
-        batch = logging_step(trainer) * k + k - 1
+        batch = logging_step(trainer)
         window = batch // self.every_n_steps
         key = id(getattr(optimizer, "optimizer", optimizer))
         # A run resumed inside a window has had that window's turn already (unless it starts on it).
-        if last.get(key, (batch - k) // self.every_n_steps) >= window:
+        if last.get(key, (batch - 1) // self.every_n_steps) >= window:
             return False
         last[key] = window
         return True

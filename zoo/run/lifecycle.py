@@ -201,6 +201,8 @@ def finished_summary(trainer, callbacks: RunCallbacks, test_results: dict, secon
         "seconds": round(seconds, 2),
         "first_step_s": callbacks.startup.first_step_s,
         "diagnoses": diagnoses_of(trainer),
+        # the batches per Lightning step it trained with (steps_per_execution=auto: the one chosen)
+        "steps_per_execution": getattr(getattr(trainer.lightning_module, "execution", None), "trained_with", 1),
     }
 
 

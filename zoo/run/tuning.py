@@ -10,6 +10,8 @@ the loss-versus-learning-rate plot (Images: ``tuner/lr_find``) and the suggestio
 
 from __future__ import annotations
 
+import contextlib
+
 import lightning as L
 from omegaconf import DictConfig
 
@@ -30,18 +32,21 @@ def find_lr(trainer: L.Trainer, task: L.LightningModule, datamodule, tuner: Dict
     # max_epochs must not end it before num_training steps.
     max_epochs = trainer.fit_loop.max_epochs
     trainer.fit_loop.max_epochs = -1
+    # One batch per step: the finder sets the learning rate and reads the loss at every step.
+    one_batch = task.one_batch_a_step() if hasattr(task, "one_batch_a_step") else contextlib.nullcontext()
     try:
-        finder = Tuner(trainer).lr_find(
-            task,
-            datamodule=datamodule,
-            min_lr=float(tuner.min_lr),
-            max_lr=float(tuner.max_lr),
-            num_training=int(tuner.num_training),
-            mode=str(tuner.mode),
-            early_stop_threshold=tuner.get("early_stop_threshold"),
-            update_attr=True,
-            attr_name="lr",
-        )
+        with one_batch:
+            finder = Tuner(trainer).lr_find(
+                task,
+                datamodule=datamodule,
+                min_lr=float(tuner.min_lr),
+                max_lr=float(tuner.max_lr),
+                num_training=int(tuner.num_training),
+                mode=str(tuner.mode),
+                early_stop_threshold=tuner.get("early_stop_threshold"),
+                update_attr=True,
+                attr_name="lr",
+            )
     finally:
         trainer.fit_loop.max_epochs = max_epochs
     if finder is None:  # fast_dev_run: Lightning skips the finder

@@ -119,6 +119,7 @@ class AdversarialTask(Task):
                 f"the plateau scheduler watches {self.scheduler_monitor}, which a GAN does not log; "
                 f"add scheduler.monitor=val/fid."
             )
+        super().on_fit_start()
 
     def logged_metrics(self) -> list[str]:
         """Every metric this task logs: what checkpoints, early stopping and schedulers can watch."""
@@ -165,14 +166,22 @@ class AdversarialTask(Task):
     @override
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
-        for i, micro in enumerate(self.micro_batches(batch)):
-            index = batch_idx * self.steps_per_execution + i
-            d_loss, d_real, d_fake = self._adversarial_step(micro, index, opt_g, opt_d)
+        d_loss, d_real, d_fake = self._adversarial_step(self.last_batch(batch), self._batch_index(), opt_g, opt_d)
         if compat.should_update_logs(self.trainer):
             logs = {"train/d_loss_step": d_loss, "train/d_real_step": d_real.mean(), "train/d_fake_step": d_fake.mean()}
             if self._last_g_loss is not None:
                 logs["train/g_loss_step"] = self._last_g_loss
             self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(d_real))
+
+    @override
+    def train_inner_batch(self, batch) -> int:  # one batch of an execution trained before its last
+        index = self._batch_index()
+        self._adversarial_step(batch, index, *self.optimizers())
+        return 1 + int((index + 1) % self.objective["n_critic"] == 0)  # D's step, and G's on its turn
+
+    def _batch_index(self) -> int:
+        """The index in its epoch of the batch being trained (n_critic counts them)."""
+        return self.trainer.fit_loop.epoch_loop.batch_idx
 
     def _adversarial_step(self, batch, index: int, opt_g, opt_d):
         """One discriminator step and, on every n_critic-th batch, one generator step; returns D's
@@ -267,7 +276,7 @@ class AdversarialTask(Task):
         if self.scheduler_factory is None:
             return [opt_g, opt_d]
         schedulers = []
-        batches = int(self.trainer.estimated_stepping_batches) * self.steps_per_execution
+        batches = int(self.trainer.estimated_stepping_batches)  # batches, whatever steps_per_execution
         for opt, steps in ((opt_g, max(1, batches // self.objective["n_critic"])), (opt_d, batches)):
             kwargs = schedule_arguments(self.scheduler_factory, self.trainer, steps)
             schedulers.append({"scheduler": self.scheduler_factory(opt, **kwargs), "interval": self.scheduler_interval})

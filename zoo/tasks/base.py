@@ -38,7 +38,7 @@ class Task(StepsPerExecution):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
         hparams: dict[str, Any] | None = None,
-        steps_per_execution: int = 1,
+        steps_per_execution: int | str = 1,
         automatic_optimization: bool = True,
     ):
         super().__init__()
@@ -86,6 +86,10 @@ class Task(StepsPerExecution):
     @override
     def on_fit_start(self) -> None:
         self.check_steps_per_execution()
+
+    @override
+    def on_fit_end(self) -> None:
+        self.end_executions()
 
     @override
     def on_train_epoch_end(self) -> None:

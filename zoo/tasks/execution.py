@@ -2,21 +2,39 @@
 
 Lightning's per-step bookkeeping (hooks on every callback, progress, the optimizer closure) costs
 about a third of a millisecond, which is a fifth of a whole training step of a small MLP on a CPU.
-With ``steps_per_execution=K`` the datamodule hands the task K batches at once (one tensor of
-K x batch_size rows, in the same order as K separate batches) and the task runs the first K-1
-optimizer steps itself, returning the last loss to Lightning, which steps as usual with all its
-hooks. The optimizer sees exactly the same batches in the same order as with K=1.
+In an *execution* of K batches the datamodule hands the task the K batches at once (one tensor of
+their rows, in the same order as K separate batches); the first K-1 are trained by ``ExecutionStep``,
+a callback placed first in the trainer's list, in its ``on_train_batch_start``: one optimizer step
+each, as Lightning would take it, with Lightning's counters advanced by one batch after each
+(``zoo.compat.count_inner_batch``). The last batch then goes through Lightning's step as usual, with
+all its hooks, so every callback and the task's ``training_step`` see it as if it were the only one,
+at its own step. The optimizer sees exactly the same batches in the same order as with K=1.
 
-What changes: Lightning counts one step per execution (``global_step``, ``log_every_n_steps``,
-``max_steps`` and step-wise LR schedules move once per K batches; the gradient-norm and histogram
-intervals still count batches), and gradient norms are those of the last batch of an execution. It needs one device, one
-optimizer and no gradient accumulation; the task says so in one sentence otherwise.
+Everything counted in steps still counts batches: ``global_step``, the logging step (TensorBoard's
+x-axis), ``log_every_n_steps``, ``max_steps``, ``val_check_interval``, step-wise learning-rate
+schedules (stepped after every batch, inner ones too) and the gradient-norm and histogram intervals.
+For the hooks that act only on some batches to see those batches, an execution never runs past one
+(``ExecutionPlan.size``): a batch the loggers write, a batch a callback acts on (a callback says
+which with ``batch_interval()``: (n, r) for the batches b with b % n == r), a validation, the end of
+an epoch, ``max_steps``, ModelCheckpoint's ``every_n_train_steps``. What a K > 1 run does not repeat
+exactly: the divergence guard and Ctrl-C see the end of an execution (at most K-1 batches later).
+
+``steps_per_execution=auto`` (the default) measures, over the first executions of two batches, the
+time of one batch trained inside (the step a hand-written loop takes) and Lightning's overhead per
+step, and then takes K so that the overhead is under ``OVERHEAD`` of the batches' time (K=1 for
+models whose steps are long). It does so only where it is safe (one device, one optimizer with
+automatic optimisation, no gradient accumulation, a datamodule that batches executions) and
+otherwise trains with K=1 without a word; an explicit K > 1 where it cannot work is refused in one
+sentence.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import statistics
+import time
 
 import lightning as L
 import torch
@@ -26,29 +44,186 @@ from typing_extensions import override
 from zoo import compat
 from zoo.errors import UserError
 
+AUTO = "auto"
+OVERHEAD = 0.05  # auto: Lightning's per-step overhead under this share of the batches' own time
+MAX_AUTO = 64  # auto never takes more batches per step than this
+WARMUP = 3  # auto: executions not timed at the start (first-step costs: allocation, lazy init)
+SAMPLES = 10  # auto: executions of two batches timed before K is chosen
+
+
+class ExecutionPlan:
+    """How many batches the next Lightning step trains on. ``k`` is the most; ``size`` cuts an
+    execution short where something is due on a batch (see the module docstring)."""
+
+    def __init__(self, requested: int | str = 1):
+        self.requested = requested
+        self.k = 1  # until training starts (ExecutionStep.on_train_start)
+        self.active = False
+        self.paused = False  # the learning-rate finder runs its own short fit with one batch a step
+        self.calibrating = False
+        self.trainer = None
+        self.due: list[tuple[int, int]] = []  # (n, r): batches b (counted over the run) with b % n == r
+        self.due_in_epoch: list[tuple[int, int]] = []  # the same, counted within the epoch
+        self.stop_at: int | None = None  # max_steps
+        self.measured: dict[str, float] = {}  # auto: what K was chosen from (seconds)
+        self.trained_with = 1  # the K of the last fit (metrics.json's steps_per_execution)
+
+    @property
+    def auto(self) -> bool:
+        return self.requested == AUTO
+
+    def start(self, trainer) -> None:
+        """Read what is due on which batches from the trainer and its callbacks; begin."""
+        self.trainer = trainer
+        due = [(trainer.log_every_n_steps, trainer.log_every_n_steps - 1)]
+        for cb in trainer.callbacks:
+            interval = getattr(cb, "batch_interval", None)
+            if callable(interval) and interval() is not None:
+                due.append(interval())
+            every = compat.checkpoint_every_n_train_steps(cb)
+            if every:
+                due.append((every, every - 1))
+        val = trainer.val_check_batch
+        local = []
+        if isinstance(val, int) and val > 0:
+            (due if trainer.check_val_every_n_epoch is None else local).append((val, val - 1))
+        self.due = [(n, r % n) for n, r in due if n and n > 0]
+        self.due_in_epoch = [(n, r % n) for n, r in local]
+        self.stop_at = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        self.calibrating = self.auto
+        self.k = 2 if self.auto else int(self.requested)
+
+    def batches_done(self) -> int:
+        """Batches trained so far in the run (a loader's position when it starts an epoch)."""
+        return compat.batches_that_stepped(self.trainer) if self.trainer is not None else 0
+
+    def size(self, done: int, done_in_epoch: int, epoch_batches: int) -> int:
+        """The batches of the execution that starts after ``done`` batches of the run and
+        ``done_in_epoch`` of an epoch of ``epoch_batches``."""
+        m = self.k
+        if m <= 1 or not self.active:
+            return 1
+        if self.trainer is not None:
+            epoch_batches = min(epoch_batches, self.trainer.num_training_batches)
+        m = min(m, epoch_batches - done_in_epoch)
+        if self.stop_at is not None and self.stop_at > done:
+            m = min(m, self.stop_at - done)
+        for lattice, at in ((self.due, done), (self.due_in_epoch, done_in_epoch)):
+            for n, r in lattice:
+                m = min(m, (r - at) % n + 1)  # up to and including the next batch b = r (mod n)
+        return max(m, 1)
+
+    def choose(self, inner: list[float], executions: list[float]) -> None:
+        """auto: K from the median time of a batch trained inside (``inner``) and of a two-batch
+        execution; Lightning's overhead is what the execution takes beyond its two batches."""
+        batch = statistics.median(inner)
+        overhead = max(0.0, statistics.median(executions) - 2 * batch)
+        self.k = max(1, min(MAX_AUTO, math.ceil(overhead / (OVERHEAD * batch)))) if batch > 0 else 1
+        self.measured = {"batch_s": batch, "overhead_s": overhead}
+        self.calibrating = False
+
+
+class ExecutionStep(L.Callback):
+    """Trains all but the last batch of an execution before any other hook sees the step (it is put
+    first in ``trainer.callbacks``), and times executions while ``steps_per_execution=auto`` chooses K."""
+
+    def __init__(self, plan: ExecutionPlan):
+        self.plan = plan
+        self._inner: list[float] = []
+        self._executions: list[float] = []
+        self._last: tuple[float, int] | None = None  # (start, batches) of the execution before
+        self._seen = 0
+
+    @override
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.plan.start(trainer)
+
+    @override
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        plan = self.plan
+        if not plan.calibrating:
+            pl_module.train_inner_batches(batch)
+            return
+        sync = torch.cuda.synchronize if pl_module.device.type == "cuda" else (lambda: None)
+        sync()
+        now = time.perf_counter()
+        if self._last is not None and self._last[1] == 2:
+            self._executions.append(now - self._last[0])
+        self._seen += 1
+        inner = pl_module.train_inner_batches(batch, sync)
+        self._last = (now, len(inner) + 1) if self._seen > WARMUP else None
+        if self._seen > WARMUP:
+            self._inner += inner
+        if len(self._executions) >= SAMPLES and self._inner:
+            plan.choose(self._inner, self._executions)
+
+    @override
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._last = None  # a validation between two executions is not the step's overhead
+
+    @override
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._last = None
+
 
 class StepsPerExecution(L.LightningModule):
-    """The training step of a task with automatic optimisation (zoo.tasks.base.Task builds on it)."""
+    """The training step of a task, for one batch or an execution of several (zoo.tasks.base.Task
+    builds on it)."""
 
-    steps_per_execution: int = 1
+    @property
+    def steps_per_execution(self) -> int | str:
+        return self.execution.requested
+
+    @steps_per_execution.setter
+    def steps_per_execution(self, value: int | str) -> None:
+        self.execution = ExecutionPlan(value)
+        self._last_batch = None
 
     def check_steps_per_execution(self) -> None:
-        k = self.steps_per_execution
-        if k == 1:
+        """Begin executions where they can work: refuse an explicit K > 1 that cannot; auto then
+        trains one batch a step without a word."""
+        plan, trainer = self.execution, self.trainer
+        plan.active = False
+        if plan.requested == 1 or plan.paused:
             return
-        trainer = self.trainer
         problem = None
         if trainer.world_size > 1:
             problem = f"training on {trainer.world_size} processes"
         elif trainer.accumulate_grad_batches != 1:
             problem = f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}"
-        elif len(trainer.optimizers) != 1:
+        elif len(trainer.optimizers) != 1 and (plan.auto or self.automatic_optimization):
             problem = f"{len(trainer.optimizers)} optimizers"
-        if problem:
+        elif not hasattr(trainer.datamodule, "execution"):
+            problem = f"the datamodule {type(trainer.datamodule).__name__}, which cannot batch executions"
+        if problem and not plan.auto:
             raise UserError(
-                f"steps_per_execution={k} runs several optimizer steps inside one Lightning step, "
+                f"steps_per_execution={plan.requested} runs several optimizer steps inside one Lightning step, "
                 f"which cannot work with {problem}; set steps_per_execution=1."
             )
+        if problem or trainer.fast_dev_run or (plan.auto and not self.automatic_optimization):
+            return
+        plan.active = True
+        trainer.datamodule.execution = plan
+        if not any(isinstance(cb, ExecutionStep) and cb.plan is plan for cb in trainer.callbacks):
+            trainer.callbacks.insert(0, ExecutionStep(plan))
+
+    def end_executions(self) -> None:
+        trainer = self.trainer
+        trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, ExecutionStep)]
+        if getattr(trainer.datamodule, "execution", None) is self.execution:
+            trainer.datamodule.execution = None
+        plan = self.execution
+        plan.trained_with = plan.k if plan.active else 1
+        plan.active = False
+
+    @contextlib.contextmanager
+    def one_batch_a_step(self):
+        """Train with one batch per Lightning step inside the block (the learning-rate finder)."""
+        self.execution.paused = True
+        try:
+            yield
+        finally:
+            self.execution.paused = False
 
     def _train_loss(self, batch) -> torch.Tensor:
         """The loss of one batch; the task also adds it to its epoch sums."""
@@ -56,9 +231,7 @@ class StepsPerExecution(L.LightningModule):
 
     @override
     def training_step(self, batch, batch_idx):
-        *earlier, last = self.micro_batches(batch)
-        for micro in earlier:  # steps_per_execution > 1: all but the last step are taken here
-            self.optimizer_substep(self._train_loss(micro))
+        last = self.last_batch(batch)
         loss = self._train_loss(last)
         # self.log costs about a small model's whole step: only on the steps the loggers write.
         if compat.should_update_logs(self.trainer):
@@ -66,12 +239,43 @@ class StepsPerExecution(L.LightningModule):
         return loss
 
     def micro_batches(self, batch) -> list:
-        """The K batches of one execution (the last may be shorter, or missing at an epoch's end)."""
-        if self.steps_per_execution == 1:
-            return [batch]
+        """The batches of one execution (the last may be shorter at an epoch's end)."""
         size = self.trainer.datamodule.batch_size
+        if len(batch[0]) <= size:
+            return [batch]
         parts = [t.split(size) for t in batch]
         return [tuple(p[i] for p in parts) for i in range(len(parts[0]))]
+
+    def train_inner_batches(self, batch, sync=None) -> list[float]:
+        """All but the last batch of an execution, each trained as one step (called by ExecutionStep
+        before the step's hooks); ``training_step`` then trains the last. With ``sync`` (auto's
+        calibration) it returns the seconds each took."""
+        *earlier, last = self.micro_batches(batch)
+        self._last_batch = last
+        seconds = []
+        for micro in earlier:
+            start = time.perf_counter()
+            steps = self.train_inner_batch(micro)
+            if sync is not None:
+                sync()
+                seconds.append(time.perf_counter() - start)
+            compat.count_inner_batch(self.trainer, optimizer_steps=steps)
+        return seconds
+
+    def last_batch(self, batch):
+        """The batch ``training_step`` trains: the last of an execution (``batch`` itself without one)."""
+        last, self._last_batch = self._last_batch, None
+        return batch if last is None else last
+
+    def train_inner_batch(self, batch) -> int:
+        """One batch trained inside a Lightning step: its optimizer step and the step-wise schedules;
+        returns the optimizer steps taken."""
+        self.optimizer_substep(self._train_loss(batch))
+        index = self.trainer.fit_loop.epoch_loop.batch_idx
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == "step" and not config.reduce_on_plateau and (index + 1) % config.frequency == 0:
+                self.lr_scheduler_step(config.scheduler, None)
+        return 1
 
     def optimizer_substep(self, loss: torch.Tensor) -> None:
         """One optimizer step outside Lightning's loop, as Lightning would do it: loss scaling under

@@ -1,0 +1,110 @@
+"""steps_per_execution (zoo/tasks/execution.py): auto, the default, and an explicit K train the same
+model as one batch a step for a seed, and everything counted in steps still counts batches: the
+logged steps of train/loss, the learning rate and the gradient norms, global_step, max_steps,
+validation every N batches, step-wise schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.helpers import run_train
+
+# digits: 20 training batches of 64 an epoch; short intervals so that executions are cut often
+BASE = [
+    "trainer.max_epochs=3",
+    "trainer.log_every_n_steps=4",
+    "callbacks.gradient_norms.every_n_steps=7",
+    "callbacks.histograms.every_n_steps=15",
+    "callbacks.early_stopping=null",
+]
+
+
+def scalars(out) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    found = {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in tags["scalars"]}
+    found.update({f"histogram {tag}": [(e.step, 0.0) for e in ea.Histograms(tag)] for tag in tags["histograms"]})
+    return found
+
+
+def weights(out) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def assert_same_run(run, reference, ours, theirs) -> None:
+    """The same weights, metrics and TensorBoard curves (same steps, same values)."""
+    for key in ("global_step", "epochs", "test/acc", "test/loss", "val/acc", "val/loss"):
+        assert run[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-6), key
+    a, b = weights(ours), weights(theirs)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    curves, expected = scalars(ours), scalars(theirs)
+    assert curves.keys() == expected.keys()
+    for tag, points in expected.items():
+        assert [s for s, _ in curves[tag]] == [s for s, _ in points], tag
+        assert [v for _, v in curves[tag]] == pytest.approx([v for _, v in points], rel=1e-4, abs=1e-6), tag
+
+
+@pytest.fixture(scope="module")
+def one_batch_a_step(tmp_path_factory):
+    out = tmp_path_factory.mktemp("k1") / "run"
+    return run_train([*BASE, "steps_per_execution=1"], out), out
+
+
+def test_auto_trains_the_same_model_as_one_batch_a_step(one_batch_a_step, tmp_path, monkeypatch):
+    from zoo.tasks import execution
+
+    # Choose K after a few steps, and a large one (this machine's timings would pick anything).
+    monkeypatch.setattr(execution, "WARMUP", 1)
+    monkeypatch.setattr(execution, "SAMPLES", 3)
+    monkeypatch.setattr(execution, "OVERHEAD", 1e-9)
+    reference, theirs = one_batch_a_step
+    run = run_train(BASE, tmp_path / "auto")  # steps_per_execution=auto is the default
+    assert run["steps_per_execution"] == execution.MAX_AUTO and reference["steps_per_execution"] == 1
+    assert_same_run(run, reference, tmp_path / "auto", theirs)
+    curves = scalars(tmp_path / "auto")
+    assert [s for s, _ in curves["train/loss"]] == list(range(3, 60, 4))  # every 4 batches: 20 an epoch
+    assert [s for s, _ in curves["grad_norm/total"]] == list(range(0, 60, 7))
+    assert [s for s, _ in curves["lr-Adam"]] == list(range(3, 60, 4))
+
+
+def test_explicit_k_counts_batches_in_every_setting(tmp_path):
+    """max_steps not a multiple of K, validation every 6 batches, a one-cycle schedule stepped every
+    batch, gradient clipping: as with one batch a step."""
+    options = [
+        *BASE,
+        "+trainer.max_steps=45",
+        "+trainer.val_check_interval=6",
+        "scheduler=onecycle",
+        "trainer.gradient_clip_val=0.05",
+    ]
+    reference = run_train([*options, "steps_per_execution=1"], tmp_path / "k1")
+    run = run_train([*options, "steps_per_execution=5"], tmp_path / "k5")
+    assert run["global_step"] == 45 and run["steps_per_execution"] == 5
+    assert_same_run(run, reference, tmp_path / "k5", tmp_path / "k1")
+    assert [s for s, _ in scalars(tmp_path / "k5")["val/loss"]] == [s for s, _ in scalars(tmp_path / "k1")["val/loss"]]
+
+
+def test_auto_is_one_batch_a_step_where_it_cannot_work(tmp_path):
+    run = run_train([*BASE, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2"], tmp_path / "acc")
+    assert run["steps_per_execution"] == 1 and run["global_step"] == 10
+
+
+def test_execution_sizes_end_on_every_batch_something_is_due():
+    from zoo.tasks.execution import ExecutionPlan
+
+    plan = ExecutionPlan(16)
+    plan.active, plan.k = True, 16
+    plan.due = [(10, 9), (25, 0)]  # logging after batches 9, 19, ...; gradient norms on 0, 25, 50, ...
+    plan.stop_at = 58
+    done, sizes = 0, []
+    while done < 58:
+        sizes.append(plan.size(done, done % 40, 40))
+        done += sizes[-1]
+    ends = [sum(sizes[: i + 1]) - 1 for i in range(len(sizes))]  # the last batch of each execution
+    assert ends == [0, 9, 19, 25, 29, 39, 49, 50, 57]
