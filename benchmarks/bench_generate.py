@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datamodules.spec import DataSpec  # noqa: E402 - after the repository is on the path
-from zoo.nets.transformer import Transformer  # noqa: E402
-from zoo.tasks.language_model import sample_from  # noqa: E402
+from datamodules.spec import DataSpec
+from zoo.nets.transformer import Transformer
+from zoo.tasks.language_model import sample_from
 
 
 class Uncached(torch.nn.Module):
