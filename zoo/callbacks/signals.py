@@ -111,9 +111,13 @@ class LayerSignals(L.Callback):
     # ---- when to read ---------------------------------------------------------------------------
 
     def _batch(self, trainer) -> int:
-        """The batch about to run, counted as the gradient-norm interval counts (zoo.callbacks.common)."""
-        k = getattr(trainer.lightning_module, "steps_per_execution", 1)
-        return logging_step(trainer) * k + k - 1
+        """The batch about to run (the logging step counts batches, whatever steps_per_execution)."""
+        return logging_step(trainer)
+
+    def batch_interval(self) -> tuple[int, int] | None:
+        """The batches read, b % n == 0: an execution of several batches per step ends on them
+        (zoo/tasks/execution.py), so the hooks and the activation reading see them."""
+        return (self.every_n_steps, 0) if self.every_n_steps > 0 else None
 
     @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
