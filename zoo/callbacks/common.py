@@ -53,7 +53,7 @@ def epoch_end_step(trainer: L.Trainer) -> int:
 
 def resumed(trainer: L.Trainer) -> bool:
     """Whether this fit continues a run from a checkpoint (what a run writes once is already there)."""
-    return bool(trainer.ckpt_path) or logging_step(trainer) > 0
+    return bool(trainer.ckpt_path) or trainer.global_step > 0 or logging_step(trainer) > 0
 
 
 class EveryNSteps:

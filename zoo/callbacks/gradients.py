@@ -90,6 +90,7 @@ class HistogramLogger(EveryNSteps, L.Callback):
         if not writers or key in self._written:
             return
         self._written.add(key)
+        self._weights_of = logging_step(trainer)  # the weights written: after this many steps
         prefix = optimizer_prefix(trainer, optimizer)
         named = named_params_of(pl_module, optimizer)
         tags = parameter_tags_of(pl_module, named)
@@ -118,10 +119,9 @@ class HistogramLogger(EveryNSteps, L.Callback):
         # At the epoch's last step, with the epoch's metrics (a run resumed there writes it once).
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self._write_all(trainer, pl_module, epoch_end_step(trainer))
-            self._epoch_end_at = logging_step(trainer)
 
     @override
     def on_train_end(self, trainer, pl_module) -> None:
         # The final weights, unless an epoch's end just wrote these very weights.
-        if getattr(self, "_epoch_end_at", None) != logging_step(trainer):
+        if getattr(self, "_weights_of", None) != logging_step(trainer):
             self._write_all(trainer, pl_module, logging_step(trainer))

@@ -99,17 +99,21 @@ def rewind_event_files(log_dir: str, step: int) -> int:
     HParams summary): that part of the run is about to be replayed from a checkpoint at ``step``.
     Every event of a step is logged at that step or earlier (epoch-end metrics at the epoch's last
     step), so the resumed run writes each step once. Returns the number of events dropped."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     dropped = 0
     for root, _, names in os.walk(log_dir):
         for name in sorted(n for n in names if n.startswith("events.out.tfevents.")):
             path = os.path.join(root, name)
-            events = list(EventFileLoader(path).Load())
+            # Raw records, written back as they were: the migrating EventFileLoader would turn a
+            # graph (the model_graph callback's) into a summary that reads back twice.
+            raw = list(RawEventFileLoader(path).Load())
+            events = [(r, event_pb2.Event.FromString(r)) for r in raw]
             keep = [
-                e
-                for e in events
+                (r, e)
+                for r, e in events
                 if not (
                     e.HasField("summary")
                     and (e.step >= step or any(v.tag.startswith("_hparams_/") for v in e.summary.value))
@@ -121,8 +125,8 @@ def rewind_event_files(log_dir: str, step: int) -> int:
             tmp = path + ".rewind"
             with open(tmp, "wb") as f:
                 writer = RecordWriter(f)
-                for event in keep:
-                    writer.write(event.SerializeToString())
+                for record, _ in keep:
+                    writer.write(record)
             os.replace(tmp, path)
     return dropped
 
