@@ -59,10 +59,17 @@ def one_batch_a_step(tmp_path_factory):
 def test_auto_trains_the_same_model_as_one_batch_a_step(one_batch_a_step, tmp_path, monkeypatch):
     from zoo.tasks import execution
 
-    # Choose K after a few steps, and a large one (this machine's timings would pick anything).
+    # Choose K after a few steps, and then a large one whatever this busy machine measured (the
+    # choice itself: test_auto_chooses_k_from_the_measured_overhead).
     monkeypatch.setattr(execution, "WARMUP", 1)
     monkeypatch.setattr(execution, "SAMPLES", 3)
-    monkeypatch.setattr(execution, "OVERHEAD", 1e-9)
+    choose = execution.ExecutionPlan.choose
+
+    def choose_large(plan, inner, executions):
+        choose(plan, inner, executions)
+        plan.k = execution.MAX_AUTO
+
+    monkeypatch.setattr(execution.ExecutionPlan, "choose", choose_large)
     reference, theirs = one_batch_a_step
     run = run_train(BASE, tmp_path / "auto")  # steps_per_execution=auto is the default
     assert run["steps_per_execution"] == execution.MAX_AUTO and reference["steps_per_execution"] == 1
@@ -108,3 +115,18 @@ def test_execution_sizes_end_on_every_batch_something_is_due():
         done += sizes[-1]
     ends = [sum(sizes[: i + 1]) - 1 for i in range(len(sizes))]  # the last batch of each execution
     assert ends == [0, 9, 19, 25, 29, 39, 49, 50, 57]
+
+
+def test_auto_chooses_k_from_the_measured_overhead():
+    from zoo.tasks.execution import MAX_AUTO, ExecutionPlan
+
+    plan = ExecutionPlan("auto")
+    plan.calibrating = True
+    # a batch takes 1 ms, an execution of two 2.5 ms: 0.5 ms of overhead, under 5% from K=10 on
+    plan.choose([0.001, 0.0011, 0.0009], [0.0025, 0.0026, 0.0024])
+    assert plan.k == 10 and not plan.calibrating
+    assert plan.measured["overhead_s"] == pytest.approx(0.0005)
+    plan.choose([0.050], [0.1003])  # a long step: the overhead is under 5% already
+    assert plan.k == 1
+    plan.choose([0.0001], [0.01])  # a tiny step: as many as allowed
+    assert plan.k == MAX_AUTO
