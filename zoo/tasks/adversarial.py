@@ -176,7 +176,8 @@ class AdversarialTask(Task):
     @override
     def train_inner_batch(self, batch) -> int:  # one batch of an execution trained before its last
         index = self._batch_index()
-        self._adversarial_step(batch, index, *self.optimizers())
+        with self.trainer.precision_plugin.train_step_context():  # as Lightning wraps training_step
+            self._adversarial_step(batch, index, *self.optimizers())
         return 1 + int((index + 1) % self.objective["n_critic"] == 0)  # D's step, and G's on its turn
 
     def _batch_index(self) -> int:

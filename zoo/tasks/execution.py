@@ -270,7 +270,9 @@ class StepsPerExecution(L.LightningModule):
     def train_inner_batch(self, batch) -> int:
         """One batch trained inside a Lightning step: its optimizer step and the step-wise schedules;
         returns the optimizer steps taken."""
-        self.optimizer_substep(self._train_loss(batch))
+        with self.trainer.precision_plugin.train_step_context():  # autocast, as around training_step
+            loss = self._train_loss(batch)
+        self.optimizer_substep(loss)
         index = self.trainer.fit_loop.epoch_loop.batch_idx
         for config in self.trainer.lr_scheduler_configs:
             if config.interval == "step" and not config.reduce_on_plateau and (index + 1) % config.frequency == 0:
