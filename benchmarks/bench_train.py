@@ -163,7 +163,7 @@ CASES = {
     "rnn": (["data=sine", "model=rnn", *NO_BENCH_CALLBACKS], "series"),
     "linear": (["data=sine", "model=linear", *NO_BENCH_CALLBACKS], "series"),
     "lstm-text": (["data=shakespeare", "model=lstm", *NO_BENCH_CALLBACKS], "tokens"),
-    "gan": (["data=mnist", "model=gan", "+trainer.limit_val_batches=0", *NO_BENCH_CALLBACKS], "images"),
+    "gan": (["data=mnist", "model=gan", "trainer.limit_val_batches=0", *NO_BENCH_CALLBACKS], "images"),
 }
 
 

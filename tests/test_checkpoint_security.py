@@ -244,7 +244,7 @@ def test_resume_refuses_a_crafted_resume_checkpoint_before_touching_the_folder(t
     from zoo.run.lifecycle import resume_point
 
     out = tmp_path / "run"
-    events = out / "tensorboard"
+    events = out  # the run's events file lies in the run folder itself
     events.mkdir(parents=True)
     (events / "events.out.tfevents.1").write_bytes(b"x" * 100)
     craft(

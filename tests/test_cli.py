@@ -104,14 +104,14 @@ def test_help_is_hydras_help_text_without_torch(command, args):
 
 
 def test_help_with_a_bad_override_gets_one_sentence():
-    r = cli("train.py", "model=transformer", "--help", timeout=30)
-    assert r.returncode == 2 and r.stderr.startswith("error: 'transformer' is not a choice for model") and not r.stdout
+    r = cli("train.py", "model=mamba", "--help", timeout=30)
+    assert r.returncode == 2 and r.stderr.startswith("error: 'mamba' is not a choice for model") and not r.stdout
 
 
 BAD = [
     (
-        ["model=transformer"],
-        f"'transformer' is not a choice for model; choose one of: {', '.join(group_choices('model'))}.",
+        ["model=mamba"],
+        f"'mamba' is not a choice for model; choose one of: {', '.join(group_choices('model'))}.",
     ),
     (["data=imagenet"], f"'imagenet' is not a choice for data; choose one of: {', '.join(group_choices('data'))}."),
     (["trainer.max_epoch=3"], "'trainer.max_epoch' is not a config key; did you mean trainer.max_epochs?"),

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
-LIMIT = ["+trainer.limit_train_batches=10", "+trainer.limit_val_batches=3", "+trainer.limit_test_batches=3"]
+LIMIT = ["trainer.limit_train_batches=10", "trainer.limit_val_batches=3", "trainer.limit_test_batches=3"]
 SHAKESPEARE = Path(os.environ.get("ZOO_DATA_DIR", "/work/shared/data")) / "shakespeare" / "input.txt"
 
 RUNS = {  # folder name prefix: overrides

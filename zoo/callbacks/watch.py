@@ -40,7 +40,12 @@ class LearningRateLogger(L.Callback):
     (``trainer.log_every_n_steps``) and at every epoch's end, so a schedule that changes per epoch
     shows its steps."""
 
+    _written = -1  # the last step written: a step that is also an epoch's last gets one point
+
     def _log(self, trainer, step: int) -> None:
+        if step == self._written:
+            return
+        self._written = step
         values = {f"lr/{name}": float(group["lr"]) for group, name in group_names(trainer)}
         for logger in trainer.loggers:
             logger.log_metrics(values, step=step)
@@ -69,6 +74,7 @@ class StepTimer(L.Callback):
 
     def __init__(self):
         self._last_end: float | None = None
+        self._last_step = 0
         self._batch_start = 0.0
         self._seconds = 0.0
         self._batches = 0
@@ -85,10 +91,14 @@ class StepTimer(L.Callback):
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
+        step = logging_step(trainer)
+        # With steps_per_execution > 1 this hook sees the last batch of an execution, whose other
+        # batches trained since the previous end (zoo/tasks/execution.py): the step counter counts them.
+        batches = max(step - self._last_step, 1) if self._last_end is not None else 1
         self._seconds += now - (self._last_end if self._last_end is not None else self._batch_start)
-        self._last_end = now
-        self._batches += 1
-        self._samples += _batch_size(batch)
+        self._last_end, self._last_step = now, step
+        self._batches += batches
+        self._samples += _batch_size(batch) * batches
         if not trainer.loggers or not compat.should_update_logs(trainer):
             return
         elapsed = max(self._seconds, 1e-9)

@@ -279,7 +279,7 @@ class AdversarialTask(Task):
         schedulers = []
         batches = int(self.trainer.estimated_stepping_batches)  # batches, whatever steps_per_execution
         for opt, steps in ((opt_g, max(1, batches // self.objective["n_critic"])), (opt_d, batches)):
-            kwargs = schedule_arguments(self.scheduler_factory, self.trainer, steps)
+            kwargs = schedule_arguments(self.scheduler_factory, lambda: self.trainer, steps)
             schedulers.append({"scheduler": self.scheduler_factory(opt, **kwargs), "interval": self.scheduler_interval})
         return [opt_g, opt_d], schedulers
 

@@ -122,7 +122,9 @@ class Task(StepsPerExecution):
         if self.scheduler_factory is None:
             return optimizer
         # A schedule over the run's budget (zoo/tasks/schedules.py): its steps and its max_time.
-        scheduler = self.scheduler_factory(optimizer, **schedule_arguments(self.scheduler_factory, self.trainer))
+        scheduler = self.scheduler_factory(
+            optimizer, **schedule_arguments(self.scheduler_factory, lambda: self.trainer)
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

@@ -66,14 +66,16 @@ def _estimated_steps(trainer) -> int:
     return int(steps) if math.isfinite(steps) else 2**62
 
 
-def schedule_arguments(factory: Callable, trainer, total_steps: int | None = None) -> dict:
-    """What a scheduler factory asks for of the run: ``budget`` (a ``Budget``) and/or ``total_steps``."""
+def schedule_arguments(factory: Callable, trainer_of: Callable, total_steps: int | None = None) -> dict:
+    """What a scheduler factory asks for of the run: ``budget`` (a ``Budget``) and/or ``total_steps``.
+    ``trainer_of()`` gives the run's Trainer, asked for only by a factory that needs one (a
+    ReduceLROnPlateau does not, and can be set up before the task is attached to a Trainer)."""
     parameters = inspect.signature(factory).parameters
     kwargs: dict = {}
     if "budget" in parameters:
-        kwargs["budget"] = trainer_budget(trainer, total_steps)
+        kwargs["budget"] = trainer_budget(trainer_of(), total_steps)
     if "total_steps" in parameters:
-        kwargs["total_steps"] = total_steps if total_steps is not None else _estimated_steps(trainer)
+        kwargs["total_steps"] = total_steps if total_steps is not None else _estimated_steps(trainer_of())
     return kwargs
 
 
