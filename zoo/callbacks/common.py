@@ -11,6 +11,7 @@ import math
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from typing_extensions import override
 
 from zoo import compat
 from zoo.nets.naming import layer_names, parameter_names
@@ -54,6 +55,26 @@ def epoch_end_step(trainer: L.Trainer) -> int:
 def resumed(trainer: L.Trainer) -> bool:
     """Whether this fit continues a run from a checkpoint (what a run writes once is already there)."""
     return bool(trainer.ckpt_path) or trainer.global_step > 0 or logging_step(trainer) > 0
+
+
+class OnFirstBatch(L.Callback):
+    """For the views a run writes once, from its first training batch (the model graph, the input
+    samples, a GAN's real images): ``write`` is called once with the run's TensorBoard writers; not
+    at all without TensorBoard, or when the fit resumes a run (its first fit wrote them already)."""
+
+    done = False
+
+    @override
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.done:
+            return
+        self.done = True
+        writers = [] if resumed(trainer) else tensorboards(trainer)
+        if writers:
+            self.write(writers, trainer, pl_module, batch)
+
+    def write(self, writers: list, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
+        raise NotImplementedError
 
 
 class EveryNSteps:

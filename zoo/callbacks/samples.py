@@ -7,7 +7,7 @@ import math
 import lightning as L
 from typing_extensions import override
 
-from zoo.callbacks.common import image_grid, logging_step, tensorboards
+from zoo.callbacks.common import OnFirstBatch, image_grid, logging_step, tensorboards
 
 
 class SampleGrid(L.Callback):
@@ -37,23 +37,16 @@ class SampleGrid(L.Callback):
             w.add_image("samples/fixed_noise", grid, logging_step(trainer))
 
 
-class RealImages(L.Callback):
+class RealImages(OnFirstBatch):
     """The first training batch, once, as a grid (``samples/real``): what the samples should look
     like, as the model sees the data (after augmentation). Images are mapped to [0, 1] by the task's
     ``to_unit`` when it has one, else each image by its own minimum and maximum."""
 
     def __init__(self, num_images: int = 100):
         self.num_images = num_images
-        self.done = False
 
     @override
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.done:
-            return
-        self.done = True
-        writers = tensorboards(trainer)
-        if not writers:
-            return
+    def write(self, writers, trainer, pl_module, batch) -> None:
         x = batch[0][: self.num_images].detach()
         to_unit = getattr(pl_module, "to_unit", None)
         if to_unit is not None:

@@ -14,7 +14,7 @@ import torch
 from typing_extensions import override
 
 from zoo import compat
-from zoo.callbacks.common import WATCH, epoch_end_step, logging_step, resumed, tensorboards
+from zoo.callbacks.common import WATCH, OnFirstBatch, epoch_end_step, logging_step, resumed, tensorboards
 
 
 def group_names(trainer: L.Trainer) -> list[tuple[dict, str]]:
@@ -155,23 +155,18 @@ class CustomScalarsLayout(L.Callback):
             w.add_custom_scalars(layout)
 
 
-class ModelGraph(L.Callback):
+class ModelGraph(OnFirstBatch):
     """The network's graph in TensorBoard's Graphs tab (as Keras writes by default), traced once on
     two samples of the first training batch. A network that cannot be traced (a GAN's generator
     takes noise, not the batch) is skipped with a warning; the run goes on."""
 
     def __init__(self, samples: int = 2):
         self.samples = samples
-        self.done = False
 
     @override
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.done:
-            return
-        self.done = True
-        writers = [] if resumed(trainer) else tensorboards(trainer)  # a resumed run has it
+    def write(self, writers, trainer, pl_module, batch) -> None:
         net = getattr(pl_module, "net", None)
-        if not writers or net is None or not isinstance(batch, (list, tuple)):
+        if net is None or not isinstance(batch, (list, tuple)):
             return
         x = batch[0][: self.samples]
         training = net.training
@@ -187,7 +182,7 @@ class ModelGraph(L.Callback):
             net.train(training)
 
 
-class InputSamples(L.Callback):
+class InputSamples(OnFirstBatch):
     """A few training samples with their labels, once at the start, as the model sees them (after
     augmentation and normalisation, mapped back to [0, 1] per image): ``train/samples`` in the
     Images tab, each image titled with its class. Token data: the decoded texts in the Text tab.
@@ -195,16 +190,11 @@ class InputSamples(L.Callback):
 
     def __init__(self, num_samples: int = 16):
         self.num_samples = num_samples
-        self.done = False
 
     @override
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.done:
-            return
-        self.done = True
-        writers = [] if resumed(trainer) else tensorboards(trainer)  # a resumed run has them
+    def write(self, writers, trainer, pl_module, batch) -> None:
         spec = getattr(trainer.datamodule, "spec", None) if trainer.datamodule is not None else None
-        if not writers or spec is None or not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        if spec is None or not isinstance(batch, (list, tuple)) or len(batch) < 2:
             return
         if getattr(spec, "task", "classify") not in ("classify", None, ""):
             return
