@@ -78,7 +78,7 @@ def test_ddp_cpu_in_a_multirun_one_folder_per_run_and_a_failure_isolated(tmp_pat
     assert r.returncode == 1, r.stderr[-3000:]
     assert "error: 1 of 2 runs failed" in r.stderr
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
-        "0_optimizer.lr=1e20",
+        "0_optimizer.lr=1e+20",  # the value as Hydra writes a swept float
         "1_optimizer.lr=0.1",
     ]  # no stray folders
     assert not logs.exists()  # no rank ran a run of its own
