@@ -80,7 +80,7 @@ def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_continues(tmp_path):
     ]
     assert "unknown activation 'nonexistent'" in table[0]["error"] and table[0]["test/acc"] == ""
     for row in table[1:]:
-        metrics = json.loads((Path(row["folder"]) / "metrics.json").read_text())
+        metrics = json.loads((sweep / row["folder"] / "metrics.json").read_text())
         assert float(row["test/acc"]) == pytest.approx(metrics["test/acc"])
         assert float(row["val/acc"]) == pytest.approx(metrics["val/acc"])
     assert [row["best"] for row in table] == ["", "*"]
@@ -91,7 +91,7 @@ def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_continues(tmp_path):
     # HParams: each run has its session with the real final metrics; no run and not the sweep writes
     # the tab's columns: TensorBoard builds them from every run (tests/helpers/tensorboard.py).
     for row in table[1:]:
-        ea = events(Path(row["folder"]))
+        ea = events(sweep / row["folder"])
         content = hparams_content(ea)
         assert "_hparams_/session_start_info" in content and "_hparams_/experiment" not in content
         start = content["_hparams_/session_start_info"].session_start_info

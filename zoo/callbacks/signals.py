@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import lightning as L
 import torch
@@ -39,6 +39,7 @@ from typing_extensions import override
 
 from zoo.callbacks.common import (
     WATCH,
+    epoch_end_step,
     layer_names_of,
     logging_step,
     named_params_of,
@@ -107,6 +108,18 @@ class LayerSignals(L.Callback):
         self._hooks: list = []
         self._stats: dict[str, tuple[nn.Module, torch.Tensor]] = {}
         self._pending: list[tuple] = []  # per optimizer stepped on this batch
+
+    # ---- resume: a run resumed mid-epoch reads where the uninterrupted run would ---------------------
+
+    @override
+    def state_dict(self) -> dict:
+        # Plain values only: checkpoints load with weights_only=True.
+        return {"last_window": self._last_window, "epoch_readings": [asdict(r) for r in self.epoch_readings]}
+
+    @override
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._last_window = int(state_dict.get("last_window", -1))
+        self.epoch_readings = [Reading(**r) for r in state_dict.get("epoch_readings", [])]
 
     # ---- when to read ---------------------------------------------------------------------------
 
@@ -257,7 +270,7 @@ class LayerSignals(L.Callback):
             fig = gradient_flow_figure(layers, grad, ratio, f"{prefix}epoch {trainer.current_epoch}")
             for w in writers:
                 tag = f"{WATCH}gradient_flow{'/' + prefix.rstrip('/') if prefix else ''}"
-                w.add_figure(tag, fig, logging_step(trainer))
+                w.add_figure(tag, fig, epoch_end_step(trainer))  # the epoch's last step, as its metrics
             import matplotlib.pyplot as plt
 
             plt.close(fig)
