@@ -11,7 +11,9 @@ The families (``--model``, repeatable; default all): mlp, cnn, resnet on MNIST-s
 10,000 synthetic 28x28 images written in MNIST's IDX format, 55,000 train); lstm, gru, rnn, linear
 forecasting a synthetic multichannel series (data=sine); lstm-text, a character language model on
 Tiny Shakespeare (only when ``--text-data`` or /work/shared/data holds it); gan, the GAN's
-alternating discriminator and generator steps on the MNIST-sized images. The framework runs
+alternating discriminator and generator steps on the MNIST-sized images; transformer, the GPT-style
+character model on Tiny Shakespeare (as lstm-text), and vit, the same network family as a small ViT
+on the MNIST-sized images. The framework runs
 ``train.py model=<family> data=<its data>`` in process with its defaults (steps_per_execution=auto,
 the default callbacks), but for early stopping (a benchmark runs its epochs) and histograms
 (measured by --callbacks); the GAN also without validation (its FID judge is a model of its own).
@@ -164,7 +166,10 @@ CASES = {
     "linear": (["data=sine", "model=linear", *NO_BENCH_CALLBACKS], "series"),
     "lstm-text": (["data=shakespeare", "model=lstm", *NO_BENCH_CALLBACKS], "tokens"),
     "gan": (["data=mnist", "model=gan", "trainer.limit_val_batches=0", *NO_BENCH_CALLBACKS], "images"),
+    "transformer": (["data=shakespeare", "model=transformer", *NO_BENCH_CALLBACKS], "tokens"),
+    "vit": (["data=mnist", "model=transformer", *NO_BENCH_CALLBACKS], "images"),
 }
+TEXT_CASES = [m for m, (_, kind) in CASES.items() if kind == "tokens"]
 
 
 def compose_case(args, extra: list[str] = ()):
@@ -326,7 +331,8 @@ def run_framework(args) -> dict:
     else:
         timer = EpochTimer(args.started).callback
     summary = train.train(cfg, extra_callbacks=(timer,))
-    val_key = "val/acc" if "val/acc" in summary else "val/loss"
+    # The plain loop's measure: accuracy for image classifiers, the loss for the others.
+    val_key = "val/acc" if CASES[args.model][1] == "images" and "val/acc" in summary else "val/loss"
     return {
         "epoch_s": timer.epochs,
         "steps": timer.steps,
@@ -473,9 +479,10 @@ def main() -> None:
     args.text_data = text_data(args.text_data)
     wanted = args.model or ["all"]
     args.models = list(CASES) if "all" in wanted else list(dict.fromkeys(wanted))
-    if args.text_data is None and "lstm-text" in args.models:
-        print("lstm-text: left out (no shakespeare/input.txt; give --text-data)")
-        args.models.remove("lstm-text")
+    for model in TEXT_CASES:
+        if args.text_data is None and model in args.models:
+            print(f"{model}: left out (no shakespeare/input.txt; give --text-data)")
+            args.models.remove(model)
     with user_errors():
         check_arguments(args)
     args.data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-data-")

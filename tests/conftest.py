@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 from functools import partial
 
 import pytest
 
 from tests.helpers.formats import write_cifar, write_mnist
+
+
+def pytest_configure(config):
+    """With pytest-xdist each worker gets one CPU thread (and so do the runs it starts in
+    subprocesses): two workers with torch's default of one thread per core would put four spinning
+    OpenMP threads on two cores, which makes the small models here several times slower."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Test files with the most slow tests first, each file's tests in their own order. pytest-xdist
+    (--dist loadscope) gives each worker whole files in this order: the long files start early and
+    spread over the workers instead of leaving one worker running a long file alone at the end, and
+    a file's module fixtures (a trained run several tests read) are built once."""
+    slow_in_file: dict[str, int] = {}
+    for item in items:
+        slow_in_file.setdefault(item.path, 0)
+        slow_in_file[item.path] += item.get_closest_marker("slow") is not None
+    items.sort(key=lambda item: -slow_in_file[item.path])
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT, assert_fixture_outputs, cli
+from tests.helpers import ROOT, assert_fixture_outputs, command
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -40,7 +40,7 @@ def test_a_checkpoint_from_before_the_move_rebuilds_to_the_same_outputs(name):
 
 @pytest.mark.slow  # subprocesses: the commands as a user runs them
 def test_generate_continues_text_from_the_language_model_fixture():
-    r = cli("generate.py", f"ckpt_path={FIXTURES / 'language_model_lstm.ckpt'}", "length=20", "prompt=ROMEO")
+    r = command("generate.py", f"ckpt_path={FIXTURES / 'language_model_lstm.ckpt'}", "length=20", "prompt=ROMEO")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("ROMEO") and len(r.stdout) == len("ROMEO") + 20 + 1  # and print's line break
 
@@ -48,12 +48,12 @@ def test_generate_continues_text_from_the_language_model_fixture():
 @pytest.mark.slow  # subprocesses: the commands as a user runs them
 def test_generate_writes_images_from_the_gan_fixture(tmp_path):
     out = tmp_path / "samples.npy"
-    r = cli("generate.py", f"ckpt_path={FIXTURES / 'adversarial_gan.ckpt'}", f"out={out}", "num_samples=6")
+    r = command("generate.py", f"ckpt_path={FIXTURES / 'adversarial_gan.ckpt'}", f"out={out}", "num_samples=6")
     assert r.returncode == 0, r.stderr[-3000:]
     images = np.load(out)
     assert images.shape == (6, 1, 8, 8) and images.dtype == np.float32 and 0 <= images.min() <= images.max() <= 1
     png = tmp_path / "grid.png"
-    r = cli("generate.py", f"ckpt_path={FIXTURES / 'adversarial_gan.ckpt'}", f"out={png}")
+    r = command("generate.py", f"ckpt_path={FIXTURES / 'adversarial_gan.ckpt'}", f"out={png}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -62,7 +62,7 @@ def test_generate_writes_images_from_the_gan_fixture(tmp_path):
 @pytest.mark.parametrize("name", ["classify_mlp", "classify_cnn"])
 def test_eval_runs_on_the_classify_fixtures(tmp_path, name):
     out = tmp_path / "metrics.json"
-    r = cli("eval.py", f"ckpt_path={FIXTURES / f'{name}.ckpt'}", f"out={out}", "split=val")
+    r = command("eval.py", f"ckpt_path={FIXTURES / f'{name}.ckpt'}", f"out={out}", "split=val")
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"val/acc", "val/loss", "val/macro_f1"}

@@ -17,7 +17,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, cli, command
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
 
@@ -180,7 +180,7 @@ def test_generate_refuses_a_language_model_whose_model_copies_a_file(tmp_path):
     path = craft(
         tmp_path, "language_model_lstm", lambda hp: hp["config"].__setitem__("model", payloads(tmp_path)["copy"])
     )
-    last = assert_refused(cli("generate.py", f"ckpt_path={path}", "length=5"), marker)
+    last = assert_refused(command("generate.py", f"ckpt_path={path}", "length=5"), marker)
     assert "model._target_='shutil.copyfile'" in last
 
 
@@ -193,7 +193,7 @@ def test_generate_refuses_a_gan_whose_optimizer_unpickles_a_file(tmp_path):
         lambda hp: hp["config"]["optimizer"].__setitem__("betas", [0.5, payloads(tmp_path)["unpickle"]]),
     )
     out = tmp_path / "samples.png"
-    last = assert_refused(cli("generate.py", f"ckpt_path={path}", f"out={out}"), marker)
+    last = assert_refused(command("generate.py", f"ckpt_path={path}", f"out={out}"), marker)
     assert "optimizer.betas" in last and not out.exists()
 
 
@@ -269,7 +269,9 @@ def test_train_resume_refuses_a_crafted_resume_checkpoint(tmp_path):
         lambda hp: hp["config"].__setitem__("model", payloads(tmp_path)["touch"]),
         name="checkpoints/resume.ckpt",
     )
-    r = cli("train.py", "model=mlp", "model.widths=[16]", "trainer.max_epochs=1", "resume=true", f"hydra.run.dir={out}")
+    r = command(
+        "train.py", "model=mlp", "model.widths=[16]", "trainer.max_epochs=1", "resume=true", f"hydra.run.dir={out}"
+    )
     last = assert_refused(r, marker)
     assert "model._target_='pathlib.Path.touch'" in last
     assert not (out / "metrics.json").exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.spec import DataSpec
-from tests.helpers import cli, run_train
+from tests.helpers import cli, command, run_train
 from zoo.errors import UserError
 from zoo.run.config import _config_groups, group_choices
 from zoo.tasks.registry import build_net
@@ -141,7 +141,7 @@ def test_dataset_missing_offline(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = cli(
+    r = command(
         "train.py",
         "data=mnist",
         f"paths.data_dir={tmp_path / 'data'}",
@@ -158,7 +158,7 @@ def test_dataset_missing_offline(tmp_path):
 def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "x.ckpt"
     bogus.write_bytes(b"not a checkpoint at all")
-    r = cli("eval.py", f"ckpt_path={bogus}")
+    r = command("eval.py", f"ckpt_path={bogus}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {bogus} is not a readable checkpoint")
 
@@ -166,7 +166,7 @@ def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_gpu_trainer_without_a_gpu(tmp_path):
-    r = cli("train.py", "trainer=gpu", f"hydra.run.dir={tmp_path}")
+    r = command("train.py", "trainer=gpu", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "error: the trainer cannot start" in r.stderr and "trainer=cpu runs anywhere" in r.stderr
 

@@ -14,7 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.spec import DataSpec
-from tests.helpers import QUIET, ROOT, cli, run_train
+from tests.helpers import QUIET, ROOT, cli, command, run_train
 from zoo.errors import UserError
 from zoo.nets.gan import DCGAN, GAN
 from zoo.tasks.quality import frechet_distance
@@ -311,7 +311,7 @@ def test_generate_writes_a_png_grid_and_an_array_in_0_1(digits_run, tmp_path):
 
     _, _, metrics = digits_run
     png = tmp_path / "grid.png"
-    r = cli("generate.py", f"ckpt_path={metrics['best_checkpoint']}", "num_samples=64", f"out={png}")
+    r = command("generate.py", f"ckpt_path={metrics['best_checkpoint']}", "num_samples=64", f"out={png}")
     assert r.returncode == 0, r.stderr[-3000:]
     grid = imread(png)
     assert grid.shape[0] == grid.shape[1] == 8 * (32 + 2) + 2  # 8 x 8 images of 8 px shown at 32, 2 px apart
@@ -367,7 +367,7 @@ def test_a_gan_on_non_image_data_names_both_sides(net, name):
 @pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "conf" / "data" / "sine.yaml").is_file(), reason="no non-image dataset yet")
 def test_a_gan_on_a_time_series_from_the_command_line(tmp_path):
-    r = cli(
+    r = command(
         "train.py",
         "model=dcgan",
         "data=sine",
@@ -383,7 +383,7 @@ def test_a_gan_on_a_time_series_from_the_command_line(tmp_path):
 
 @pytest.mark.slow
 def test_latent_size_zero(tmp_path):
-    r = cli("train.py", "model=gan", "model.latent_dim=0", f"hydra.run.dir={tmp_path / 'run'}")
+    r = command("train.py", "model=gan", "model.latent_dim=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     # answered by the config check, before torch is imported
     assert r.stderr.strip().splitlines()[-1] == (
@@ -399,7 +399,7 @@ def test_generate_refuses_a_classifier_checkpoint(tmp_path):
     metrics = run_train(
         ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "callbacks.histograms=null"], tmp_path / "run"
     )
-    r = cli("generate.py", f"ckpt_path={metrics['best_checkpoint']}", f"out={tmp_path / 'x.png'}")
+    r = command("generate.py", f"ckpt_path={metrics['best_checkpoint']}", f"out={tmp_path / 'x.png'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith(

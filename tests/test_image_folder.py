@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import cli, run_train
+from tests.helpers import command, run_train
 
 
 def write_image_folder(root, n_per_class: int = 40, size: int = 20) -> list[str]:
@@ -86,12 +86,11 @@ def test_bad_folders_get_one_sentence(tmp_path, make, args, message):
     elif make == "one":
         (tmp_path / "images" / "only").mkdir(parents=True)
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "only" / "a.png")
-    r = cli(
+    r = command(
         "train.py",
         "data=image_folder",
         *[a.format(tmp=tmp_path) for a in args],
         f"hydra.run.dir={tmp_path / 'run'}",
-        timeout=120,
     )
     assert r.returncode == 2, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()

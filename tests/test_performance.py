@@ -220,3 +220,34 @@ def test_nvml_cuda_check_is_off_while_training_on_a_cpu_and_restored_after(tmp_p
     train.train(cfg, extra_callbacks=(Watch(),))
     assert seen and set(seen) == {None}  # no GPU visible, or (trainer on a GPU) CUDA already initialised
     assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
+
+
+@pytest.mark.parametrize(
+    "share, epoch_s, drawn",
+    [
+        (0.05, 0.1, [0, 29]),  # 1 s figures on 0.1 s epochs: the first, then the last when fitting ends
+        (0.05, 30.0, list(range(30))),  # long epochs: every one
+        (None, 0.1, list(range(30))),  # no budget: every one
+    ],
+)
+def test_figure_budget_keeps_drawing_within_its_share_and_always_draws_the_last(monkeypatch, share, epoch_s, drawn):
+    from zoo.callbacks import common
+
+    clock = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+    budget, made = common.FigureBudget(share), []
+
+    def figure(epoch: int):
+        def make():
+            made.append(epoch)
+            clock[0] += 1.0  # drawing takes a second
+
+        return make
+
+    for epoch in range(30):
+        clock[0] += epoch_s
+        budget.draw(figure(epoch))
+    budget.finish()
+    assert made == drawn
+    with pytest.raises(ValueError, match="figure_budget must be a share"):
+        common.FigureBudget(0)

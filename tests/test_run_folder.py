@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import QUIET, cli
+from tests.helpers import QUIET, cli, command
 
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", *QUIET]
 
@@ -31,7 +31,7 @@ def snapshot(folder: Path, lock: bool = True) -> dict[str, tuple[bytes, int]]:
 def finished(tmp_path_factory) -> Path:
     """A finished run, in a folder whose name a shell would expand ($(...)) if it were not quoted."""
     out = tmp_path_factory.mktemp("finished") / "run $(touch pwned)"
-    r = cli("train.py", *FAST, f"hydra.run.dir='{out}'")
+    r = command("train.py", *FAST, f"hydra.run.dir='{out}'")
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"tensorboard --logdir {shlex.quote(str(out))}" in r.stdout
     return out
@@ -78,7 +78,7 @@ def test_a_second_run_in_a_folder_in_use_is_refused_naming_the_holder(tmp_path):
 def test_a_finished_run_is_not_overwritten_and_a_refused_run_writes_nothing(recorded):
     out = recorded
     before = snapshot(out)
-    r = cli("train.py", *FAST, "model.widths=[32]", f"hydra.run.dir={out}")
+    r = command("train.py", *FAST, "model.widths=[32]", f"hydra.run.dir={out}")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     line = r.stderr.strip().splitlines()[-1]
     assert "already holds a finished run" in line and "resume=true" in line and "overwrite=true" in line
@@ -88,7 +88,7 @@ def test_a_finished_run_is_not_overwritten_and_a_refused_run_writes_nothing(reco
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(recorded):
     out = recorded
     before = snapshot(out)
-    r = cli("train.py", *FAST, f"hydra.run.dir={out}", "resume=true")
+    r = command("train.py", *FAST, f"hydra.run.dir={out}", "resume=true")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "holds a finished run (metrics.json): nothing to resume" in r.stdout
     assert snapshot(out) == before
@@ -99,7 +99,7 @@ def test_resume_with_another_model_is_refused_before_anything_is_cut(finished, t
     out = copy_of(finished, tmp_path)
     (out / "metrics.json").unlink()  # as if killed during the test: a stopped run with its resume.ckpt
     before = snapshot(out, lock=False)  # the refused run took the folder for its check: run.lock has its PID
-    r = cli("train.py", *FAST, "model.widths=[32]", f"hydra.run.dir={out}", "resume=true")
+    r = command("train.py", *FAST, "model.widths=[32]", f"hydra.run.dir={out}", "resume=true")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     line = r.stderr.strip().splitlines()[-1]
     assert "does not fit this run's model or optimizer" in line and "net." in line
@@ -111,7 +111,7 @@ def test_resume_with_another_model_is_refused_before_anything_is_cut(finished, t
 def test_overwrite_moves_the_earlier_run_aside_and_starts_again(finished, tmp_path):
     out = copy_of(finished, tmp_path)
     old_metrics = (out / "metrics.json").read_bytes()
-    r = cli("train.py", *FAST, "seed=1", f"hydra.run.dir={out}", "overwrite=true")
+    r = command("train.py", *FAST, "seed=1", f"hydra.run.dir={out}", "overwrite=true")
     assert r.returncode == 0, r.stderr[-2000:]
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
     assert len(aside) == 1 and f"was moved to {aside[0]}" in r.stdout
@@ -129,7 +129,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_on_the_next_start(finished, tmp_p
     leftovers = [out / "checkpoints" / "last.ckpt.tmp-99999", out / ".tmp-abc123.json"]
     for p in leftovers:
         p.write_bytes(b"half a file")
-    r = cli("train.py", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={out}", "resume=true")
+    r = command("train.py", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={out}", "resume=true")
     assert r.returncode == 0, r.stderr[-2000:]
     assert not any(p.exists() for p in leftovers)
     names = os.listdir(out / "checkpoints")
@@ -140,7 +140,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_on_the_next_start(finished, tmp_p
 def test_a_run_folder_that_is_a_file_is_refused(tmp_path):
     out = tmp_path / "run"
     out.write_text("not a folder")
-    r = cli("train.py", *FAST, f"hydra.run.dir={out}")
+    r = command("train.py", *FAST, f"hydra.run.dir={out}")
     assert r.returncode == 2 and "is a file" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
     assert out.read_text() == "not a folder"
 

@@ -11,7 +11,7 @@ import torch
 
 from datamodules.series import CSVSeries, ETTData, SineData
 from datamodules.text import AGNews, PydocCorpus, TextFile, TinyShakespeare
-from tests.helpers import cli
+from tests.helpers import command
 from tests.helpers.sequences import ag_news_csv, ett_csv, md5, plain_csv, shakespeare_text
 from zoo.errors import UserError
 
@@ -269,13 +269,13 @@ def test_bad_text_files_get_one_sentence(tmp_path):
 def test_bad_text_file_on_the_command_line(tmp_path):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("Café crème\n".encode("latin-1") * 100)
-    r = cli("train.py", "data=text_file", f"data.path={latin}", "model=lstm", f"hydra.run.dir={tmp_path / 'run'}")
+    r = command("train.py", "data=text_file", f"data.path={latin}", "model=lstm", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
         f"error: {latin} is not UTF-8 text (byte 0xe9 at line 1 cannot be decoded); "
         f"convert it, e.g. iconv -f latin1 -t utf-8 latin1.txt."
     ]
-    missing = cli("train.py", "data=text_file", f"hydra.run.dir={tmp_path / 'run2'}")
+    missing = command("train.py", "data=text_file", f"hydra.run.dir={tmp_path / 'run2'}")
     assert (
         missing.returncode == 2
         and missing.stderr.strip() == "error: data.path must be given; add data.path=... to the command line."

@@ -18,7 +18,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.helpers import QUIET, ROOT, cli, run_train
+from tests.helpers import QUIET, ROOT, cli, command, run_train
 from tests.helpers.tensorboard import hparams_tab
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
@@ -116,7 +116,7 @@ def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_continues(tmp_path):
 
 
 def test_a_grid_sweep_refuses_a_search_range_in_one_sentence(tmp_path):
-    r = cli("train.py", "-m", "optimizer.lr=interval(1e-4,1e-1)", f"hydra.sweep.dir={tmp_path / 's'}", timeout=60)
+    r = command("train.py", "-m", "optimizer.lr=interval(1e-4,1e-1)", f"hydra.sweep.dir={tmp_path / 's'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: optimizer.lr=interval(1e-4,1e-1) is a search range")
 
@@ -159,7 +159,7 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_four_trials(tm
     assert [t.state.name for t in study.trials[2:]] == ["WAITING"]  # queued to run again
 
     # The same command again (asking for 4 trials now) continues the study from its database.
-    r = cli(*search(tmp_path, "hydra.sweeper.n_trials=4", *settings))
+    r = command(*search(tmp_path, "hydra.sweeper.n_trials=4", *settings))
     assert r.returncode == 0, r.stderr[-3000:]
     study = load_study(tmp_path)
     assert states(study) == {"COMPLETE": 4, "FAIL": 1}
@@ -179,7 +179,7 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_four_trials(tm
     assert f"best_trial: {study.best_trial.number}" in results
 
     # A study is one search: the same study with other settings is refused, not mixed in.
-    other = cli(
+    other = command(
         *search(
             tmp_path,
             "hydra.sweeper.n_trials=6",
@@ -187,7 +187,6 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_four_trials(tm
             "trainer.limit_train_batches=5",
             "model.dropout=interval(0.0, 0.3)",
         ),
-        timeout=120,
     )
     assert other.returncode == 2 and "Traceback" not in other.stderr
     assert "error: study digits_optuna" in other.stderr and "trainer.max_epochs=3" in other.stderr
@@ -220,7 +219,7 @@ def test_two_processes_share_one_study(tmp_path):
 
 def test_pruning_stops_a_bad_trial_and_records_it_as_pruned(tmp_path):
     # A grid of two learning rates; the threshold pruner gives up on a trial below 0.3 accuracy.
-    r = cli(
+    r = command(
         *search(
             tmp_path,
             "hydra.sweeper.params=null",

@@ -42,6 +42,51 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess
     )
 
 
+def command(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python script args...`` run in this process, as ``cli`` runs it in a new one, for the
+    commands that are refused before they train: the same ``sys.argv``, working folder, environment,
+    stdout and stderr (captured), exit status (from ``SystemExit``; an escaping exception prints its
+    traceback to stderr and gives 1, as the interpreter would), without an interpreter start and a torch
+    import per call (5-10 s of a test's CPU). Keep ``cli`` where the process itself is what is
+    checked: signals, imports at start, worker processes. tests/test_hostile.py runs every command's
+    refusals in real processes."""
+    import contextlib
+    import io
+    import logging
+    import runpy
+    import traceback
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, cwd, environ = sys.argv[:], os.getcwd(), dict(os.environ)
+    handlers = logging.getLogger().handlers[:]
+    code = 0
+    try:
+        sys.argv = [script, *args]
+        os.chdir(ROOT)
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(ROOT / script), run_name="__main__")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    err.write(f"{e.code}\n")
+            except BaseException:  # noqa: BLE001 - what the interpreter does with an escaping exception
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+        root = logging.getLogger()  # Hydra's job logging pointed handlers at the captured streams
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+    return subprocess.CompletedProcess([sys.executable, script, *args], code, out.getvalue(), err.getvalue())
+
+
 def assert_fixture_outputs(net, spec, expected: dict) -> None:
     """``net`` (rebuilt from a checkpoint of tests/fixtures/checkpoints/) gives on the fixed input the
     outputs the code before the package split computed (expected.json: shape, first values, sum)."""

@@ -7,6 +7,8 @@ precision plugin has unscaled them, so the norms under mixed precision are the t
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -15,6 +17,45 @@ from typing_extensions import override
 
 from zoo import compat
 from zoo.nets.naming import layer_names, parameter_names
+
+
+class FigureBudget:
+    """When a per-epoch figure is drawn. A matplotlib figure costs 0.2-1 s on a CPU whatever the
+    epoch's length: a small forecaster's epoch takes a fraction of that, so drawing every epoch would
+    more than double its run (benchmarks/bench_train.py). A figure is drawn when the time its
+    callback has spent drawing stays within ``share`` of the time since fitting started; the first
+    one is always drawn, and the last one skipped is drawn when fitting ends (``finish``), so the
+    final epoch's figure is always there. Long epochs get a figure every epoch.
+
+    ``share=None`` draws every epoch: which epochs get a figure then does not depend on timing
+    (tests that compare the events of two runs set it)."""
+
+    def __init__(self, share: float | None = 0.05):
+        if share is not None and not 0 < share <= 1:
+            raise ValueError(f"figure_budget must be a share of the run's time in (0, 1] or null, got {share}")
+        self.share = share
+        self.spent = 0.0
+        self.since: float | None = None
+        self.skipped: Callable[[], None] | None = None
+
+    def draw(self, make: Callable[[], None]) -> None:
+        """Calls ``make`` (which draws and writes one figure) now if the budget allows, else keeps it
+        for ``finish``: ``make`` must hold the values it draws, not read them later."""
+        now = time.perf_counter()
+        if self.since is None:
+            self.since = now
+        if self.share is not None and self.spent > self.share * (now - self.since):
+            self.skipped = make
+            return
+        self.skipped = None
+        make()
+        self.spent += time.perf_counter() - now
+
+    def finish(self) -> None:
+        """Draws the last figure that was skipped (at the end of fitting)."""
+        make, self.skipped = self.skipped, None
+        if make is not None:
+            make()
 
 
 def tensorboards(trainer: L.Trainer) -> list:

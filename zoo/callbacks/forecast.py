@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from typing_extensions import override
 
-from zoo.callbacks.common import logging_step, tensorboards
+from zoo.callbacks.common import FigureBudget, logging_step, tensorboards
 
 
 class ForecastPlot(L.Callback):
@@ -16,10 +16,15 @@ class ForecastPlot(L.Callback):
     every ``every_n_epochs`` epochs: one panel per window with the lookback, the true continuation
     and the forecast of one target channel (``channel``: an index among the targets; -1 the last),
     on the data's original scale: ``val/forecast`` in TensorBoard's Images tab. Reads
-    ``outputs["forecast"]`` of the task's validation step."""
+    ``outputs["forecast"]`` of the task's validation step. ``figure_budget``: the share of the run's
+    time drawing may take (zoo.callbacks.common.FigureBudget: short epochs get a figure only every few
+    epochs, the last epoch's always); null draws every due epoch."""
 
-    def __init__(self, every_n_epochs: int = 1, windows: int = 4, channel: int = -1):
+    def __init__(
+        self, every_n_epochs: int = 1, windows: int = 4, channel: int = -1, figure_budget: float | None = 0.05
+    ):
         self.every_n_epochs, self.windows, self.channel = every_n_epochs, windows, channel
+        self.budget = FigureBudget(figure_budget)
         self.picked: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.wanted: list[int] = []
         self.seen = 0
@@ -64,6 +69,15 @@ class ForecastPlot(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self.picked or not self._due(trainer):
             return
+        picked, step, epoch = self.picked, logging_step(trainer), trainer.current_epoch
+        self.budget.draw(lambda: self.write(trainer, picked, step, epoch))
+
+    @override
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.budget.finish()
+
+    def write(self, trainer, picked: list, step: int, epoch: int) -> None:
+        """The figure of one validation pass's picked windows, written at ``step``."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -76,12 +90,12 @@ class ForecastPlot(L.Callback):
             name = spec.channel_names[k]
             if spec.channel_std:
                 mean, std = spec.channel_mean[k], spec.channel_std[k]
-        cols = min(2, len(self.picked))
-        rows = math.ceil(len(self.picked) / cols)
+        cols = min(2, len(picked))
+        rows = math.ceil(len(picked) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.6 * rows), dpi=100, squeeze=False)
-        for ax in axes.flat[len(self.picked) :]:
+        for ax in axes.flat[len(picked) :]:
             ax.axis("off")
-        for ax, (index, past, truth, forecast) in zip(axes.flat, self.picked):
+        for ax, (index, past, truth, forecast) in zip(axes.flat, picked):
             lookback = len(past)
             ahead = range(lookback, lookback + len(truth))
             ax.plot(range(lookback), past * std + mean, color="0.4", lw=1, label="lookback")
@@ -91,8 +105,8 @@ class ForecastPlot(L.Callback):
             ax.set_title(f"validation window {index}", fontsize=8)
             ax.tick_params(labelsize=7)
         axes.flat[0].legend(fontsize=7, loc="upper left")
-        fig.suptitle(f"{name}: forecast vs truth (epoch {trainer.current_epoch})", fontsize=9)
+        fig.suptitle(f"{name}: forecast vs truth (epoch {epoch})", fontsize=9)
         fig.tight_layout()
         for w in tensorboards(trainer):
-            w.add_figure("val/forecast", fig, logging_step(trainer), close=False)
+            w.add_figure("val/forecast", fig, step, close=False)
         plt.close(fig)

@@ -39,6 +39,7 @@ from typing_extensions import override
 
 from zoo.callbacks.common import (
     WATCH,
+    FigureBudget,
     epoch_end_step,
     layer_names_of,
     logging_step,
@@ -94,13 +95,21 @@ def activation_stats(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
 
 class LayerSignals(L.Callback):
     """Per-layer gradient norm, update ratio, weight norm and activation statistics every
-    ``every_n_steps`` batches, as scalars, and the gradient-flow figure every epoch.
+    ``every_n_steps`` batches, as scalars, and the gradient-flow figure every epoch (within
+    ``figure_budget``, a share of the run's time: zoo.callbacks.common.FigureBudget; null: every epoch).
 
     Other callbacks (``zoo.callbacks.diagnostics.Diagnostics``) subscribe with ``listeners``: each
     gets ``on_reading(trainer, reading)`` after every reading."""
 
-    def __init__(self, every_n_steps: int = 25, activations: bool = True, flow_figure: bool = True):
+    def __init__(
+        self,
+        every_n_steps: int = 25,
+        activations: bool = True,
+        flow_figure: bool = True,
+        figure_budget: float | None = 0.05,
+    ):
         self.every_n_steps, self.activations, self.flow_figure = every_n_steps, activations, flow_figure
+        self.budget = FigureBudget(figure_budget)
         self.listeners: list = []
         self.epoch_readings: list[Reading] = []
         self._reading = False
@@ -261,18 +270,25 @@ class LayerSignals(L.Callback):
     @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         readings, self.epoch_readings = self.epoch_readings, []
-        writers = tensorboards(trainer)
-        if not self.flow_figure or not readings or not writers or not trainer.is_global_zero:
+        if not self.flow_figure or not readings or not tensorboards(trainer) or not trainer.is_global_zero:
             return
+        step, epoch = epoch_end_step(trainer), trainer.current_epoch  # the epoch's last step, as its metrics
+        self.budget.draw(lambda: self.write_flow(trainer, readings, step, epoch))
+
+    @override
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.budget.finish()
+
+    def write_flow(self, trainer, readings: list[Reading], step: int, epoch: int) -> None:
+        """One gradient-flow figure per network (a GAN has two) from an epoch's readings."""
+        import matplotlib.pyplot as plt
+
         for prefix in dict.fromkeys(r.prefix for r in readings):
             mine = [r for r in readings if r.prefix == prefix]
             layers, grad, ratio = epoch_profile(mine)
-            fig = gradient_flow_figure(layers, grad, ratio, f"{prefix}epoch {trainer.current_epoch}")
-            for w in writers:
-                tag = f"{WATCH}gradient_flow{'/' + prefix.rstrip('/') if prefix else ''}"
-                w.add_figure(tag, fig, epoch_end_step(trainer))  # the epoch's last step, as its metrics
-            import matplotlib.pyplot as plt
-
+            fig = gradient_flow_figure(layers, grad, ratio, f"{prefix}epoch {epoch}")
+            for w in tensorboards(trainer):
+                w.add_figure(f"{WATCH}gradient_flow{'/' + prefix.rstrip('/') if prefix else ''}", fig, step)
             plt.close(fig)
 
     @override
