@@ -289,7 +289,9 @@ def digits_run(tmp_path_factory, one_thread):
     signals.activation_stats = counting
     try:
         out = tmp_path_factory.mktemp("digits-run")
-        summary = run_train(["trainer.max_epochs=2", "callbacks.signals.every_n_steps=10", "model.dropout=0"], out)
+        summary = run_train(
+            ["trainer.max_epochs=2", "callbacks.signals.every_n_steps=10", "model.dropout=0"], out, views=True
+        )
     finally:
         signals.activation_stats = original
     return out, summary, calls

@@ -201,7 +201,7 @@ def fid_at_initialisation(tmp_path: Path, data_dir: Path) -> dict:
 def digits_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits_gan")
     out, data = root / "run", root / "data"
-    metrics = run_train(DIGITS, out, data_dir=data)
+    metrics = run_train(DIGITS, out, data_dir=data, views=True)
     return out, data, metrics
 
 

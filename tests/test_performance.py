@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from tests.helpers import NO_FIGURES, ROOT, cli, run_train
+from tests.helpers import ROOT, cli, run_train
 
-FAST = ["trainer.max_epochs=3", "callbacks.histograms=null", *NO_FIGURES]
+FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 
 
 @pytest.mark.slow

@@ -256,6 +256,7 @@ def test_news_classifier_shows_misclassified_articles_and_macro_f1(seq_data, tmp
         ],
         out,
         data_dir=data_dir,
+        views=True,
     )
     assert {"test/acc", "test/macro_f1", "val/macro_f1"} <= set(metrics)
     ea = read_events(out)

@@ -55,7 +55,7 @@ def assert_same_run(run, reference, ours, theirs) -> None:
 @pytest.fixture(scope="module")
 def one_batch_a_step(tmp_path_factory):
     out = tmp_path_factory.mktemp("k1") / "run"
-    return run_train([*BASE, "steps_per_execution=1"], out), out
+    return run_train([*BASE, "steps_per_execution=1"], out, views=True), out
 
 
 def test_auto_trains_the_same_model_as_one_batch_a_step(one_batch_a_step, tmp_path, monkeypatch):
@@ -73,7 +73,7 @@ def test_auto_trains_the_same_model_as_one_batch_a_step(one_batch_a_step, tmp_pa
 
     monkeypatch.setattr(execution.ExecutionPlan, "choose", choose_large)
     reference, theirs = one_batch_a_step
-    run = run_train(BASE, tmp_path / "auto")  # steps_per_execution=auto is the default
+    run = run_train(BASE, tmp_path / "auto", views=True)  # steps_per_execution=auto is the default
     assert run["steps_per_execution"] == execution.MAX_AUTO and reference["steps_per_execution"] == 1
     assert_same_run(run, reference, tmp_path / "auto", theirs)
     curves = scalars(tmp_path / "auto")
@@ -92,15 +92,15 @@ def test_explicit_k_counts_batches_in_every_setting(tmp_path):
         "scheduler=onecycle",
         "trainer.gradient_clip_val=0.05",
     ]
-    reference = run_train([*options, "steps_per_execution=1"], tmp_path / "k1")
-    run = run_train([*options, "steps_per_execution=5"], tmp_path / "k5")
+    reference = run_train([*options, "steps_per_execution=1"], tmp_path / "k1", views=True)
+    run = run_train([*options, "steps_per_execution=5"], tmp_path / "k5", views=True)
     assert run["global_step"] == 45 and run["steps_per_execution"] == 5
     assert_same_run(run, reference, tmp_path / "k5", tmp_path / "k1")
     assert [s for s, _ in scalars(tmp_path / "k5")["val/loss"]] == [s for s, _ in scalars(tmp_path / "k1")["val/loss"]]
 
 
 def test_auto_is_one_batch_a_step_where_it_cannot_work(tmp_path):
-    run = run_train([*BASE, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2"], tmp_path / "acc")
+    run = run_train([*BASE, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2"], tmp_path / "acc", views=True)
     assert run["steps_per_execution"] == 1 and run["global_step"] == 10
 
 

@@ -18,12 +18,12 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.helpers import QUIET, ROOT, cli, command, run_train
+from tests.helpers import NO_VIEWS, QUIET, ROOT, cli, command, run_train
 from tests.helpers.tensorboard import hparams_tab
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
 
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", *QUIET]
+TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", *QUIET, *NO_VIEWS]
 
 
 def rows(sweep: Path) -> list[dict]:
@@ -125,7 +125,7 @@ def test_a_grid_sweep_refuses_a_search_range_in_one_sentence(tmp_path):
 
 
 def search(log_dir: Path, *extra: str) -> list[str]:
-    return ["train.py", "-m", "hparams_search=digits_optuna", f"paths.log_dir={log_dir}", *QUIET, *extra]
+    return ["train.py", "-m", "hparams_search=digits_optuna", f"paths.log_dir={log_dir}", *QUIET, *NO_VIEWS, *extra]
 
 
 def test_optuna_search_interrupted_then_continued_is_one_study_of_four_trials(tmp_path):

@@ -35,6 +35,7 @@ def run(tmp_path_factory):
             "callbacks.embeddings.max_samples=64",
         ],
         out,
+        views=True,
     )
     return out, metrics, read_events(out)
 
@@ -137,7 +138,7 @@ def test_hparams_tab_covers_every_run_of_a_mixed_folder_swept_first(run, tmp_pat
     """A classifier, a forecaster and a second classifier differing only by its learning rate, in one
     logs folder: one HParams definition with every run's hyper-parameters and metrics."""
     logs = tmp_path / "logs"
-    run_train(["model=linear", "data=sine", "trainer.max_epochs=1"], logs / "linear-sine")
+    run_train(["model=linear", "data=sine", "trainer.max_epochs=1"], logs / "linear-sine", views=True)
     out = run[0]
     import shutil
 

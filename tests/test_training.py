@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.helpers import NO_FIGURES, QUIET, run_train
+from tests.helpers import QUIET, run_train
 
-FAST = ["trainer.max_epochs=3", "callbacks.histograms=null", *NO_FIGURES]
+FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 
 
 @pytest.mark.slow

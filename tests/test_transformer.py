@@ -170,6 +170,7 @@ def test_tensorboard_shows_attention_and_per_layer_gradients_and_the_checkpoint_
         ],
         out,
         data_dir=data_dir,
+        views=True,
     )
     readers = [
         EventAccumulator(str(f), size_guidance={"images": 0, "scalars": 0}).Reload()

@@ -12,18 +12,46 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
-# The test-time figures of an image classifier (confusion matrix, a grid of misclassified images):
-# matplotlib makes them about two thirds of a small digits run's CPU time. Off in tests that check
-# training, not figures; tests/test_tensorboard.py and the end-to-end CLI run keep them on.
-NO_FIGURES = ["callbacks.confusion_matrix=null", "callbacks.misclassified=null"]
+
+# The TensorBoard views that draw pictures or trace the model: in a two-epoch digits run they take
+# about 5 of its 6 CPU seconds (matplotlib figures, the graph trace, the projector's embeddings).
+# run_train turns them off unless a test asks for them (views=True): tests of training, checkpoints
+# and sweeps do not read them; tests/test_tensorboard.py, test_diagnostics.py and the
+# steps-per-execution tests do.
+VIEWS = (
+    "confusion_matrix",
+    "misclassified",
+    "saliency",
+    "top_losses",
+    "input_samples",
+    "embeddings",
+    "per_class",
+    "model_graph",
+)
+# The same for a command line (the default callbacks config): what tests of sweeps add.
+NO_VIEWS = [f"callbacks.{name}=null" for name in VIEWS] + ["callbacks.signals.flow_figure=false"]
 
 
-def run_train(overrides: list[str], out: Path, data_dir: Path | None = None, quiet: bool = True) -> dict:
-    """train.py's pipeline in this process (no torch import per test); returns metrics.json."""
+def without_views(cfg) -> None:
+    """Turns off, in a composed run config, the views of VIEWS and the gradient-flow figure."""
+    for name in VIEWS:
+        if cfg.callbacks.get(name) is not None:
+            cfg.callbacks[name] = None
+    if cfg.callbacks.get("signals") is not None:
+        cfg.callbacks.signals.flow_figure = False
+
+
+def run_train(
+    overrides: list[str], out: Path, data_dir: Path | None = None, quiet: bool = True, views: bool = False
+) -> dict:
+    """train.py's pipeline in this process (no torch import per test); returns metrics.json.
+    ``views=False`` turns off the costly TensorBoard views (``without_views``)."""
     import train
     from zoo.run.config import check_config, compose_run
 
     cfg = compose_run((QUIET if quiet else []) + overrides, str(out), str(data_dir) if data_dir else None)
+    if not views:
+        without_views(cfg)
     check_config(cfg)
     summary = train.train(cfg)
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(summary))
