@@ -62,11 +62,13 @@ def main() -> None:
     runs = kinds(args.data_dir)
     times: dict[tuple[str, str], list[float]] = {}
     libraries: dict[tuple[str, str], list[str]] = {}
+    runs_done = 0
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):  # in turn, so that a busy machine slows every row alike
             for label, checkout in checkouts:
                 for kind, overrides in runs.items():
-                    seconds, libs = run_once(checkout, overrides, os.path.join(tmp, f"{len(times)}-{r}"))
+                    runs_done += 1  # a fresh folder for each run: a finished run's folder refuses another
+                    seconds, libs = run_once(checkout, overrides, os.path.join(tmp, f"run{runs_done}"))
                     times.setdefault((label, kind), []).append(seconds)
                     libraries[(label, kind)] = libs
                     print(f"round {r + 1}: {label}, {kind}: {seconds:.2f} s", flush=True)

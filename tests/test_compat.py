@@ -317,6 +317,7 @@ def test_open_summary_writer_is_none_until_the_logger_writes(tmp_path):
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.slow  # a new interpreter importing torch and Lightning: about 10 s
 def test_torchmetrics_without_optional_imports_leaves_out_torchvision_and_matplotlib():
     """In a fresh process (torchmetrics is imported here already): Lightning and every task import
     without torchvision or matplotlib, and the metrics the tasks use still compute."""

@@ -249,5 +249,7 @@ def test_figure_budget_keeps_drawing_within_its_share_and_always_draws_the_last(
         budget.draw(figure(epoch))
     budget.finish()
     assert made == drawn
-    with pytest.raises(ValueError, match="figure_budget must be a share"):
+    from zoo.errors import UserError
+
+    with pytest.raises(UserError, match="figure_budget must be a share"):
         common.FigureBudget(0)

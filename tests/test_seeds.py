@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import command
 from zoo.errors import UserError
 from zoo.run.config import expand_seeds
 from zoo.sweeps.summary import SEEDS_CSV, SUMMARY_MD, collect, seed_groups, write_seed_summary, write_summary
@@ -76,7 +76,7 @@ def test_a_sweep_without_seeds_has_no_seed_summary(tmp_path):
 
 @pytest.mark.slow
 def test_seeds_on_the_command_line(tmp_path):
-    result = cli(
+    result = command(
         "train.py",
         "seeds=2",
         "trainer.max_epochs=1",

@@ -58,6 +58,7 @@ def one_batch_a_step(tmp_path_factory):
     return run_train([*BASE, "steps_per_execution=1"], out, views=True), out
 
 
+@pytest.mark.slow  # two runs with every view on: about 15 s
 def test_auto_trains_the_same_model_as_one_batch_a_step(one_batch_a_step, tmp_path, monkeypatch):
     from zoo.tasks import execution
 
@@ -82,6 +83,7 @@ def test_auto_trains_the_same_model_as_one_batch_a_step(one_batch_a_step, tmp_pa
     assert [s for s, _ in curves["lr/net"]] == list(range(3, 60, 4))
 
 
+@pytest.mark.slow  # two runs with every view on: about 15 s
 def test_explicit_k_counts_batches_in_every_setting(tmp_path):
     """max_steps not a multiple of K, validation every 6 batches, a one-cycle schedule stepped every
     batch, gradient clipping: as with one batch a step."""

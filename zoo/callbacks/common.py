@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from typing_extensions import override
 
 from zoo import compat
+from zoo.errors import UserError
 from zoo.nets.naming import layer_names, parameter_names
 
 
@@ -32,7 +33,10 @@ class FigureBudget:
 
     def __init__(self, share: float | None = 0.05):
         if share is not None and not 0 < share <= 1:
-            raise ValueError(f"figure_budget must be a share of the run's time in (0, 1] or null, got {share}")
+            raise UserError(
+                f"figure_budget must be a share of the run's time in (0, 1] or null (every epoch), got {share}; "
+                "e.g. 0.05."
+            )
         self.share = share
         self.spent = 0.0
         self.since: float | None = None

@@ -321,8 +321,10 @@ class OptunaSearch:
         searched = space.describe()
         attrs = study.user_attrs
         if ATTR_OVERRIDES not in attrs:
-            study.set_user_attr(ATTR_OVERRIDES, settings)
+            # The space first: another process starting the same search reads the overrides as the
+            # sign that the record is complete (each attribute is its own write to the storage).
             study.set_user_attr(ATTR_SPACE, searched)
+            study.set_user_attr(ATTR_OVERRIDES, settings)
             return
         was, was_space = list(attrs[ATTR_OVERRIDES]), dict(attrs.get(ATTR_SPACE, {}))
         if was == settings and was_space == searched:
