@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.helpers import ROOT, cli, run_train
+from tests.helpers import benchmark_script, cli, run_train
 
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 
@@ -70,13 +70,7 @@ def bench_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bench_train():
-    """benchmarks/bench_train.py as a module (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("bench_train")
 
 
 @pytest.mark.slow

@@ -3,20 +3,16 @@ the published numbers, and each run is the recipe's command with the budget give
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def results():
-    spec = importlib.util.spec_from_file_location("results", ROOT / "benchmarks" / "results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("results")
 
 
 def test_etth1_table_has_ours_with_mean_and_std_beside_the_papers(results, monkeypatch, capsys, tmp_path):

@@ -115,6 +115,16 @@ def command(script: str, *args: str, env: dict | None = None) -> subprocess.Comp
     return subprocess.CompletedProcess([sys.executable, script, *args], code, out.getvalue(), err.getvalue())
 
 
+def benchmark_script(name: str):
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package), for tests of its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def assert_fixture_outputs(net, spec, expected: dict) -> None:
     """``net`` (rebuilt from a checkpoint of tests/fixtures/checkpoints/) gives on the fixed input the
     outputs the code before the package split computed (expected.json: shape, first values, sum)."""
