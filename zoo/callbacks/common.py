@@ -24,8 +24,8 @@ class FigureBudget:
     """When a per-epoch figure is drawn. A matplotlib figure costs 0.2-1 s on a CPU whatever the
     epoch's length: a small forecaster's epoch takes a fraction of that, so drawing every epoch would
     more than double its run (benchmarks/bench_train.py). A figure is drawn when the time its
-    callback has spent drawing stays within ``share`` of the time since fitting started; the first
-    one is always drawn, and the last one skipped is drawn when fitting ends (``finish``), so the
+    callback has spent drawing stays within ``share`` of the time since its first figure was due;
+    the first one is always drawn, and the last one skipped is drawn when fitting ends (``finish``), so the
     final epoch's figure is always there. Long epochs get a figure every epoch.
 
     ``share=None`` draws every epoch: which epochs get a figure then does not depend on timing

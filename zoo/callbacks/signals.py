@@ -281,12 +281,12 @@ class LayerSignals(L.Callback):
 
     def write_flow(self, trainer, readings: list[Reading], step: int, epoch: int) -> None:
         """One gradient-flow figure per network (a GAN has two) from an epoch's readings."""
-        import matplotlib.pyplot as plt
-
         for prefix in dict.fromkeys(r.prefix for r in readings):
             mine = [r for r in readings if r.prefix == prefix]
             layers, grad, ratio = epoch_profile(mine)
-            fig = gradient_flow_figure(layers, grad, ratio, f"{prefix}epoch {epoch}")
+            fig = gradient_flow_figure(layers, grad, ratio, f"{prefix}epoch {epoch}")  # selects the Agg backend
+            import matplotlib.pyplot as plt
+
             for w in tensorboards(trainer):
                 w.add_figure(f"{WATCH}gradient_flow{'/' + prefix.rstrip('/') if prefix else ''}", fig, step)
             plt.close(fig)
