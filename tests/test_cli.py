@@ -17,6 +17,16 @@ from zoo.run.config import _config_groups, group_choices
 from zoo.tasks.registry import build_net
 
 
+def test_a_later_run_in_the_same_process_times_its_first_step_from_its_own_start(tmp_path):
+    """Runs after the process's first (a multirun's jobs in Hydra's basic launcher, results.py)
+    count first_step_s from their own start, not from the command that began the process."""
+    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"]
+    run_train(short, tmp_path / "first")
+    started = time.perf_counter()
+    second = run_train(short, tmp_path / "second")
+    assert 0 < second["first_step_s"] < time.perf_counter() - started, second["first_step_s"]
+
+
 @pytest.mark.slow
 def test_default_run_end_to_end_then_eval(tmp_path):
     out = tmp_path / "run"

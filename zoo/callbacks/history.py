@@ -55,12 +55,19 @@ _LOADED = time.perf_counter()
 
 class StartupTimer(L.Callback):
     """The time from the command to the first training step (interpreter, imports, data, model,
-    sanity check): ``first_step_s`` in metrics.json."""
+    sanity check): ``first_step_s`` in metrics.json. Only the process's first run starts at the
+    command; a later run in the same process (a multirun's jobs in Hydra's basic launcher,
+    benchmarks/results.py) counts from its own start, not from the runs before it."""
+
+    _process_had_a_run = False
 
     def __init__(self):
         self.first_step_s: float | None = None
+        first = not StartupTimer._process_had_a_run
+        StartupTimer._process_had_a_run = True
+        self._origin = time.perf_counter() - (process_age() if first else 0.0)
 
     @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.first_step_s is None:
-            self.first_step_s = round(process_age(), 2)
+            self.first_step_s = round(time.perf_counter() - self._origin, 2)
