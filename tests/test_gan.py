@@ -105,7 +105,11 @@ def digits_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("digits_data")
 
 
-@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist", "cifar10"])
+# The other image datasets only change the data's shape (as in tests/test_models.py's matrix of
+# classifiers, which is slow as a whole): slow, digits stays in the fast subset.
+@pytest.mark.parametrize(
+    "data", ["digits", *(pytest.param(d, marks=pytest.mark.slow) for d in ("mnist", "fashion_mnist", "cifar10"))]
+)
 @pytest.mark.parametrize("model", ["gan", "dcgan"])
 def test_every_gan_trains_on_every_image_dataset(model, data, image_data, digits_dir, tmp_path):
     out = tmp_path / "run"
