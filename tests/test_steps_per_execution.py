@@ -102,7 +102,7 @@ def test_explicit_k_counts_batches_in_every_setting(tmp_path):
 
 
 def test_auto_is_one_batch_a_step_where_it_cannot_work(tmp_path):
-    run = run_train([*BASE, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2"], tmp_path / "acc", views=True)
+    run = run_train([*BASE, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2"], tmp_path / "acc")
     assert run["steps_per_execution"] == 1 and run["global_step"] == 10
 
 
