@@ -317,6 +317,17 @@ def test_open_summary_writer_is_none_until_the_logger_writes(tmp_path):
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
 
 
+def test_set_summary_writer_is_the_writer_the_logger_writes_with(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.tensorboard import SummaryWriter
+
+    logger = TensorBoardLogger(str(tmp_path), name="", version="")
+    writer = SummaryWriter(str(tmp_path))
+    compat.set_summary_writer(logger, writer)
+    assert logger.experiment is writer, "TensorBoardLogger._experiment is gone: zoo's writer is not used"
+    writer.close()
+
+
 @pytest.mark.slow  # a new interpreter importing torch and Lightning: about 10 s
 def test_torchmetrics_without_optional_imports_leaves_out_torchvision_and_matplotlib():
     """In a fresh process (torchmetrics is imported here already): Lightning and every task import

@@ -12,6 +12,7 @@ from torch import nn
 
 from datamodules.spec import DataSpec
 from zoo.callbacks.diagnostics import Diagnoser
+from zoo.callbacks.logger import tensorboard_tag as tb
 from zoo.callbacks.signals import Reading, activation_stats, gradient_flow_figure
 
 LAYERS = ["net.features.1", "net.features.4", "net.features.7", "net.head"]
@@ -310,18 +311,18 @@ def test_a_run_logs_every_signal_per_layer_and_the_flow_figure(digits_run):
     ea = _events(out)
     scalars = ea.Tags()["scalars"]
     for prefix in (
-        "watch/update_ratio/fc",
-        "watch/weight_norm/fc",
-        "watch/activation_mean/relu",
-        "watch/activation_std/relu",
-        "watch/dead_units/relu",
+        tb("watch/update_ratio/fc"),
+        tb("watch/weight_norm/fc"),
+        tb("watch/activation_mean/relu"),
+        tb("watch/activation_std/relu"),
+        tb("watch/dead_units/relu"),
     ):
         assert any(t.startswith(prefix) for t in scalars), prefix
-    ratios = [e.value for t in scalars if t.startswith("watch/update_ratio/") for e in ea.Scalars(t)]
+    ratios = [e.value for t in scalars if t.startswith(tb("watch/update_ratio/")) for e in ea.Scalars(t)]
     assert ratios and all(0 < r < 1 for r in ratios)
-    assert "watch/gradient_flow" in ea.Tags()["images"]
-    assert len(ea.Images("watch/gradient_flow")) == 2  # one per epoch
-    assert "test/saliency" in ea.Tags()["images"]
+    assert tb("watch/gradient_flow") in ea.Tags()["images"]
+    assert len(ea.Images(tb("watch/gradient_flow"))) == 2  # one per epoch
+    assert tb("test/saliency") in ea.Tags()["images"]
     assert summary["diagnoses"] == []  # a healthy run
     assert json.loads((out / "metrics.json").read_text())["diagnoses"] == []
 
@@ -329,7 +330,7 @@ def test_a_run_logs_every_signal_per_layer_and_the_flow_figure(digits_run):
 def test_activation_hooks_run_only_on_reading_steps(digits_run):
     out, summary, calls = digits_run
     ea = _events(out)
-    readings = len(ea.Scalars("watch/dead_units/relu1"))
+    readings = len(ea.Scalars(tb("watch/dead_units/relu1")))
     relus = 2  # the default MLP's two hidden layers
     # each reading sees one training forward pass; validation and test passes are never read
     assert len(calls) == readings * relus

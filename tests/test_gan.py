@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from datamodules.spec import DataSpec
 from tests.helpers import QUIET, ROOT, cli, command, run_train
+from zoo.callbacks.logger import tensorboard_tag as tb
 from zoo.errors import UserError
 from zoo.nets.gan import DCGAN, GAN
 from zoo.tasks.quality import frechet_distance
@@ -228,38 +229,40 @@ def test_tensorboard_shows_both_losses_d_outputs_gradients_and_samples(digits_ru
     ea.Reload()
     scalars = set(ea.Tags()["scalars"])
     for tag in (
-        "train/d_loss_step",
-        "train/g_loss_step",
-        "train/d_real_step",
-        "train/d_fake_step",
-        "train/d_loss",
-        "train/g_loss",
-        "train/d_real",
-        "train/d_fake",
-        "val/fid",
-        "val/fid_real",
-        "val/confidence",
-        "val/coverage",
-        "val/d_real",
-        "val/d_fake",
-        "test/fid",
-        "watch/grad_norm/generator/total",
-        "watch/grad_norm/discriminator/total",
-        "lr/generator",
-        "lr/discriminator",
+        tb("train/d_loss_step"),
+        tb("train/g_loss_step"),
+        tb("train/d_real_step"),
+        tb("train/d_fake_step"),
+        tb("train/d_loss"),
+        tb("train/g_loss"),
+        tb("train/d_real"),
+        tb("train/d_fake"),
+        tb("val/fid"),
+        tb("val/fid_real"),
+        tb("val/confidence"),
+        tb("val/coverage"),
+        tb("val/d_real"),
+        tb("val/d_fake"),
+        tb("test/fid"),
+        tb("watch/grad_norm/generator/total"),
+        tb("watch/grad_norm/discriminator/total"),
+        tb("lr/generator"),
+        tb("lr/discriminator"),
     ):
         assert tag in scalars, (tag, sorted(scalars))
-    assert len(ea.Scalars("val/fid")) == 6
+    assert len(ea.Scalars(tb("val/fid"))) == 6
     # Both networks' gradient norms at the same steps, every 10 batches (the loggers' step).
     batches = metrics["global_step"] // 2
     for net in ("generator", "discriminator"):
-        assert [e.step for e in ea.Scalars(f"watch/grad_norm/{net}/total")] == list(range(0, batches, 10))
-        assert f"watch/grad_norm/{net}/fc1" in scalars or f"watch/grad_norm/{net}/conv1" in scalars, scalars
-    assert [e.step for e in ea.Scalars("train/d_loss_step")][-1] < batches
+        assert [e.step for e in ea.Scalars(tb(f"watch/grad_norm/{net}/total"))] == list(range(0, batches, 10))
+        assert tb(f"watch/grad_norm/{net}/fc1") in scalars or tb(f"watch/grad_norm/{net}/conv1") in scalars, scalars
+    assert [e.step for e in ea.Scalars(tb("train/d_loss_step"))][-1] < batches
     images = ea.Tags()["images"]
-    assert len(ea.Images("samples/fixed_noise")) == 6 and len(ea.Images("samples/real")) == 1
-    grid = ea.Images("samples/fixed_noise")[-1]
-    assert grid.encoded_image_string[:4] == b"\x89PNG" and grid.width > 200 and "test/confusion_matrix" not in images
+    assert len(ea.Images(tb("samples/fixed_noise"))) == 6 and len(ea.Images(tb("samples/real"))) == 1
+    grid = ea.Images(tb("samples/fixed_noise"))[-1]
+    assert (
+        grid.encoded_image_string[:4] == b"\x89PNG" and grid.width > 200 and tb("test/confusion_matrix") not in images
+    )
 
 
 @pytest.mark.slow

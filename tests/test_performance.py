@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tests.helpers import benchmark_script, cli, run_train
+from zoo.callbacks.logger import tensorboard_tag as tb
 
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 
@@ -35,7 +36,7 @@ def test_gradient_norm_interval_counts_batches_with_steps_per_execution(tmp_path
     metrics = run_train(FAST + ["steps_per_execution=4", "callbacks.gradient_norms.every_n_steps=4"], out)
     ea = EventAccumulator(str(out), size_guidance={"scalars": 0})
     ea.Reload()
-    steps = [e.step for e in ea.Scalars("watch/grad_norm/total")]
+    steps = [e.step for e in ea.Scalars(tb("watch/grad_norm/total"))]
     assert steps == list(range(0, metrics["global_step"], 4))  # every 4 batches, at the batch's own step
 
 
@@ -55,11 +56,11 @@ def test_training_loss_is_logged_at_the_logging_interval_only(tmp_path):
     metrics = run_train(FAST + ["trainer.log_every_n_steps=5"], out)
     ea = EventAccumulator(str(out), size_guidance={"scalars": 0})
     ea.Reload()
-    steps = [e.step for e in ea.Scalars("train/loss_step")]
+    steps = [e.step for e in ea.Scalars(tb("train/loss_step"))]
     assert steps == list(range(4, metrics["global_step"], 5))
-    epoch_loss = [e.value for e in ea.Scalars("train/loss")]
+    epoch_loss = [e.value for e in ea.Scalars(tb("train/loss"))]
     assert len(epoch_loss) == 3 and epoch_loss[-1] < epoch_loss[0]
-    assert [round(e.value, 3) for e in ea.Scalars("train/acc")][-1] > 0.8
+    assert [round(e.value, 3) for e in ea.Scalars(tb("train/acc"))][-1] > 0.8
 
 
 @pytest.fixture(scope="module")

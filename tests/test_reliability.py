@@ -19,6 +19,7 @@ import torch
 
 from tests.helpers import ROOT, cli, command, run_train
 from tests.helpers.formats import fake_idx_files, gz
+from zoo.callbacks.logger import tensorboard_tag as tb
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
 
@@ -93,7 +94,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(uninterrupted
     counts = events(out)
     # Every (tag, step) as often as in the uninterrupted run: nothing twice, nothing missing.
     assert counts == whole_events, (counts - whole_events, whole_events - counts)
-    assert curve_steps(counts)["train/loss_step"] == list(range(4, 80, 5))
+    assert curve_steps(counts)[tb("train/loss_step")] == list(range(4, 80, 5))
 
 
 def test_sigint_stops_with_a_resumable_checkpoint_and_says_how(uninterrupted, tmp_path):

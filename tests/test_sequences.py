@@ -18,6 +18,7 @@ from datamodules.spec import DataSpec
 from tests.helpers import command, run_train
 from tests.helpers.formats import write_mnist
 from tests.helpers.sequences import write_sequence_data
+from zoo.callbacks.logger import tensorboard_tag as tb
 from zoo.errors import UserError
 from zoo.tasks.registry import build_net
 
@@ -218,9 +219,10 @@ def test_tensorboard_shows_bpc_generated_text_and_recurrent_layer_gradients(char
     out, metrics = char_lm
     ea = read_events(out)
     scalars = set(ea.Tags()["scalars"])
-    assert {"train/loss", "train/loss_step", "train/bpc", "val/loss", "val/bpc", "val/ppl", "test/bpc"} <= scalars
-    assert {"watch/grad_norm/lstm1", "watch/grad_norm/embed1", "watch/grad_norm/fc1"} <= scalars, scalars
-    samples = ea.Tensors("samples/generated/text_summary")
+    written = ("train/loss", "train/loss_step", "train/bpc", "val/loss", "val/bpc", "val/ppl", "test/bpc")
+    assert {tb(t) for t in written} <= scalars
+    assert {tb("watch/grad_norm/lstm1"), tb("watch/grad_norm/embed1"), tb("watch/grad_norm/fc1")} <= scalars, scalars
+    samples = ea.Tensors(tb("samples/generated/text_summary"))
     assert len(samples) == metrics["epochs"]  # one per epoch
     text = samples[-1].tensor_proto.string_val[0].decode()
     assert len(text.replace("\n    ", "")) >= 80
@@ -230,12 +232,13 @@ def test_tensorboard_shows_bpc_generated_text_and_recurrent_layer_gradients(char
 def test_tensorboard_shows_forecast_plots_and_errors(sine_run):
     out, metrics = sine_run
     ea = read_events(out)
-    assert {"val/loss", "val/mse", "val/mae", "val/mse_orig", "test/mse", "test/naive_mse"} <= set(ea.Tags()["scalars"])
-    assert {"watch/grad_norm/lstm1", "watch/grad_norm/lstm2"} <= set(ea.Tags()["scalars"])  # two stacked layers
-    plots = ea.Images("val/forecast")
+    written = ("val/loss", "val/mse", "val/mae", "val/mse_orig", "test/mse", "test/naive_mse")
+    assert {tb(t) for t in written} <= set(ea.Tags()["scalars"])
+    assert {tb("watch/grad_norm/lstm1"), tb("watch/grad_norm/lstm2")} <= set(ea.Tags()["scalars"])  # two stacked layers
+    plots = ea.Images(tb("val/forecast"))
     # Within the figure budget: the first epoch's and the last epoch's plot always, the others as
     # the budget allows (zoo.callbacks.common.FigureBudget).
-    val_steps = [e.step for e in ea.Scalars("val/loss")]
+    val_steps = [e.step for e in ea.Scalars(tb("val/loss"))]
     assert plots[0].step == val_steps[0] and plots[-1].step == val_steps[-1] and len(plots) <= metrics["epochs"]
     assert plots[-1].encoded_image_string[:4] == b"\x89PNG" and plots[-1].width >= 800
 
@@ -260,8 +263,8 @@ def test_news_classifier_shows_misclassified_articles_and_macro_f1(seq_data, tmp
     )
     assert {"test/acc", "test/macro_f1", "val/macro_f1"} <= set(metrics)
     ea = read_events(out)
-    assert "test/confusion_matrix" in ea.Tags()["images"] and "test/misclassified" not in ea.Tags()["images"]
-    table = ea.Tensors("test/misclassified/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert tb("test/confusion_matrix") in ea.Tags()["images"] and tb("test/misclassified") not in ea.Tags()["images"]
+    table = ea.Tensors(tb("test/misclassified/text_summary"))[-1].tensor_proto.string_val[0].decode()
     rows = table.splitlines()
     assert rows[0] == "| true | predicted | text |" and len(rows) > 2
     assert rows[2].split(" | ")[0].lstrip("| ") in ("World", "Sports", "Business", "Sci/Tech")
@@ -272,7 +275,7 @@ def test_news_classifier_shows_misclassified_articles_and_macro_f1(seq_data, tmp
 def test_best_checkpoint_is_chosen_by_the_lowest_validation_loss(sine_run):
     out, metrics = sine_run
     ea = read_events(out)
-    losses = [e.value for e in ea.Scalars("val/loss")]
+    losses = [e.value for e in ea.Scalars(tb("val/loss"))]
     assert metrics["val/loss"] == pytest.approx(min(losses))
     assert metrics["best_checkpoint"].endswith(f"best-epoch{losses.index(min(losses)):03d}.ckpt")
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import run_train
+from zoo.callbacks.logger import tensorboard_tag as tb
 
 # digits: 20 training batches of 64 an epoch; short intervals so that executions are cut often
 BASE = [
@@ -47,7 +48,7 @@ def assert_same_run(run, reference, ours, theirs) -> None:
     assert curves.keys() == expected.keys()
     for tag, points in expected.items():
         assert [s for s, _ in curves[tag]] == [s for s, _ in points], tag
-        if tag in ("watch/step_time_s", "watch/samples_per_s"):  # measured times: the same steps only
+        if tag in (tb("watch/step_time_s"), tb("watch/samples_per_s")):  # measured times: the same steps only
             continue
         assert [v for _, v in curves[tag]] == pytest.approx([v for _, v in points], rel=1e-4, abs=1e-6), tag
 
@@ -78,9 +79,9 @@ def test_auto_trains_the_same_model_as_one_batch_a_step(one_batch_a_step, tmp_pa
     assert run["steps_per_execution"] == execution.MAX_AUTO and reference["steps_per_execution"] == 1
     assert_same_run(run, reference, tmp_path / "auto", theirs)
     curves = scalars(tmp_path / "auto")
-    assert [s for s, _ in curves["train/loss_step"]] == list(range(3, 60, 4))  # every 4 batches: 20 an epoch
-    assert [s for s, _ in curves["watch/grad_norm/total"]] == list(range(0, 60, 7))
-    assert [s for s, _ in curves["lr/net"]] == list(range(3, 60, 4))
+    assert [s for s, _ in curves[tb("train/loss_step")]] == list(range(3, 60, 4))  # every 4 batches: 20 an epoch
+    assert [s for s, _ in curves[tb("watch/grad_norm/total")]] == list(range(0, 60, 7))
+    assert [s for s, _ in curves[tb("lr/net")]] == list(range(3, 60, 4))
 
 
 @pytest.mark.slow  # two runs with every view on: about 15 s
@@ -98,7 +99,9 @@ def test_explicit_k_counts_batches_in_every_setting(tmp_path):
     run = run_train([*options, "steps_per_execution=5"], tmp_path / "k5", views=True)
     assert run["global_step"] == 45 and run["steps_per_execution"] == 5
     assert_same_run(run, reference, tmp_path / "k5", tmp_path / "k1")
-    assert [s for s, _ in scalars(tmp_path / "k5")["val/loss"]] == [s for s, _ in scalars(tmp_path / "k1")["val/loss"]]
+    assert [s for s, _ in scalars(tmp_path / "k5")[tb("val/loss")]] == [
+        s for s, _ in scalars(tmp_path / "k1")[tb("val/loss")]
+    ]
 
 
 def test_auto_is_one_batch_a_step_where_it_cannot_work(tmp_path):

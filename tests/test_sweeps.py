@@ -20,6 +20,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.helpers import NO_VIEWS, QUIET, ROOT, cli, command, run_train
 from tests.helpers.tensorboard import hparams_tab
+from zoo.callbacks.logger import tensorboard_tag as tb
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses (several runs, DDP, sweeps)
 
@@ -96,12 +97,17 @@ def test_a_failing_run_is_listed_and_the_sweep_goes_on_then_continues(tmp_path):
         assert "_hparams_/session_start_info" in content and "_hparams_/experiment" not in content
         start = content["_hparams_/session_start_info"].session_start_info
         assert start.hparams["model.activation"].string_value == row["model.activation"]
-        assert ea.Scalars("test/acc")[-1].value == pytest.approx(float(row["test/acc"]))
+        assert ea.Scalars(tb("test/acc"))[-1].value == pytest.approx(float(row["test/acc"]))
         assert "hp_metric" not in ea.Tags()["scalars"]
     assert not list(sweep.glob("events.out.tfevents.*"))  # no empty run named after the sweep folder
     experiment, groups = hparams_tab(sweep)
     assert [g.name for g in groups] == [Path(table[1]["folder"]).name] == ["1_model.activation=tanh"]
-    assert {m.name.tag for m in experiment.metric_infos} >= {"test/acc", "test/loss", "best/val/acc", "best/val/loss"}
+    assert {m.name.tag for m in experiment.metric_infos} >= {
+        tb("test/acc"),
+        tb("test/loss"),
+        tb("best/val/acc"),
+        tb("best/val/loss"),
+    }
     names = {h.name for h in experiment.hparam_infos}
     assert {"model.activation", "optimizer.lr", "choice/model"} <= names
 
@@ -363,9 +369,9 @@ def test_lr_finder_picks_logs_and_uses_the_learning_rate(tmp_path):
     )
     ea = EventAccumulator(str(out), size_guidance={"scalars": 0, "images": 0})
     ea.Reload()
-    found = ea.Scalars("tuner/suggested_lr")[-1].value
-    assert "tuner/lr_find" in ea.Tags()["images"] and found != pytest.approx(1e-3)
-    assert ea.Scalars("lr/net")[-1].value == pytest.approx(found)  # trained with it
+    found = ea.Scalars(tb("tuner/suggested_lr"))[-1].value
+    assert tb("tuner/lr_find") in ea.Tags()["images"] and found != pytest.approx(1e-3)
+    assert ea.Scalars(tb("lr/net"))[-1].value == pytest.approx(found)  # trained with it
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["config"]["optimizer"]["lr"] == pytest.approx(found)  # and recorded it
     assert not list(out.glob(".lr_find*"))  # the finder's temporary checkpoint is gone

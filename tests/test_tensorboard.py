@@ -13,13 +13,17 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.helpers import run_train
-from tests.helpers.tensorboard import hparams_tab, read_events
+from tests.helpers.tensorboard import hparams_tab, read_events, sections_in_order
 from zoo.callbacks.gradients import GradientNormLogger, HistogramLogger
-from zoo.callbacks.logger import TensorBoardLogger
+from zoo.callbacks.logger import SECTIONS, TensorBoardLogger
+from zoo.callbacks.logger import tensorboard_tag as tb
 from zoo.nets.naming import layer_names, parameter_names
 
-# Every scalar tag of a run starts with one of these (ARCHITECTURE.md, "TensorBoard tags").
-SCHEME = re.compile(r"^(train|val|test)/[a-z_0-9]+$|^best/(val/[a-z_0-9]+|epoch)$|^lr/[a-z_0-9]+$|^watch/")
+# Every scalar tag of a run starts with one of these (ARCHITECTURE.md, "TensorBoard tags"), its
+# section numbered in TensorBoard (zoo.callbacks.logger.tensorboard_tag: train/loss -> 1_train/loss).
+SCHEME = re.compile(
+    r"^(1_train|2_val|3_test)/[a-z_0-9]+$|^10_best/(val/[a-z_0-9]+|epoch)$|^11_lr/[a-z_0-9]+$|^20_watch/"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,32 +53,38 @@ def test_one_events_file_in_the_run_folder_itself(run):
 def test_scalar_tags_follow_one_scheme(run):
     _, metrics, ea = run
     scalars = set(ea.Tags()["scalars"])
-    for tag in ("train/loss", "train/loss_step", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
+    for tag in ("1_train/loss", "1_train/loss_step", "1_train/acc", "2_val/loss", "2_val/acc", "3_test/acc"):
         assert tag in scalars, (tag, sorted(scalars))
-    assert {"lr/net", "watch/step_time_s", "watch/samples_per_s", "best/val/acc", "best/epoch"} <= scalars
-    assert not {"epoch", "hp_metric", "train/loss_epoch"} & scalars
-    assert not any(t.startswith(("lr-", "grad_norm/")) for t in scalars)
+    assert {
+        "11_lr/net",
+        "20_watch/step_time_s",
+        "20_watch/samples_per_s",
+        "10_best/val/acc",
+        "10_best/epoch",
+    } <= scalars
+    assert not {"epoch", "hp_metric", "train/loss_epoch", "1_train/loss_epoch", "train/loss", "val/acc"} & scalars
+    assert not any(t.startswith(("lr-", "grad_norm/", "lr/", "watch/")) for t in scalars)
     assert all(SCHEME.match(t) for t in scalars), sorted(t for t in scalars if not SCHEME.match(t))
     # train/<metric> is one point per epoch, like val/<metric>; train/<metric>_step every logging step.
-    assert len(ea.Scalars("train/loss")) == len(ea.Scalars("val/loss")) == 2
-    assert [e.step for e in ea.Scalars("train/loss_step")] == list(range(4, metrics["global_step"], 5))
-    assert all(e.value > 0 for e in ea.Scalars("watch/samples_per_s"))
+    assert len(ea.Scalars(tb("train/loss"))) == len(ea.Scalars(tb("val/loss"))) == 2
+    assert [e.step for e in ea.Scalars(tb("train/loss_step"))] == list(range(4, metrics["global_step"], 5))
+    assert all(e.value > 0 for e in ea.Scalars(tb("watch/samples_per_s")))
 
 
 def test_best_epoch_metrics_are_their_own_tags_equal_to_metrics_json(run):
     _, metrics, ea = run
-    assert ea.Scalars("best/val/acc")[-1].value == pytest.approx(metrics["val/acc"])
-    assert ea.Scalars("best/val/loss")[-1].value == pytest.approx(metrics["val/loss"])
-    assert ea.Scalars("best/epoch")[-1].value == metrics["best_epoch"]
-    assert ea.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+    assert ea.Scalars(tb("best/val/acc"))[-1].value == pytest.approx(metrics["val/acc"])
+    assert ea.Scalars(tb("best/val/loss"))[-1].value == pytest.approx(metrics["val/loss"])
+    assert ea.Scalars(tb("best/epoch"))[-1].value == metrics["best_epoch"]
+    assert ea.Scalars(tb("test/acc"))[-1].value == pytest.approx(metrics["test/acc"])
 
 
 def test_per_layer_gradient_norms_named_by_type_and_position(run):
     _, metrics, ea = run
     scalars = set(ea.Tags()["scalars"])
-    layers = {t for t in scalars if t.startswith("watch/grad_norm/") and t != "watch/grad_norm/total"}
-    assert {"watch/grad_norm/conv1", "watch/grad_norm/bn1", "watch/grad_norm/conv2", "watch/grad_norm/fc1"} <= layers
-    total = ea.Scalars("watch/grad_norm/total")
+    layers = {t for t in scalars if t.startswith(tb("watch/grad_norm/")) and t != tb("watch/grad_norm/total")}
+    assert {tb(f"watch/grad_norm/{layer}") for layer in ("conv1", "bn1", "conv2", "fc1")} <= layers
+    total = ea.Scalars(tb("watch/grad_norm/total"))
     assert [e.step for e in total] == list(range(0, metrics["global_step"], 5))
     at0 = {t: ea.Scalars(t)[0].value for t in layers}  # the total is the norm of the per-layer norms
     assert total[0].value == pytest.approx(math.sqrt(sum(v * v for v in at0.values())), rel=1e-4)
@@ -83,10 +93,10 @@ def test_per_layer_gradient_norms_named_by_type_and_position(run):
 def test_weight_histograms_at_every_epoch_end(run):
     _, metrics, ea = run
     hists = set(ea.Tags()["histograms"])
-    assert {"watch/weights/conv1.weight", "watch/weights/bn1.bias", "watch/weights/fc2.weight"} <= hists
+    assert {tb(f"watch/weights/{p}") for p in ("conv1.weight", "bn1.bias", "fc2.weight")} <= hists
     per_epoch = metrics["global_step"] // 2
-    assert [e.step for e in ea.Histograms("watch/weights/conv1.weight")] == [per_epoch - 1, 2 * per_epoch - 1]
-    assert not any(t.startswith("watch/gradients/") for t in hists)  # gradients: optional, off by default
+    assert [e.step for e in ea.Histograms(tb("watch/weights/conv1.weight"))] == [per_epoch - 1, 2 * per_epoch - 1]
+    assert not any(t.startswith(tb("watch/gradients/")) for t in hists)  # gradients: optional, off by default
 
 
 def test_custom_scalars_put_train_and_val_on_one_chart(run):
@@ -94,11 +104,13 @@ def test_custom_scalars_put_train_and_val_on_one_chart(run):
     layout = layout_pb2.Layout.FromString(ea.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
     assert [cat.title for cat in layout.category] == ["train and val", "diagnostics"]
-    assert charts["loss (train, val)"] == [r"^(train|val)/loss$"]
-    assert charts["acc (train, val)"] == [r"^(train|val)/acc$"]
-    assert charts["learning rate"] == [r"^lr/"] and charts["gradient norm per layer"] == [r"^watch/grad_norm/"]
+    assert charts["loss (train, val)"] == [r"^(1_train|2_val)/loss$"]  # the tags as TensorBoard has them
+    assert charts["acc (train, val)"] == [r"^(1_train|2_val)/acc$"]
+    assert charts["learning rate"] == [r"^11_lr/"] and charts["gradient norm per layer"] == [r"^20_watch/grad_norm/"]
     scalars = ea.Tags()["scalars"]
-    assert sorted(t for t in scalars if re.match(charts["loss (train, val)"][0], t)) == ["train/loss", "val/loss"]
+    assert sorted(t for t in scalars if re.match(charts["loss (train, val)"][0], t)) == ["1_train/loss", "2_val/loss"]
+    assert any(re.match(charts["gradient norm per layer"][0], t) for t in scalars)
+    assert any(re.match(charts["learning rate"][0], t) for t in scalars)
 
 
 def test_graph_per_class_table_pr_curves_top_losses_and_samples(run):
@@ -107,10 +119,12 @@ def test_graph_per_class_table_pr_curves_top_losses_and_samples(run):
     names = {n.op for n in ea.Graph().node}
     assert any("conv" in n.lower() for n in names), names
     images = set(ea.Tags()["images"])
-    assert {"train/samples", "test/top_losses", "test/confusion_matrix", "test/misclassified"} <= images
+    assert {
+        tb(t) for t in ("train/samples", "test/top_losses", "test/confusion_matrix", "test/misclassified")
+    } <= images
     tensors = set(ea.Tags()["tensors"])
-    assert {f"test/pr_curve/{c}" for c in range(10)} <= tensors
-    table = ea.Tensors("test/per_class/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert {tb(f"test/pr_curve/{c}") for c in range(10)} <= tensors
+    table = ea.Tensors(tb("test/per_class/text_summary"))[0].tensor_proto.string_val[0].decode()
     assert "| class | precision | recall | F1 | support |" in table and table.count("\n| ") == 10
     # The Projector: the penultimate layer of 64 test samples, labelled by class.
     assert "penultimate_layer" in (out / "projector_config.pbtxt").read_text()
@@ -129,8 +143,8 @@ def test_hparams_tab_has_the_run_with_its_best_metrics_and_no_fixed_columns(run)
     _, groups = hparams_tab(out.parent)
     assert [g.name for g in groups] == ["cnn-digits"]  # named after its folder, no /tensorboard
     values = {m.name.tag: m.value for m in groups[0].metric_values}
-    assert values["best/val/acc"] == pytest.approx(metrics["val/acc"])
-    assert values["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert values[tb("best/val/acc")] == pytest.approx(metrics["val/acc"])
+    assert values[tb("test/acc")] == pytest.approx(metrics["test/acc"])
 
 
 @pytest.mark.slow
@@ -148,13 +162,45 @@ def test_hparams_tab_covers_every_run_of_a_mixed_folder_swept_first(run, tmp_pat
     names = [h.name for h in experiment.hparam_infos]
     assert {"model.channels", "data.horizon", "choice/model"} <= set(names)  # the CNN's and the forecaster's own
     metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert {"best/val/acc", "best/val/mae", "test/acc", "test/mse"} <= metric_tags
+    assert {tb(t) for t in ("best/val/acc", "best/val/mae", "test/acc", "test/mse")} <= metric_tags
     # Every run has the metrics of its own task in the one definition.
     by_run = {g.name: {m.name.tag for m in g.metric_values} for g in groups}
-    assert "best/val/acc" in by_run["cnn-digits"] and "best/val/mae" in by_run["linear-sine"]
+    assert tb("best/val/acc") in by_run["cnn-digits"] and tb("best/val/mae") in by_run["linear-sine"]
     # What differs between runs comes first (the tab shows the first five columns).
     differs = [h.differs for h in experiment.hparam_infos]
     assert differs == sorted(differs, reverse=True) and names[0] == "choice/data"
+
+
+@pytest.mark.slow
+def test_sections_come_in_reading_order_for_a_classifier_a_forecaster_and_a_language_model(run, tmp_path):
+    """TensorBoard's frontend sorts sections by a natural sort of their names (tests.helpers.tensorboard
+    ports it): numbered, they come train, val, test, then the run's results and settings, watch last.
+    Its HParams tab orders metric columns as plain strings and shows five: the best epoch's first."""
+    import shutil
+
+    logs = tmp_path / "logs"
+    shutil.copytree(run[0], logs / "cnn-digits")
+    run_train(["model=linear", "data=sine", "trainer.max_epochs=1"], logs / "linear-sine", views=True)
+    lm = ["model=lstm", "data=pydoc", "model.hidden=16", "model.layers=1", "data.seq_len=32"]
+    lm += ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2"]
+    run_train(
+        [*lm, "trainer.limit_test_batches=2", "callbacks.generated_text.length=20"], logs / "lstm-pydoc", views=True
+    )
+    everything = set()
+    for folder in ("cnn-digits", "linear-sine", "lstm-pydoc"):
+        tags = read_events(logs / folder).Tags()
+        written = {t for kind in ("scalars", "images", "histograms", "tensors") for t in tags[kind]}
+        written -= {t for t in written if t.startswith("_hparams_/") or t == "custom_scalars__config__"}
+        assert all(t.split("/", 1)[0] in SECTIONS.values() for t in written), sorted(written)  # none missed
+        everything |= written
+        for breaks in ("/", "/_"):  # Time Series; Scalars, Images, Histograms, Text, PR Curves
+            order = sections_in_order(written, breaks)
+            assert order[:3] == ["1_train", "2_val", "3_test"] and order[-1] == "20_watch", (folder, order)
+            assert order == [s for s in SECTIONS.values() if s in order], (folder, order)
+    assert sections_in_order(everything) == ["1_train", "2_val", "3_test", "10_best", "11_lr", "12_samples", "20_watch"]
+    experiment, _ = hparams_tab(logs)
+    first_five = [m.name.tag for m in experiment.metric_infos][:5]
+    assert first_five[0] == "10_best/epoch" and all(t.startswith("10_best/val/") for t in first_five[1:]), first_five
 
 
 def test_layer_names_by_type_and_position():
@@ -218,8 +264,8 @@ def test_histograms_every_n_steps_with_gradients_and_the_final_weights_of_a_stop
     trainer.loggers[0].close()
     ea = read_events(tmp_path)
     # Every 3 steps (0, 3, 6), and the end of the run mid-epoch (step 7): the final weights.
-    assert [e.step for e in ea.Histograms("watch/weights/fc1.weight")] == [0, 3, 6, 7]
-    assert [e.step for e in ea.Histograms("watch/gradients/fc2.bias")] == [0, 3, 6, 7]
+    assert [e.step for e in ea.Histograms(tb("watch/weights/fc1.weight"))] == [0, 3, 6, 7]
+    assert [e.step for e in ea.Histograms(tb("watch/gradients/fc2.bias"))] == [0, 3, 6, 7]
 
 
 class _Capture(L.pytorch.loggers.Logger):

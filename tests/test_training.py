@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.helpers import QUIET, run_train
+from zoo.callbacks.logger import tensorboard_tag as tb
 
 FAST = ["trainer.max_epochs=3", "callbacks.histograms=null"]
 
@@ -118,7 +119,7 @@ def test_every_scheduler_runs_and_moves_the_lr(scheduler, tmp_path):
     assert metrics["test/acc"] > 0.8
     ea = EventAccumulator(str(out), size_guidance={"scalars": 0})
     ea.Reload()
-    lrs = [e.value for e in ea.Scalars("lr/net")]
+    lrs = [e.value for e in ea.Scalars(tb("lr/net"))]
     assert (len(set(lrs)) == 1) == (scheduler in ("none", "plateau")), lrs
 
 

@@ -15,6 +15,7 @@ from datamodules.spec import DataSpec
 from tests.helpers import run_train
 from tests.helpers.formats import write_mnist
 from tests.helpers.sequences import write_sequence_data
+from zoo.callbacks.logger import tensorboard_tag as tb
 from zoo.errors import UserError
 from zoo.nets.transformer import Transformer, patch_side
 from zoo.tasks.language_model import sample_from
@@ -179,12 +180,12 @@ def test_tensorboard_shows_attention_and_per_layer_gradients_and_the_checkpoint_
     scalars = {t: r for r in readers for t in r.Tags()["scalars"]}
     images = {t for r in readers for t in r.Tags()["images"]}
     for layer in (0, 1):
-        assert f"watch/attention/entropy/layer{layer}" in scalars
-        tag = f"watch/attention/entropy_ratio/layer{layer}"
+        assert tb(f"watch/attention/entropy/layer{layer}") in scalars
+        tag = tb(f"watch/attention/entropy_ratio/layer{layer}")
         ratio = scalars[tag].Scalars(tag)[-1].value
         assert 0.0 < ratio <= 1.0 + 1e-6  # at most the entropy of attending to everything
-        assert f"watch/attention/layer{layer}" in images
-    assert sum(t.startswith("watch/grad_norm/") for t in scalars) > 10, sorted(scalars)  # a curve per layer
+        assert tb(f"watch/attention/layer{layer}") in images
+    assert sum(t.startswith(tb("watch/grad_norm/")) for t in scalars) > 10, sorted(scalars)  # a curve per layer
 
     rebuilt = rebuild(str(out / "checkpoints" / "last.ckpt"))
     x = torch.randint(0, rebuilt.spec.vocab_size, (2, 32))

@@ -34,6 +34,15 @@ def open_summary_writer(logger):
     return logger._experiment
 
 
+def set_summary_writer(logger, writer) -> None:
+    """Makes ``writer`` the SummaryWriter of a Lightning TensorBoardLogger (zoo's logger opens its
+    own, which numbers the sections of the tags: zoo/callbacks/logger.py).
+
+    Why: Lightning's logger builds a plain SummaryWriter in its ``experiment`` property. Missing
+    public API: a way to choose the writer's class."""
+    logger._experiment = writer
+
+
 def batches_that_stepped(trainer) -> int:
     """The step Lightning's loggers write ``self.log`` scalars at: one per training batch that
     stepped, however many optimizers stepped in it.

@@ -35,6 +35,7 @@ RUNS = {  # folder name prefix: overrides
 # (file, URL fragment, what to wait for); each page is given time to draw its charts.
 DASHBOARDS = [
     ("scalars", "#timeseries", 12000),
+    ("sections", "#timeseries", 20000),  # the order of all sections (crop_to_last_sections)
     ("hparams", "#hparams", 12000),
     ("custom_scalars", "#custom_scalars", 12000),
     ("histograms", "#histograms", 12000),
@@ -108,6 +109,18 @@ def shoot(chromium: str, url: str, png: Path, wait_ms: int, size: str = "1600,10
         )
 
 
+def crop_to_last_sections(png: Path, height: int = 420) -> None:
+    """A tall Time Series page, cut to its end: the sections after the first two are listed there
+    collapsed, so the picture shows the order of all of them."""
+    from PIL import Image
+
+    img = Image.open(png).convert("RGB")
+    grey = img.convert("L").crop((300, 0, img.width, img.height))
+    dark = [y for y in range(0, grey.height, 4) if grey.crop((0, y, grey.width, y + 1)).getextrema()[0] < 200]
+    bottom = (dark[-1] if dark else img.height) + 12
+    img.crop((280, max(bottom - height, 0), min(img.width, 1200), bottom)).save(png)
+
+
 def shrink(png: Path) -> None:
     """Fewer colours: a dashboard's PNG from ~500 KB to ~100-200 KB."""
     from PIL import Image
@@ -149,7 +162,11 @@ def serve_and_shoot(chromium: str, logdir: Path, shots: list) -> None:
                 time.sleep(0.5)
         for name, fragment, wait in shots:
             png = OUT / f"{name}.png"
-            shoot(chromium, base + fragment, png, wait)
+            if name == "sections":
+                shoot(chromium, base + fragment, png, wait, size="1400,16000")
+                crop_to_last_sections(png)
+            else:
+                shoot(chromium, base + fragment, png, wait)
             shrink(png)
             print(f"{png.relative_to(ROOT)}: {png.stat().st_size // 1024} KB", flush=True)
     finally:

@@ -149,8 +149,8 @@ class EveryNSteps:
 
 
 # The tags of the diagnostics (per-layer gradient norms, histograms, step time, and the training
-# diagnostics of other callbacks) start with this: TensorBoard sorts sections by name, and these then
-# come after the train/, val/ and test/ sections a user reads first.
+# diagnostics of other callbacks) start with this; TensorBoard shows them as 20_watch/..., the last
+# section, after the train, val and test a user reads first (zoo.callbacks.logger.SECTIONS).
 WATCH = "watch/"
 
 

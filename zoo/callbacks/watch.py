@@ -15,6 +15,7 @@ from typing_extensions import override
 
 from zoo import compat
 from zoo.callbacks.common import WATCH, OnFirstBatch, epoch_end_step, logging_step, resumed, tensorboards
+from zoo.callbacks.logger import tensorboard_section
 
 
 def group_names(trainer: L.Trainer) -> list[tuple[dict, str]]:
@@ -118,7 +119,8 @@ class CustomScalarsLayout(L.Callback):
     training and validation on one chart (``train/loss`` with ``val/loss``, ``train/acc`` with
     ``val/acc``, a GAN's losses and D outputs), in the order train, val, test; then the learning
     rate and all per-layer gradient norms on one chart each. TensorBoard merges the layouts of all
-    runs of a logs folder, so it compares runs of any task."""
+    runs of a logs folder, so it compares runs of any task. Its patterns match the tags as
+    TensorBoard shows them (``^(1_train|2_val)/loss$``: zoo/callbacks/logger.py numbers the sections)."""
 
     @staticmethod
     def layout(metrics: list[str]) -> dict:
@@ -129,7 +131,10 @@ class CustomScalarsLayout(L.Callback):
         only_train = [m for m in dict.fromkeys(m.split("/", 1)[1] for m in metrics) if m in train and m not in val]
 
         def chart(name: str, splits: str) -> tuple[str, list]:
-            return f"{name} ({splits.replace('|', ', ')})", ["Multiline", [rf"^({splits})/{re.escape(name)}$"]]
+            sections = "|".join(tensorboard_section(s) for s in splits.split("|"))
+            return f"{name} ({splits.replace('|', ', ')})", ["Multiline", [rf"^({sections})/{re.escape(name)}$"]]
+
+        lr, watch = tensorboard_section("lr"), tensorboard_section(WATCH.rstrip("/"))
 
         layout = {
             "train and val": dict(
@@ -138,9 +143,9 @@ class CustomScalarsLayout(L.Callback):
                 + [chart(m, "val") for m in only_val]
             ),
             "diagnostics": {
-                "learning rate": ["Multiline", [r"^lr/"]],
-                "gradient norm per layer": ["Multiline", [rf"^{WATCH}grad_norm/"]],
-                "step time (s)": ["Multiline", [rf"^{WATCH}step_time_s$"]],
+                "learning rate": ["Multiline", [rf"^{lr}/"]],
+                "gradient norm per layer": ["Multiline", [rf"^{watch}/grad_norm/"]],
+                "step time (s)": ["Multiline", [rf"^{watch}/step_time_s$"]],
             },
         }
         return {k: v for k, v in layout.items() if v}
