@@ -198,6 +198,24 @@ def test_windows_cut_short_by_an_epoch_end_are_carried_not_judged(monkeypatch):
     assert [d["kind"] for d in cb.diagnoses] == ["lr_too_high"]
 
 
+def test_a_checkpoint_restored_after_a_diagnosis_keeps_it():
+    """trainer.test(ckpt_path=best) restores the best epoch's callback state: a diagnosis made after
+    it (overfitting always is) must stay; a resumed run gets what its checkpoint had said."""
+    from zoo.callbacks.diagnostics import Diagnostics
+
+    late = {"kind": "overfitting", "step": 26, "layer": None, "message": "Overfitting from epoch 16."}
+    early = {"kind": "dead_units", "step": 20, "layer": "relu1", "message": "Dead units at step 20."}
+    cb = Diagnostics(verbose=False)
+    cb.diagnoser.diagnoses.append(dict(late))
+    cb.load_state_dict({"diagnoses": [early]})  # the best checkpoint knew only the early one
+    assert cb.diagnoses == [late, early]
+    resumed = Diagnostics(verbose=False)
+    resumed.load_state_dict(cb.state_dict())
+    assert resumed.diagnoses == [late, early]
+    resumed.load_state_dict(cb.state_dict())  # said once, however often restored
+    assert len(resumed.diagnoses) == 2
+
+
 def test_activation_stats_count_dead_channels_and_saturated_outputs():
     y = torch.ones(4, 6, 3, 3)
     y[:, :3] = 0  # three of six channels zero for every example and position

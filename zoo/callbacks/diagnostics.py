@@ -462,4 +462,7 @@ class Diagnostics(L.Callback):
 
     @override
     def load_state_dict(self, state: dict) -> None:
-        self.diagnoser.diagnoses = [dict(d) for d in state.get("diagnoses", [])]
+        # Merged, not replaced: testing the best checkpoint after fit restores that epoch's callback
+        # state too, which would drop whatever was said after it (overfitting, always).
+        said = {d["kind"] for d in self.diagnoser.diagnoses}
+        self.diagnoser.diagnoses += [dict(d) for d in state.get("diagnoses", []) if d["kind"] not in said]
