@@ -41,11 +41,15 @@ class ImageClassificationData(TensorDataModule):
         random_crop: int = 0,
         hflip: bool = False,
         data_on_device: bool = True,
+        label_noise: float = 0.0,
     ):
         super().__init__(batch_size, eval_batch_size, seed, data_on_device)
         self.data_dir = os.path.expanduser(str(data_dir))
         self.val_size, self.download, self.mirror = val_size, download, mirror
         self.crop_padding, self.hflip = int(random_crop), bool(hflip)
+        if not 0 <= label_noise < 1:
+            raise UserError(f"data.label_noise={label_noise}: a share of the training labels, from 0 to below 1.")
+        self.label_noise = float(label_noise)
 
     @property
     def spec(self) -> DataSpec:
@@ -75,10 +79,22 @@ class ImageClassificationData(TensorDataModule):
         # Kept (per channel) so a task can map the images back to pixels, e.g. a GAN's [-1, 1].
         self.pixel_mean, self.pixel_std = mean.flatten(), std.flatten()
         self.splits = {
-            "train": (norm(x[train_idx]), y[train_idx]),
+            "train": (norm(x[train_idx]), self.noisy(y[train_idx])),
             "val": (norm(x[val_idx]), y[val_idx]),
             "test": (norm(x_test.float().div_(255)), y_test),
         }
+
+    def noisy(self, y: torch.Tensor) -> torch.Tensor:
+        """The training labels with ``label_noise`` of them (drawn by the seed) replaced by another
+        class: examples no rule can learn, only memorise (what overfitting fits; val and test stay clean)."""
+        if not self.label_noise:
+            return y
+        g = torch.Generator().manual_seed(self.seed + 1)
+        wrong = torch.randperm(len(y), generator=g)[: round(self.label_noise * len(y))]
+        shift = torch.randint(1, len(self.class_names), (len(wrong),), generator=g)
+        y = y.clone()
+        y[wrong] = (y[wrong] + shift) % len(self.class_names)
+        return y
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # Augment the training batch only, as a whole, on whatever device it now lives on.

@@ -106,6 +106,20 @@ def test_splits_are_deterministic_for_a_seed():
     assert a.split_sizes() == {"train": 1293, "val": 144, "test": 360}
 
 
+def test_label_noise_changes_that_share_of_the_training_labels_only():
+    clean, noisy, again = DigitsData(seed=1), DigitsData(seed=1, label_noise=0.2), DigitsData(seed=1, label_noise=0.2)
+    for dm in (clean, noisy, again):
+        dm.setup("fit")
+    changed = clean.splits["train"][1] != noisy.splits["train"][1]
+    assert changed.sum().item() == round(0.2 * 1293)  # each drawn label moved to another class
+    assert torch.equal(noisy.splits["train"][1], again.splits["train"][1])  # fixed by the seed
+    assert torch.equal(clean.splits["train"][0], noisy.splits["train"][0])
+    for split in ("val", "test"):  # what the run is measured on stays clean
+        assert torch.equal(clean.splits[split][1], noisy.splits[split][1])
+    with pytest.raises(UserError, match="label_noise"):
+        DigitsData(label_noise=1.0)
+
+
 def test_batch_loader_shuffles_by_epoch_and_covers_everything():
     x = torch.arange(10)
     loader = BatchLoader((x,), batch_size=4, shuffle=True, seed=3)

@@ -167,6 +167,56 @@ def test_overfitting_names_the_epoch_early_stopping_would_keep():
     assert both_fall.diagnoses == []
 
 
+def test_windows_cut_short_by_an_epoch_end_are_carried_not_judged(monkeypatch):
+    """Two losses an epoch (a short epoch, several batches a step): a healthy, noisy run (lesson_dropout
+    with dropout 0.5) got lr_too_high when each epoch's pair was a window and one lucky low pair its
+    best. Carried over until they hold MIN_WINDOW losses, the windows stay silent; a real rise still speaks."""
+    from types import SimpleNamespace
+
+    from zoo.callbacks import diagnostics
+
+    monkeypatch.setattr(diagnostics, "logging_step", lambda trainer: trainer.step)
+    cb = diagnostics.Diagnostics(every_n_steps=25, verbose=False)
+    trainer = SimpleNamespace(step=0, is_global_zero=True, loggers=[], current_epoch=0, sanity_checking=False)
+    module = SimpleNamespace(automatic_optimization=True)
+
+    def epoch(*losses):
+        for loss in losses:
+            trainer.step += 4
+            cb.on_train_batch_end(trainer, module, torch.tensor(loss), None, 0)
+        cb.on_train_epoch_end(trainer, module)
+        assert cb._epoch_train == pytest.approx(sum(losses) / len(losses))  # the epoch's loss, carried or not
+
+    for pair in [(2.2, 2.1), (1.9, 1.8), (1.7, 1.6), (1.45, 1.35), (1.3, 1.2), (1.1, 1.05), (1.0, 1.1)]:
+        epoch(*pair)
+    for pair in [(0.52, 0.81), (1.03, 1.09), (0.9, 1.1), (1.03, 1.08), (0.65, 0.8), (0.7, 0.75)]:
+        epoch(*pair)  # as pairs, (0.52, 0.81) would be the best and the next three 1.5x above it
+    assert cb.diagnoses == []
+    assert len(cb.diagnoser.windows) == 6  # 26 losses, 4 to a window, the last pair carried
+    for _ in range(4):
+        epoch(3.0, 3.2)
+    cb.on_train_end(trainer, module)
+    assert [d["kind"] for d in cb.diagnoses] == ["lr_too_high"]
+
+
+def test_a_checkpoint_restored_after_a_diagnosis_keeps_it():
+    """trainer.test(ckpt_path=best) restores the best epoch's callback state: a diagnosis made after
+    it (overfitting always is) must stay; a resumed run gets what its checkpoint had said."""
+    from zoo.callbacks.diagnostics import Diagnostics
+
+    late = {"kind": "overfitting", "step": 26, "layer": None, "message": "Overfitting from epoch 16."}
+    early = {"kind": "dead_units", "step": 20, "layer": "relu1", "message": "Dead units at step 20."}
+    cb = Diagnostics(verbose=False)
+    cb.diagnoser.diagnoses.append(dict(late))
+    cb.load_state_dict({"diagnoses": [early]})  # the best checkpoint knew only the early one
+    assert cb.diagnoses == [late, early]
+    resumed = Diagnostics(verbose=False)
+    resumed.load_state_dict(cb.state_dict())
+    assert resumed.diagnoses == [late, early]
+    resumed.load_state_dict(cb.state_dict())  # said once, however often restored
+    assert len(resumed.diagnoses) == 2
+
+
 def test_activation_stats_count_dead_channels_and_saturated_outputs():
     y = torch.ones(4, 6, 3, 3)
     y[:, :3] = 0  # three of six channels zero for every example and position

@@ -1,6 +1,5 @@
 """The lessons (conf/experiment/lesson_*.yaml, issue 15): each broken network gets the diagnosis its
 comment promises, and its fixed variant (the other value of the lesson's sweep) gets none.
-(lesson_dropout promises no diagnosis: its comment says why.)
 
 Each run is a real training run of the lesson as composed from conf/ (a few seconds each on an idle
 CPU), in this process."""
@@ -23,6 +22,7 @@ LESSONS = [
     ("lesson_batchnorm", [], {"dead_units"}, ["model.batchnorm=true"]),
     ("lesson_initialisation", [], {"saturation"}, ["model.init=xavier"]),
     ("lesson_learning_rate", [], {"lr_too_low"}, ["optimizer.lr=0.1"]),
+    ("lesson_dropout", [], {"overfitting"}, ["model.dropout=0.5"]),
     ("lesson_learning_rate", ["optimizer.lr=5.0"], {"lr_too_high"}, None),
 ]
 

@@ -73,6 +73,9 @@ class Thresholds:
     overfit_train_fall: float = 0.1  # while the training loss fell by at least this share
 
 
+MIN_WINDOW = 4  # losses in a window of the loss rules, at the least (one cut short by an epoch's end is carried)
+
+
 def _fmt(x: float) -> str:
     return f"{x:.2g}" if math.isfinite(x) else str(x)
 
@@ -364,6 +367,7 @@ class Diagnostics(L.Callback):
         self.diagnoser = Diagnoser(Thresholds(**thresholds))
         self._losses: list[torch.Tensor] = []
         self._epoch_loss: list[torch.Tensor] = []
+        self._counted = 0  # how many of ``_losses`` (carried over an epoch's end) the epoch loss has counted
         self._epoch_train: float | None = None
 
     @property
@@ -394,19 +398,37 @@ class Diagnostics(L.Callback):
             return
         stacked = torch.stack(self._losses)
         self._losses = []
-        self._epoch_loss.append(stacked.sum().reshape(1))
-        self._epoch_loss.append(torch.tensor([float(len(stacked))], device=stacked.device))
+        self._count(stacked[self._counted :])
+        self._counted = 0
         self._publish(trainer, self.diagnoser.observe_losses(logging_step(trainer), stacked.tolist()))
+
+    def _count(self, losses: torch.Tensor) -> None:
+        """Adds losses to the epoch's training loss (summed on the device: no host sync)."""
+        if len(losses):
+            self._epoch_loss.append(losses.sum().reshape(1))
+            self._epoch_loss.append(torch.tensor([float(len(losses))], device=losses.device))
 
     @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._flush(trainer)
+        # A window cut short by the epoch's end (a short epoch, or several batches a step) is carried
+        # into the next one while it holds fewer than MIN_WINDOW losses: the median of two or three
+        # noisy losses is no window, and comparing one against the best such made lr_too_high fire on
+        # healthy runs (lesson_dropout with dropout 0.5). The epoch's training loss counts them either way.
+        if len(self._losses) >= min(self.every_n_steps, MIN_WINDOW):
+            self._flush(trainer)
+        elif len(self._losses) > self._counted:
+            self._count(torch.stack(self._losses[self._counted :]))
+            self._counted = len(self._losses)
         if self._epoch_loss:
             sums = torch.cat(self._epoch_loss).tolist()
             total, n = sum(sums[0::2]), sum(sums[1::2])
             self._epoch_train = total / n if n else None
         self._epoch_loss = []
         self._overfitting(trainer)
+
+    @override
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._flush(trainer)  # what the last epoch carried
 
     @override
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -440,4 +462,7 @@ class Diagnostics(L.Callback):
 
     @override
     def load_state_dict(self, state: dict) -> None:
-        self.diagnoser.diagnoses = [dict(d) for d in state.get("diagnoses", [])]
+        # Merged, not replaced: testing the best checkpoint after fit restores that epoch's callback
+        # state too, which would drop whatever was said after it (overfitting, always).
+        said = {d["kind"] for d in self.diagnoser.diagnoses}
+        self.diagnoser.diagnoses += [dict(d) for d in state.get("diagnoses", []) if d["kind"] not in said]
