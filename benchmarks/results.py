@@ -3,7 +3,7 @@ results tables come from here).
 
     python benchmarks/results.py etth1                          # every model x horizon of the protocol
     python benchmarks/results.py etth1 --models linear --horizons 96 192 336 720
-    python benchmarks/results.py etth1 --models lstm gru linear linear336 mlp cnn --horizons 96
+    python benchmarks/results.py etth1 --models lstm gru linear linear336 mlp cnn transformer --horizons 96
     python benchmarks/results.py shakespeare --budget 00:00:05:00
     python benchmarks/results.py images                         # digits; MNIST, CIFAR-10 where present
     python benchmarks/results.py etth1 --seeds 5                # mean ± std over 5 seeds
@@ -52,7 +52,7 @@ PUBLISHED_SHAKESPEARE = {"nanoGPT (A100)": 1.4697, "nanoGPT (CPU, 3 min)": 1.88}
 # Test accuracy.
 PUBLISHED_IMAGES = {"mnist": ("LeNet-5 (LeCun et al. 1998)", 0.9905), "cifar10": ("ResNet-20 (He et al. 2016)", 0.9125)}
 
-ETT_MODELS = ("lstm", "gru", "linear", "linear336", "mlp", "cnn")  # experiment=etth1_<model>
+ETT_MODELS = ("lstm", "gru", "linear", "linear336", "mlp", "cnn", "transformer")  # experiment=etth1_<model>
 HORIZONS = (96, 192, 336, 720)
 IMAGE_RECIPES = {"digits": "digits_mlp", "mnist": "mnist_cnn", "cifar10": "cifar10_resnet"}
 IMAGE_FILES = {"digits": None, "mnist": "MNIST", "cifar10": "cifar-10-batches-py"}
@@ -76,6 +76,8 @@ def run(overrides: list[str], data_dir: str, budget: str | None, max_steps: int 
         started = time.perf_counter()
         summary = train.train(cfg)
         summary.setdefault("seconds", round(time.perf_counter() - started, 1))
+    if "lookback" in cfg.data:  # a forecaster's window, as the recipe set it
+        summary["lookback"] = cfg.data.lookback
     return summary
 
 
@@ -117,11 +119,10 @@ def etth1(args) -> str:
     for model in args.models:
         for horizon in args.horizons:
             stats = repeated([f"experiment=etth1_{model}", f"data.horizon={horizon}"], args)
-            lookback = 336 if model == "linear336" else 96
             rows.append(
                 [
                     f"ours: {model}",
-                    str(lookback),
+                    cell(stats, "lookback", 0),
                     str(horizon),
                     cell(stats, "test/mse"),
                     cell(stats, "test/mae"),

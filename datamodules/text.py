@@ -47,6 +47,7 @@ class CharCorpus(WindowedSplits, TensorDataModule):
         self,
         seq_len: int = 128,
         stride: int | None = None,
+        eval_seq_len: int | None = None,
         split: tuple[float, float, float] = (0.9, 0.05, 0.05),
         batch_size: int = 64,
         eval_batch_size: int = 256,
@@ -56,9 +57,13 @@ class CharCorpus(WindowedSplits, TensorDataModule):
         super().__init__(batch_size, eval_batch_size, seed, data_on_device)
         self.seq_len = int(seq_len)
         self.stride = int(stride) if stride else self.seq_len
+        self.eval_seq_len = int(eval_seq_len) if eval_seq_len else self.seq_len
         self.fractions = tuple(float(s) for s in split)
-        if self.seq_len < 1 or self.stride < 1:
-            raise UserError(f"data.seq_len and data.stride must be positive, got {seq_len} and {stride}.")
+        if self.seq_len < 1 or self.stride < 1 or self.eval_seq_len < 1:
+            raise UserError(
+                f"data.seq_len, data.stride and data.eval_seq_len must be positive, "
+                f"got {seq_len}, {stride} and {eval_seq_len}."
+            )
         if len(self.fractions) != 3 or min(self.fractions) <= 0 or abs(sum(self.fractions) - 1) > 1e-6:
             raise UserError(
                 f"data.split must be three positive fractions (train, val, test) that add up to 1, "
@@ -90,17 +95,20 @@ class CharCorpus(WindowedSplits, TensorDataModule):
         n_train, n_val = int(n * self.fractions[0]), int(n * self.fractions[1])
         parts = {"train": ids[:n_train], "val": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
         for split, part in parts.items():
-            if len(part) < self.seq_len + 1:
-                need = math.ceil((self.seq_len + 1) / min(self.fractions))
+            length, key = (self.seq_len, "seq_len") if split == "train" else (self.eval_seq_len, "eval_seq_len")
+            if len(part) < length + 1:
+                need = math.ceil((length + 1) / min(self.fractions))
                 raise UserError(
                     f"the {self.name} text has {n:,} characters, so its {split} split ({len(part):,}) is shorter than "
-                    f"one window of data.seq_len+1={self.seq_len + 1}; use a shorter data.seq_len or a text of at "
+                    f"one window of data.{key}+1={length + 1}; use a shorter data.{key} or a text of at "
                     f"least {need:,} characters."
                 )
         self.cut(parts)
 
     def windows(self, split: str, base: torch.Tensor):
-        return next_token_windows(base, self.seq_len, self.stride if split == "train" else self.seq_len)
+        if split == "train":
+            return next_token_windows(base, self.seq_len, self.stride)
+        return next_token_windows(base, self.eval_seq_len, self.eval_seq_len)
 
 
 class TinyShakespeare(CharCorpus):

@@ -21,7 +21,13 @@ def test_etth1_table_has_ours_with_mean_and_std_beside_the_papers(results, monke
     def fake_run(overrides, data_dir, budget, max_steps, download):
         calls.append((overrides, budget, max_steps))
         seed = int(overrides[-1].split("=")[1])
-        return {"test/mse": 0.38 + 0.01 * (seed - 42), "test/mae": 0.40, "seconds": 60.0, "status": "finished"}
+        return {
+            "test/mse": 0.38 + 0.01 * (seed - 42),
+            "test/mae": 0.40,
+            "seconds": 60.0,
+            "lookback": 96,
+            "status": "finished",
+        }
 
     monkeypatch.setattr(results, "run", fake_run)
     out = tmp_path / "table.md"

@@ -193,6 +193,28 @@ def test_text_file_and_offline_corpus():
     assert corpus.split_sizes()["train"] > 5000
 
 
+def test_val_and_test_are_read_in_windows_of_eval_seq_len(tmp_path):
+    path = tmp_path / "play.txt"
+    path.write_text("To be, or not to be, that is the question.\n" * 400)  # 17,200 characters
+    same = TextFile(path=str(path), seq_len=32)
+    same.setup()
+    assert {split: x.shape[1] for split, (x, _) in same.splits.items()} == {"train": 32, "val": 32, "test": 32}
+    corpus = TextFile(path=str(path), seq_len=32, eval_seq_len=128)
+    corpus.setup()
+    assert corpus.splits["train"][0].shape[1] == 32 and corpus.spec.shape == (32,)
+    for split in ("val", "test"):
+        x, y = corpus.splits[split]
+        assert x.shape == ((len(corpus.bases[split]) - 1) // 128, 128)  # whole windows, each from its start
+        torch.testing.assert_close(x[:, 1:], y[:, :-1])  # the targets are the next characters
+        torch.testing.assert_close(x[1:, 0], corpus.bases[split][128 : 128 * x.shape[0] : 128])
+    with pytest.raises(
+        UserError,
+        match=r"^the text_file text has 17,200 characters, so its val split \(860\) is shorter than one window of "
+        r"data.eval_seq_len\+1=1001; use a shorter data.eval_seq_len or a text of at least 20,020 characters\.$",
+    ):
+        TextFile(path=str(path), seq_len=32, eval_seq_len=1000).setup()
+
+
 # ---- bad input: one sentence each -----------------------------------------------------------------
 
 

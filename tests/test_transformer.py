@@ -41,7 +41,7 @@ FEW_STEPS = [
     "callbacks.lr_monitor=null",
 ]
 DATA = {  # data= -> overrides that keep the run small, the task's test metric
-    "pydoc": (["data.seq_len=32"], "test/bpc"),
+    "pydoc": (["data.seq_len=32", "data.eval_seq_len=80"], "test/bpc"),  # val/test windows > the context
     "ag_news": (["data.val_size=40", "data.max_length=24"], "test/acc"),
     "etth1": (["data.lookback=48", "data.horizon=24"], "test/mse"),
     "digits": ([], "test/acc"),
@@ -77,6 +77,14 @@ def test_the_language_model_never_sees_the_future(position):
     before, after = net(x), net(changed)
     torch.testing.assert_close(after[:, :9], before[:, :9])  # ...earlier outputs do not
     assert (after[:, 9:] - before[:, 9:]).abs().max() > 1e-4  # (and the ones from it on do)
+
+
+def test_windows_longer_than_the_context_are_read_one_context_at_a_time():
+    torch.manual_seed(0)
+    net = Transformer(TEXT, **SMALL).eval()  # a context of 16 positions
+    x = torch.randint(0, 12, (2, 40))
+    parts = [net(x[:, :16]), net(x[:, 16:32]), net(x[:, 32:])]  # each window from its start
+    torch.testing.assert_close(net(x), torch.cat(parts, dim=1))
 
 
 def test_the_key_value_cache_gives_the_logits_of_a_full_pass():

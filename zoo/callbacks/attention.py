@@ -37,7 +37,8 @@ class AttentionMaps(L.Callback):
     @override
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx == 0 and not trainer.sanity_checking:
-            self._batch = batch[0][: self.num_samples]
+            # a language model's evaluation windows may be longer than its context: show one context
+            self._batch = batch[0][: self.num_samples, : getattr(pl_module.net, "context", None)]
 
     @override
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

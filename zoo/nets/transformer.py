@@ -206,6 +206,10 @@ class TransformerLanguageModel(nn.Module):
         return self.head(h), (cache, ids)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > self.context:
+            # Evaluation windows longer than the trained positions (data.eval_seq_len): read as consecutive
+            # windows of the context, each from its start, which is all the context this network has.
+            return torch.cat([self(x[:, i : i + self.context]) for i in range(0, x.shape[1], self.context)], dim=1)
         return self.head(self.encoder(self.embed(x))[0])
 
     def attention_layers(self) -> list[SelfAttention]:
