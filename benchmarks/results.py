@@ -191,8 +191,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     args.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     started = time.perf_counter()
+    from zoo.run.reliability import RunStopped
+
     with user_errors():
-        text = {"etth1": etth1, "shakespeare": shakespeare, "images": images}[args.table](args)
+        try:
+            text = {"etth1": etth1, "shakespeare": shakespeare, "images": images}[args.table](args)
+        except RunStopped as stop:
+            # The run's own advice (resume from its folder) does not apply: the folder was temporary.
+            reason = str(stop).split(";")[0]
+            sys.stderr.write(f"results.py {reason}; the runs it finished are listed above, one line each.\n")
+            sys.exit(stop.exit_code)
     print()
     print(text)
     print(f"\n{args.table}: {time.perf_counter() - started:.0f} s in all")

@@ -66,3 +66,29 @@ def test_shakespeare_table_gives_nats_and_bits_of_the_mean_of_val_and_test(resul
     row = next(line for line in out.read_text().splitlines() if "ours" in line)
     assert row == f"| ours: experiment=shakespeare_lstm | 1.450 | 1.490 | 1.470 | {1.47 / math.log(2):.3f} | 300 |"
     assert "| nanoGPT (A100) | - | - | 1.470 | 2.120 | (paper) |" in out.read_text()
+
+
+def test_a_stopped_run_ends_the_table_with_one_sentence(results, monkeypatch, capsys):
+    from zoo.run.reliability import RunStopped
+
+    done = []
+
+    def stopped_second(overrides, *a):
+        if done:
+            raise RunStopped(
+                "stopped by SIGINT at epoch 2, step 160; the checkpoint /tmp/x/run/checkpoints/resume.ckpt resumes "
+                "it; continue with: python train.py resume=true hydra.run.dir=/tmp/x/run",
+                130,
+            )
+        done.append(overrides)
+        return {"test/mse": 0.4, "test/mae": 0.4, "seconds": 1.0, "lookback": 96, "status": "finished"}
+
+    monkeypatch.setattr(results, "run", stopped_second)
+    with pytest.raises(SystemExit) as exit:
+        results.main(["etth1", "--models", "linear", "--horizons", "96", "192"])
+    out, err = capsys.readouterr()
+    assert exit.value.code == 130
+    assert "experiment=etth1_linear data.horizon=96 seed=42: test/mse=0.4000" in out  # the finished run
+    assert err == (
+        "results.py stopped by SIGINT at epoch 2, step 160; the runs it finished are listed above, one line each.\n"
+    )
