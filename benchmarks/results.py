@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--markdown", help="also write the table to this file")
     args = p.parse_args(argv)
     args.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
-    started = time.perf_counter()
-    from zoo.run.reliability import RunStopped
+    from zoo.run.reliability import RunStopped  # here, not at the top: it imports Lightning
 
+    started = time.perf_counter()
     with user_errors():
         try:
             text = {"etth1": etth1, "shakespeare": shakespeare, "images": images}[args.table](args)
