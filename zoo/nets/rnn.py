@@ -9,8 +9,11 @@ One stacked cell (``Recurrent``), with the input and head of what the data poses
   sequences are packed, so the RNN stops at each sequence's true length) or images read row by row
   (sequential MNIST: 28 steps of 28 pixels); the sequence is summarised by the last hidden state
   (both directions when bidirectional) or by the mean or max over its steps, then a linear head.
-- ``RecurrentForecaster`` (numeric series): the lookback window, instance-normalised (RevIN, on by
-  default), summarised like a classifier's, then a linear head to horizon x target channels.
+- ``SegmentRecurrentForecaster`` (numeric series, ``segment``: the default): the lookback window,
+  instance-normalised (RevIN), each channel read on its own in segments of ``segment`` steps, one
+  cell step per segment; the horizon decoded in parallel, a segment per step (SegRNN).
+- ``RecurrentForecaster`` (numeric series, ``segment=None``): the window read step by step, all
+  channels together, summarised like a classifier's, then a linear head to horizon x target channels.
 
 Dropout is applied between stacked layers (PyTorch's own) and before the head. ``RNN``, ``LSTM`` and
 ``GRU`` (model=rnn, lstm, gru) build the one the data needs with their cell.
@@ -208,6 +211,76 @@ class RecurrentForecaster(Forecaster, Recurrent):
         return y
 
 
+class SegmentRecurrentForecaster(Forecaster):
+    """Segment-wise recurrence for numeric series (SegRNN, Lin et al. 2023): each channel on its own,
+    its window cut into segments of ``segment`` steps, each segment embedded by one linear map, the
+    cell stepping once per segment (a window of 96 in segments of 24 is 4 steps, not 96; a window that is not a whole number of
+    segments is padded in front with its first value); the horizon
+    is decoded in parallel, one segment per step from the encoder's state, the cell reading a learned
+    embedding of which segment and which channel it forecasts (parallel multi-step forecasting)."""
+
+    accepts = ("series",)
+
+    def __init__(
+        self,
+        cell: str,
+        spec,
+        segment: int,
+        hidden: int = 128,
+        layers: int = 1,
+        revin: bool = True,
+        dropout: float = 0.0,
+        linear_path: bool = False,
+        **cell_options,
+    ):
+        super().__init__()
+        lookback, channels = spec.shape
+        if not 1 <= segment <= lookback:
+            raise ValueError(
+                f"model.segment={segment} does not fit the lookback window of {lookback} steps; "
+                f"use a segment of 1 to {lookback} steps (it divides the window best: 24 for 96 or 336)"
+            )
+        self.segment = segment
+        self.segments_in, self.segments_out = -(-lookback // segment), -(-spec.horizon // segment)
+        self.embed_segment = nn.Sequential(nn.Linear(segment, hidden), nn.ReLU())
+        self.rnn = CELLS[cell](
+            hidden, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0, **cell_options
+        )
+        if cell == "lstm":  # forget-gate bias 1, as in Recurrent
+            for name, p in self.rnn.named_parameters():
+                if name.startswith("bias_ih"):
+                    p.data[hidden : 2 * hidden] = 1.0
+        # The decoder's input: which output segment (half the width) and which channel (the other half).
+        self.position = nn.Parameter(torch.randn(self.segments_out, hidden // 2))
+        self.channel = nn.Parameter(torch.randn(channels, hidden - hidden // 2))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, segment))
+        self.add_revin(spec, revin)
+        self.linear = TimeLinear(lookback, spec.horizon, channels, individual=False) if linear_path else None
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, channels = x.shape
+        w, n_in, n_out = self.segment, self.segments_in, self.segments_out
+        window = x.transpose(1, 2)  # (B, C, L)
+        if window.shape[-1] < n_in * w:  # a window of 100 in segments of 24: its first step 20 times before it
+            window = nn.functional.pad(window, (n_in * w - window.shape[-1], 0), mode="replicate")
+        segments = window.reshape(batch * channels, n_in, w)
+        _, state = self.rnn(self.embed_segment(segments))
+        # every (window, channel) state once per output segment, in the order of the queries below
+        state = (
+            tuple(s.repeat_interleave(n_out, dim=1) for s in state)
+            if isinstance(state, tuple)
+            else (state.repeat_interleave(n_out, dim=1))
+        )
+        query = torch.cat(
+            [self.position.expand(channels, -1, -1), self.channel[:, None].expand(-1, n_out, -1)], dim=-1
+        )  # (C, n_out, hidden)
+        out, _ = self.rnn(query.expand(batch, -1, -1, -1).reshape(-1, 1, query.shape[-1]), state)
+        y = self.head(out).reshape(batch, channels, n_out * w)[:, :, : self.out_shape[0]].transpose(1, 2)
+        if self.linear is not None:
+            y = y + self.linear(x.transpose(1, 2)).transpose(1, 2)
+        return y[:, :, -self.out_shape[1] :]
+
+
 def recurrent(
     cell: str,
     spec,
@@ -219,11 +292,12 @@ def recurrent(
     revin: bool = True,
     dropout: float = 0.0,
     linear_path: bool = False,
+    segment: int | None = None,
     **cell_options,
 ) -> nn.Module:
     """The recurrent network with ``cell`` for the data's kind and task. ``embedding`` applies to
-    token sequences, ``revin`` and ``linear_path`` to series, ``pool`` and ``bidirectional`` to all
-    but language models."""
+    token sequences, ``revin``, ``linear_path`` and ``segment`` to series, ``pool`` and
+    ``bidirectional`` to all but language models and segment-wise forecasters."""
     if pool not in POOLS:
         raise ValueError(f"unknown pool '{pool}'; choose one of: {', '.join(POOLS)}")
     if hidden < 1 or layers < 1:
@@ -240,6 +314,13 @@ def recurrent(
         return TokenRecurrentClassifier(
             cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool, **sizes
         )
+    if spec.kind == "series" and segment is not None:
+        if bidirectional:
+            raise ValueError(
+                "a segment-wise forecaster decodes the horizon from the state after the window's last "
+                "segment; set model.bidirectional=false or model.segment=null"
+            )
+        return SegmentRecurrentForecaster(cell, spec, segment, revin=revin, linear_path=linear_path, **sizes)
     if spec.kind == "series":
         return RecurrentForecaster(
             cell, spec, bidirectional=bidirectional, pool=pool, revin=revin, linear_path=linear_path, **sizes
