@@ -95,3 +95,15 @@ def test_the_linear_path_adds_a_window_to_horizon_map():
 def test_a_segment_that_cannot_work_is_one_sentence(options, message):
     with pytest.raises(ValueError, match=message):
         LSTM(spec(), hidden=8, **options)
+
+
+def test_the_command_line_says_it_in_one_sentence_and_writes_no_run(tmp_path):
+    from tests.helpers import command
+
+    r = command("train.py", "model=gru", "data=sine", "model.segment=100", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        "error: model=gru cannot be built for data=sine: model.segment=100 does not fit the lookback window of 64 "
+        "steps; use 1 to 64, best a divisor of the window (24 for a window of 96 or 336)."
+    ]
+    assert not (tmp_path / "run" / "checkpoints").exists()

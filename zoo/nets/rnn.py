@@ -212,12 +212,13 @@ class RecurrentForecaster(Forecaster, Recurrent):
 
 
 class SegmentRecurrentForecaster(Forecaster):
-    """Segment-wise recurrence for numeric series (SegRNN, Lin et al. 2023): each channel on its own,
-    its window cut into segments of ``segment`` steps, each segment embedded by one linear map, the
-    cell stepping once per segment (a window of 96 in segments of 24 is 4 steps, not 96; a window that is not a whole number of
-    segments is padded in front with its first value); the horizon
-    is decoded in parallel, one segment per step from the encoder's state, the cell reading a learned
-    embedding of which segment and which channel it forecasts (parallel multi-step forecasting)."""
+    """Segment-wise recurrence for numeric series (SegRNN, Lin et al. 2023). Each channel is read on
+    its own: its window is cut into segments of ``segment`` steps, each segment embedded by one linear
+    map, and the cell steps once per segment (a window of 96 in segments of 24 is 4 steps, not 96; a
+    window that is not a whole number of segments is padded in front with its first value). The
+    horizon is decoded in parallel, one segment per step from the window's final state, the cell
+    reading a learned embedding of which segment and which channel it forecasts (parallel multi-step
+    forecasting): no step waits for another's output, and errors do not compound."""
 
     accepts = ("series",)
 
@@ -238,7 +239,7 @@ class SegmentRecurrentForecaster(Forecaster):
         if not 1 <= segment <= lookback:
             raise ValueError(
                 f"model.segment={segment} does not fit the lookback window of {lookback} steps; "
-                f"use a segment of 1 to {lookback} steps (it divides the window best: 24 for 96 or 336)"
+                f"use 1 to {lookback}, best a divisor of the window (24 for a window of 96 or 336)"
             )
         self.segment = segment
         self.segments_in, self.segments_out = -(-lookback // segment), -(-spec.horizon // segment)
@@ -266,11 +267,10 @@ class SegmentRecurrentForecaster(Forecaster):
         segments = window.reshape(batch * channels, n_in, w)
         _, state = self.rnn(self.embed_segment(segments))
         # every (window, channel) state once per output segment, in the order of the queries below
-        state = (
-            tuple(s.repeat_interleave(n_out, dim=1) for s in state)
-            if isinstance(state, tuple)
-            else (state.repeat_interleave(n_out, dim=1))
-        )
+        if isinstance(state, tuple):  # LSTM: (h, c)
+            state = tuple(part.repeat_interleave(n_out, dim=1) for part in state)
+        else:
+            state = state.repeat_interleave(n_out, dim=1)
         query = torch.cat(
             [self.position.expand(channels, -1, -1), self.channel[:, None].expand(-1, n_out, -1)], dim=-1
         )  # (C, n_out, hidden)
