@@ -107,3 +107,11 @@ def test_the_command_line_says_it_in_one_sentence_and_writes_no_run(tmp_path):
         "steps; use 1 to 64, best a divisor of the window (24 for a window of 96 or 336)."
     ]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_per_layer_views_name_every_part_as_a_layer():
+    from zoo.nets.naming import parameter_names
+
+    layers = {layer for layer, _ in parameter_names(LSTM(spec(), hidden=16, layers=2, segment=24)).values()}
+    # segment embedding, two stacked cells, the decoder's position and channel embeddings, the head, RevIN
+    assert layers == {"fc1", "lstm1", "lstm2", "embed1", "embed2", "fc2", "revin1"}

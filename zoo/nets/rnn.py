@@ -251,9 +251,10 @@ class SegmentRecurrentForecaster(Forecaster):
             for name, p in self.rnn.named_parameters():
                 if name.startswith("bias_ih"):
                     p.data[hidden : 2 * hidden] = 1.0
-        # The decoder's input: which output segment (half the width) and which channel (the other half).
-        self.position = nn.Parameter(torch.randn(self.segments_out, hidden // 2))
-        self.channel = nn.Parameter(torch.randn(channels, hidden - hidden // 2))
+        # The decoder's input: which output segment (half the width) and which channel (the other half);
+        # embeddings (not bare parameters), so that per-layer views name them embed1 and embed2.
+        self.position = nn.Embedding(self.segments_out, hidden // 2)
+        self.channel = nn.Embedding(channels, hidden - hidden // 2)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, segment))
         self.add_revin(spec, revin)
         self.linear = TimeLinear(lookback, spec.horizon, channels, individual=False) if linear_path else None
@@ -271,9 +272,9 @@ class SegmentRecurrentForecaster(Forecaster):
             state = tuple(part.repeat_interleave(n_out, dim=1) for part in state)
         else:
             state = state.repeat_interleave(n_out, dim=1)
-        query = torch.cat(
-            [self.position.expand(channels, -1, -1), self.channel[:, None].expand(-1, n_out, -1)], dim=-1
-        )  # (C, n_out, hidden)
+        position, channel = self.position.weight, self.channel.weight
+        query = torch.cat([position.expand(channels, -1, -1), channel[:, None].expand(-1, n_out, -1)], dim=-1)
+        # query: (C, n_out, hidden)
         out, _ = self.rnn(query.expand(batch, -1, -1, -1).reshape(-1, 1, query.shape[-1]), state)
         y = self.head(out).reshape(batch, channels, n_out * w)[:, :, : self.out_shape[0]].transpose(1, 2)
         if self.linear is not None:
