@@ -145,6 +145,7 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 
+    from zoo.compat import hide_litlogger_tip
     from zoo.run.reliability import AtomicCheckpointIO
     from zoo.tasks.execution import Unprofiled
 
@@ -159,6 +160,7 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
     }
     if not cfg.trainer.get("profiler"):
         defaults["profiler"] = Unprofiled()
+    hide_litlogger_tip()
     return instantiate(
         cfg.trainer,
         callbacks=callbacks,

@@ -351,3 +351,23 @@ def test_torchmetrics_without_optional_imports_leaves_out_torchvision_and_matplo
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split("\n")[-2] == "[] 0.667", r.stdout
+
+
+def test_the_litlogger_tip_is_left_out_of_a_run_and_the_other_messages_are_not(tmp_path, caplog):
+    import logging
+
+    from lightning.pytorch.trainer.connectors.logger_connector import logger_connector
+
+    import train
+    from zoo.run.config import compose_run
+
+    source = inspect.getsource(logger_connector)
+    assert compat.LITLOGGER_TIP in source, (
+        "Lightning no longer logs its litlogger tip with this text: update zoo.compat.hide_litlogger_tip "
+        "(LITLOGGER_TIP), or remove it if the tip is gone"
+    )
+    caplog.set_level(logging.INFO, logger=compat.RANK_ZERO_LOGGER)
+    train.build_trainer(compose_run(["callbacks=none"], str(tmp_path / "run")), [])
+    messages = [r.getMessage() for r in caplog.records if r.name == compat.RANK_ZERO_LOGGER]
+    assert any(m.startswith("GPU available") for m in messages), messages  # the others still reach the console
+    assert not any("litlogger" in m for m in messages), messages

@@ -1,4 +1,5 @@
-"""Every use of another library's private API (names starting with ``_``), in one place.
+"""Every use of another library's private API (names starting with ``_``, or the text of a message
+it logs), in one place.
 
 A private name can change in any release without notice. Keeping each use here, with why it is
 needed and which public API is missing, means that a library upgrade is checked in one file, and
@@ -200,6 +201,32 @@ def ddp_strategy_with_hooks() -> type:
             pass
 
     return DDPStrategyWithHooks
+
+
+# The tip Lightning logs whenever a Trainer has no LitLogger, and the logger it goes through (the one
+# behind lightning.pytorch.utilities.rank_zero_info).
+LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
+RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+
+
+class _WithoutLitLoggerTip:
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(LITLOGGER_TIP)
+
+
+def hide_litlogger_tip() -> None:
+    """Keeps Lightning's advertisement for its hosted logging service ("💡 Tip: For seamless cloud
+    logging ... try installing litlogger") out of every run's console; its other messages stay.
+
+    Why: it is printed on every run, between the lines a user reads (GPU available, the model
+    summary), and says nothing about the run. Missing public API: no setting turns it off; this
+    matches its text on the logger ``rank_zero_info`` writes to, so a release that rewords it shows it
+    again (tests/test_compat.py says so)."""
+    import logging
+
+    log = logging.getLogger(RANK_ZERO_LOGGER)
+    if not any(isinstance(f, _WithoutLitLoggerTip) for f in log.filters):
+        log.addFilter(_WithoutLitLoggerTip())
 
 
 # -- PyTorch ------------------------------------------------------------------------------------
