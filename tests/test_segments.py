@@ -90,6 +90,7 @@ def test_the_linear_path_adds_a_window_to_horizon_map():
         (dict(segment=97), "model.segment=97 does not fit the lookback window of 96 steps"),
         (dict(segment=0), "model.segment=0 does not fit"),
         (dict(segment=24, bidirectional=True), "set model.bidirectional=false or model.segment=null"),
+        (dict(segment=24, pool="mean"), "set model.pool=last or model.segment=null"),
     ],
 )
 def test_a_segment_that_cannot_work_is_one_sentence(options, message):

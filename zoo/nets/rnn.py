@@ -316,10 +316,11 @@ def recurrent(
             cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool, **sizes
         )
     if spec.kind == "series" and segment is not None:
-        if bidirectional:
+        if bidirectional or pool != "last":
+            option = "model.bidirectional=false" if bidirectional else "model.pool=last"
             raise ValueError(
                 "a segment-wise forecaster decodes the horizon from the state after the window's last "
-                "segment; set model.bidirectional=false or model.segment=null"
+                f"segment; set {option} or model.segment=null"
             )
         return SegmentRecurrentForecaster(cell, spec, segment, revin=revin, linear_path=linear_path, **sizes)
     if spec.kind == "series":

@@ -49,9 +49,9 @@ class Rebuilt:
 
 
 # Options conf/ gained after checkpoints were written without them, with the value that builds what
-# such a checkpoint holds (not conf/'s newer default): model.linear_path (issue 13) is on by default
-# for the recurrent forecasters, and a checkpoint from before it has no such weights; model.segment
-# (issue 13) reads series in segments, and one from before it stepped through the window point by point.
+# such a checkpoint holds (not conf/'s newer default): a recurrent forecaster's checkpoint from before
+# model.linear_path (issue 13) has no such weights, and one from before model.segment (issue 13) stepped
+# through its window point by point.
 ADDED_OPTIONS: dict[str, dict] = {"model": {"linear_path": False, "segment": None}}
 
 
