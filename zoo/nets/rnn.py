@@ -35,8 +35,8 @@ POOLS = ("last", "mean", "max")
 class Recurrent(nn.Module):
     """A stacked recurrent cell over (B, T, width_in) steps and the summary of a whole sequence.
 
-    ``embed`` (token data) is registered before the cell: it is created, and draws its initial
-    values from the random generator, before the cell does."""
+    ``embed`` (token ids, or a segment-wise forecaster's segments) is registered before the cell: it
+    is created, and draws its initial values from the random generator, before the cell does."""
 
     def __init__(
         self,
@@ -47,7 +47,7 @@ class Recurrent(nn.Module):
         bidirectional: bool,
         dropout: float,
         pool: str = "last",
-        embed: nn.Embedding | None = None,
+        embed: nn.Module | None = None,
         **cell_options,
     ):
         super().__init__()
@@ -211,7 +211,7 @@ class RecurrentForecaster(Forecaster, Recurrent):
         return y
 
 
-class SegmentRecurrentForecaster(Forecaster):
+class SegmentRecurrentForecaster(Forecaster, Recurrent):
     """Segment-wise recurrence for numeric series (SegRNN, Lin et al. 2023). Each channel is read on
     its own: its window is cut into segments of ``segment`` steps, each segment embedded by one linear
     map, and the cell steps once per segment (a window of 96 in segments of 24 is 4 steps, not 96; a
@@ -234,28 +234,22 @@ class SegmentRecurrentForecaster(Forecaster):
         linear_path: bool = False,
         **cell_options,
     ):
-        super().__init__()
         lookback, channels = spec.shape
         if not 1 <= segment <= lookback:
             raise ValueError(
                 f"model.segment={segment} does not fit the lookback window of {lookback} steps; "
                 f"use 1 to {lookback}, best a divisor of the window (24 for a window of 96 or 336)"
             )
+        # each segment of the window embedded by one linear map: the cell's input at each step
+        embed = nn.Sequential(nn.Linear(segment, hidden), nn.ReLU())
+        super().__init__(cell, hidden, hidden, layers, False, dropout, embed=embed, **cell_options)
         self.segment = segment
         self.segments_in, self.segments_out = -(-lookback // segment), -(-spec.horizon // segment)
-        self.embed_segment = nn.Sequential(nn.Linear(segment, hidden), nn.ReLU())
-        self.rnn = CELLS[cell](
-            hidden, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0, **cell_options
-        )
-        if cell == "lstm":  # forget-gate bias 1, as in Recurrent
-            for name, p in self.rnn.named_parameters():
-                if name.startswith("bias_ih"):
-                    p.data[hidden : 2 * hidden] = 1.0
         # The decoder's input: which output segment (half the width) and which channel (the other half);
         # embeddings (not bare parameters), so that per-layer views name them embed1 and embed2.
         self.position = nn.Embedding(self.segments_out, hidden // 2)
         self.channel = nn.Embedding(channels, hidden - hidden // 2)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, segment))
+        self.head = nn.Linear(hidden, segment)
         self.add_revin(spec, revin)
         self.linear = TimeLinear(lookback, spec.horizon, channels, individual=False) if linear_path else None
 
@@ -266,7 +260,7 @@ class SegmentRecurrentForecaster(Forecaster):
         if window.shape[-1] < n_in * w:  # a window of 100 in segments of 24: its first step 20 times before it
             window = nn.functional.pad(window, (n_in * w - window.shape[-1], 0), mode="replicate")
         segments = window.reshape(batch * channels, n_in, w)
-        _, state = self.rnn(self.embed_segment(segments))
+        _, state = self.rnn(self.embed(segments))
         # every (window, channel) state once per output segment, in the order of the queries below
         if isinstance(state, tuple):  # LSTM: (h, c)
             state = tuple(part.repeat_interleave(n_out, dim=1) for part in state)
@@ -276,7 +270,7 @@ class SegmentRecurrentForecaster(Forecaster):
         query = torch.cat([position.expand(channels, -1, -1), channel[:, None].expand(-1, n_out, -1)], dim=-1)
         # query: (C, n_out, hidden)
         out, _ = self.rnn(query.expand(batch, -1, -1, -1).reshape(-1, 1, query.shape[-1]), state)
-        y = self.head(out).reshape(batch, channels, n_out * w)[:, :, : self.out_shape[0]].transpose(1, 2)
+        y = self.head(self.dropout(out)).reshape(batch, channels, n_out * w)[:, :, : self.out_shape[0]].transpose(1, 2)
         if self.linear is not None:
             y = y + self.linear(x.transpose(1, 2)).transpose(1, 2)
         return y[:, :, -self.out_shape[1] :]
