@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.spec import DataSpec
+from tests.helpers.sequences import series_spec
 from zoo.nets.rnn import GRU, LSTM
 
 
-def spec(targets: int = 7) -> DataSpec:
-    return DataSpec(
-        name="s",
-        kind="series",
-        shape=(48, 7),
-        task="forecast",
-        horizon=12,
-        target_channels=targets,
-        channel_names=tuple("abcdefg"),
-    )
+def spec(targets: int = 7):
+    return series_spec(48, 12, targets)
 
 
 def test_the_linear_path_adds_a_window_to_horizon_map_and_nothing_else():

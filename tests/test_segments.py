@@ -5,20 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from datamodules.spec import DataSpec
+from tests.helpers.sequences import series_spec
 from zoo.nets.rnn import GRU, LSTM, RecurrentForecaster, SegmentRecurrentForecaster
 
 
-def spec(lookback: int = 96, horizon: int = 96, targets: int = 7) -> DataSpec:
-    return DataSpec(
-        name="s",
-        kind="series",
-        shape=(lookback, 7),
-        task="forecast",
-        horizon=horizon,
-        target_channels=targets,
-        channel_names=tuple("abcdefg"),
-    )
+def spec(lookback: int = 96, horizon: int = 96, targets: int = 7):
+    return series_spec(lookback, horizon, targets)
 
 
 def steps_the_cell_reads(net, x) -> list[int]:

@@ -127,3 +127,19 @@ def write_sequence_data(data_dir: Path) -> dict[str, Path]:
     own["text"].write_text(shakespeare_text(800, seed=5), encoding="utf-8")
     own["csv"].write_text(plain_csv())
     return own
+
+
+def series_spec(lookback: int, horizon: int, targets: int = 7):
+    """The data spec of a 7-channel series (channels a-g; the last ``targets`` are forecast), for
+    building forecasters directly."""
+    from datamodules.spec import DataSpec
+
+    return DataSpec(
+        name="s",
+        kind="series",
+        shape=(lookback, 7),
+        task="forecast",
+        horizon=horizon,
+        target_channels=targets,
+        channel_names=tuple("abcdefg"),
+    )

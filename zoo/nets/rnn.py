@@ -309,7 +309,11 @@ def recurrent(
         return TokenRecurrentClassifier(
             cell, spec, bidirectional=bidirectional, embedding=embedding, pool=pool, **sizes
         )
-    if spec.kind == "series" and segment is not None:
+    if spec.kind == "series":
+        if segment is None:
+            return RecurrentForecaster(
+                cell, spec, bidirectional=bidirectional, pool=pool, revin=revin, linear_path=linear_path, **sizes
+            )
         if bidirectional or pool != "last":
             option = "model.bidirectional=false" if bidirectional else "model.pool=last"
             raise ValueError(
@@ -317,10 +321,6 @@ def recurrent(
                 f"segment; set {option} or model.segment=null"
             )
         return SegmentRecurrentForecaster(cell, spec, segment, revin=revin, linear_path=linear_path, **sizes)
-    if spec.kind == "series":
-        return RecurrentForecaster(
-            cell, spec, bidirectional=bidirectional, pool=pool, revin=revin, linear_path=linear_path, **sizes
-        )
     return ImageRecurrentClassifier(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)
 
 
