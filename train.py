@@ -165,7 +165,7 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(cfg.paths.output_dir)],
         **{k: v for k, v in defaults.items() if cfg.trainer.get(k) is None},
     )
 

@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import functools
 import itertools
+import math
 import os
 import re
 import shlex
@@ -138,6 +139,139 @@ FRACTIONS: dict[str, tuple[float, float, str]] = {
 }
 
 
+# Every other number a conf/ choice has, by key (``*`` matches one level: any callback): the interval it
+# must lie in ("[" includes the end, "(" leaves it out), whether it is a whole number, and an example.
+# null passes (off, or automatic). Checked after the keys above, whose sentences are more specific;
+# tests/test_hostile.py walks every number of every choice with hostile values against this table.
+INF = float("inf")
+NUMBERS: dict[str, tuple[str, bool, str]] = {
+    "seed": ("[0,4294967295]", True, "42"),  # Lightning picks a random seed for one outside, and says only a warning
+    "callbacks.*.seed": ("[0,4294967295]", True, "0"),
+    "callbacks.*.every_n_steps": ("[0,inf)", True, "25"),  # 0: never
+    "callbacks.*.every_n_epochs": ("[0,inf)", True, "1"),  # 0: never
+    "callbacks.*.num_samples": ("[1,inf)", True, "16"),
+    "callbacks.*.num_images": ("[1,inf)", True, "8"),
+    "callbacks.*.max_images": ("[1,inf)", True, "16"),
+    "callbacks.*.max_texts": ("[1,inf)", True, "20"),
+    "callbacks.*.max_samples": ("[1,inf)", True, "500"),
+    "callbacks.*.samples": ("[1,inf)", True, "2"),
+    "callbacks.*.windows": ("[1,inf)", True, "4"),
+    "callbacks.*.figure_budget": ("(0,1]", False, "0.05"),
+    "callbacks.*.temperature": ("[0,inf)", False, "0.8"),
+    "callbacks.*.length": (f"[1,{100_000}]", True, "300"),
+    "callbacks.*.channel": ("[-2147483648,2147483647]", True, "-1"),  # -1: the last channel
+    "callbacks.*.refresh_rate": ("[0,inf)", True, "10"),  # 0: no progress bar
+    "callbacks.*.max_depth": ("[-1,inf)", True, "2"),  # -1: every layer
+    "callbacks.*.save_top_k": ("[-1,inf)", True, "1"),  # -1: every checkpoint, 0: none
+    "callbacks.*.min_delta": ("[0,inf)", False, "0.0"),
+    "data.channels": ("[1,inf)", True, "3"),
+    "data.eval_seq_len": ("[1,inf)", True, "256"),
+    "data.stride": ("[1,inf)", True, "1"),
+    "data.label_noise": ("[0,1]", False, "0.2"),
+    "data.noise": ("[0,inf)", False, "0.1"),
+    "data.std": ("(0,inf)", False, "0.5"),
+    "data.mean": ("(-inf,inf)", False, "0.5"),
+    "data.val_size": ("(0,inf)", False, "0.1"),  # a fraction below 1 or a count
+    "data.test_size": ("(0,inf)", False, "0.1"),
+    "data.train_fraction": ("(0,1)", False, "0.7"),
+    "data.val_fraction": ("(0,1)", False, "0.1"),
+    "divergence.factor": ("(1,inf)", False, "1e3"),
+    "model.dim": ("[1,inf)", True, "64"),
+    "model.heads": ("[1,inf)", True, "4"),
+    "model.patch": ("[1,inf)", True, "4"),
+    "model.segment": ("[1,inf)", True, "24"),
+    "model.stride": ("[1,inf)", True, "8"),
+    "model.mlp_ratio": ("(0,inf)", False, "4"),
+    "model.init_gain": ("(0,inf)", False, "1.0"),
+    "model.d_lr_scale": ("(0,inf)", False, "1.0"),
+    "model.gp_weight": ("[0,inf)", False, "10"),
+    "optimizer.alpha": ("[0,1)", False, "0.99"),
+    "optimizer.lr_decay": ("[0,inf)", False, "0"),
+    "optimizer.eps": ("(0,inf)", False, "1e-8"),
+    "scheduler.factory.div_factor": ("(0,inf)", False, "25"),
+    "scheduler.factory.final_div_factor": ("(0,inf)", False, "1e4"),
+    "scheduler.factory.factor": ("(0,1)", False, "0.1"),
+    "scheduler.factory.gamma": ("(0,1]", False, "0.1"),
+    "scheduler.factory.min_lr_ratio": ("[0,1]", False, "0"),
+    "scheduler.factory.patience": ("[0,inf)", True, "3"),
+    "scheduler.factory.pct_start": ("(0,1)", False, "0.3"),
+    "scheduler.factory.step_size": ("[1,inf)", True, "10"),
+    "scheduler.factory.warmup": ("[0,1)", False, "0.05"),
+    "trainer.gradient_clip_val": ("[0,inf)", False, "1.0"),
+    "trainer.num_sanity_val_steps": ("[-1,inf)", True, "2"),  # -1: the whole validation set
+    "trainer.overfit_batches": ("[0,inf)", False, "0.0"),
+    "tuner.min_lr": ("(0,inf)", False, "1e-6"),
+    "tuner.max_lr": ("(0,inf)", False, "1.0"),
+    "tuner.num_training": ("[1,inf)", True, "100"),
+    "tuner.early_stop_threshold": ("(0,inf)", False, "4.0"),
+}
+# The largest whole number any count may be: torch's sizes and indices are 64-bit, most kernels 32-bit.
+MAX_WHOLE = 2**31 - 1
+
+
+def _interval(text: str) -> tuple[float, bool, float, bool]:
+    low, high = text[1:-1].split(",")
+    return float(low), text[0] == "[", float(high), text[-1] == "]"
+
+
+def _describe(text: str, whole: bool) -> str:
+    low, low_in, high, high_in = _interval(text)
+    kind = "a whole number" if whole else "a number"
+    parts = []
+    if low != -INF:
+        parts.append(f"{'at least' if low_in else 'above'} {low:g}")
+    if high != INF:
+        parts.append(f"{'at most' if high_in else 'below'} {high:g}")
+    return kind + (" " + " and ".join(parts) if parts else "")
+
+
+def _in_range(cfg: DictConfig, key: str, interval: str, whole: bool, example: str) -> None:
+    value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    if value is None or OmegaConf.is_config(value):
+        return
+    low, low_in, high, high_in = _interval(interval)
+    ok = _is_number(value) and math.isfinite(value)
+    if ok and whole:
+        ok = isinstance(value, int) and abs(value) <= MAX_WHOLE
+    if ok:
+        ok = (value >= low if low_in else value > low) and (value <= high if high_in else value < high)
+    if not ok:
+        raise UserError(f"{key} must be {_describe(interval, whole)}, got {value!r}; try {key}={example}.")
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    """The keys of ``NUMBERS`` (``*``: every callback), then every number anywhere in the config: a
+    NaN, an infinity or a whole number beyond ``MAX_WHOLE`` is no setting of anything."""
+    for pattern, (interval, whole, example) in NUMBERS.items():
+        if pattern.startswith("callbacks.*."):
+            leaf = pattern.removeprefix("callbacks.*.")
+            callbacks = cfg.get("callbacks")
+            for name in callbacks if isinstance(callbacks, DictConfig) else ():
+                node = callbacks.get(name)
+                if isinstance(node, DictConfig) and leaf in node:
+                    _in_range(cfg, f"callbacks.{name}.{leaf}", interval, whole, example)
+        else:
+            _in_range(cfg, pattern, interval, whole, example)
+    _finite_everywhere(cfg, "")
+
+
+def _finite_everywhere(node, prefix: str) -> None:
+    keys = list(node.keys()) if isinstance(node, DictConfig) else list(range(len(node)))
+    for key in keys:
+        name = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+        if (not prefix and key in ("hydra", "paths")) or OmegaConf.is_missing(node, key):
+            continue
+        if OmegaConf.is_interpolation(node, key):
+            continue
+        value = node[key]
+        if OmegaConf.is_config(value):
+            _finite_everywhere(value, name)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{name} is {value!r}, which is no setting of anything; give a finite number.")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63 - 1:
+            raise UserError(f"{name}={value} is too large for any setting; give a smaller number.")
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -215,8 +349,53 @@ def check_config(cfg: DictConfig) -> None:
         )
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise UserError(f"seed must be a whole number, got {cfg.get('seed')!r}; try seed=42.")
+    if OmegaConf.select(cfg, "optimizer.nesterov", default=False) is True and not (
+        _is_number(OmegaConf.select(cfg, "optimizer.momentum", default=0)) and cfg.optimizer.momentum > 0
+    ):
+        raise UserError(
+            f"optimizer.nesterov=true needs momentum, and optimizer.momentum is "
+            f"{OmegaConf.select(cfg, 'optimizer.momentum', default=None)!r}; give optimizer.momentum=0.9, "
+            f"or optimizer.nesterov=false."
+        )
+    _check_numbers(cfg)
+    _check_whole_bounds(cfg)
+    _check_run_flags(cfg)
     _check_trainer_keys(cfg)
     _check_devices(cfg)
+
+
+def _check_whole_bounds(cfg: DictConfig) -> None:
+    """The counts of ``WHOLE_NUMBERS`` and the sizes of ``SIZE_LISTS`` fit torch's sizes."""
+    for key in [*WHOLE_NUMBERS, *SIZE_LISTS, "trainer.max_epochs", "trainer.max_steps"]:
+        value = OmegaConf.select(cfg, key, default=None)
+        values = list(value) if OmegaConf.is_list(value) else [value]
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool) and v > MAX_WHOLE:
+                raise UserError(
+                    f"{key}={v} is larger than any size torch can use (at most {MAX_WHOLE:,}); give a smaller number."
+                )
+
+
+def _check_run_flags(cfg: DictConfig) -> None:
+    """resume and overwrite say opposite things; checkpoints are written inside the run folder only."""
+    if cfg.get("resume") is True and cfg.get("overwrite") is True:
+        raise UserError("overwrite=true starts the run again and resume=true continues it; give one of them, not both.")
+    callbacks = cfg.get("callbacks")
+    for name in callbacks if isinstance(callbacks, DictConfig) else ():
+        node = callbacks.get(name)
+        if not isinstance(node, DictConfig) or "dirpath" not in node:
+            continue
+        raw = OmegaConf.to_container(node, resolve=False)["dirpath"]
+        if raw is None:
+            continue
+        text = str(raw)
+        inside = re.fullmatch(r"\$\{paths\.output_dir\}(/[^$]*)?", text) and ".." not in text.split("/")
+        if not inside:
+            raise UserError(
+                f"callbacks.{name}.dirpath={text} is not inside the run folder; checkpoints are written inside "
+                f"the run folder only: leave it at ${{paths.output_dir}}/checkpoints (or a folder under "
+                f"${{paths.output_dir}})."
+            )
 
 
 # Lightning's max_time as text: days:hours:minutes:seconds.

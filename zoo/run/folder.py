@@ -26,6 +26,8 @@ import errno
 import fcntl
 import glob
 import os
+import re
+import stat
 import time
 
 from zoo.errors import UserError
@@ -72,6 +74,18 @@ class RunFolder:
         try:
             self._lock(create=False)  # an earlier run's lock file: refuse now if a run holds it
             earlier = state(self.path) if os.path.isdir(self.path) else None
+            if overwrite and resume:
+                raise UserError(
+                    "overwrite=true starts the run again and resume=true continues it; give one of them, not both."
+                )
+            if overwrite and earlier:
+                foreign = not_a_runs(self.path, keep)
+                if foreign:
+                    raise UserError(
+                        f"overwrite=true moves aside only a run folder, and {self.path} also holds "
+                        f"{', '.join(foreign[:3])}{' and more' if len(foreign) > 3 else ''}, which no run wrote; "
+                        f"nothing was moved: choose another hydra.run.dir."
+                    )
             if earlier == "finished" and resume and not overwrite:
                 raise AlreadyFinished(
                     f"{self.path} holds a finished run (metrics.json): nothing to resume; "
@@ -91,9 +105,8 @@ class RunFolder:
         except BaseException:
             self.release()
             raise
-        with open(self.lock_path, "r+") as f:  # the holder's PID, for the sentence of a refused run
-            f.truncate(0)
-            f.write(f"{os.getpid()}\n")
+        os.ftruncate(self._fd, 0)  # the holder's PID, for the sentence of a refused run (through the
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)  # descriptor: the lock file, never a link)
         clean_leftovers(self.path)
         if overwrite and earlier:
             moved = move_aside(self.path, keep=(LOCK_FILE, *keep))
@@ -101,16 +114,27 @@ class RunFolder:
         _HELD[os.path.realpath(self.path)] = self
 
     def _lock(self, create: bool) -> None:
-        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_CREAT if create else 0)
         try:
             fd = os.open(self.lock_path, flags, 0o644)
         except FileNotFoundError:
             return
         except OSError as e:
+            if e.errno == errno.ELOOP or os.path.islink(self.lock_path):
+                raise UserError(
+                    f"{self.lock_path} is a symbolic link; a run never writes through one (it could be made to "
+                    f"overwrite a file elsewhere): delete the link, or choose another hydra.run.dir."
+                ) from None
             raise UserError(
                 f"cannot write the run folder {self.path} ({e.strerror}); choose a folder you can "
                 f"write with hydra.run.dir=..."
             ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(
+                f"{self.lock_path} is not a plain file; a run's lock file is one: delete it, or choose another "
+                f"hydra.run.dir."
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -143,6 +167,39 @@ class RunFolder:
 
 class AlreadyFinished(UserError):
     """``resume=true`` on a finished run: nothing to do (exit 0)."""
+
+
+# What a run writes in its folder (train.py, its loggers and callbacks, Hydra): overwrite=true moves
+# aside a folder that holds nothing else. A folder holding anything more (a project, a .git, a user's
+# files) is not a run folder, whatever else it holds.
+RUN_NAMES = (
+    "metrics.json",
+    "events.out.tfevents.*",
+    "*.log",
+    "checkpoints",
+    ".hydra",
+    LOCK_FILE,
+    "projector_config.pbtxt",  # the embedding projector's (callbacks.embeddings), with numbered folders
+    "csv",  # logger=csv
+    "tensorboard",  # Lightning's TensorBoard logger, before issue 16
+    "hparams.yaml",
+    ".tmp-*.json",
+    "*.rewind",
+)
+
+
+def not_a_runs(folder: str, keep: tuple[str, ...] = ()) -> list[str]:
+    """The names in ``folder`` that no run writes (sorted): empty for a run folder."""
+    import fnmatch
+
+    foreign = []
+    for name in sorted(os.listdir(folder)):
+        if name in keep or any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_NAMES):
+            continue
+        if re.fullmatch(r"\d+", name) and os.path.isdir(os.path.join(folder, name)):
+            continue  # the embedding projector's step folders (00003/)
+        foreign.append(name)
+    return foreign
 
 
 def holder(lock_path: str) -> str:

@@ -6,6 +6,7 @@ stops is recorded (metrics.json's ``status`` and the exit status), and the summa
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import signal
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.errors import UserError
 from zoo.run.files import write_json_atomic
 from zoo.run.folder import is_rank_zero
-from zoo.run.reliability import RESUME_FILE, Diverged, RunStopped
+from zoo.run.reliability import RESUME_FILE, Diverged, RunStopped, relocated_callback_states
 
 # ---- the callbacks every run gets --------------------------------------------------------------
 
@@ -93,14 +94,174 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task) -> str | No
         return None
     # Nothing it names is built: refused, as eval.py would refuse it, before anything changes; what this
     # run's own command line adds (a callback of the user's) is theirs, not the file's.
-    check_file(path, OmegaConf.to_container(cfg, resolve=True))
+    current = OmegaConf.to_container(cfg, resolve=True)
+    check_file(path, current)
     ckpt = load_checkpoint(path)
     check_fits(ckpt, task, path)
-    step = int(ckpt.get("global_step", 0))
+    check_settings(ckpt, current, path)
+    check_restored_state(ckpt, task, path)
+    relocated_callback_states(ckpt.get("callbacks"), path)  # every stored path lies in the run's checkpoints
+    step = ckpt["global_step"]
     if is_rank_zero():
-        rewind_event_files(out_dir, step)
+        rewind_event_files(out_dir, step, written_after=written_at(ckpt, path))
     print(f"Resuming {out_dir} from epoch {ckpt.get('epoch')}, step {step}.")
     return path
+
+
+def written_at(ckpt: dict, path: str) -> float:
+    """When the checkpoint was written: stored by this project since issue 26, else the file's time."""
+    from zoo.run.checkpoints import WRITTEN_AT
+
+    stored = ckpt.get(WRITTEN_AT)
+    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and stored == stored:
+        return float(stored)
+    return os.path.getmtime(path)
+
+
+# What a resumed run may change: where its data lives (its own command's paths), how it is loaded,
+# and the budget and observability (trainer, callbacks, logger). Everything that decides what is
+# trained (the network, the data, the optimizer, the schedule, the seed) is the run's own.
+RESUME_FIXED = ("model", "data", "optimizer", "scheduler", "seed", "steps_per_execution")
+RESUME_FREE = {
+    "data": (
+        "data_dir",
+        "path",
+        "root",
+        "url",
+        "mirror",
+        "download",
+        "checksum",
+        "num_workers",
+        "eval_batch_size",
+        "data_on_device",
+        "pin_memory",
+        "persistent_workers",
+    )
+}
+
+
+def _flat(value, prefix: str) -> dict:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def check_settings(ckpt: dict, current: dict, path: str) -> None:
+    """A resumed run trains with the settings it was started with: a changed network, data, optimizer,
+    learning rate, schedule or seed is refused, never recorded in the run while the restored state
+    trains on with the old (Lightning restores the optimizer's own learning rate from the checkpoint).
+    Only settings both configs have are compared (a checkpoint from before an option existed)."""
+    stored = ckpt["hyper_parameters"].get("config") or {}
+    found_lr = bool((stored.get("tuner") or {}).get("lr_find")) if isinstance(stored.get("tuner"), dict) else False
+    for section in RESUME_FIXED:
+        if section not in stored or section not in current:
+            continue
+        theirs, ours = _flat(stored[section], section), _flat(current[section], section)
+        free = {f"{section}.{k}" for k in RESUME_FREE.get(section, ())}
+        if found_lr:
+            free.add("optimizer.lr")  # the learning-rate finder's choice is the run's
+        for key in sorted(set(theirs) & set(ours)):
+            if key in free or any(key.startswith(f + ".") for f in free) or theirs[key] == ours[key]:
+                continue
+            raise UserError(
+                f"resume=true continues the run as it was trained, and {key} is {ours[key]!r} here but "
+                f"{theirs[key]!r} in {path}; resume with the run's own settings (leave that override out), "
+                f"or start a new run with overwrite=true or another hydra.run.dir."
+            )
+
+
+def _counts(value, where: str, path: str) -> None:
+    """Every counter of Lightning's loop state is a whole number of 0 or more (or a plain flag)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _counts(item, f"{where}.{key}", path)
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _counts(item, f"{where}[{i}]", path)
+    elif not (isinstance(value, int) and 0 <= value < 2**53) and not (
+        isinstance(value, float) and math.isfinite(value) and value >= 0
+    ):
+        if hasattr(value, "shape") and getattr(value, "numel", lambda: 2)() == 1:
+            return  # a tensor kept by a loop (Lightning's own results): read by Lightning, not counted
+        raise UserError(
+            f"{path} stores {where}={repr(value)[:40]}, not a count; this resume checkpoint is damaged: "
+            f"start the run again with overwrite=true."
+        )
+
+
+def check_restored_state(ckpt: dict, task, path: str) -> None:
+    """What Lightning restores besides the weights, tried before anything in the run folder changes:
+    the step and epoch counters, the random generators' states (set, then put back) and the optimizers'
+    states (loaded into fresh optimizers of this task, every tensor of the parameter's shape)."""
+    import copy
+
+    from zoo.run.reliability import rng_state, set_rng_state
+
+    damaged = "this resume checkpoint is damaged: start the run again with overwrite=true."
+    for key in ("epoch", "global_step"):
+        value = ckpt.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+            raise UserError(f"{path} stores {key}={repr(value)[:40]}, not a count; {damaged}")
+    loops = ckpt.get("loops")
+    if not isinstance(loops, dict) or not isinstance(loops.get("fit_loop"), dict):
+        raise UserError(f"{path} stores no training-loop state; {damaged}")
+    _counts(loops, "loops", path)
+    states = ckpt.get("callbacks")
+    if not isinstance(states, dict):
+        raise UserError(f"{path} stores no callback states; {damaged}")
+    run_state = states.get("RunState")
+    if run_state is not None:
+        saved = rng_state()
+        try:
+            set_rng_state(run_state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise UserError(
+                f"{path} stores random-generator states that cannot be restored ({str(e).splitlines()[0][:80]}); "
+                f"{damaged}"
+            ) from None
+        finally:
+            set_rng_state(saved)
+    if task is None:
+        return
+    stored = ckpt.get("optimizer_states")
+    if not stored:
+        return
+    factory, task.scheduler_factory = getattr(task, "scheduler_factory", None), None
+    try:
+        built = task.configure_optimizers()
+    finally:
+        task.scheduler_factory = factory
+    optimizers = built if isinstance(built, (list, tuple)) else [built]
+    if not isinstance(stored, list) or len(stored) != len(optimizers):
+        raise UserError(
+            f"{path} stores {len(stored) if isinstance(stored, list) else 'no list of'} optimizer states for "
+            f"this task's {len(optimizers)} optimizers; {damaged}"
+        )
+    for optimizer, state in zip(optimizers, stored):
+        try:
+            optimizer.load_state_dict(copy.deepcopy(state))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise UserError(
+                f"{path} stores an optimizer state this run's optimizer cannot take "
+                f"({str(e).splitlines()[0][:80]}); resume with the run's own optimizer, or start again with "
+                f"overwrite=true."
+            ) from None
+        for group in optimizer.param_groups:
+            for name, value in group.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise UserError(f"{path} stores the optimizer setting {name}={value}; {damaged}")
+            for parameter in group["params"]:
+                for name, value in optimizer.state.get(parameter, {}).items():
+                    if hasattr(value, "shape") and value.numel() != 1 and value.shape != parameter.shape:
+                        raise UserError(
+                            f"{path} stores an optimizer state '{name}' of shape {tuple(value.shape)} for a "
+                            f"parameter of shape {tuple(parameter.shape)}; {damaged}"
+                        )
 
 
 def check_fits(ckpt: dict, task, path: str) -> None:

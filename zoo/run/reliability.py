@@ -46,12 +46,38 @@ class Diverged(UserError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic: a crash while saving leaves the previous file whole."""
+    """Lightning's checkpoint writer, made atomic: a crash while saving leaves the previous file whole.
+    Each checkpoint stores the SHA-256 of its tensors and when it was written (zoo/run/checkpoints.py),
+    and, given the run folder (``root``), is written inside it only: a path outside it, or reached
+    through a symbolic link that leads out of it, is refused with a sentence."""
+
+    def __init__(self, root: str | None = None):
+        super().__init__()
+        self.root = root
+
+    def inside_root(self, path: str) -> None:
+        if self.root is None:
+            return
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root:
+            raise UserError(
+                f"a checkpoint would be written to {path}, outside the run folder {self.root}; "
+                f"checkpoints are written inside the run folder only: leave callbacks.checkpoint.dirpath "
+                f"at its default (and checkpoints/ a folder, not a link out of the run folder)."
+            )
 
     @override
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        import time
+
+        from zoo.run.checkpoints import WEIGHTS_DIGEST, WRITTEN_AT, weights_digest
+
         path = str(path)
+        self.inside_root(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        checkpoint = {**checkpoint, WRITTEN_AT: time.time()}
+        checkpoint[WEIGHTS_DIGEST] = weights_digest(checkpoint)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
@@ -61,6 +87,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    @override
+    def remove_checkpoint(self, path) -> None:
+        """Lightning removes a checkpoint that fell out of the top k, or the previous last.ckpt: only
+        ever one inside the run folder (a stored path from elsewhere is never acted on)."""
+        self.inside_root(str(path))
+        super().remove_checkpoint(path)
 
 
 # ---- exact resumption --------------------------------------------------------------------------
@@ -94,19 +127,33 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def rewind_event_files(log_dir: str, step: int) -> int:
+# Where a run's TensorBoard logger writes its event files: the run folder itself, and, before issue 16,
+# its tensorboard/ sub-folder. Event files anywhere else in the folder are not the run's own.
+EVENT_FOLDERS = ("", "tensorboard")
+
+
+def rewind_event_files(log_dir: str, step: int, written_after: float | None = None) -> int:
     """Drop from the run's TensorBoard event files every event at ``step`` or later (and the final
     HParams summary): that part of the run is about to be replayed from a checkpoint at ``step``.
     Every event of a step is logged at that step or earlier (epoch-end metrics at the epoch's last
-    step), so the resumed run writes each step once. Returns the number of events dropped."""
+    step), so the resumed run writes each step once. Only the run's own event files are read
+    (``EVENT_FOLDERS``; a symbolic link is never followed), and only events written after the
+    checkpoint (``written_after``, its time) are dropped: history the checkpoint's run did not write
+    after it is never cut. Returns the number of events dropped."""
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     dropped = 0
-    for root, _, names in os.walk(log_dir):
-        for name in sorted(n for n in names if n.startswith("events.out.tfevents.")):
+    for folder in EVENT_FOLDERS:
+        root = os.path.join(log_dir, folder)
+        if os.path.islink(root) or not os.path.isdir(root):
+            continue
+        names = [n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n))]
+        for name in sorted(n for n in names if n.startswith("events.out.tfevents.") and not n.endswith(".rewind")):
             path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
             # Raw records, written back as they were: the migrating EventFileLoader would turn a
             # graph (the model_graph callback's) into a summary that reads back twice.
             raw = list(RawEventFileLoader(path).Load())
@@ -116,6 +163,7 @@ def rewind_event_files(log_dir: str, step: int) -> int:
                 for r, e in events
                 if not (
                     e.HasField("summary")
+                    and (written_after is None or e.wall_time >= written_after)
                     and (e.step >= step or any(v.tag.startswith("_hparams_/") for v in e.summary.value))
                 )
             ]
@@ -129,6 +177,71 @@ def rewind_event_files(log_dir: str, step: int) -> int:
                     writer.write(record)
             os.replace(tmp, path)
     return dropped
+
+
+# The keys of a checkpoint callback's state that name files (ModelCheckpoint's), and the one that
+# names their folder.
+PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def relocated_callback_states(states, path: str, dirpaths: dict | None = None) -> dict:
+    """The callbacks' states of a resume checkpoint with every stored file path checked: each lies in
+    the folder its callback stored (``dirpath``: the run's checkpoints/), or the checkpoint is refused
+    with a sentence (a crafted path would have Lightning test, copy or delete a file elsewhere). With
+    ``dirpaths`` (state key -> the folder that callback writes now) the paths are moved there, by
+    their place in the stored folder, and ``dirpath`` with them."""
+    if not isinstance(states, dict):
+        return states
+    out = {}
+    for key, state in states.items():
+        if not isinstance(state, dict) or not ("dirpath" in state or any(k in state for k in PATH_KEYS)):
+            out[key] = state
+            continue
+        stored = state.get("dirpath")
+        files = [state.get(k) for k in PATH_KEYS]
+        best_k = state.get("best_k_models") or {}
+        if not isinstance(best_k, dict):
+            raise UserError(f"{path} stores best_k_models as {type(best_k).__name__}, not a mapping; {_DAMAGED}")
+        files += list(best_k)
+        named = [f for f in files if f not in (None, "")]
+        if named and not isinstance(stored, str):
+            raise UserError(f"{path} stores checkpoint paths without the folder they lie in; {_DAMAGED}")
+        for f in named:
+            if not isinstance(f, str) or _inside(stored, f) is None:
+                raise UserError(
+                    f"{path} names the checkpoint {f!r}, outside the folder it says its checkpoints are in "
+                    f"({stored}); a resume never reads, copies or deletes a file outside its run, so it was "
+                    f"refused: start the run again with overwrite=true."
+                )
+        target = (dirpaths or {}).get(key)
+        if target is None:
+            out[key] = state
+            continue
+
+        def moved(f, target=target, stored=stored):
+            return os.path.join(target, _inside(stored, f)) if f not in (None, "") else f
+
+        out[key] = {
+            **state,
+            "dirpath": target,
+            **{k: moved(state[k]) for k in PATH_KEYS if k in state},
+            **({"best_k_models": {moved(f): v for f, v in best_k.items()}} if "best_k_models" in state else {}),
+        }
+    return out
+
+
+_DAMAGED = "this resume checkpoint is damaged: start the run again with overwrite=true."
+
+
+def _inside(folder: str, path: str) -> str | None:
+    """``path`` relative to ``folder`` when it lies inside it (no ``..`` out of it), else None."""
+    folder, path = os.path.normpath(folder), os.path.normpath(path)
+    if os.path.isabs(folder) != os.path.isabs(path):
+        return None
+    relative = os.path.relpath(path, folder)
+    if relative == os.curdir or relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return None
+    return relative
 
 
 class RunState(L.Callback):
@@ -146,6 +259,16 @@ class RunState(L.Callback):
     @override
     def state_dict(self) -> dict:
         return {"rng": rng_state()}
+
+    @override
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Before any callback loads its state: the paths a checkpoint callback stored (its best and
+        last checkpoints) are moved to where that callback writes now, so a copied or moved run folder
+        resumes (and is tested) with its own files, never the folder it was copied from."""
+        dirpaths = {
+            cb.state_key: cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None) is not None
+        }
+        checkpoint["callbacks"] = relocated_callback_states(checkpoint.get("callbacks"), self.path, dirpaths)
 
     @override
     def load_state_dict(self, state: dict) -> None:
