@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: ``python eval.py ckpt_path=PATH [data_dir=DIR] [split=val] [out=FILE]``.
+"""Evaluate a checkpoint: ``python eval.py ckpt_path=PATH [data_dir=DIR] [data_path=FILE] [split=val] [out=FILE]``.
 
 The checkpoint is loaded as data only (weights_only=True) and rebuilt through this project's conf/
 from its stored choices and plain values (zoo.run.rebuild: nothing stored in it is instantiated), so
@@ -41,10 +41,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.split not in ("test", "val"):
         raise UserError(f"split must be test or val, got {cfg.split!r}.")
-    rebuilt = rebuild(cfg.ckpt_path)
+    # Where the data lives comes from this command (data_dir=, data_path=) and conf/, never from the
+    # checkpoint: a stored path is the writer's machine, or a crafted file's target (zoo/run/rebuild.py).
+    places = {"data_dir": cfg.get("data_dir"), "path": cfg.get("data_path"), "root": cfg.get("data_path")}
+    rebuilt = rebuild(cfg.ckpt_path, places={k: v for k, v in places.items() if v})
     data_cfg = dict(rebuilt.config["data"])
-    if cfg.data_dir and "data_dir" in data_cfg:
-        data_cfg["data_dir"] = cfg.data_dir
+    for key in ("path", "root"):
+        if key in data_cfg and data_cfg[key] is None:
+            raise UserError(
+                f"{cfg.ckpt_path} was trained on data={rebuilt.choices['data']}, read from a "
+                f"{'file' if key == 'path' else 'folder'} of yours, and a checkpoint's stored locations are "
+                f"never used; give it with data_path=..."
+            )
     if cfg.batch_size:
         data_cfg["eval_batch_size"] = cfg.batch_size
     datamodule = instantiate(data_cfg)

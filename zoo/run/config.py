@@ -398,6 +398,36 @@ def _check_run_flags(cfg: DictConfig) -> None:
             )
 
 
+def check_values(cfg: DictConfig, source: str) -> None:
+    """The numbers of the model, data and optimizer sections checked as ``check_config`` checks the
+    user's: for a checkpoint's stored values (zoo/run/rebuild.py), ``source`` naming the file."""
+    sections = ("model.", "data.", "optimizer.")
+    try:
+        for key, (least, example) in WHOLE_NUMBERS.items():
+            if key.startswith(sections):
+                _whole_number(cfg, key, least, example)
+        for key, (may_be_empty, example) in SIZE_LISTS.items():
+            _size_list(cfg, key, may_be_empty, example)
+        for key, (low, high, example) in FRACTIONS.items():
+            _fraction(cfg, key, low, high, example)
+        for key, (interval, whole, example) in NUMBERS.items():
+            if key.startswith(sections):
+                _in_range(cfg, key, interval, whole, example)
+        _positive(cfg, "optimizer.lr", "1e-3")
+        for section in ("model", "data", "optimizer"):
+            if isinstance(cfg.get(section), DictConfig):
+                _finite_everywhere(cfg[section], section)
+        for key in [k for k in [*WHOLE_NUMBERS, *SIZE_LISTS] if k.startswith(sections)]:
+            value = OmegaConf.select(cfg, key, default=None)
+            for v in list(value) if OmegaConf.is_list(value) else [value]:
+                if isinstance(v, int) and not isinstance(v, bool) and v > MAX_WHOLE:
+                    raise UserError(f"{key}={v} is larger than any size torch can use.")
+    except UserError as e:
+        raise UserError(
+            f"{source} stores a value no run can use ({str(e).rstrip('.')}); use a checkpoint written by this project."
+        ) from None
+
+
 # Lightning's max_time as text: days:hours:minutes:seconds.
 MAX_TIME = re.compile(r"^\d+:\d+:\d+:\d+$")
 

@@ -15,6 +15,7 @@ eval.py, generate.py and ``init_from`` (zoo.run.checkpoints.load_weights) go thr
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -55,17 +56,29 @@ class Rebuilt:
 ADDED_OPTIONS: dict[str, dict] = {"model": {"linear_path": False, "segment": None}}
 
 
-def rebuild(path: str):
+# Options of a data choice that name a place (a folder, a file, a download source) or say whether to
+# reach one. They are never read from a checkpoint: a stored location is the writer's machine (or a
+# crafted file's target), so a rebuild takes them from conf/ and the user's own command (``places``).
+LOCATIONS = ("data_dir", "path", "root", "url", "mirror", "checksum", "download")
+# Elements a rebuilt network may hold beyond the tensors its checkpoint stores (buffers it does not
+# save): a checkpoint's sizes are checked against its own weights and this, before anything is allocated.
+MAX_UNSTORED_ELEMENTS = 1 << 26
+
+
+def rebuild(path: str, places: dict[str, Any] | None = None):
     """The network of the checkpoint at ``path``, its weights loaded, with its data spec and the
-    checked config eval.py needs to rebuild the datamodule and the task."""
+    checked config eval.py needs to rebuild the datamodule and the task. ``places``: the data's
+    locations the user gave (eval.py's data_dir=, data_path=), laid over conf/'s; the checkpoint's own
+    are never used (``LOCATIONS``)."""
     from hydra.utils import instantiate
 
     from zoo.run.checkpoints import load_checkpoint, net_state
     from zoo.tasks.registry import build_net
 
     ckpt = load_checkpoint(path)
-    checked = check_checkpoint(ckpt, path)
+    checked = check_checkpoint(ckpt, path, places=places)
     spec, choices, config = checked.spec, checked.choices, checked.config
+    check_sizes(config, spec, choices, net_state(ckpt["state_dict"]), path)
     net = build_net(instantiate(config["model"]), spec, choices["model"], choices["data"])
     try:
         net.load_state_dict(net_state(ckpt["state_dict"]))
@@ -76,6 +89,45 @@ def rebuild(path: str):
         ) from None
     checked.net = net
     return checked
+
+
+def check_sizes(config: dict, spec, choices: dict, stored: dict, path: str) -> None:
+    """The network the checkpoint describes, built first on the "meta" device (shapes only, nothing
+    allocated): every tensor it has must have the shape the checkpoint stores for it, and what it has
+    beyond them (buffers it does not save) must stay under ``MAX_UNSTORED_ELEMENTS``. So a crafted
+    width, class count or vocabulary is one sentence, not an allocator's traceback."""
+    import torch
+    from hydra.utils import instantiate
+
+    from zoo.tasks.registry import build_net
+
+    try:
+        with torch.device("meta"):
+            shell = build_net(instantiate(config["model"]), spec, choices["model"], choices["data"])
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, TypeError, OverflowError, NotImplementedError, MemoryError) as e:
+        raise UserError(
+            f"{path} describes a network that cannot be built ({str(e).splitlines()[0][:120]}); "
+            f"use a checkpoint written by this project."
+        ) from None
+    unstored = 0
+    for name, tensor in [*shell.named_parameters(), *shell.named_buffers()]:
+        theirs = stored.get(name)
+        if theirs is None:
+            unstored += tensor.numel()
+        elif tuple(theirs.shape) != tuple(tensor.shape):
+            raise UserError(
+                f"{path} describes a network whose {name} has shape {tuple(tensor.shape)}, but stores weights of "
+                f"shape {tuple(theirs.shape)} for it; its sizes were refused before anything was allocated: use a "
+                f"checkpoint written by this project."
+            )
+    if unstored > MAX_UNSTORED_ELEMENTS:
+        raise UserError(
+            f"{path} describes a network of {unstored:,} values more than the weights it stores (at most "
+            f"{MAX_UNSTORED_ELEMENTS:,}); its sizes were refused before anything was allocated: use a checkpoint "
+            f"written by this project."
+        )
 
 
 def check_file(path: str, current: dict | None = None) -> Rebuilt:
@@ -100,9 +152,13 @@ def _without_current_targets(stored: Any, current: Any) -> Any:
     }
 
 
-def check_checkpoint(ckpt: dict, path: str, current: dict | None = None) -> Rebuilt:
+def check_checkpoint(
+    ckpt: dict, path: str, current: dict | None = None, places: dict[str, Any] | None = None
+) -> Rebuilt:
     """Everything a rebuild reads from ``ckpt``, checked as data (nothing built; ``net`` is None);
-    ``current`` as for ``check_file``."""
+    ``current`` as for ``check_file``, ``places`` as for ``rebuild``. A location the data needs that
+    neither conf/ nor ``places`` gives (data.path of data=csv) is None in ``config``: the code that
+    reads the data (eval.py) asks the user for it."""
     from datamodules.spec import DataSpec
     from zoo.tasks.registry import TASKS
 
@@ -132,13 +188,24 @@ def check_checkpoint(ckpt: dict, path: str, current: dict | None = None) -> Rebu
             )
         node = project[section]
         for key, value in stored[section].items():
-            if not key.startswith("_"):
+            if not key.startswith("_") and not (section == "data" and key in LOCATIONS):
                 node[key] = value  # plain and declared by conf/ (checked above)
         for key, value in ADDED_OPTIONS.get(section, {}).items():
             if key in node and key not in stored[section]:
                 node[key] = value  # written before conf/ had the option: build what it holds
     if isinstance(stored.get("seed"), int):  # interpolated into sections (data.seed: ${seed}) that did not store theirs
         project["seed"] = stored["seed"]
+    # conf/'s locations, resolved for this command: paths.root_dir is where it runs (as Hydra's runtime.cwd)
+    project.paths.root_dir = os.getcwd()
+    for key in LOCATIONS:
+        if key in project.data.keys():  # (``in`` alone leaves out a ??? value)
+            if (places or {}).get(key) is not None:
+                project.data[key] = places[key]
+            elif OmegaConf.is_missing(project.data, key):
+                project.data[key] = None  # required, and not given: eval.py asks for it
+    from zoo.run.config import check_values
+
+    check_values(project, path)  # the stored numbers, as train.py checks the user's
     try:
         config = {s: OmegaConf.to_container(project[s], resolve=True, throw_on_missing=True) for s in BUILT}
     except OmegaConfBaseException as e:  # an option conf/ requires (???, an interpolation) that the checkpoint lacks
