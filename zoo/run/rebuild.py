@@ -198,7 +198,7 @@ def check_checkpoint(
     # conf/'s locations, resolved for this command: paths.root_dir is where it runs (as Hydra's runtime.cwd)
     project.paths.root_dir = os.getcwd()
     for key in LOCATIONS:
-        if key in project.data.keys():  # (``in`` alone leaves out a ??? value)
+        if key in list(project.data):  # (``in`` alone leaves out a ??? value)
             if (places or {}).get(key) is not None:
                 project.data[key] = places[key]
             elif OmegaConf.is_missing(project.data, key):
