@@ -78,5 +78,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    preflight("eval", sys.argv[1:])
-    main()
+    try:
+        preflight("eval", sys.argv[1:])
+        main()
+    except KeyboardInterrupt:
+        sys.stderr.write("stopped by SIGINT.\n")
+        sys.exit(130)

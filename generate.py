@@ -42,5 +42,9 @@ def generate(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    preflight("generate", sys.argv[1:])
-    main()
+    try:
+        preflight("generate", sys.argv[1:])
+        main()
+    except KeyboardInterrupt:
+        sys.stderr.write("stopped by SIGINT.\n")
+        sys.exit(130)

@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from zoo.run.reliability import RunStopped
+    from zoo.errors import RunStopped
 
     with user_errors():
         check_config(cfg)
@@ -45,16 +45,19 @@ def main(cfg: DictConfig) -> float | None:
 def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     """Fit, test and report one run; ``extra_callbacks`` lets a script (the benchmark) watch it."""
     started = time.perf_counter()
-    import lightning as L
-
     from zoo.errors import UserError
-    from zoo.run.folder import run_folder
-    from zoo.run.job import group_choices
-    from zoo.run.lifecycle import RunCallbacks, finished_summary, recorded_outcome, resume_point
-    from zoo.run.report import publish
+    from zoo.run.folder import interrupted, run_folder
 
     out_dir = cfg.paths.output_dir
     ckpt_dir = os.path.join(out_dir, "checkpoints")
+    try:  # seconds of imports: a Ctrl-C here stops the run as "interrupted", as one later does
+        import lightning as L
+
+        from zoo.run.job import group_choices
+        from zoo.run.lifecycle import RunCallbacks, finished_summary, recorded_outcome, resume_point
+        from zoo.run.report import publish
+    except KeyboardInterrupt:
+        raise interrupted(out_dir, "while starting") from None
     # The folder is this run's alone while it runs (zoo/run/folder.py); a run refused after Hydra
     # wrote .hydra/ and the job log into it puts them back as they were.
     with run_folder(out_dir, bool(cfg.get("resume")), bool(cfg.get("overwrite"))) as folder:
@@ -65,11 +68,13 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
             task, hparams = build_task(cfg, datamodule.spec, choices)
             resume_from = resume_point(cfg, ckpt_dir, out_dir, task)  # checked before anything is cut
             run = RunCallbacks(cfg, ckpt_dir)
+            trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
         except UserError:
             if folder is not None and folder.snapshot is not None:
                 folder.snapshot.restore()
             raise
-        trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
+        except KeyboardInterrupt:
+            raise interrupted(out_dir, "while building the data and the model") from None
         with (
             run.graceful_stop,
             recorded_outcome(out_dir, lambda: run_progress(trainer)),
@@ -207,4 +212,8 @@ if __name__ == "__main__":
         from zoo.run.folder import claim_before_hydra
 
         sys.argv += claim_before_hydra(composed, sys.argv[1:])
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before the run took its folder (composing the config, starting Hydra)
+        sys.stderr.write("stopped by SIGINT before the run began; nothing was written.\n")
+        sys.exit(130)

@@ -62,6 +62,15 @@ def user_errors():
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, UserError):
             fail(str(cause))
+        if isinstance(e, MemoryError) or (
+            isinstance(e, RuntimeError)
+            and re.search(r"out of memory|can't allocate memory|not enough memory", str(e), re.IGNORECASE)
+        ):
+            fail(
+                "the run needs more memory than this machine has ("
+                + " ".join(str(e).split())[:120]
+                + "); use smaller sizes (the model's widths or layers, data.batch_size) or a machine with more memory."
+            )
         if "MisconfigurationException" in (
             type(cause).__name__,
             type(e).__name__,

@@ -165,6 +165,28 @@ class RunFolder:
             self._fd = None
 
 
+def interrupted(folder: str, when: str):
+    """A Ctrl-C before training began (while Lightning and torch are imported, while the data and the
+    model are built): ``metrics.json`` says ``interrupted`` when this process holds the folder, and
+    the RunStopped to raise (exit 130) says how to go on."""
+    from zoo.errors import RunStopped
+    from zoo.run.files import write_json_atomic
+
+    held = _HELD.get(os.path.realpath(folder))
+    resumable = os.path.isfile(os.path.join(folder, "checkpoints", "resume.ckpt"))
+    if held is not None and is_rank_zero():
+        write_json_atomic(
+            os.path.join(folder, "metrics.json"),
+            {"status": "interrupted", "error": f"stopped by SIGINT {when}", "epochs": 0, "global_step": 0},
+        )
+    how = (
+        "continue it with the same command and resume=true"
+        if resumable
+        else "it had not started training: start it again with overwrite=true"
+    )
+    return RunStopped(f"stopped by SIGINT {when}; {how}", 130)
+
+
 class AlreadyFinished(UserError):
     """``resume=true`` on a finished run: nothing to do (exit 0)."""
 

@@ -25,17 +25,10 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from zoo.errors import UserError
+from zoo.errors import RunStopped, UserError
+
 
 RESUME_FILE = "resume.ckpt"
-
-
-class RunStopped(Exception):
-    """Training ended early on purpose (a signal); ``exit_code`` is what the process returns."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Diverged(UserError):
