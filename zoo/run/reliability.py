@@ -27,7 +27,6 @@ from typing_extensions import override
 
 from zoo.errors import RunStopped, UserError
 
-
 RESUME_FILE = "resume.ckpt"
 
 
