@@ -407,3 +407,122 @@ def test_an_os_error_without_a_path_stays_a_traceback():
 
     with pytest.raises(OSError), user_errors():
         raise OSError(28, "No space left on device")
+
+
+# Every number a conf/ choice has, given values no run can use: a sentence naming the key, or one of
+# these, which mean something (0: never / none / off, -1: all or the last one) and run (the short
+# runs of test_the_accepted_hostile_values_run).
+HOSTILE_VALUES = [0, -1, float("nan"), float("inf"), 1e30, 2**63, "abc"]
+ACCEPTED = {
+    "callbacks.checkpoint.save_top_k": {0, -1},  # no best checkpoint / every epoch's
+    "callbacks.diagnostics.every_n_steps": {0},  # never: the key's own "off"
+    "callbacks.gradient_norms.every_n_steps": {0},
+    "callbacks.signals.every_n_steps": {0},
+    "callbacks.histograms.every_n_steps": {0},
+    "callbacks.histograms.every_n_epochs": {0},
+    "callbacks.forecast_plot.every_n_epochs": {0},
+    "callbacks.generated_text.every_n_epochs": {0},
+    "callbacks.samples.every_n_epochs": {0},
+    "callbacks.early_stopping.min_delta": {0},
+    "callbacks.early_stopping.patience": {0},
+    "callbacks.forecast_plot.channel": {0, -1},  # the first / the last channel
+    "callbacks.generated_text.seed": {0},
+    "callbacks.samples.seed": {0},
+    "callbacks.generated_text.temperature": {0},  # always the most likely character
+    "callbacks.model_summary.max_depth": {0, -1},  # no summary / every layer
+    "callbacks.progress_bar.refresh_rate": {0},  # no bar
+    "data.label_noise": {0},
+    "data.mean": {0, -1},
+    "data.noise": {0},
+    "data.num_workers": {0},  # read in the main process
+    "data.random_crop": {0},
+    "model.dropout": {0},
+    "model.gp_weight": {0},
+    "model.label_smoothing": {0},
+    "optimizer.alpha": {0},
+    "optimizer.lr_decay": {0},
+    "optimizer.momentum": {0},
+    "optimizer.weight_decay": {0},
+    "scheduler.factory.min_lr_ratio": {0},
+    "scheduler.factory.patience": {0},
+    "scheduler.factory.warmup": {0},
+    "seed": {0},
+    "trainer.devices": {-1},  # every device
+    "trainer.gradient_clip_val": {0},  # no clipping
+    "trainer.max_steps": {-1},  # no step budget (the epochs are)
+    "trainer.num_sanity_val_steps": {0, -1},
+    "trainer.overfit_batches": {0},
+}
+
+
+def _numeric_keys(node, prefix=""):
+    from omegaconf import DictConfig, OmegaConf
+
+    for key in node:
+        if prefix == "" and key in ("hydra", "paths"):
+            continue
+        if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            continue
+        value, name = node[key], f"{prefix}{key}"
+        if isinstance(value, DictConfig):
+            yield from _numeric_keys(value, name + ".")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield name
+
+
+@pytest.mark.slow  # composes every choice of conf/ (~40) and checks ~750 configs: 1-4 minutes
+def test_every_number_of_every_choice_gets_a_sentence_for_a_hostile_value():
+    from omegaconf import OmegaConf
+
+    from zoo.run.config import check_config, compose_config, group_choices
+
+    needs = {"csv": ["data.path=/tmp/x.csv"], "text_file": ["data.path=/tmp/x.txt"], "image_folder": ["data.root=/tmp"]}
+    configs = {}
+    for group in ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "experiment"):
+        for choice in group_choices(group):
+            cfg = compose_config([f"{group}={choice}", *(needs.get(choice, []) if group == "data" else [])])
+            for key in _numeric_keys(cfg):
+                configs.setdefault(key, cfg)
+    assert len(configs) > 90  # every numeric key of every choice
+    accepted, unnamed = {}, []
+    for key, cfg in configs.items():
+        original = OmegaConf.select(cfg, key)
+        for value in HOSTILE_VALUES:
+            OmegaConf.update(cfg, key, value, force_add=True)
+            try:
+                check_config(cfg)
+            except UserError as e:
+                if key not in str(e) or "\n" in str(e):
+                    unnamed.append((key, value, str(e)))
+            else:
+                accepted.setdefault(key, set()).add(value)
+        OmegaConf.update(cfg, key, original)
+    assert not unnamed, unnamed[:5]
+    surprising = {k: v - ACCEPTED.get(k, set()) for k, v in accepted.items() if v - ACCEPTED.get(k, set())}
+    assert not surprising, surprising
+
+
+@pytest.mark.slow  # short runs
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["callbacks.checkpoint.save_top_k=0", "callbacks.early_stopping.patience=0", "trainer.num_sanity_val_steps=-1"],
+        ["callbacks.diagnostics.every_n_steps=0", "callbacks.signals.every_n_steps=0", "seed=0"],
+        [
+            "callbacks.histograms.every_n_epochs=0",
+            "callbacks.model_summary.max_depth=-1",
+            "trainer.gradient_clip_val=0",
+        ],
+        ["optimizer=sgd_plain", "optimizer.momentum=0", "optimizer.weight_decay=0", "model.dropout=0"],
+        ["data=sine", "model=mlp", "callbacks.forecast_plot.channel=-1", "data.noise=0"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_the_accepted_hostile_values_run(args, tmp_path):
+    from tests.helpers import run_train
+
+    summary = run_train(
+        [*args, "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "test=false"],
+        tmp_path / "run",
+    )
+    assert summary["status"] == "finished"

@@ -156,6 +156,7 @@ INF = float("inf")
 NUMBERS: dict[str, tuple[str, bool, str]] = {
     "seed": ("[0,4294967295]", True, "42"),  # Lightning picks a random seed for one outside, and says only a warning
     "callbacks.*.seed": ("[0,4294967295]", True, "0"),
+    "seeds": ("[1,inf)", True, "5"),
     "callbacks.*.every_n_steps": ("[0,inf)", True, "25"),  # 0: never
     "callbacks.*.every_n_epochs": ("[0,inf)", True, "1"),  # 0: never
     "callbacks.*.num_samples": ("[1,inf)", True, "16"),
@@ -279,6 +280,34 @@ def _finite_everywhere(node, prefix: str) -> None:
             raise UserError(f"{name} is {value!r}, which is no setting of anything; give a finite number.")
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63 - 1:
             raise UserError(f"{name}={value} is too large for any setting; give a smaller number.")
+        elif isinstance(value, float) and abs(value) > MAX_MAGNITUDE:
+            raise UserError(f"{name}={value:g} is too large to be a setting of anything; give a smaller number.")
+
+
+# No rate, size, weight or threshold of a run is this large: a larger float is a typing mistake.
+MAX_MAGNITUDE = 1e15
+
+
+def _check_devices_value(cfg: DictConfig) -> None:
+    """trainer.devices: a count (1 or more), -1 (every device), "auto", or which devices ("0,1", [0, 1])."""
+    devices = OmegaConf.select(cfg, "trainer.devices", default=None)
+    if devices is None:
+        return
+    if OmegaConf.is_list(devices):
+        ok = len(devices) > 0 and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1024 for d in devices)
+    elif isinstance(devices, bool):
+        ok = False
+    elif isinstance(devices, int):
+        ok = devices == -1 or 1 <= devices <= 1024
+    elif isinstance(devices, str):
+        ok = devices == "auto" or re.fullmatch(r"-1|\d{1,4}|\d{1,4}(,\d{1,4})+,?|\d{1,4},", devices.strip()) is not None
+    else:
+        ok = False
+    if not ok:
+        raise UserError(
+            f"trainer.devices must be a number of devices (1 or more), -1 (all of them), auto, or a list of "
+            f"device numbers, got {devices!r}; try trainer.devices=1."
+        )
 
 
 def _is_number(value) -> bool:
@@ -367,6 +396,7 @@ def check_config(cfg: DictConfig) -> None:
             f"or optimizer.nesterov=false."
         )
     _check_numbers(cfg)
+    _check_devices_value(cfg)
     _check_whole_bounds(cfg)
     _check_run_flags(cfg)
     _check_trainer_keys(cfg)

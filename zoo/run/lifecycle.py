@@ -200,7 +200,7 @@ def check_restored_state(ckpt: dict, task, path: str) -> None:
     states (loaded into fresh optimizers of this task, every tensor of the parameter's shape)."""
     import copy
 
-    from zoo.run.reliability import rng_state, set_rng_state
+    from zoo.run.reliability import check_rng_state, rng_state, set_rng_state
 
     damaged = "this resume checkpoint is damaged: start the run again with overwrite=true."
     for key in ("epoch", "global_step"):
@@ -218,6 +218,7 @@ def check_restored_state(ckpt: dict, task, path: str) -> None:
     if run_state is not None:
         saved = rng_state()
         try:
+            check_rng_state(run_state.get("rng") if isinstance(run_state, dict) else None)
             set_rng_state(run_state["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise UserError(

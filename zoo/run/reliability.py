@@ -109,6 +109,39 @@ def rng_state() -> dict:
     return state
 
 
+def check_rng_state(state) -> None:
+    """Raise ValueError unless ``state`` is what ``rng_state`` writes (each generator's own layout):
+    numpy and Python accept some states they cannot draw from, so the layout is checked first."""
+    import torch as _torch
+
+    if not isinstance(state, dict) or not isinstance(state.get("torch"), _torch.Tensor):
+        raise ValueError("no torch generator state")
+    if state["torch"].dtype != _torch.uint8 or state["torch"].numel() != torch.get_rng_state().numel():
+        raise ValueError(f"a torch generator state of {state['torch'].numel()} bytes")
+    python = state.get("python")
+    if not (
+        isinstance(python, (list, tuple))
+        and len(python) == 3
+        and isinstance(python[1], (list, tuple))
+        and len(python[1]) == 625
+        and all(isinstance(v, int) and 0 <= v < 2**32 for v in python[1][:624])
+        and isinstance(python[1][624], int)
+        and 0 <= python[1][624] <= 624
+    ):
+        raise ValueError("a Python generator state that is not Mersenne Twister's")
+    n = state.get("numpy")
+    if not (
+        isinstance(n, dict)
+        and isinstance(n.get("keys"), _torch.Tensor)
+        and n["keys"].numel() == 624
+        and isinstance(n.get("pos"), int)
+        and 0 <= n["pos"] <= 624
+        and n.get("has_gauss") in (0, 1)
+        and isinstance(n.get("gauss"), float)
+    ):
+        raise ValueError("a numpy generator state that is not Mersenne Twister's")
+
+
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
