@@ -136,6 +136,28 @@ class SineData(SeriesData):
         return values, names, self.channels, self.fractional_borders(self.length, 0.7, 0.1)
 
 
+# The largest magnitude a float32 holds: the series is trained as float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_text(path: str) -> None:
+    """Refuse a CSV file holding NUL bytes (a binary or damaged file), naming the line and column."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    at = raw.find(b"\x00")
+    if at < 0:
+        return
+    start = raw.rfind(b"\n", 0, at) + 1
+    line = raw.count(b"\n", 0, at) + 1
+    field = raw[start:at].count(b",")
+    header = raw[: raw.find(b"\n")].decode("utf-8", "replace").lstrip("\ufeff").split(",")
+    column = f"column '{header[field].strip()}'" if field < len(header) else f"field {field + 1}"
+    raise UserError(
+        f"{path} has a NUL byte at line {line}, {column}: it is binary or damaged, not CSV text; export it again as "
+        f"text or fix that line."
+    )
+
+
 FILLS = ("ffill", "interpolate", "zero", "drop")  # data.fill: what to do with missing values (null: refuse)
 
 
@@ -206,6 +228,7 @@ class CSVSeries(SeriesData):
         path = self.csv_path()
         if not os.path.isfile(path):
             raise UserError(f"data.path={path} is not a file; give the path of a CSV file with a header row.")
+        check_text(path)
         try:
             # dtype=str: values are checked (and their lines named) column by column below; blank lines
             # are kept while reading so that a row's index is its line in the file.
@@ -226,6 +249,15 @@ class CSVSeries(SeriesData):
             ) from None
         if table is None or table.columns.empty:
             raise UserError(f"{path} has no header row; give a CSV file with a header row and one row per time step.")
+        header = [
+            str(c).strip() for c in pd.read_csv(path, nrows=1, header=None, dtype=str, encoding="utf-8-sig").iloc[0]
+        ]
+        for i, name in enumerate(header):
+            if header.index(name) != i:
+                raise UserError(
+                    f"{path} names two columns '{name}' (columns {header.index(name) + 1} and {i + 1} of its header); "
+                    f"rename one, so that data.target and data.columns each name one column."
+                )
         table.columns = [str(c).strip() for c in table.columns]
         table = table[table.notna().any(axis=1)]  # blank lines
         if table.empty:
@@ -261,18 +293,56 @@ class CSVSeries(SeriesData):
         return [c for c in columns if c not in self.target] + list(self.target), list(self.target)
 
     def parse_dates(self, text, column: str):
-        """A column of date text -> datetime64 values: pandas' own parsing (its inferred format, then
-        each value on its own), or ``data.date_format``; a value it cannot read is named."""
+        """A column of date text -> datetime64 values in their true order, or a sentence. With
+        ``data.date_format`` exactly that format. Otherwise pandas' own parsing, with two guards:
+        dates written day and month first (``31/12/2016``, ``31.12.2016``, ``01-02-2016``) are read
+        both ways, and the way that reads every value is taken (neither alone: data.date_format is
+        asked for, never a guess); dates with time-zone offsets are compared as instants (UTC), and
+        a column mixing dates with and without an offset is refused. A value it cannot read is named."""
         import pandas as pd
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "could not infer format": the values are then read one by one
+        values = text.dropna().astype(str).str.strip()
+        zoned = values.str.contains(r"(?:[+-]\d{2}:?\d{2}|Z|UTC|GMT)$", regex=True)
+        if zoned.any() and not zoned.all():
+            with_zone, without = values[zoned], values[~zoned]
+            raise UserError(
+                f"column '{column}' of {self.csv_path()} mixes dates with a time zone ('{with_zone.iloc[0]}', line "
+                f"{_line(with_zone.index[0])}) and without one ('{without.iloc[0]}', line {_line(without.index[0])}), "
+                f"whose order cannot be told; give every date its offset (e.g. +01:00), or none."
+            )
+        utc = bool(len(values)) and bool(zoned.all())
+
+        def parse(**how):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "could not infer format", "dayfirst": decided here
+                return pd.to_datetime(text, errors="coerce", utc=utc, **how)
+
+        if self.date_format:
+            parsed = parse(format=self.date_format)
+        elif values.str.match(r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(?!\d)").any():
+            month, day = parse(format="mixed", dayfirst=False), parse(format="mixed", dayfirst=True)
+            read_month, read_day = month.notna().sum(), day.notna().sum()
+            differ = (month != day) & month.notna() & day.notna()
+            if read_month == read_day == len(values) and differ.any():
+                row = differ.idxmax()
+                raise UserError(
+                    f"column '{column}' of {self.csv_path()} has dates that read day first and month first alike "
+                    f"('{text[row]}' at line {_line(row)}: {day[row]:%d %B %Y} or {month[row]:%d %B %Y}); say which "
+                    f"with data.date_format, e.g. data.date_format='%d/%m/%Y %H:%M' (day first) or "
+                    f"'%m/%d/%Y %H:%M' (month first)."
+                )
+            parsed = day if read_day > read_month else month
+        else:
             try:
-                return pd.to_datetime(text, format=self.date_format)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    parsed = pd.to_datetime(text, utc=utc)
             except (ValueError, TypeError, OverflowError):
-                parsed = pd.to_datetime(text, format=self.date_format or "mixed", errors="coerce")
+                parsed = parse(format="mixed")
         bad = text[parsed.isna() & text.notna()]
         if bad.empty:
+            if utc:
+                parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)  # instants, in their true order
             return parsed
         how = (
             f"is not a date in data.date_format={self.date_format}"
@@ -322,6 +392,13 @@ class CSVSeries(SeriesData):
             numbers = pd.to_numeric(text.str.strip(), errors="coerce")
             bad = text.notna() & ~np.isfinite(numbers.fillna(0.0).to_numpy())
             bad |= text.notna() & numbers.isna()
+            huge = text.notna() & (numbers.abs().fillna(0.0) > FLOAT32_MAX) & ~bad
+            if huge.any():
+                row = huge.idxmax()
+                raise UserError(
+                    f"column '{name}' of {self.csv_path()} has {text[row].strip()!r} at line {_line(row)}, beyond what a "
+                    f"float32 holds (about ±3.4e38); rescale the column in the file or leave it out with data.columns=[...]."
+                )
             if bad.any():
                 row = bad.idxmax()
                 raise UserError(

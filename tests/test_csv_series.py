@@ -102,3 +102,94 @@ def test_an_ett_style_file_reads_as_before(tmp_path):
     dm = CSVSeries(path=write(tmp_path, plain_csv(200)), lookback=10, horizon=5)
     dm.setup()
     assert dm.spec.channel_names == ("load", "temp", "OT") and dm.spec.shape == (10, 3)
+
+
+# ---- no silent wrong result from a user's file (issue 26) -------------------------------------
+
+
+def _hourly(fmt: str, n: int = 72, start: str = "2016-12-30 00:00", zone=None) -> list[tuple[str, int]]:
+    """(date text, OT) for ``n`` hours from ``start``: OT counts the hours, so the true order is OT's."""
+    import pandas as pd
+
+    stamps = pd.date_range(start, periods=n, freq="h")
+    return [(t.strftime(fmt) + (zone(t) if zone else ""), i) for i, t in enumerate(stamps)]
+
+
+def _ot_in_order(path: str, **kwargs) -> np.ndarray:
+    dm = CSVSeries(path=path, lookback=4, horizon=2, **kwargs)
+    dm.setup()
+    return np.concatenate(
+        [(dm.bases[split][:, -1] * dm.spec.channel_std[-1] + dm.spec.channel_mean[-1]).numpy() for split in ("train",)]
+    )
+
+
+@pytest.mark.parametrize("fmt", ["%d/%m/%Y %H:%M", "%d.%m.%Y %H:%M", "%d-%m-%Y %H:%M", "%m/%d/%Y %H:%M"])
+@pytest.mark.parametrize("order", ["as written", "newest first"])
+def test_dates_written_day_or_month_first_are_read_in_their_true_order(tmp_path, fmt, order):
+    """Around a new year (days above 12): each way of writing the date is told from the values."""
+    rows = _hourly(fmt)
+    if order == "newest first":
+        rows = rows[::-1]
+    path = write(tmp_path, "date,OT\n" + "".join(f"{d},{v}\n" for d, v in rows))
+    ot = _ot_in_order(path)
+    assert np.allclose(ot, np.arange(len(ot)), atol=1e-3), ot[:10]
+
+
+def test_dates_that_read_both_ways_ask_for_the_format(tmp_path):
+    """Only days up to 12: 01/02/2016 is 1 February or 2 January; asked, never guessed."""
+    rows = [
+        f"{d:02d}/{m:02d}/2016 00:00,{i}" for i, (m, d) in enumerate((m, d) for m in range(1, 13) for d in (1, 5, 9))
+    ]
+    path = write(tmp_path, "date,OT\n" + "\n".join(rows) + "\n")
+    with pytest.raises(UserError, match=r"has dates that read day first and month first alike .* data.date_format"):
+        CSVSeries(path=path, lookback=4, horizon=2).setup()
+    ot = _ot_in_order(path, date_format="%d/%m/%Y %H:%M")
+    assert np.allclose(ot, np.arange(len(ot)), atol=1e-3)
+
+
+def test_dates_with_mixed_time_zones_are_read_as_instants(tmp_path):
+    """Across the end of summer time the local clock goes back; the offsets give the true order."""
+    import pandas as pd
+
+    stamps = pd.date_range("2016-10-29 22:00", periods=48, freq="30min", tz="UTC").tz_convert("Europe/Berlin")
+    rows = [f"{t.strftime('%Y-%m-%d %H:%M%z')[:-2]}:{t.strftime('%z')[-2:]},{i}" for i, t in enumerate(stamps)]
+    assert len({r[16:22] for r in rows}) == 2  # two offsets: +02:00, +01:00
+    path = write(tmp_path, "date,OT\n" + "\n".join(rows[::-1]) + "\n")
+    ot = _ot_in_order(path)
+    assert np.allclose(ot, np.arange(len(ot)), atol=1e-3), ot[:10]
+    mixed = write(
+        tmp_path, "date,OT\n" + "\n".join([*rows[:10], "2016-10-30 09:00,99", *rows[10:]]) + "\n", "mixed.csv"
+    )
+    with pytest.raises(
+        UserError, match=r"mixes dates with a time zone .* and without one \('2016-10-30 09:00', line 12\)"
+    ):
+        CSVSeries(path=mixed, lookback=4, horizon=2).setup()
+
+
+@pytest.mark.parametrize("header", ["date,OT,load,OT", "date, OT,load,OT ", "date,load,load,OT"])
+def test_duplicate_column_names_are_refused(tmp_path, header):
+    rows = "".join(f"2016-01-01 {h:02d}:00,{h},{h},{h}\n" for h in range(24))
+    path = write(tmp_path, header + "\n" + rows)
+    name = "load" if "load,load" in header else "OT"
+    with pytest.raises(UserError, match=f"names two columns '{name}' \\(columns"):
+        CSVSeries(path=path, lookback=4, horizon=2).setup()
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("1e39", r"has '1e39' at line 5, beyond what a float32 holds"),
+        ("-4e38", r"has '-4e38' at line 5, beyond what a float32 holds"),
+        ("inf", r"is not numeric \(line 5 has 'inf'\)"),
+        ("12\x003", r"has a NUL byte at line 5, column 'OT'"),
+    ],
+    ids=["1e39", "-4e38", "inf", "NUL"],
+)
+def test_values_no_float32_holds_and_binary_bytes_are_refused_naming_line_and_column(tmp_path, value, says):
+    rows = [f"2016-01-01 {h:02d}:00,{h},{h}" for h in range(24)]
+    rows[3] = f"2016-01-01 03:00,3,{value}"
+    path = tmp_path / "data.csv"
+    path.write_bytes(("date,load,OT\n" + "\n".join(rows) + "\n").encode())
+    with pytest.raises(UserError, match=says) as e:
+        CSVSeries(path=str(path), lookback=4, horizon=2).setup()
+    assert "column 'OT'" in str(e.value) or "column 'OT' of" in str(e.value)
