@@ -402,10 +402,17 @@ def test_a_moved_run_folder_resumes_and_tests_with_its_own_files(stopped, tmp_pa
     and the files Lightning replaces are the new folder's; a copy left at the old place is untouched."""
     moved = tmp_path / "moved" / "run"
     shutil.copytree(stopped, moved, symlinks=True)
+
+    def unbeatable(ckpt):  # the stored best stays the best: the resumed run must find it in its own folder
+        state = ckpt["callbacks"][_state_key(ckpt)]
+        state["best_model_score"] = state["kth_value"] = torch.tensor(1.0)
+        state["best_k_models"] = {k: torch.tensor(1.0) for k in state["best_k_models"]}
+
+    _edit_resume(moved, unbeatable)
     old = tree(stopped)
     summary = _resume(moved, "test=true")
     assert summary["status"] == "finished" and summary["epochs"] == 2
-    assert Path(summary["best_checkpoint"]).parent == moved / "checkpoints"
+    assert summary["best_checkpoint"] == str(moved / "checkpoints" / "best-epoch000.ckpt")
     assert "test/acc" in summary
     assert tree(stopped) == old  # the folder it was moved from: not read into, not replaced, not deleted
 
@@ -505,6 +512,32 @@ def test_contradictory_flags_get_one_sentence(tmp_path):
         "overwrite=true starts the run again and resume=true continues it; give one of them, not both."
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_stored_checkpoint_paths_are_moved_with_the_run_folder():
+    from zoo.run.reliability import relocated_callback_states
+
+    state = {
+        "dirpath": "/old/run/checkpoints",
+        "best_model_path": "/old/run/checkpoints/best-epoch003.ckpt",
+        "kth_best_model_path": "/old/run/checkpoints/best-epoch003.ckpt",
+        "last_model_path": "/old/run/checkpoints/last.ckpt",
+        "best_k_models": {"/old/run/checkpoints/best-epoch003.ckpt": 0.9},
+    }
+    moved = relocated_callback_states(
+        {"ModelCheckpoint{}": state, "Other": {"x": 1}}, "r.ckpt", {"ModelCheckpoint{}": "/new/checkpoints"}
+    )
+    assert moved["ModelCheckpoint{}"] == {
+        "dirpath": "/new/checkpoints",
+        "best_model_path": "/new/checkpoints/best-epoch003.ckpt",
+        "kth_best_model_path": "/new/checkpoints/best-epoch003.ckpt",
+        "last_model_path": "/new/checkpoints/last.ckpt",
+        "best_k_models": {"/new/checkpoints/best-epoch003.ckpt": 0.9},
+    }
+    assert moved["Other"] == {"x": 1}
+    for outside in ("/old/run/other.ckpt", "/old/run/checkpoints/../metrics.json", "/etc/passwd", "relative.ckpt"):
+        with pytest.raises(UserError, match="outside the folder it says its checkpoints are in"):
+            relocated_callback_states({"M": {**state, "last_model_path": outside}}, "r.ckpt")
 
 
 def test_a_resume_never_cuts_history_it_did_not_write(tmp_path):
