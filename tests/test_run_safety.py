@@ -503,6 +503,18 @@ def test_checkpoints_are_written_inside_the_run_folder_only(tmp_path):
     assert (run / "own.ckpt").is_file()
 
 
+@pytest.mark.parametrize("folder", ["/proc/zoo_run", "/sys/zoo_run", "/proc/self/zoo_run", "/dev/null/run"])
+def test_run_folders_on_special_file_systems_are_one_sentence(folder):
+    from zoo.run.folder import RunFolder
+
+    if not os.path.isdir(folder.rsplit("/", 2)[0] or "/"):
+        pytest.skip(f"no {folder.rsplit('/', 1)[0]} here")
+    with pytest.raises(UserError) as e:
+        RunFolder(folder).acquire(resume=False, overwrite=False)
+    assert folder in str(e.value) and "\n" not in str(e.value)
+    assert not os.path.exists(folder)
+
+
 def test_contradictory_flags_get_one_sentence(tmp_path):
     from zoo.run.config import check_overrides
 

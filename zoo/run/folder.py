@@ -100,7 +100,20 @@ class RunFolder:
                 )
             self._check_writable()
             if self._fd is None:
-                os.makedirs(self.path, exist_ok=True)
+                try:
+                    os.makedirs(self.path, exist_ok=True)
+                except OSError as e:  # a special file system (/proc, /sys), a full or read-only disk
+                    from zoo.run.oserrors import explain_os_error
+
+                    if e.errno in (errno.ENOENT, errno.EPERM, errno.EINVAL) and os.path.isdir(
+                        os.path.dirname(self.path)
+                    ):
+                        raise UserError(
+                            f"cannot make the run folder {self.path}: {os.path.dirname(self.path)} takes no new "
+                            f"folders (a special file system such as /proc or /sys, or no permission); choose a "
+                            f"folder on a disk with hydra.run.dir=..."
+                        ) from None
+                    raise UserError(explain_os_error(e, self.path, "hydra.run.dir")) from None
                 self._lock(create=True)
         except BaseException:
             self.release()
