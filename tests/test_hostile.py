@@ -526,3 +526,18 @@ def test_the_accepted_hostile_values_run(args, tmp_path):
         tmp_path / "run",
     )
     assert summary["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    "args, command, message",
+    [
+        (["ckpt_path=x", "seed=1e30"], "generate", "seed must be a whole number at least 0 and at most 4,294,967,295"),
+        (["ckpt_path=x", "seed=-1"], "generate", "seed must be a whole number at least 0"),
+        (["ckpt_path=x", "num_samples=9999999999"], "generate", "num_samples must be a whole number"),
+        (["hparams_search=digits_optuna", "hydra.sweeper.n_trials=0"], "train", "hydra.sweeper.n_trials must be"),
+        (["hparams_search=digits_optuna", "hydra.sweeper.n_jobs=-1"], "train", "hydra.sweeper.n_jobs must be"),
+    ],
+)
+def test_generate_options_and_sweep_settings_get_one_sentence(args, command, message, tmp_path):
+    with pytest.raises(UserError, match=message):
+        check_overrides([*args, f"hydra.sweep.dir={tmp_path / 'sweep'}"], command, multirun=command == "train")

@@ -227,11 +227,15 @@ def _interval(text: str) -> tuple[float, bool, float, bool]:
 def _describe(text: str, whole: bool) -> str:
     low, low_in, high, high_in = _interval(text)
     kind = "a whole number" if whole else "a number"
+
+    def spelled(x: float) -> str:
+        return f"{int(x):,}" if x.is_integer() and abs(x) >= 1e4 else f"{x:g}"
+
     parts = []
     if low != -INF:
-        parts.append(f"{'at least' if low_in else 'above'} {low:g}")
+        parts.append(f"{'at least' if low_in else 'above'} {spelled(low)}")
     if high != INF:
-        parts.append(f"{'at most' if high_in else 'below'} {high:g}")
+        parts.append(f"{'at most' if high_in else 'below'} {spelled(high)}")
     return kind + (" " + " and ".join(parts) if parts else "")
 
 
@@ -396,6 +400,8 @@ def check_config(cfg: DictConfig) -> None:
             f"or optimizer.nesterov=false."
         )
     _check_numbers(cfg)
+    for key, example in (("hydra.sweeper.n_trials", 20), ("hydra.sweeper.n_jobs", 1)):  # an Optuna search's
+        _whole_number(cfg, key, 1, example)
     _check_devices_value(cfg)
     _check_whole_bounds(cfg)
     _check_run_flags(cfg)
@@ -611,6 +617,8 @@ def check_generate_config(cfg: DictConfig) -> None:
     from zoo.run.oserrors import check_writable_file
 
     _whole_number(cfg, "num_samples", 1, 64)
+    _in_range(cfg, "seed", "[0,4294967295]", True, "0")
+    _in_range(cfg, "num_samples", f"[1,{MAX_WHOLE}]", True, "64")
     _whole_number(cfg, "length", 0, 500)
     _whole_number(cfg, "top_k", 1, 10)
     if cfg.get("length", 0) > MAX_GENERATE_LENGTH:
