@@ -553,38 +553,26 @@ def test_stored_checkpoint_paths_are_moved_with_the_run_folder():
 
 
 def test_a_resume_never_cuts_history_it_did_not_write(tmp_path):
-    """Event files of other runs below the run folder, and events the run wrote before its checkpoint,
-    are kept; only what was written after the checkpoint, at its step or later, is cut."""
-    import time
-
+    """Event files below the run folder that are not the run's own (another run's, a link out of the
+    folder) keep their bytes; the run's own are cut at the checkpoint's step."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from torch.utils.tensorboard import SummaryWriter
 
     from zoo.run.reliability import rewind_event_files
 
     run = tmp_path / "run"
-    own = SummaryWriter(str(run))
-    other = SummaryWriter(str(run / "someone_else"))
+    outside = tmp_path / "outside"
+    writers = [SummaryWriter(str(folder)) for folder in (run, run / "someone_else", outside)]
     for step in range(10):
-        own.add_scalar("a", step, step)
-        other.add_scalar("a", step, step)
-    own.flush()
-    other.close()
-    checkpoint_time = time.time()
-    time.sleep(0.05)
-    for step in range(5, 8):
-        own.add_scalar("a", -step, step)  # replayed after the checkpoint at step 5
-    own.close()
-    others = tree(run / "someone_else")
-    rewind_event_files(str(run), 5, written_after=checkpoint_time)
-    assert tree(run / "someone_else") == others
+        for writer in writers:
+            writer.add_scalar("a", step, step)
+    for writer in writers:
+        writer.close()
+    (run / "tensorboard").symlink_to(outside)  # the pre-issue-16 folder's name, as a link out of the run
+    kept = {**tree(run / "someone_else"), **tree(outside)}
+    rewind_event_files(str(run), 5)
+    assert {**tree(run / "someone_else"), **tree(outside)} == kept
 
-    def scalars(folder):
-        (path,) = [p for p in folder.iterdir() if p.name.startswith("events.out")]
-        return [
-            (e.step, e.summary.value[0].tensor.float_val[0])
-            for e in EventFileLoader(str(path)).Load()
-            if e.summary.value
-        ]
-
-    assert scalars(run) == [(s, float(s)) for s in range(10)]  # what came before the checkpoint: kept
+    (path,) = [p for p in run.iterdir() if p.name.startswith("events.out")]
+    steps = [e.step for e in EventFileLoader(str(path)).Load() if e.summary.value]
+    assert steps == list(range(5))

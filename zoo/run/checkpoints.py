@@ -22,8 +22,6 @@ from zoo.errors import UserError
 
 # The SHA-256 of the checkpoint's tensors (``weights_digest``), stored beside Lightning's keys.
 WEIGHTS_DIGEST = "zoo_weights_sha256"
-# When the checkpoint was written (time.time()): a resume cuts only event-file history written after it.
-WRITTEN_AT = "zoo_written_at"
 # Deflate cannot expand its input more than about 1032 times: an entry declaring more is not deflate data.
 MAX_DEFLATE_RATIO = 1032
 

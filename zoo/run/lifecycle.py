@@ -103,19 +103,9 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task) -> str | No
     relocated_callback_states(ckpt.get("callbacks"), path)  # every stored path lies in the run's checkpoints
     step = ckpt["global_step"]
     if is_rank_zero():
-        rewind_event_files(out_dir, step, written_after=written_at(ckpt, path))
+        rewind_event_files(out_dir, step)
     print(f"Resuming {out_dir} from epoch {ckpt.get('epoch')}, step {step}.")
     return path
-
-
-def written_at(ckpt: dict, path: str) -> float:
-    """When the checkpoint was written: stored by this project since issue 26, else the file's time."""
-    from zoo.run.checkpoints import WRITTEN_AT
-
-    stored = ckpt.get(WRITTEN_AT)
-    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and stored == stored:
-        return float(stored)
-    return os.path.getmtime(path)
 
 
 # What a resumed run may change: where its data lives (its own command's paths), how it is loaded,

@@ -39,7 +39,7 @@ class Diverged(UserError):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic: a crash while saving leaves the previous file whole.
-    Each checkpoint stores the SHA-256 of its tensors and when it was written (zoo/run/checkpoints.py),
+    Each checkpoint stores the SHA-256 of its tensors (zoo/run/checkpoints.py),
     and, given the run folder (``root``), is written inside it only: a path outside it, or reached
     through a symbolic link that leads out of it, is refused with a sentence."""
 
@@ -61,15 +61,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @override
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        import time
-
-        from zoo.run.checkpoints import WEIGHTS_DIGEST, WRITTEN_AT, weights_digest
+        from zoo.run.checkpoints import WEIGHTS_DIGEST, weights_digest
 
         path = str(path)
         self.inside_root(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        checkpoint = {**checkpoint, WRITTEN_AT: time.time()}
-        checkpoint[WEIGHTS_DIGEST] = weights_digest(checkpoint)
+        checkpoint = {**checkpoint, WEIGHTS_DIGEST: weights_digest(checkpoint)}
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
@@ -157,14 +154,13 @@ def set_rng_state(state: dict) -> None:
 EVENT_FOLDERS = ("", "tensorboard")
 
 
-def rewind_event_files(log_dir: str, step: int, written_after: float | None = None) -> int:
+def rewind_event_files(log_dir: str, step: int) -> int:
     """Drop from the run's TensorBoard event files every event at ``step`` or later (and the final
     HParams summary): that part of the run is about to be replayed from a checkpoint at ``step``.
     Every event of a step is logged at that step or earlier (epoch-end metrics at the epoch's last
     step), so the resumed run writes each step once. Only the run's own event files are read
-    (``EVENT_FOLDERS``; a symbolic link is never followed), and only events written after the
-    checkpoint (``written_after``, its time) are dropped: history the checkpoint's run did not write
-    after it is never cut. Returns the number of events dropped."""
+    (``EVENT_FOLDERS``; a symbolic link is never followed): event files of other runs below the run
+    folder are never cut. Returns the number of events dropped."""
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
@@ -188,7 +184,6 @@ def rewind_event_files(log_dir: str, step: int, written_after: float | None = No
                 for r, e in events
                 if not (
                     e.HasField("summary")
-                    and (written_after is None or e.wall_time >= written_after)
                     and (e.step >= step or any(v.tag.startswith("_hparams_/") for v in e.summary.value))
                 )
             ]
