@@ -32,3 +32,63 @@ def test_last_ckpt_is_the_end_of_the_run_and_best_the_best_epoch(tmp_path):
     for name, tensor in end["state_dict"].items():
         torch.testing.assert_close(last["state_dict"][name], tensor, rtol=0, atol=0)
     assert any(not torch.equal(best["state_dict"][n], t) for n, t in end["state_dict"].items())
+
+
+def _folder_names(overrides: list[str], num: int = 3, varied: str = "") -> tuple[str, str]:
+    """(run folder, sweep job folder) conf/hydra/default.yaml names for these overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from zoo.run.config import compose_config
+
+    cfg = compose_config(overrides)
+    with open_dict(cfg):
+        cfg.hydra.job.num = num
+        cfg.hydra.job.override_dirname = varied
+    HydraConfig.instance().set_config(cfg)
+    return str(cfg.hydra.run.dir), str(cfg.hydra.sweep.subdir)
+
+
+def test_a_run_folder_names_the_learning_rate_it_trains_with():
+    run, _ = _folder_names(["optimizer=sgd", "optimizer.lr=0.05"])
+    assert "/runs/mlp-digits-sgd-lr0.05_" in run, run
+    # The finder chooses the rate after the folder is named: the name says so instead of a wrong rate.
+    run, _ = _folder_names(["optimizer.lr=0.001", "tuner.lr_find=true"])
+    assert "/runs/mlp-digits-adam-lr-find_" in run and "0.001" not in run, run
+
+
+def test_an_optuna_trial_folder_is_its_trial_number_and_a_grid_job_says_what_it_varies():
+    varied = "model.dropout=0.2137,optimizer.lr=0.00093,data.batch_size=64"
+    _, trial = _folder_names(["hparams_search=digits_optuna"], num=7, varied=varied)
+    assert trial == "7"  # logs/searches/<study_name>/<trial number>/, as the README says
+    _, job = _folder_names([], num=3, varied="optimizer.lr=0.01")
+    assert job == "3_optimizer.lr=0.01"
+
+
+def test_the_tensorboard_command_is_printed_only_for_a_folder_with_events(tmp_path, capsys):
+    from zoo.run.report import report
+
+    report({"val/acc": 0.5}, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "TensorBoard" not in out and f"Run folder: {tmp_path}" in out  # logger=csv: no events
+    (tmp_path / "events.out.tfevents.1.host").write_bytes(b"")
+    report({"val/acc": 0.5}, str(tmp_path))
+    assert f"TensorBoard: tensorboard --logdir {tmp_path}" in capsys.readouterr().out
+
+
+def test_every_logs_folder_the_docs_name_is_one_a_command_writes():
+    # logs/runs (a run), logs/sweeps (a grid sweep), logs/searches (an Optuna search): the folders
+    # conf/ names; a README line or lesson comment pointing elsewhere (logs/multiruns) is a wrong claim.
+    import re
+
+    from tests.helpers import ROOT
+
+    written = set()
+    for path in [*ROOT.glob("conf/**/*.yaml")]:
+        written |= set(re.findall(r"\$\{paths\.log_dir\}/([a-z_]+)", path.read_text()))
+    assert written == {"runs", "sweeps", "searches"}, written
+    named = {}
+    for path in [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *ROOT.glob("docs/*.md"), *ROOT.glob("conf/**/*.yaml")]:
+        for folder in re.findall(r"\blogs/([a-z_]+)", path.read_text()):
+            named.setdefault(folder, path.name)
+    assert {f: p for f, p in named.items() if f not in written} == {}

@@ -24,6 +24,11 @@ from zoo.errors import UserError
 OmegaConf.register_new_resolver(
     "zoo.job_folder", lambda num, varied: f"{num}_{varied}" if varied else str(num), replace=True
 )
+# A run folder's learning rate (conf/hydra/default.yaml): the one it trains with, or lr-find when
+# Lightning's learning-rate finder picks it (the folder is named before the finder runs).
+OmegaConf.register_new_resolver(
+    "zoo.lr_label", lambda lr, find: "lr-find" if str(find).lower() == "true" else f"lr{lr}", replace=True
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 CONF_DIR = os.path.join(ROOT, "conf")
