@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +24,7 @@ from zoo.run.config import check_config, check_monitors, expand_seeds, preflight
 compat.torchmetrics_without_optional_imports()
 
 # Noise from Lightning's internals that says nothing about the user's run.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+compat.quiet_libraries()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -143,9 +142,8 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
     """The Trainer with the optional callbacks of conf/callbacks/, the run's own (zoo/run/lifecycle.py)
     and the loggers; checkpoints are written atomically."""
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+    from lightning.pytorch.callbacks import ProgressBar
 
-    from zoo.compat import hide_litlogger_tip
     from zoo.run.reliability import AtomicCheckpointIO
     from zoo.tasks.execution import Unprofiled
 
@@ -153,14 +151,15 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     # Lightning adds its own progress bar (redrawn every step) and model summary when none is among
     # the callbacks: callbacks.progress_bar=null, callbacks.model_summary=null and callbacks=none
-    # mean none at all (unless trainer.enable_progress_bar / enable_model_summary say otherwise).
+    # mean none at all (unless trainer.enable_progress_bar / enable_model_summary say otherwise). A
+    # configured summary runs as a callback; enable_model_summary=True beside it only made Lightning
+    # say "Trainer already configured with model summary callbacks".
     defaults = {
         "enable_progress_bar": any(isinstance(c, ProgressBar) for c in callbacks),
-        "enable_model_summary": any(isinstance(c, ModelSummary) for c in callbacks),
+        "enable_model_summary": False,
     }
     if not cfg.trainer.get("profiler"):
         defaults["profiler"] = Unprofiled()
-    hide_litlogger_tip()
     return instantiate(
         cfg.trainer,
         callbacks=callbacks,
