@@ -92,3 +92,35 @@ def test_every_logs_folder_the_docs_name_is_one_a_command_writes():
         for folder in re.findall(r"\blogs/([a-z_]+)", path.read_text()):
             named.setdefault(folder, path.name)
     assert {f: p for f, p in named.items() if f not in written} == {}
+
+
+FOLDER_NAMES = [
+    "mlp-digits-adam-lr0.001_2026-11-24_20-43-41",
+    "a,b",
+    "it's mine",
+    "x=y [1] {2} (3)",
+    "back\\slash\\",
+    "$(touch pwned)",
+    "${oc.env:HOME}",
+    'say "hi"; ls',
+    "tab\there",
+    "ünï ✓",
+    "a\\'b",
+]
+
+
+def test_the_printed_resume_command_gives_back_the_run_folder_whatever_its_name(tmp_path):
+    # What a user pastes: the shell splits it, Hydra parses every override and composes the config;
+    # hydra.run.dir must come back as the folder, character for character (a comma made it a sweep).
+    import shlex
+
+    from zoo.run.config import compose_config
+    from zoo.run.lifecycle import resume_command
+
+    for name in FOLDER_NAMES:
+        folder = str(tmp_path / name)
+        argv = shlex.split(resume_command(folder))
+        assert argv[:2] == ["python", "train.py"] and "resume=true" in argv, argv
+        cfg = compose_config(argv[2:])
+        assert cfg.hydra.run.dir == folder, (name, argv)
+        assert (tmp_path / "pwned").exists() is False

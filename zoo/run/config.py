@@ -548,6 +548,18 @@ def print_help(config_name: str, args: list[str]) -> bool:
     return True
 
 
+def hydra_quoted(value: str) -> str:
+    """``value`` as a Hydra override value that reads back as exactly this string: as it is when it
+    holds only characters Hydra takes as plain text, else in single quotes, with a quote and the
+    backslashes before a quote or the end escaped (Hydra's rule) and ``${`` escaped for OmegaConf. A
+    comma, space, bracket, ``=`` or quote in a folder name would otherwise make it a list, a
+    sweep or an error."""
+    if re.fullmatch(r"[A-Za-z0-9_./+-]+", value):
+        return value
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+    return "'" + escaped.replace("${", "\\${") + "'"
+
+
 def _split_values(args: list[str]) -> None:
     """An argument without ``=`` after one with it is the rest of a value the shell split at a space."""
     for before, arg in itertools.pairwise(args):

@@ -153,12 +153,15 @@ def check_fits(ckpt: dict, task, path: str) -> None:
 
 def resume_command(out_dir: str) -> str:
     """The shell command that continues this run: its overrides, ``resume=true`` and its folder, each
-    shell-quoted (a folder name holding ``$(...)`` stays text when pasted)."""
+    shell-quoted (a folder name holding ``$(...)`` stays text when pasted), the folder quoted for Hydra
+    too (a comma in it would make a sweep)."""
     from hydra.core.hydra_config import HydraConfig
+
+    from zoo.run.config import hydra_quoted
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     overrides = [o for o in overrides if o.lstrip("+~").split("=")[0] not in ("resume", "overwrite")]
-    command = ["python", "train.py", *overrides, "resume=true", f"hydra.run.dir={out_dir}"]
+    command = ["python", "train.py", *overrides, "resume=true", f"hydra.run.dir={hydra_quoted(out_dir)}"]
     return " ".join(shlex.quote(a) for a in command)
 
 
