@@ -21,3 +21,37 @@ def test_every_command_s_help_lists_its_own_options_and_not_train_s_groups(comma
     groups = [g for g in _config_groups() if not g.startswith("hydra")]
     assert [g for g in groups if f"\n{g}: " in r.stdout] == [], r.stdout
     assert "powered by Hydra" not in r.stdout and r.stdout.startswith(f"{command}.py: ")
+
+
+@pytest.mark.slow
+def test_a_run_s_console_is_its_own_progress_summary_and_results(tmp_path):
+    # A normal run, as a user starts it (default callbacks: progress bar and model summary on),
+    # with several batches per Lightning step: its whole console output holds none of Lightning's
+    # or the libraries' noise, a summary of the network without its metric modules or a FLOPs
+    # count, and a progress bar that reaches the end of every epoch.
+    out = tmp_path / "run"
+    r = cli(
+        "train.py",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=12",
+        "steps_per_execution=5",
+        "data.batch_size=64",
+        f"hydra.run.dir={out}",
+        env={"COLUMNS": "200"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    console = r.stdout + r.stderr
+    for noise in (
+        "litlogger",
+        "Tip:",
+        "Trainer already configured",
+        "FLOPs",
+        "Flops",
+        "Warning",
+        "deprecated",
+        "MulticlassAccuracy",
+        "MulticlassF1Score",
+    ):
+        assert noise not in console, (noise, console[-4000:])
+    assert "MLPClassifier" in console and "Trainable params" in console
+    assert "12/12" in console and "Epoch 1/1" in console, console[-4000:]
