@@ -50,6 +50,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
     from zoo.run.folder import run_folder
     from zoo.run.job import group_choices
     from zoo.run.lifecycle import RunCallbacks, finished_summary, recorded_outcome, resume_point
+    from zoo.run.reliability import Diverged
     from zoo.run.report import publish
 
     out_dir = cfg.paths.output_dir
@@ -64,19 +65,26 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
             task, hparams = build_task(cfg, datamodule.spec, choices)
             resume_from = resume_point(cfg, ckpt_dir, out_dir, task)  # checked before anything is cut
             run = RunCallbacks(cfg, ckpt_dir)
+            trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
         except UserError:
-            if folder is not None and folder.snapshot is not None:
-                folder.snapshot.restore()
+            if folder is not None:
+                folder.undo()  # a refused run leaves no folder behind (nor changes an earlier one)
             raise
-        trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
-        with (
-            run.graceful_stop,
-            recorded_outcome(out_dir, lambda: run_progress(trainer)),
-        ):
-            find_lr(cfg, trainer, task, datamodule, hparams, resume_from)
-            trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-            run.graceful_stop.check()  # a signal after the last training step still stops the run
-            results = test(cfg, trainer, task, datamodule)
+        try:
+            with (
+                run.graceful_stop,
+                recorded_outcome(out_dir, lambda: run_progress(trainer)),
+            ):
+                find_lr(cfg, trainer, task, datamodule, hparams, resume_from)
+                trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+                run.graceful_stop.check()  # a signal after the last training step still stops the run
+                results = test(cfg, trainer, task, datamodule)
+        except UserError as error:
+            # Refused before its first training step (a setting the trainer cannot use, no training
+            # data): nothing of the run is left. A run that trained, or diverged, keeps its record.
+            if folder is not None and trainer.global_step == 0 and not resume_from and not isinstance(error, Diverged):
+                folder.undo()
+            raise
         summary = finished_summary(trainer, run, results, time.perf_counter() - started)
         if trainer.is_global_zero:
             publish(trainer, summary, hparams["config"], choices, out_dir)
@@ -91,11 +99,20 @@ def run_progress(trainer) -> dict:
 
 
 def build_data(cfg: DictConfig, choices: dict):
-    """The datamodule, prepared and set up for fitting (its ``spec`` then describes the data)."""
-    from hydra.utils import instantiate
+    """The datamodule, prepared and set up for fitting (its ``spec`` then describes the data), once
+    the model is known to take its kind of data."""
+    from hydra.utils import get_class, instantiate
 
     from zoo.run.lifecycle import check_training_data
+    from zoo.tasks.registry import check_pairing
 
+    model_factory = instantiate(cfg.model)
+    check_pairing(  # before any download: model=linear data=shakespeare offline names the pair
+        getattr(model_factory, "func", model_factory),
+        getattr(get_class(cfg.data._target_), "kind", None),
+        choices.get("model", "the model"),
+        choices.get("data", "the data"),
+    )
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
