@@ -18,6 +18,7 @@ from zoo.run.config import check_eval_config, preflight, user_errors
 # Before Lightning imports torchmetrics: torchvision, scipy and matplotlib are then imported only by the
 # code that uses them (image data, figures), not with every metric family torchmetrics has.
 compat.torchmetrics_without_optional_imports()
+compat.quiet_libraries()  # no litlogger tip, no warnings of the libraries about each other
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +24,7 @@ from zoo.run.config import check_config, check_monitors, expand_seeds, preflight
 compat.torchmetrics_without_optional_imports()
 
 # Noise from Lightning's internals that says nothing about the user's run.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+compat.quiet_libraries()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -55,6 +54,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
 
         from zoo.run.job import group_choices
         from zoo.run.lifecycle import RunCallbacks, finished_summary, recorded_outcome, resume_point
+        from zoo.run.reliability import Diverged
         from zoo.run.report import publish
     except KeyboardInterrupt:
         raise interrupted(out_dir, "while starting") from None
@@ -70,19 +70,26 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
             run = RunCallbacks(cfg, ckpt_dir)
             trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
         except UserError:
-            if folder is not None and folder.snapshot is not None:
-                folder.snapshot.restore()
+            if folder is not None:
+                folder.undo()  # a refused run leaves no folder behind (nor changes an earlier one)
             raise
         except KeyboardInterrupt:
             raise interrupted(out_dir, "while building the data and the model") from None
-        with (
-            run.graceful_stop,
-            recorded_outcome(out_dir, lambda: run_progress(trainer)),
-        ):
-            find_lr(cfg, trainer, task, datamodule, hparams, resume_from)
-            trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-            run.graceful_stop.check()  # a signal after the last training step still stops the run
-            results = test(cfg, trainer, task, datamodule)
+        try:
+            with (
+                run.graceful_stop,
+                recorded_outcome(out_dir, lambda: run_progress(trainer)),
+            ):
+                find_lr(cfg, trainer, task, datamodule, hparams, resume_from)
+                trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+                run.graceful_stop.check()  # a signal after the last training step still stops the run
+                results = test(cfg, trainer, task, datamodule)
+        except UserError as error:
+            # Refused before its first training step (a setting the trainer cannot use, no training
+            # data): nothing of the run is left. A run that trained, or diverged, keeps its record.
+            if folder is not None and trainer.global_step == 0 and not resume_from and not isinstance(error, Diverged):
+                folder.undo()
+            raise
         summary = finished_summary(trainer, run, results, time.perf_counter() - started)
         if trainer.is_global_zero:
             publish(trainer, summary, hparams["config"], choices, out_dir)
@@ -97,11 +104,20 @@ def run_progress(trainer) -> dict:
 
 
 def build_data(cfg: DictConfig, choices: dict):
-    """The datamodule, prepared and set up for fitting (its ``spec`` then describes the data)."""
-    from hydra.utils import instantiate
+    """The datamodule, prepared and set up for fitting (its ``spec`` then describes the data), once
+    the model is known to take its kind of data."""
+    from hydra.utils import get_class, instantiate
 
     from zoo.run.lifecycle import check_training_data
+    from zoo.tasks.registry import check_pairing
 
+    model_factory = instantiate(cfg.model)
+    check_pairing(  # before any download: model=linear data=shakespeare offline names the pair
+        getattr(model_factory, "func", model_factory),
+        getattr(get_class(cfg.data._target_), "kind", None),
+        choices.get("model", "the model"),
+        choices.get("data", "the data"),
+    )
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -148,9 +164,8 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
     """The Trainer with the optional callbacks of conf/callbacks/, the run's own (zoo/run/lifecycle.py)
     and the loggers; checkpoints are written atomically."""
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+    from lightning.pytorch.callbacks import ProgressBar
 
-    from zoo.compat import hide_litlogger_tip
     from zoo.run.reliability import AtomicCheckpointIO
     from zoo.tasks.execution import Unprofiled
 
@@ -158,14 +173,15 @@ def build_trainer(cfg: DictConfig, run_callbacks: list):
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     # Lightning adds its own progress bar (redrawn every step) and model summary when none is among
     # the callbacks: callbacks.progress_bar=null, callbacks.model_summary=null and callbacks=none
-    # mean none at all (unless trainer.enable_progress_bar / enable_model_summary say otherwise).
+    # mean none at all (unless trainer.enable_progress_bar / enable_model_summary say otherwise). A
+    # configured summary runs as a callback; enable_model_summary=True beside it only made Lightning
+    # say "Trainer already configured with model summary callbacks".
     defaults = {
         "enable_progress_bar": any(isinstance(c, ProgressBar) for c in callbacks),
-        "enable_model_summary": any(isinstance(c, ModelSummary) for c in callbacks),
+        "enable_model_summary": False,
     }
     if not cfg.trainer.get("profiler"):
         defaults["profiler"] = Unprofiled()
-    hide_litlogger_tip()
     return instantiate(
         cfg.trainer,
         callbacks=callbacks,

@@ -24,6 +24,7 @@ from zoo.errors import UserError
 
 
 class ImageFolderData(L.LightningDataModule):
+    kind = "image"  # the DataSpec kind it publishes, known before any file is read
     name = "image_folder"
 
     def __init__(

@@ -23,6 +23,7 @@ from zoo.errors import UserError
 
 
 class ImageClassificationData(TensorDataModule):
+    kind = "image"  # the DataSpec kind it publishes, known before any download
     """Subclasses say what they are (name, shape, classes) and how to read the raw splits."""
 
     name = "images"

@@ -33,6 +33,7 @@ FEATURES = ("M", "S", "MS")  # multivariate in and out; univariate (the target a
 
 
 class SeriesData(WindowedSplits, TensorDataModule):
+    kind = "series"  # the DataSpec kind it publishes, known before any file is read
     """Windows over a (T, C) array. Subclasses return the array, its channel names, how many of the
     last channels are targets, and the row ranges of the three splits from ``load``."""
 

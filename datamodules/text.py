@@ -39,6 +39,7 @@ def encode_characters(text: str) -> tuple[list[str], torch.Tensor]:
 
 
 class CharCorpus(WindowedSplits, TensorDataModule):
+    kind = "tokens"  # the DataSpec kind it publishes, known before any download
     """A character-level language-modelling corpus; subclasses say where the text comes from."""
 
     name = "text"
@@ -203,6 +204,7 @@ def encode_padded(texts: list[list[str]], stoi: dict[str, int], max_length: int)
 
 
 class AGNews(TensorDataModule):
+    kind = "tokens"  # the DataSpec kind it publishes, known before any download
     """AG's news topic corpus: 120,000 training and 7,600 test articles (title and description),
     4 balanced classes. CSV files at ``<data_dir>/ag_news/{train,test}.csv``, downloaded when missing."""
 

@@ -36,6 +36,28 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: -slow_in_file[item.path])
 
 
+@pytest.fixture(autouse=True)
+def logging_left_as_found():
+    """Every test leaves the loggers as it found them. Hydra configures logging when it runs in this
+    process (a run, Hydra's own --help): eval.py's and generate.py's ``hydra/job_logging: disabled``
+    disables every logger that exists then (``disable_existing_loggers``), Lightning's included, and
+    a later test in the same worker would see none of Lightning's messages."""
+    import logging
+
+    def state():
+        loggers = [
+            logging.getLogger(),
+            *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+        ]
+        return {lg: (lg.disabled, lg.level, lg.propagate) for lg in loggers}
+
+    before = state()
+    yield
+    for lg, (disabled, level, propagate) in before.items():
+        lg.disabled, lg.propagate = disabled, propagate
+        lg.setLevel(level)
+
+
 @pytest.fixture
 def image_data(tmp_path, monkeypatch):
     """A data folder holding small MNIST, Fashion-MNIST and CIFAR-10 files in their real formats."""

@@ -4,10 +4,12 @@ own progress bar (redrawn every step) and model summary back in their place."""
 from __future__ import annotations
 
 import pytest
-from lightning.pytorch.callbacks import ModelSummary, ProgressBar, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar, RichProgressBar
 
 import train
 from tests.helpers import QUIET
+from zoo.callbacks.console import ModelSummary as ZooModelSummary
+from zoo.callbacks.console import ProgressBar as ZooProgressBar
 from zoo.run.config import compose_run
 
 
@@ -16,7 +18,7 @@ from zoo.run.config import compose_run
     [
         (QUIET, [], []),
         (["callbacks=none"], [], []),
-        ([], [RichProgressBar], [RichModelSummary]),  # the configured ones, once each
+        ([], [ZooProgressBar], [ZooModelSummary]),  # the configured ones, once each
         ([*QUIET, "+trainer.enable_progress_bar=true"], [RichProgressBar], []),  # Lightning's, when asked for
     ],
     ids=["nulls", "callbacks-none", "default", "asked-for"],

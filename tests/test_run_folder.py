@@ -159,3 +159,28 @@ def test_other_ranks_of_a_ddp_run_neither_take_nor_are_refused_by_the_lock(tmp_p
         assert (out / "run.lock").read_text() == f"{os.getpid()}\n"
     finally:
         rank_zero.release()
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["model=linear", "data=shakespeare"], "model=linear cannot take data=shakespeare"),
+        (["data=mnist", "data.mirror=http://127.0.0.1:9/"], "downloading it failed"),
+        (["model=gan", "data=sine"], "model=gan cannot take data=sine"),
+        (["steps_per_execution=4", "trainer.accumulate_grad_batches=2"], "steps_per_execution=4"),
+    ],
+    ids=["pairing", "download", "gan-pairing", "trainer"],
+)
+def test_a_refused_command_leaves_no_run_folder_behind(overrides, says, tmp_path):
+    # Refused after the folder was taken (the data, the network, the trainer): nothing of the run is
+    # left, neither the folder nor its lock, .hydra/ or log; a pairing that cannot work is refused
+    # before any download is tried (the data folder stays empty).
+    data = tmp_path / "data"
+    data.mkdir()
+    logs = tmp_path / "logs"
+    r = command("train.py", *FAST, *overrides, f"paths.log_dir={logs}", f"paths.data_dir={data}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert says in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    assert not (logs / "runs").exists() or os.listdir(logs / "runs") == [], os.listdir(logs / "runs")
+    if "pairing" in says or "cannot take" in says:
+        assert os.listdir(data) == []

@@ -309,3 +309,31 @@ def test_gradient_norms_are_unscaled_under_fp16_mixed_precision(tmp_path):
     trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64))
     logged = next(m for _, m in capture.rows if "watch/grad_norm/total" in m)["watch/grad_norm/total"]
     assert logged == pytest.approx(reference, rel=0.02)  # scaled it would be 65536 times larger
+
+
+@pytest.mark.parametrize("steps_per_execution", ["auto", "4"])
+def test_gradient_histograms_once_per_epoch_beside_the_weights_when_asked(tmp_path, steps_per_execution):
+    # callbacks.histograms.gradients=true at the other defaults (every_n_steps=0): one histogram of
+    # each parameter's gradient at every epoch's end, at the weights' steps, also with several
+    # batches per Lightning step.
+    out = tmp_path / "run"
+    metrics = run_train(
+        [
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=9",
+            "test=false",
+            "callbacks.histograms.gradients=true",
+            f"steps_per_execution={steps_per_execution}",
+        ],
+        out,
+    )
+    ea = read_events(out)
+    hists = set(ea.Tags()["histograms"])
+    weights = sorted(t for t in hists if t.startswith(tb("watch/weights/")))
+    gradients = sorted(t for t in hists if t.startswith(tb("watch/gradients/")))
+    assert weights and [t.replace("/gradients/", "/weights/") for t in gradients] == weights, (weights, gradients)
+    assert metrics["global_step"] == 18
+    for tag in gradients:
+        values = ea.Histograms(tag)
+        assert [e.step for e in values] == [8, 17], tag
+        assert all(e.histogram_value.num > 0 and e.histogram_value.sum_squares > 0 for e in values), tag

@@ -229,6 +229,21 @@ def hide_litlogger_tip() -> None:
         log.addFilter(_WithoutLitLoggerTip())
 
 
+# Deprecation warnings raised inside a library about its own use of another (nothing a user of zoo
+# can change): Lightning's pytree helper asks torch's old LeafSpec question on every batch.
+LIBRARY_WARNINGS = (r".*isinstance\(treespec, LeafSpec\).*",)
+
+
+def quiet_libraries() -> None:
+    """What every command (train.py, eval.py, generate.py) keeps off its console: the litlogger tip
+    (``hide_litlogger_tip``) and the libraries' warnings about each other (``LIBRARY_WARNINGS``)."""
+    import warnings
+
+    hide_litlogger_tip()
+    for pattern in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 # -- PyTorch ------------------------------------------------------------------------------------
 
 

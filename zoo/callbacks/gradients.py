@@ -76,13 +76,15 @@ class HistogramLogger(EveryNSteps, L.Callback):
     ``every_n_steps`` > 0 adds one every that many optimizer steps. Each costs a copy to the host per
     tensor; turn the callback off with ``callbacks.histograms=null``.
 
-    Gradients are those of the last optimizer step before the histogram (at an epoch's end: of its
-    last batch)."""
+    Gradients are those of the last optimizer step before the histogram: at an epoch's end, of its
+    last batch, kept when that batch steps (by the time the epoch ends the optimizer loop has let
+    the gradients go), so ``gradients=true`` alone gives one per epoch beside the weights'."""
 
     def __init__(self, every_n_epochs: int = 1, every_n_steps: int = 0, weights: bool = True, gradients: bool = False):
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.weights, self.gradients = weights, gradients
         self._written: set[tuple[int, int]] = set()  # (optimizer, step) already written
+        self._epoch_grads: dict[int, dict[str, torch.Tensor]] = {}  # optimizer -> the epoch's last gradients
 
     def _write(self, trainer, pl_module, optimizer, step: int) -> None:
         writers = tensorboards(trainer)
@@ -94,10 +96,12 @@ class HistogramLogger(EveryNSteps, L.Callback):
         prefix = optimizer_prefix(trainer, optimizer)
         named = named_params_of(pl_module, optimizer)
         tags = parameter_tags_of(pl_module, named)
+        kept = self._epoch_grads.pop(key[0], {})
         for name, p in named:
+            grad = p.grad if p.grad is not None else kept.get(name)
             for kind, tensor in (
                 ("weights", p.data if self.weights else None),
-                ("gradients", p.grad if self.gradients else None),
+                ("gradients", grad if self.gradients else None),
             ):
                 if tensor is None:
                     continue
@@ -109,16 +113,27 @@ class HistogramLogger(EveryNSteps, L.Callback):
         for optimizer in trainer.optimizers:
             self._write(trainer, pl_module, optimizer, step)
 
+    def _epoch_due(self, trainer) -> bool:
+        return self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
     @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if self._due(trainer, optimizer):
             self._write(trainer, pl_module, optimizer, logging_step(trainer))
+        # The epoch's last batch (an execution of several batches always ends on it): its gradients
+        # are what the epoch's histogram shows, kept on the host until the epoch ends.
+        last_batch = trainer.fit_loop.epoch_loop.batch_idx + 1 >= trainer.num_training_batches
+        if self.gradients and last_batch and self._epoch_due(trainer) and tensorboards(trainer):
+            self._epoch_grads[id(getattr(optimizer, "optimizer", optimizer))] = {
+                n: p.grad.detach().float().cpu() for n, p in named_params_of(pl_module, optimizer) if p.grad is not None
+            }
 
     @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # At the epoch's last step, with the epoch's metrics (a run resumed there writes it once).
-        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        if self._epoch_due(trainer):
             self._write_all(trainer, pl_module, epoch_end_step(trainer))
+        self._epoch_grads = {}
 
     @override
     def on_train_end(self, trainer, pl_module) -> None:

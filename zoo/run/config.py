@@ -25,6 +25,11 @@ from zoo.errors import UserError
 OmegaConf.register_new_resolver(
     "zoo.job_folder", lambda num, varied: f"{num}_{varied}" if varied else str(num), replace=True
 )
+# A run folder's learning rate (conf/hydra/default.yaml): the one it trains with, or lr-find when
+# Lightning's learning-rate finder picks it (the folder is named before the finder runs).
+OmegaConf.register_new_resolver(
+    "zoo.lr_label", lambda lr, find: "lr-find" if str(find).lower() == "true" else f"lr{lr}", replace=True
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 CONF_DIR = os.path.join(ROOT, "conf")
@@ -797,6 +802,18 @@ def print_help(config_name: str, args: list[str]) -> bool:
         )
     )
     return True
+
+
+def hydra_quoted(value: str) -> str:
+    """``value`` as a Hydra override value that reads back as exactly this string: as it is when it
+    holds only characters Hydra takes as plain text, else in single quotes, with a quote and the
+    backslashes before a quote or the end escaped (Hydra's rule) and ``${`` escaped for OmegaConf. A
+    comma, space, bracket, ``=`` or quote in a folder name would otherwise make it a list, a
+    sweep or an error."""
+    if re.fullmatch(r"[A-Za-z0-9_./+-]+", value):
+        return value
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+    return "'" + escaped.replace("${", "\\${") + "'"
 
 
 def _split_values(args: list[str]) -> None:

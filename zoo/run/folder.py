@@ -65,6 +65,7 @@ class RunFolder:
         self.lock_path = os.path.join(self.path, LOCK_FILE)
         self._fd: int | None = None
         self.snapshot: FolderSnapshot | None = None
+        self.created = False  # made by this run: a refused run removes it whole (``undo``)
 
     def acquire(self, resume: bool, overwrite: bool, keep: tuple[str, ...] = ()) -> None:
         """Take the folder or refuse with a sentence (UserError); writes nothing before it has decided.
@@ -100,6 +101,7 @@ class RunFolder:
                 )
             self._check_writable()
             if self._fd is None:
+                self.created = not os.path.exists(self.path)
                 try:
                     os.makedirs(self.path, exist_ok=True)
                 except OSError as e:  # a special file system (/proc, /sys), a full or read-only disk
@@ -169,6 +171,19 @@ class RunFolder:
                 f"cannot write the run folder {self.path} ({existing} is not a writable folder); "
                 f"choose one you can write with hydra.run.dir=..."
             )
+
+    def undo(self) -> None:
+        """A run refused after it took the folder (a download that cannot be made, a model that
+        cannot take the data) leaves nothing behind: a folder this run made is removed with what it
+        and Hydra wrote there (the lock, ``.hydra/``, the log); an earlier folder gets its ``.hydra/``
+        files and log back as they were (``FolderSnapshot``)."""
+        if self.snapshot is not None:
+            self.snapshot.restore()
+        if self.created:
+            import shutil
+
+            self.release()
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def release(self) -> None:
         _HELD.pop(os.path.realpath(self.path), None)
@@ -343,7 +358,9 @@ def claim_before_hydra(cfg, argv: list[str]) -> list[str]:
     held.snapshot = FolderSnapshot(held.path, f"{OmegaConf.select(cfg, 'hydra.job.name', default='train')}.log")
     if any(a.lstrip("+").startswith("hydra.run.dir=") for a in argv):
         return []
-    return ["hydra.run.dir='" + held.path.replace("\\", "\\\\").replace("'", "\\'") + "'"]
+    from zoo.run.config import hydra_quoted
+
+    return [f"hydra.run.dir={hydra_quoted(held.path)}"]
 
 
 @contextlib.contextmanager

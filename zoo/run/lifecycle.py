@@ -37,6 +37,8 @@ class RunCallbacks:
       times over its best, before a checkpoint of the broken weights is written.
     - ``step_budget`` (StepBudgetEnd): a ``trainer.max_steps`` reached mid-epoch validates the last
       weights before the fit ends, as a ``trainer.max_time`` that runs out does.
+    - ``last_weights`` (LastWeights): ``last.ckpt`` holds the weights the fit ended with, whether or
+      not its last epochs improved.
     """
 
     def __init__(self, cfg: DictConfig, ckpt_dir: str):
@@ -51,6 +53,7 @@ class RunCallbacks:
         self.graceful_stop = GracefulStop(ckpt_dir)
         self.divergence = DivergenceGuard(factor=float(cfg.get("divergence", {}).get("factor", 1e3)))
         self.step_budget = StepBudgetEnd()
+        self.last_weights = LastWeights()
 
     def all(self) -> list:
         return [
@@ -61,6 +64,7 @@ class RunCallbacks:
             self.graceful_stop,
             self.divergence,
             self.step_budget,
+            self.last_weights,
         ]
 
 
@@ -73,6 +77,23 @@ class StepBudgetEnd(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True
+
+
+class LastWeights(L.Callback):
+    """``last.ckpt`` is the weights at the end of the run, ``best-*.ckpt`` the best epoch's. Lightning's
+    ModelCheckpoint (``save_last``) rewrites ``last.ckpt`` only when it saves a checkpoint by its
+    metric, so after epochs that did not improve (early stopping's patience) it held the best epoch's
+    weights under the name of the last. When fitting ends (finished, stopped by a budget, by early
+    stopping or gracefully by a signal; not when it diverged or failed) it is written again with the
+    weights the fit ended with."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.fast_dev_run:  # Lightning writes no checkpoint in a fast_dev_run
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "save_last", False) and callback.dirpath:
+                last = os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
+                trainer.save_checkpoint(last, weights_only=bool(getattr(callback, "save_weights_only", False)))
 
 
 # ---- resume ------------------------------------------------------------------------------------
@@ -284,12 +305,15 @@ def check_fits(ckpt: dict, task, path: str) -> None:
 
 def resume_command(out_dir: str) -> str:
     """The shell command that continues this run: its overrides, ``resume=true`` and its folder, each
-    shell-quoted (a folder name holding ``$(...)`` stays text when pasted)."""
+    shell-quoted (a folder name holding ``$(...)`` stays text when pasted), the folder quoted for Hydra
+    too (a comma in it would make a sweep)."""
     from hydra.core.hydra_config import HydraConfig
+
+    from zoo.run.config import hydra_quoted
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     overrides = [o for o in overrides if o.lstrip("+~").split("=")[0] not in ("resume", "overwrite")]
-    command = ["python", "train.py", *overrides, "resume=true", f"hydra.run.dir={out_dir}"]
+    command = ["python", "train.py", *overrides, "resume=true", f"hydra.run.dir={hydra_quoted(out_dir)}"]
     return " ".join(shlex.quote(a) for a in command)
 
 

@@ -275,6 +275,9 @@ def _plain(value: Any) -> bool:
 REPLACED_TARGETS = {
     "lightning.pytorch.loggers.TensorBoardLogger": "zoo.callbacks.logger.TensorBoardLogger",
     "lightning.pytorch.callbacks.LearningRateMonitor": "zoo.callbacks.watch.LearningRateLogger",
+    # issue 26: the bar counts batches, the summary shows the network
+    "lightning.pytorch.callbacks.RichProgressBar": "zoo.callbacks.console.ProgressBar",
+    "lightning.pytorch.callbacks.RichModelSummary": "zoo.callbacks.console.ModelSummary",
 }
 
 

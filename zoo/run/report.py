@@ -67,7 +67,15 @@ def report(summary: dict, out_dir: str | None = None) -> None:
     console.print(table)
     if out_dir:
         console.print(f"Run folder: {out_dir}", soft_wrap=True, markup=False)
-        console.print(f"TensorBoard: tensorboard --logdir {shlex.quote(out_dir)}", soft_wrap=True, markup=False)
+        if has_events(out_dir):  # logger=csv or none: nothing for TensorBoard to show
+            console.print(f"TensorBoard: tensorboard --logdir {shlex.quote(out_dir)}", soft_wrap=True, markup=False)
+
+
+def has_events(folder: str) -> bool:
+    """Whether TensorBoard would find an event file in ``folder`` (at any depth)."""
+    import os
+
+    return any(n.startswith("events.out.tfevents.") for _, _, names in os.walk(folder) for n in names)
 
 
 def write_hparams(trainer: L.Trainer, params: dict, summary: dict) -> None:

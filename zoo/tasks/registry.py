@@ -44,19 +44,25 @@ def build_net(factory: Callable, spec, model_name: str = "the model", data_name:
         keywords = dict(factory.keywords)
         init, gain = keywords.pop("init", None) or "default", float(keywords.pop("init_gain", None) or 1.0)
         factory = functools.partial(factory.func, *factory.args, **keywords)
-    cls = getattr(factory, "func", factory)
-    accepts = getattr(cls, "accepts", None)
     data_name = data_name or spec.name
-    if accepts is not None and spec.kind not in accepts:
-        wants = " or ".join(KIND_WORDS.get(k, k) for k in accepts)
-        raise UserError(
-            f"model={model_name} cannot take data={data_name}: it needs {wants}, and "
-            f"{data_name} yields {KIND_WORDS.get(spec.kind, spec.kind)}; pick another model or dataset."
-        )
+    check_pairing(getattr(factory, "func", factory), spec.kind, model_name, data_name)
     try:
         return initialise(factory(spec), init, gain)
     except (ValueError, TypeError) as e:
         raise UserError(f"model={model_name} cannot be built for data={data_name}: {e}.") from None
+
+
+def check_pairing(network, kind: str | None, model_name: str, data_name: str) -> None:
+    """A network (class or builder, with its ``accepts``) that cannot take data of this ``kind`` is
+    one sentence naming both sides. train.py asks it before the data is built (a datamodule class
+    says its ``kind``), so a pair that cannot work is refused before any download is tried."""
+    accepts = getattr(network, "accepts", None)
+    if accepts is not None and kind is not None and kind not in accepts:
+        wants = " or ".join(KIND_WORDS.get(k, k) for k in accepts)
+        raise UserError(
+            f"model={model_name} cannot take data={data_name}: it needs {wants}, and "
+            f"{data_name} yields {KIND_WORDS.get(kind, kind)}; pick another model or dataset."
+        )
 
 
 def task_class(name: str):
