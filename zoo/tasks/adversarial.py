@@ -88,6 +88,7 @@ class AdversarialTask(Task):
     @override
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
+        self._data_classes = dm.spec.num_classes
         mean, std = getattr(dm, "pixel_mean", None), getattr(dm, "pixel_std", None)
         if mean is not None and std is not None:
             self.pixel_scale.copy_((2 * std).reshape(self.pixel_scale.shape))
@@ -108,7 +109,7 @@ class AdversarialTask(Task):
                 raise UserError(
                     f"callback {type(cb).__name__} watches {monitor}, which a GAN does not log; "
                     f"watch one of {', '.join(m for m in logged if m.startswith('val/'))} "
-                    f"(callbacks=gan watches val/fid)."
+                    f"(callbacks=gan watches val/fid_coverage)."
                 )
         plateau = any(
             isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -123,7 +124,9 @@ class AdversarialTask(Task):
 
     def logged_metrics(self) -> list[str]:
         """Every metric this task logs: what checkpoints, early stopping and schedulers can watch."""
-        val = ["fid", "fid_real", "confidence", "coverage", "d_real", "d_fake"]
+        val = ["fid", "fid_real", "fid_coverage", "precision", "recall", "d_real", "d_fake"]
+        if self.net.num_classes >= 2 or getattr(self, "_data_classes", 0) >= 2:
+            val += ["confidence", "confidence_real", "coverage", "entropy", "rarest_share"]
         val += ["cond_acc"] if self.net.conditional else []
         train = [f"{k}{s}" for k in ("d_loss", "g_loss", "d_real", "d_fake") for s in ("", "_step")]
         return [f"val/{k}" for k in val] + [f"train/{k}" for k in train]
@@ -196,7 +199,10 @@ class AdversarialTask(Task):
         with torch.set_grad_enabled(g_turn):  # the graph through G is kept only when G steps too
             fake = net.generate(z, labels)
 
-        d_real, d_fake = net.discriminate(real, labels), net.discriminate(fake.detach(), labels)
+        d_real, d_fake = (
+            net.discriminate(net.augment(real), labels),
+            net.discriminate(net.augment(fake.detach()), labels),
+        )
         d_loss = self.d_loss(d_real, d_fake)
         if self.objective["loss"] == "wgan-gp":
             d_loss = d_loss + self.objective["gp_weight"] * self.gradient_penalty(real, fake.detach(), labels)
@@ -214,10 +220,11 @@ class AdversarialTask(Task):
             net.head.requires_grad_(False)
             if net.embed is not None:
                 net.embed.requires_grad_(False)
-            g_loss = self.g_loss(net.discriminate(fake, labels))
+            g_loss = self.g_loss(net.discriminate(net.augment(fake), labels))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
+            net.update_ema()
             self._step_scheduler(0)
             net.requires_grad_(True)
             with torch.no_grad():
@@ -319,7 +326,8 @@ class AdversarialTask(Task):
         self._eval_sums += torch.cat([scores.sum(1), scores.new_tensor([len(real)])])
 
     def _end_eval(self, stage: str) -> None:
-        values = {f"{stage}/{k}": v for k, v in self._meter.compute().items()}
+        names = self.trainer.datamodule.spec.class_names
+        values = {f"{stage}/{class_share_tag(k, names)}": v for k, v in self._meter.compute().items()}
         d_real, d_fake, n = self._eval_sums
         values[f"{stage}/d_real"], values[f"{stage}/d_fake"] = d_real / n.clamp_min(1), d_fake / n.clamp_min(1)
         fid = values.pop(f"{stage}/fid", None)
@@ -358,6 +366,15 @@ class AdversarialTask(Task):
         """``n`` images in [0, 1] from the noise of ``seed`` (the sample-grid callback's fixed noise);
         a conditional model cycles through the classes unless given ``labels``."""
         return sample_images(self.net, n, seed, labels, self.device)
+
+
+def class_share_tag(key: str, class_names) -> str:
+    """``class_share/3`` -> ``class_share/<the class's name>`` (a ``/`` in a name would open a section)."""
+    if not key.startswith("class_share/"):
+        return key
+    k = int(key.split("/")[1])
+    name = str(class_names[k]) if k < len(class_names) else str(k)
+    return f"class_share/{name.replace('/', '_').replace(' ', '_')}"
 
 
 def sample_images(
