@@ -23,9 +23,10 @@ exactly: the divergence guard and Ctrl-C see the end of an execution (at most K-
 time of one batch trained inside (the step a hand-written loop takes) and Lightning's overhead per
 step (the lower quartile of each, which a burst of load on a busy machine does not move), and then
 takes K so that the overhead is under ``OVERHEAD`` of the batches' time (K=1 for models whose steps
-are long). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads). It does so only where it is safe (one device, one optimizer with
-automatic optimisation, no gradient accumulation, a datamodule that batches executions) and
-otherwise trains with K=1 without a word; an explicit K > 1 where it cannot work is refused in one
+are long). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads).
+It does so only where it is safe (one device, one optimizer with automatic optimisation or a task
+that trains its own inner batches, as the GAN does with its two, no gradient accumulation, a
+datamodule that batches executions) and otherwise trains with K=1 without a word; an explicit K > 1 where it cannot work is refused in one
 sentence.
 """
 
@@ -214,8 +215,10 @@ class StepsPerExecution(L.LightningModule):
             problem = f"training on {trainer.world_size} processes"
         elif trainer.accumulate_grad_batches != 1:
             problem = f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}"
-        elif len(trainer.optimizers) != 1 and (plan.auto or self.automatic_optimization):
+        elif len(trainer.optimizers) != 1 and self.automatic_optimization:
             problem = f"{len(trainer.optimizers)} optimizers"
+        elif not self.automatic_optimization and not self.trains_inner_batches_itself():
+            problem = "manual optimisation in a task that does not say how to train a batch inside a step"
         elif not hasattr(trainer.datamodule, "execution"):
             problem = f"the datamodule {type(trainer.datamodule).__name__}, which cannot batch executions"
         if problem and not plan.auto:
@@ -223,12 +226,17 @@ class StepsPerExecution(L.LightningModule):
                 f"steps_per_execution={plan.requested} runs several optimizer steps inside one Lightning step, "
                 f"which cannot work with {problem}; set steps_per_execution=1."
             )
-        if problem or trainer.fast_dev_run or (plan.auto and not self.automatic_optimization):
+        if problem or trainer.fast_dev_run:
             return
         plan.active = True
         trainer.datamodule.execution = plan
         if not any(isinstance(cb, ExecutionStep) and cb.plan is plan for cb in trainer.callbacks):
             trainer.callbacks.insert(0, ExecutionStep(plan))
+
+    def trains_inner_batches_itself(self) -> bool:
+        """A task with manual optimisation (the GAN: two optimizers) trains a batch inside a step
+        with its own ``train_inner_batch``; the base one is automatic optimisation's."""
+        return type(self).train_inner_batch is not StepsPerExecution.train_inner_batch
 
     def end_executions(self) -> None:
         trainer = self.trainer
