@@ -36,12 +36,15 @@ class RunCallbacks:
       times over its best, before a checkpoint of the broken weights is written.
     - ``step_budget`` (StepBudgetEnd): a ``trainer.max_steps`` reached mid-epoch validates the last
       weights before the fit ends, as a ``trainer.max_time`` that runs out does.
+    - ``threads`` (ThreadTuner): the intra-op threads, measured (``threads=auto``) or fixed; a busy
+      machine can make PyTorch's default count many times slower than one thread.
     """
 
     def __init__(self, cfg: DictConfig, ckpt_dir: str):
         from zoo.callbacks.history import StartupTimer, ValidationHistory
         from zoo.run.reliability import DivergenceGuard, GracefulStop, RunState
         from zoo.tasks.execution import CheapAcceleratorCheck
+        from zoo.tasks.threads import ThreadTuner
 
         self.history = ValidationHistory()
         self.startup = StartupTimer()
@@ -50,6 +53,7 @@ class RunCallbacks:
         self.graceful_stop = GracefulStop(ckpt_dir)
         self.divergence = DivergenceGuard(factor=float(cfg.get("divergence", {}).get("factor", 1e3)))
         self.step_budget = StepBudgetEnd()
+        self.threads = ThreadTuner(cfg.get("threads", "auto"))
 
     def all(self) -> list:
         return [
@@ -60,6 +64,7 @@ class RunCallbacks:
             self.graceful_stop,
             self.divergence,
             self.step_budget,
+            self.threads,
         ]
 
 
@@ -203,6 +208,8 @@ def finished_summary(trainer, callbacks: RunCallbacks, test_results: dict, secon
         "diagnoses": diagnoses_of(trainer),
         # the batches per Lightning step it trained with (steps_per_execution=auto: the one chosen)
         "steps_per_execution": getattr(getattr(trainer.lightning_module, "execution", None), "trained_with", 1),
+        # the intra-op threads it trained with and, with threads=auto, the times they were chosen by
+        "threads": callbacks.threads.summary(),
     }
 
 

@@ -179,17 +179,42 @@ class AdversarialTask(Task):
     @override
     def train_inner_batch(self, batch) -> int:  # one batch of an execution trained before its last
         index = self._batch_index()
+        # The raw optimizers, stepped as Lightning would but without its per-step hooks: no callback
+        # acts on a batch inside an execution (zoo/tasks/execution.py ends executions before those),
+        # and the hooks were most of the GAN's overhead over a plain loop. Clipping is the task's own.
+        opt_g, opt_d = (o.optimizer for o in self.optimizers())
         with self.trainer.precision_plugin.train_step_context():  # as Lightning wraps training_step
-            self._adversarial_step(batch, index, *self.optimizers())
+            self._adversarial_step(batch, index, opt_g, opt_d, inner=True)
         return 1 + int((index + 1) % self.objective["n_critic"] == 0)  # D's step, and G's on its turn
 
     def _batch_index(self) -> int:
         """The index in its epoch of the batch being trained (n_critic counts them)."""
         return self.trainer.fit_loop.epoch_loop.batch_idx
 
-    def _adversarial_step(self, batch, index: int, opt_g, opt_d):
+    def _backward_and_step(self, loss: torch.Tensor, optimizer, inner: bool) -> None:
+        """Lightning's manual step, or inside an execution the plain one (loss scaling under fp16 and
+        the task's clipping kept)."""
+        optimizer.zero_grad(set_to_none=True)
+        if not inner:
+            self.manual_backward(loss)
+            optimizer.step()
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if self.clip_val:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            self.clip_gradients(optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
+    def _adversarial_step(self, batch, index: int, opt_g, opt_d, inner: bool = False):
         """One discriminator step and, on every n_critic-th batch, one generator step; returns D's
-        loss and its D(x) and D(G(z)) on this batch (detached)."""
+        loss and its D(x) and D(G(z)) on this batch (detached). ``inner``: a batch inside an
+        execution, stepped with the raw optimizers."""
         net, n_critic = self.net, self.objective["n_critic"]
         real = self.to_model_range(batch[0])
         labels = batch[1] if net.conditional else None
@@ -206,9 +231,7 @@ class AdversarialTask(Task):
         d_loss = self.d_loss(d_real, d_fake)
         if self.objective["loss"] == "wgan-gp":
             d_loss = d_loss + self.objective["gp_weight"] * self.gradient_penalty(real, fake.detach(), labels)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
-        opt_d.step()
+        self._backward_and_step(d_loss, opt_d, inner)
         self._step_scheduler(1)
 
         with torch.no_grad():
@@ -221,9 +244,7 @@ class AdversarialTask(Task):
             if net.embed is not None:
                 net.embed.requires_grad_(False)
             g_loss = self.g_loss(net.discriminate(net.augment(fake), labels))
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
-            opt_g.step()
+            self._backward_and_step(g_loss, opt_g, inner)
             net.update_ema()
             self._step_scheduler(0)
             net.requires_grad_(True)
