@@ -192,8 +192,22 @@ def test_every_gan_trains_on_every_image_dataset(model, data, image_data, digits
         ("gan", ["model.loss=hinge", "model.n_critic=2", "trainer.gradient_clip_val=0.01", "steps_per_execution=2"]),
         ("dcgan", ["model.loss=wgan-gp", "model.n_critic=3", "model.d_lr_scale=2", "scheduler=cosine"]),
         ("dcgan", ["model.label_smoothing=0.1", "data.hflip=true", "data.random_crop=2"]),
+        (
+            "dcgan",
+            [
+                "model.spectral_norm=true",
+                "model.minibatch_std=true",
+                "model.ema=0.99",
+                "model.augment=[translation,cutout,color]",
+                "steps_per_execution=2",
+            ],
+        ),
+        (
+            "gan",
+            ["model.spectral_norm=true", "model.minibatch_std=true", "model.ema=0.9", "model.augment=[translation]"],
+        ),
     ],
-    ids=["gan-hinge-clip", "dcgan-wgan-gp-cosine", "dcgan-smoothing"],
+    ids=["gan-hinge-clip", "dcgan-wgan-gp-cosine", "dcgan-smoothing", "dcgan-remedies", "gan-remedies"],
 )
 def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
     out = tmp_path / "run"
@@ -218,6 +232,21 @@ def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
     assert ckpt["hyper_parameters"]["config"]["model"]["conditional"] is True
     assert any(k.startswith("net.embed.") for k in ckpt["state_dict"])  # the projection
     assert not any("judge" in k for k in ckpt["state_dict"])  # not part of the model
+    if "model.ema=0.99" in options or "model.ema=0.9" in options:
+        assert any(k.startswith("net.generator_ema.") for k in ckpt["state_dict"])
+        from zoo.run.rebuild import rebuild
+
+        net = rebuild(str(out / "checkpoints" / "last.ckpt")).net.eval()  # checkpoints stay data
+        assert net.generator_ema is not None
+        z = torch.randn(4, net.latent_dim)
+        labels = torch.arange(4) % net.num_classes
+        # in eval mode the samples come from the moving average, not from G's last weights
+        assert not torch.allclose(net.generate(z, labels), net.generator(net._with_label(z, labels)))
+    if "model.spectral_norm=true" in options:
+        assert any("parametrizations.weight.original" in k for k in ckpt["state_dict"])
+    for k in range(10):
+        assert 0 <= metrics[f"val/class_share/{k}"] <= 1
+    assert 0 <= metrics["val/precision"] <= 1 and 0 <= metrics["val/recall"] <= 1
 
 
 # ---- a real run on digits: quality, TensorBoard, checkpoints, generate.py ---------------------

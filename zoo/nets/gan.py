@@ -136,8 +136,8 @@ class Adversarial(nn.Module):
         unknown = [a for a in policy if a not in AUGMENTS]
         if unknown:
             raise ValueError(
-                f"model.augment={','.join(map(str, policy))} names {unknown[0]!r}, which is no DiffAugment policy; "
-                f"use a comma-separated list of {', '.join(AUGMENTS)}, or none"
+                f"model.augment=[{','.join(map(str, policy))}] names {unknown[0]!r}, which is no DiffAugment policy; "
+                f"use a list of {', '.join(AUGMENTS)} (model.augment=[translation,cutout]), or none"
             )
         self.ema_decay = float(ema)
         self.augment_policy = policy
