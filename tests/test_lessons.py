@@ -58,12 +58,3 @@ def test_the_optimizers_lesson_learns_with_every_optimizer_and_says_nothing(tmp_
         losses[name] = metrics["val/loss"]
     assert losses["adam"] < losses["sgd_plain"]  # the curve the lesson shows: Adam ahead of plain SGD
 
-
-def test_the_mode_collapse_lesson_diagnoses_the_fast_generator_and_not_the_usual_one(tmp_path, one_thread):
-    metrics, kinds = diagnosed("lesson_mode_collapse", ["optimizer.lr=2e-3"], tmp_path / "fast")
-    assert "mode_collapse" in kinds, metrics["diagnoses"]
-    (said,) = [d for d in metrics["diagnoses"] if d["kind"] == "mode_collapse"]
-    assert "mode collapse" in said["message"] and said["message"].endswith(".")
-    usual, kinds = diagnosed("lesson_mode_collapse", ["optimizer.lr=2e-4"], tmp_path / "usual")
-    assert "mode_collapse" not in kinds, usual["diagnoses"]
-    assert usual["val/rarest_share"] > metrics["val/rarest_share"]
