@@ -7,6 +7,7 @@ results tables come from here).
     python benchmarks/results.py shakespeare --budget 00:00:05:00
     python benchmarks/results.py images                         # digits; MNIST, CIFAR-10 where present
     python benchmarks/results.py etth1 --seeds 5                # mean ± std over 5 seeds
+    python benchmarks/results.py gans --seeds 3                 # DCGAN class coverage: digits; MNIST, Fashion-MNIST, CIFAR-10 where present
 
 Each cell is one run of ``python train.py experiment=<recipe> ...`` (in this process, so that imports
 are paid once), its test metrics on the best checkpoint by validation loss, and its seconds (fit and
@@ -56,6 +57,14 @@ ETT_MODELS = ("lstm", "gru", "linear", "linear336", "mlp", "cnn", "transformer")
 HORIZONS = (96, 192, 336, 720)
 IMAGE_RECIPES = {"digits": "digits_mlp", "mnist": "mnist_cnn", "cifar10": "cifar10_resnet"}
 IMAGE_FILES = {"digits": None, "mnist": "MNIST", "cifar10": "cifar-10-batches-py"}
+# gans: the generator's class coverage by the quality judge (zoo/tasks/quality.py) on the test split
+GAN_RECIPES = {
+    "digits": ["experiment=digits_gan"],
+    "mnist": ["experiment=mnist_dcgan", "trainer.max_epochs=10"],
+    "fashion_mnist": ["experiment=fashion_mnist_dcgan", "trainer.max_epochs=10"],
+    "cifar10": ["experiment=cifar10_dcgan", "trainer.max_epochs=10"],
+}
+GAN_FILES = {"digits": None, "mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
 
 
 def run(overrides: list[str], data_dir: str, budget: str | None, max_steps: int | None, download: bool) -> dict:
@@ -173,12 +182,57 @@ def images(args) -> str:
     return table(["model", "test accuracy", "seconds"], rows)
 
 
+def gans(args) -> str:
+    """Does the generator draw every class? The judge's view of as many samples as the test split
+    holds: the entropy of its class shares (1: even), the rarest class over its fair share, its
+    confidence on the samples against real test images, precision and recall, the FID-style distance."""
+    rows = []
+    for name, recipe in GAN_RECIPES.items():
+        folder = GAN_FILES[name]
+        if folder and not os.path.isdir(os.path.join(args.data_dir, folder)) and not args.download:
+            print(f"  {name}: no {folder} in {args.data_dir}; skipped (--download fetches it)", flush=True)
+            continue
+        stats = repeated([*recipe, *(args.recipes or [])], args)
+        minutes = (stats["seconds"][0] / 60, stats["seconds"][1] / 60) if "seconds" in stats else None
+        rows.append(
+            [
+                f"ours: {' '.join(recipe)}",
+                cell(stats, "test/entropy"),
+                cell(stats, "test/rarest_share", 2),
+                cell(stats, "test/confidence"),
+                cell(stats, "test/confidence_real"),
+                cell(stats, "test/precision"),
+                cell(stats, "test/recall"),
+                cell(stats, "test/fid", 2),
+                f"{minutes[0]:.1f}" + (f" ± {minutes[1]:.1f}" if minutes[1] else "") if minutes else "-",
+            ]
+        )
+    return table(
+        [
+            "recipe",
+            "class entropy",
+            "rarest class / fair share",
+            "judge confidence",
+            "on real images",
+            "precision",
+            "recall",
+            "FID-style",
+            "minutes",
+        ],
+        rows,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("table", choices=("etth1", "shakespeare", "images"))
+    p.add_argument("table", choices=("etth1", "shakespeare", "images", "gans"))
     p.add_argument("--models", nargs="+", default=list(ETT_MODELS), choices=ETT_MODELS, help="etth1: the recipes")
     p.add_argument("--horizons", nargs="+", type=int, default=list(HORIZONS), choices=HORIZONS)
-    p.add_argument("--recipes", nargs="+", help='shakespeare: the command lines, e.g. "experiment=shakespeare_lstm"')
+    p.add_argument(
+        "--recipes",
+        nargs="+",
+        help='shakespeare: the command lines, e.g. "experiment=shakespeare_lstm"; gans: overrides added to each recipe',
+    )
     p.add_argument("--budget", help="trainer.max_time for every run, DD:HH:MM:SS (default: the recipe's own)")
     p.add_argument("--max-steps", type=int, help="trainer.max_steps for every run (default: the recipe's own)")
     p.add_argument("--seeds", type=int, default=1, help="runs per cell, reported as mean ± std")
@@ -195,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with user_errors():
         try:
-            text = {"etth1": etth1, "shakespeare": shakespeare, "images": images}[args.table](args)
+            text = {"etth1": etth1, "shakespeare": shakespeare, "images": images, "gans": gans}[args.table](args)
         except RunStopped as stop:
             # The run's own advice (resume from its folder) does not apply: the folder was temporary.
             reason = str(stop).split(";")[0]

@@ -87,14 +87,75 @@ def test_frechet_distance_of_known_gaussians():
     assert frechet_distance(mu2, cov2, mu2, cov2) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_the_judge_on_data_without_classes_measures_fid_only():
+def test_the_judge_on_data_without_classes_measures_distances_only():
     from zoo.tasks.quality import QualityMeter, train_judge
 
     x = torch.rand(64, 1, 8, 8) * 2 - 1
     judge, stats = train_judge(x, torch.zeros(64, dtype=torch.long), 0, "cpu")
     meter = QualityMeter(judge, stats, 0)
     meter.update(x[:32], torch.zeros(32, 1, 8, 8))
-    assert set(meter.compute()) == {"fid", "fid_real"} and stats["steps"] == 0
+    values = meter.compute()
+    assert set(values) == {"fid", "fid_real", "fid_coverage", "precision", "recall"} and stats["steps"] == 0
+    assert values["fid_coverage"] == values["fid"]  # no classes: nothing to divide by
+
+
+def test_precision_and_recall_see_a_collapsed_generator():
+    """Kynkaanniemi et al.: samples from one mode of the data keep their precision, lose their recall."""
+    from zoo.tasks.quality import precision_recall
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(10, 8, generator=g) * 10
+    real = (centres[torch.arange(500) % 10] + torch.randn(500, 8, generator=g)).float()
+    everywhere = (centres[torch.arange(500) % 10] + torch.randn(500, 8, generator=g)).float()
+    one_mode = (centres[0] + torch.randn(500, 8, generator=g)).float()
+    p, r = precision_recall(real, everywhere)
+    assert p > 0.8 and r > 0.8
+    p, r = precision_recall(real, one_mode)
+    assert p > 0.8 and r < 0.2
+    off = (torch.randn(500, 8, generator=g) * 10 + 100).float()  # nowhere near the data
+    assert precision_recall(real, off)[0] == 0.0
+
+
+def test_class_shares_entropy_and_the_rarest_class_of_the_samples():
+    from zoo.tasks.quality import QualityMeter
+
+    class FixedJudge(torch.nn.Module):
+        """Calls every image the class of its first pixel."""
+
+        def forward(self, x):
+            labels = x.flatten(1)[:, 0].long()
+            return x.flatten(1)[:, :4].float(), torch.nn.functional.one_hot(labels, 4).float() * 20
+
+    stats = {"mu": torch.zeros(4), "cov": torch.eye(4)}
+    meter = QualityMeter(FixedJudge(), stats, 4)
+    real = torch.arange(4).repeat(25).float().reshape(100, 1, 1, 1).expand(100, 1, 2, 2).contiguous()
+    fake = torch.tensor([0] * 70 + [1] * 20 + [2] * 10).float().reshape(100, 1, 1, 1).expand(100, 1, 2, 2).contiguous()
+    meter.update(real, fake)
+    v = meter.compute()
+    assert [v[f"class_share/{k}"] for k in range(4)] == pytest.approx([0.7, 0.2, 0.1, 0.0])
+    assert v["rarest_share"] == 0.0  # class 3 never drawn
+    shares = torch.tensor([0.7, 0.2, 0.1])
+    assert v["entropy"] == pytest.approx(float(-(shares * shares.log()).sum() / math.log(4)))
+    assert v["coverage"] == pytest.approx(float((-(shares * shares.log()).sum()).exp() / 4))
+    assert v["fid_coverage"] == pytest.approx(v["fid"] / v["coverage"])
+    assert v["confidence"] == pytest.approx(1.0) and v["confidence_real"] == pytest.approx(1.0)
+
+
+def test_mode_collapse_is_diagnosed_when_a_class_stays_rare():
+    from zoo.callbacks.diagnostics import Diagnoser
+
+    d = Diagnoser()
+    fair = {str(k): 0.1 for k in range(10)}
+    assert d.observe_class_shares(10, fair) == []
+    rare = {**fair, "3": 0.013, "7": 0.187}
+    assert d.observe_class_shares(20, rare) == []  # once is not a stretch
+    assert d.observe_class_shares(25, fair) == []  # and the streak is broken
+    assert d.observe_class_shares(30, rare) == []
+    (found,) = d.observe_class_shares(40, rare)
+    assert found["kind"] == "mode_collapse" and found["step"] == 40
+    assert "class 3 (1.3%)" in found["message"] and "mode collapse" in found["message"]
+    assert "model.spectral_norm=true" in found["message"]
+    assert d.observe_class_shares(50, rare) == []  # said once
 
 
 # ---- training on every image dataset ----------------------------------------------------------
@@ -131,8 +192,22 @@ def test_every_gan_trains_on_every_image_dataset(model, data, image_data, digits
         ("gan", ["model.loss=hinge", "model.n_critic=2", "trainer.gradient_clip_val=0.01", "steps_per_execution=2"]),
         ("dcgan", ["model.loss=wgan-gp", "model.n_critic=3", "model.d_lr_scale=2", "scheduler=cosine"]),
         ("dcgan", ["model.label_smoothing=0.1", "data.hflip=true", "data.random_crop=2"]),
+        (
+            "dcgan",
+            [
+                "model.spectral_norm=true",
+                "model.minibatch_std=true",
+                "model.ema=0.99",
+                "model.augment=[translation,cutout,color]",
+                "steps_per_execution=2",
+            ],
+        ),
+        (
+            "gan",
+            ["model.spectral_norm=true", "model.minibatch_std=true", "model.ema=0.9", "model.augment=[translation]"],
+        ),
     ],
-    ids=["gan-hinge-clip", "dcgan-wgan-gp-cosine", "dcgan-smoothing"],
+    ids=["gan-hinge-clip", "dcgan-wgan-gp-cosine", "dcgan-smoothing", "dcgan-remedies", "gan-remedies"],
 )
 def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
     out = tmp_path / "run"
@@ -157,6 +232,21 @@ def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
     assert ckpt["hyper_parameters"]["config"]["model"]["conditional"] is True
     assert any(k.startswith("net.embed.") for k in ckpt["state_dict"])  # the projection
     assert not any("judge" in k for k in ckpt["state_dict"])  # not part of the model
+    if "model.ema=0.99" in options or "model.ema=0.9" in options:
+        assert any(k.startswith("net.generator_ema.") for k in ckpt["state_dict"])
+        from zoo.run.rebuild import rebuild
+
+        net = rebuild(str(out / "checkpoints" / "last.ckpt")).net.eval()  # checkpoints stay data
+        assert net.generator_ema is not None
+        z = torch.randn(4, net.latent_dim)
+        labels = torch.arange(4) % net.num_classes
+        # in eval mode the samples come from the moving average, not from G's last weights
+        assert not torch.allclose(net.generate(z, labels), net.generator(net._with_label(z, labels)))
+    if "model.spectral_norm=true" in options:
+        assert any("parametrizations.weight.original" in k for k in ckpt["state_dict"])
+    for k in range(10):
+        assert 0 <= metrics[f"val/class_share/{k}"] <= 1
+    assert 0 <= metrics["val/precision"] <= 1 and 0 <= metrics["val/recall"] <= 1
 
 
 # ---- a real run on digits: quality, TensorBoard, checkpoints, generate.py ---------------------

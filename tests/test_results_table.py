@@ -92,3 +92,30 @@ def test_a_stopped_run_ends_the_table_with_one_sentence(results, monkeypatch, ca
     assert err == (
         "results.py stopped by SIGINT at epoch 2, step 160; the runs it finished are listed above, one line each.\n"
     )
+
+
+def test_gans_table_reports_class_coverage_of_each_dataset_present(results, monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(overrides, data_dir, budget, max_steps, download):
+        calls.append(overrides)
+        seed = int(overrides[-1].split("=")[1])
+        return {
+            "test/entropy": 0.99 - 0.01 * (seed - 42),
+            "test/rarest_share": 0.8,
+            "test/confidence": 0.9,
+            "test/confidence_real": 0.95,
+            "test/precision": 0.7,
+            "test/recall": 0.6,
+            "test/fid": 3.0,
+            "seconds": 120.0,
+        }
+
+    monkeypatch.setattr(results, "run", fake_run)
+    (tmp_path / "MNIST").mkdir()  # MNIST present; Fashion-MNIST and CIFAR-10 not
+    out = tmp_path / "table.md"
+    results.main(["gans", "--seeds", "2", "--data-dir", str(tmp_path), "--markdown", str(out)])
+    assert [c[0] for c in calls] == ["experiment=digits_gan"] * 2 + ["experiment=mnist_dcgan"] * 2
+    text = out.read_text()
+    assert "| ours: experiment=mnist_dcgan trainer.max_epochs=10 | 0.985 ± 0.007 | 0.80 | 0.900 | 0.950 |" in text
+    assert "fashion_mnist" not in text and "| 2.0 |" in text  # minutes

@@ -137,3 +137,28 @@ def test_auto_chooses_k_from_the_measured_overhead():
     assert plan.k == 1
     plan.choose([0.0001], [0.01])  # a tiny step: as many as allowed
     assert plan.k == MAX_AUTO
+
+
+@pytest.mark.slow
+def test_a_gan_trains_the_same_with_several_batches_a_step(tmp_path):
+    """The GAN's inner batches step its two raw optimizers (no Lightning hooks): the same weights as one
+    batch a step, clipping included; auto now chooses K for it too."""
+    gan = [
+        "experiment=digits_gan",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=9",
+        "trainer.limit_val_batches=1",
+        "trainer.gradient_clip_val=0.5",
+        "model.n_critic=2",
+        "callbacks.gradient_norms.every_n_steps=4",
+        "test=false",
+    ]
+    one = run_train([*gan, "steps_per_execution=1"], tmp_path / "k1")
+    three = run_train([*gan, "steps_per_execution=3"], tmp_path / "k3")
+    assert three["steps_per_execution"] == 3
+    assert three["global_step"] == one["global_step"] == 9 + 9 // 2
+    a, b = weights(tmp_path / "k1"), weights(tmp_path / "k3")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    auto = run_train([*gan, "trainer.limit_train_batches=40"], tmp_path / "auto")
+    assert isinstance(auto["steps_per_execution"], int) and auto["steps_per_execution"] >= 1

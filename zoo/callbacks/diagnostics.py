@@ -18,6 +18,7 @@ written to TensorBoard's Text tab (``watch/diagnoses/<kind>``) and kept in ``dia
 | lr_too_low            | updates below 1e-4 of the weights (rule of thumb 1e-3) while the loss stands still |
 | plateau               | the loss has not moved 1% below its start for 8 windows                        |
 | overfitting           | validation loss 10% above its best for 2 epochs while the training loss fell 10% |
+| mode_collapse         | a GAN draws a class in under a third of its fair share of the samples (the quality judge's view, zoo/tasks/quality.py), 2 validations running |
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ KINDS = (
     "lr_too_low",
     "plateau",
     "overfitting",
+    "mode_collapse",
 )
 
 
@@ -71,6 +73,8 @@ class Thresholds:
     overfit_rise: float = 1.1  # validation loss above this x its best
     overfit_epochs: int = 2  # epochs after the best
     overfit_train_fall: float = 0.1  # while the training loss fell by at least this share
+    collapse_share: float = 1 / 3  # a class drawn in under this x its fair share of the samples ...
+    collapse_epochs: int = 2  # ... for this many validations running
 
 
 MIN_WINDOW = 4  # losses in a window of the loss rules, at the least (one cut short by an epoch's end is carried)
@@ -324,6 +328,29 @@ class Diagnoser:
         n = self.t.ratio_readings
         return len(self._ratios) >= n and all(r < self.t.ratio_low for r in self._ratios[-n:])
 
+    def observe_class_shares(self, step: int, shares: dict[str, float]) -> list[dict]:
+        """A GAN's samples per class after a validation (``val/class_share/<class>``): mode_collapse."""
+        if len(shares) < 2:
+            return []
+        t, fair = self.t, 1 / len(shares)
+        rare = {name: share for name, share in shares.items() if share < t.collapse_share * fair}
+        if self._streak(("mode_collapse",), bool(rare)) < t.collapse_epochs:
+            return []
+        names = ", ".join(f"{name} ({share:.1%})" for name, share in sorted(rare.items(), key=lambda kv: kv[1]))
+        found = [
+            self._say(
+                "mode_collapse",
+                step,
+                None,
+                f"the generator has drawn too few of class {names} for {t.collapse_epochs} validations running "
+                f"(a fair share is {fair:.0%}): mode collapse, the generator settling on the classes that fool the "
+                f"discriminator best. Try the defaults' remedies if you turned them off (model.spectral_norm=true, "
+                f"model.ema=0.999), model.loss=hinge, a slower discriminator (model.d_lr_scale=0.5) or "
+                f"model.minibatch_std=true; samples/fixed_noise in TensorBoard's Images tab shows which classes are missing.",
+            )
+        ]
+        return [d for d in found if d]
+
     def observe_epoch(self, epoch: int, train_loss: float | None, val_loss: float) -> list[dict]:
         """The overfitting rule, on one epoch's training and validation loss."""
         if not math.isfinite(val_loss):
@@ -436,6 +463,10 @@ class Diagnostics(L.Callback):
             return
         val = trainer.callback_metrics.get("val/loss")
         self._val = float(val) if val is not None else None
+        prefix = "val/class_share/"
+        shares = {k[len(prefix) :]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+        if shares:
+            self._publish(trainer, self.diagnoser.observe_class_shares(logging_step(trainer), shares))
 
     def _overfitting(self, trainer) -> None:
         val = getattr(self, "_val", None)

@@ -15,6 +15,7 @@ G's images are in [-1, 1] (tanh); the task maps real images into the same range.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -23,6 +24,54 @@ from torch import nn
 
 LOSSES = ("non_saturating", "hinge", "wgan-gp")
 NORMS = ("batch", "layer", "none", "auto")
+AUGMENTS = ("translation", "cutout", "color")  # DiffAugment's policies (Zhao et al. 2020)
+
+
+class MinibatchStd(nn.Module):
+    """Appends one feature to each sample (a channel for feature maps): the standard deviation of
+    every feature over the batch, averaged (Karras et al. 2018, ProGAN). A generator that draws the
+    same few images gives a batch with little spread, which the discriminator can then see and
+    punish: a remedy against mode collapse."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        spread = h.float().std(dim=0, unbiased=False).mean().to(h.dtype) if len(h) > 1 else h.new_zeros(())
+        extra = spread.expand(h.shape[0], 1, *h.shape[2:])
+        return torch.cat([h, extra], dim=1)
+
+
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
+    """Differentiable augmentation of a batch of images in [-1, 1] (Zhao et al. 2020, DiffAugment),
+    applied to real and generated images alike before the discriminator, so it cannot memorise a
+    small training set and the generator still learns the un-augmented images: ``translation``
+    (shift by up to 1/8 of the side, zero padded), ``cutout`` (a square of half the side blanked),
+    ``color`` (random brightness, saturation and contrast)."""
+    if not policy:
+        return x
+    n, _, h, w = x.shape
+    if "color" in policy:
+        x = x + (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+    if "translation" in policy:
+        sh, sw = max(1, h // 8), max(1, w // 8)
+        dy = torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device)
+        dx = torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device)
+        rows = (torch.arange(h, device=x.device)[None, :, None] + dy).clamp(-1, h)  # -1 and h: the padding
+        cols = (torch.arange(w, device=x.device)[None, None, :] + dx).clamp(-1, w)
+        padded = F.pad(x, (1, 1, 1, 1))
+        idx_b = torch.arange(n, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[idx_b, rows + 1, cols + 1].permute(0, 3, 1, 2)
+    if "cutout" in policy:
+        ch, cw = max(1, h // 2), max(1, w // 2)
+        cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=x.device)
+        cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device)
+        ys = torch.arange(h, device=x.device)[None, :, None]
+        xs = torch.arange(w, device=x.device)[None, None, :]
+        inside = ((ys - cy).abs() <= ch // 2) & ((xs - cx).abs() <= cw // 2)
+        x = x * (~inside).unsqueeze(1).to(x.dtype)
+    return x
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -54,6 +103,8 @@ class Adversarial(nn.Module):
         label_smoothing: float,
         gp_weight: float,
         d_lr_scale: float,
+        ema: float = 0.0,
+        augment: str | list | tuple | None = None,
     ):
         super().__init__()
         if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
@@ -77,6 +128,20 @@ class Adversarial(nn.Module):
             raise ValueError(
                 f"model.conditional=true needs class labels and {spec.name} has none; set model.conditional=false"
             )
+        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
+            raise ValueError(f"model.ema must be a decay in [0, 1) (0: off), got {ema!r}; try model.ema=0.999")
+        if augment in (None, "", "none"):
+            augment = ()
+        policy = tuple(a.strip() for a in augment.split(",")) if isinstance(augment, str) else tuple(augment)
+        unknown = [a for a in policy if a not in AUGMENTS]
+        if unknown:
+            raise ValueError(
+                f"model.augment=[{','.join(map(str, policy))}] names {unknown[0]!r}, which is no DiffAugment policy; "
+                f"use a list of {', '.join(AUGMENTS)} (model.augment=[translation,cutout]), or none"
+            )
+        self.ema_decay = float(ema)
+        self.augment_policy = policy
+        self.ema_steps = 0
         self.image_shape = tuple(spec.shape)
         self.latent_dim = latent_dim
         self.num_classes = spec.num_classes if conditional else 0
@@ -119,8 +184,39 @@ class Adversarial(nn.Module):
         return torch.arange(n, device=device) % self.num_classes
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in [-1, 1] from noise (and labels, when conditional)."""
-        return self.generator(self._with_label(z, labels))
+        """Images in [-1, 1] from noise (and labels, when conditional); in eval mode (validation,
+        sample grids, generate.py, export) from the moving average of G's weights when ``ema`` is on."""
+        generator = self.generator_ema if self.generator_ema is not None and not self.training else self.generator
+        return generator(self._with_label(z, labels))
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What the discriminator sees of an image in training (DiffAugment, ``model.augment``)."""
+        return diff_augment(x, self.augment_policy) if self.training else x
+
+    def finish(self, spectral_norm: bool) -> None:
+        """The end of every GAN's construction: the DCGAN initialisation, spectral normalisation of
+        D's layers (Miyato et al. 2018: each layer's weight divided by its largest singular value, so
+        D cannot change too fast for G to follow), and the moving-average copy of G."""
+        _init_weights(self)
+        if spectral_norm:
+            for module in [*self.discriminator.modules(), self.head]:
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(module)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if self.ema_decay > 0 else None
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """One step of the moving average of G's weights (after each step of G), with the usual
+        warm-up: the decay is min(ema, (1 + t) / (10 + t)), so early steps are not averaged over
+        weights from before training. Buffers (BatchNorm's statistics) are copied."""
+        if self.generator_ema is None:
+            return
+        self.ema_steps += 1
+        decay = min(self.ema_decay, (1 + self.ema_steps) / (10 + self.ema_steps))
+        for avg, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            avg.lerp_(p.detach(), 1 - decay)
+        for avg, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            avg.copy_(b)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One score per image: a logit for the non-saturating loss, a critic value otherwise."""
@@ -161,8 +257,14 @@ class GAN(Adversarial):
         label_smoothing: float = 0.0,
         gp_weight: float = 10.0,
         d_lr_scale: float = 1.0,
+        spectral_norm: bool = False,
+        minibatch_std: bool = False,
+        ema: float = 0.0,
+        augment: str | list | None = None,
     ):
-        super().__init__(spec, latent_dim, conditional, dropout, loss, n_critic, label_smoothing, gp_weight, d_lr_scale)
+        super().__init__(
+            spec, latent_dim, conditional, dropout, loss, n_critic, label_smoothing, gp_weight, d_lr_scale, ema, augment
+        )
         widths = [widths] if isinstance(widths, int) else list(widths)
         if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
             raise ValueError(f"model.widths must be a list of positive whole numbers, got {widths!r}")
@@ -189,10 +291,13 @@ class GAN(Adversarial):
                 d.append(nn.LayerNorm(w))
             d += [nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout)]
             width_in = w
+        if minibatch_std:
+            d.append(MinibatchStd())
+            width_in += 1
         self.discriminator = nn.Sequential(*d)
         self.head = nn.Linear(width_in, 1)
         self.embed = nn.Embedding(self.num_classes, width_in) if self.conditional else None
-        _init_weights(self)
+        self.finish(spectral_norm)
 
 
 def halvings(size: int) -> int:
@@ -224,8 +329,14 @@ class DCGAN(Adversarial):
         label_smoothing: float = 0.0,
         gp_weight: float = 10.0,
         d_lr_scale: float = 1.0,
+        spectral_norm: bool = False,
+        minibatch_std: bool = False,
+        ema: float = 0.0,
+        augment: str | list | None = None,
     ):
-        super().__init__(spec, latent_dim, conditional, dropout, loss, n_critic, label_smoothing, gp_weight, d_lr_scale)
+        super().__init__(
+            spec, latent_dim, conditional, dropout, loss, n_critic, label_smoothing, gp_weight, d_lr_scale, ema, augment
+        )
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"model.width must be a positive whole number, got {width!r}; try model.width=64")
         channels, h, w = self.image_shape
@@ -263,9 +374,11 @@ class DCGAN(Adversarial):
                 d.append(nn.GroupNorm(1, c_out))  # LayerNorm over (C, H, W)
             d += [nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout)]
             c_in = c_out
+        if minibatch_std:
+            d.append(MinibatchStd())  # one more channel of the last map
         d.append(nn.Flatten())
         self.discriminator = nn.Sequential(*d)
-        features = top * h0 * w0
+        features = (top + int(bool(minibatch_std))) * h0 * w0
         self.head = nn.Linear(features, 1)
         self.embed = nn.Embedding(self.num_classes, features) if self.conditional else None
-        _init_weights(self)
+        self.finish(spectral_norm)

@@ -113,6 +113,7 @@ WHOLE_NUMBERS: dict[str, tuple[int, int]] = {
     "data.batch_size": (1, 64),
     "data.eval_batch_size": (1, 1024),
     "steps_per_execution": (1, "auto"),  # or auto (the default)
+    "threads": (1, "auto"),  # or auto (the default)
     "data.num_workers": (0, 2),
     "data.random_crop": (0, 4),
     "data.image_size": (1, 32),
@@ -373,7 +374,7 @@ def check_config(cfg: DictConfig) -> None:
     _positive(cfg, "optimizer.lr", "1e-3")
     _check_budget(cfg)
     for key, (least, example) in WHOLE_NUMBERS.items():
-        if key == "steps_per_execution" and OmegaConf.select(cfg, key, default=None) == "auto":
+        if key in ("steps_per_execution", "threads") and OmegaConf.select(cfg, key, default=None) == "auto":
             continue
         _whole_number(cfg, key, least, example)
     for key, (may_be_empty, example) in SIZE_LISTS.items():

@@ -39,12 +39,15 @@ class RunCallbacks:
       weights before the fit ends, as a ``trainer.max_time`` that runs out does.
     - ``last_weights`` (LastWeights): ``last.ckpt`` holds the weights the fit ended with, whether or
       not its last epochs improved.
+    - ``threads`` (ThreadTuner): the intra-op threads, measured (``threads=auto``) or fixed; a busy
+      machine can make PyTorch's default count many times slower than one thread.
     """
 
     def __init__(self, cfg: DictConfig, ckpt_dir: str):
         from zoo.callbacks.history import StartupTimer, ValidationHistory
         from zoo.run.reliability import DivergenceGuard, GracefulStop, RunState
         from zoo.tasks.execution import CheapAcceleratorCheck
+        from zoo.tasks.threads import ThreadTuner
 
         self.history = ValidationHistory()
         self.startup = StartupTimer()
@@ -54,6 +57,7 @@ class RunCallbacks:
         self.divergence = DivergenceGuard(factor=float(cfg.get("divergence", {}).get("factor", 1e3)))
         self.step_budget = StepBudgetEnd()
         self.last_weights = LastWeights()
+        self.threads = ThreadTuner(cfg.get("threads", "auto"))
 
     def all(self) -> list:
         return [
@@ -65,6 +69,7 @@ class RunCallbacks:
             self.divergence,
             self.step_budget,
             self.last_weights,
+            self.threads,
         ]
 
 
@@ -379,6 +384,8 @@ def finished_summary(trainer, callbacks: RunCallbacks, test_results: dict, secon
         "diagnoses": diagnoses_of(trainer),
         # the batches per Lightning step it trained with (steps_per_execution=auto: the one chosen)
         "steps_per_execution": getattr(getattr(trainer.lightning_module, "execution", None), "trained_with", 1),
+        # the intra-op threads it trained with and, with threads=auto, the times they were chosen by
+        "threads": callbacks.threads.summary(),
     }
 
 

@@ -53,7 +53,17 @@ class Rebuilt:
 # such a checkpoint holds (not conf/'s newer default): a recurrent forecaster's checkpoint from before
 # model.linear_path (issue 13) has no such weights, and one from before model.segment (issue 13) stepped
 # through its window point by point.
-ADDED_OPTIONS: dict[str, dict] = {"model": {"linear_path": False, "segment": None}}
+# A GAN's checkpoint from before the mode-collapse remedies (issue 31) has none of them.
+ADDED_OPTIONS: dict[str, dict] = {
+    "model": {
+        "linear_path": False,
+        "segment": None,
+        "spectral_norm": False,
+        "minibatch_std": False,
+        "ema": 0.0,
+        "augment": None,
+    }
+}
 
 
 # Options of a data choice that name a place (a folder, a file, a download source) or say whether to

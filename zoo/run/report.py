@@ -60,9 +60,13 @@ def report(summary: dict, out_dir: str | None = None) -> None:
     table.add_column("value", justify="right")
     for k in sorted(k for k in summary if "/" in k):
         table.add_row(k, f"{summary[k]:.4f}")
-    for k in ("epochs", "best_epoch", "seconds", "first_step_s"):
+    for k in ("epochs", "best_epoch", "seconds", "first_step_s", "steps_per_execution"):
         if k in summary:
             table.add_row(k, str(summary[k]))
+    threads = summary.get("threads")
+    if isinstance(threads, dict) and threads.get("chosen") is not None:
+        times = ", ".join(f"{n}: {ms:g} ms" for n, ms in threads.get("batch_ms", {}).items())
+        table.add_row("threads", f"{threads['chosen']}" + (f" (per batch {times})" if times else ""))
     console = Console()
     console.print(table)
     if out_dir:

@@ -88,6 +88,7 @@ class AdversarialTask(Task):
     @override
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
+        self._data_classes = dm.spec.num_classes
         mean, std = getattr(dm, "pixel_mean", None), getattr(dm, "pixel_std", None)
         if mean is not None and std is not None:
             self.pixel_scale.copy_((2 * std).reshape(self.pixel_scale.shape))
@@ -108,7 +109,7 @@ class AdversarialTask(Task):
                 raise UserError(
                     f"callback {type(cb).__name__} watches {monitor}, which a GAN does not log; "
                     f"watch one of {', '.join(m for m in logged if m.startswith('val/'))} "
-                    f"(callbacks=gan watches val/fid)."
+                    f"(callbacks=gan watches val/fid_coverage)."
                 )
         plateau = any(
             isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -123,7 +124,9 @@ class AdversarialTask(Task):
 
     def logged_metrics(self) -> list[str]:
         """Every metric this task logs: what checkpoints, early stopping and schedulers can watch."""
-        val = ["fid", "fid_real", "confidence", "coverage", "d_real", "d_fake"]
+        val = ["fid", "fid_real", "fid_coverage", "precision", "recall", "d_real", "d_fake"]
+        if self.net.num_classes >= 2 or getattr(self, "_data_classes", 0) >= 2:
+            val += ["confidence", "confidence_real", "coverage", "entropy", "rarest_share"]
         val += ["cond_acc"] if self.net.conditional else []
         train = [f"{k}{s}" for k in ("d_loss", "g_loss", "d_real", "d_fake") for s in ("", "_step")]
         return [f"val/{k}" for k in val] + [f"train/{k}" for k in train]
@@ -176,17 +179,42 @@ class AdversarialTask(Task):
     @override
     def train_inner_batch(self, batch) -> int:  # one batch of an execution trained before its last
         index = self._batch_index()
+        # The raw optimizers, stepped as Lightning would but without its per-step hooks: no callback
+        # acts on a batch inside an execution (zoo/tasks/execution.py ends executions before those),
+        # and the hooks were most of the GAN's overhead over a plain loop. Clipping is the task's own.
+        opt_g, opt_d = (o.optimizer for o in self.optimizers())
         with self.trainer.precision_plugin.train_step_context():  # as Lightning wraps training_step
-            self._adversarial_step(batch, index, *self.optimizers())
+            self._adversarial_step(batch, index, opt_g, opt_d, inner=True)
         return 1 + int((index + 1) % self.objective["n_critic"] == 0)  # D's step, and G's on its turn
 
     def _batch_index(self) -> int:
         """The index in its epoch of the batch being trained (n_critic counts them)."""
         return self.trainer.fit_loop.epoch_loop.batch_idx
 
-    def _adversarial_step(self, batch, index: int, opt_g, opt_d):
+    def _backward_and_step(self, loss: torch.Tensor, optimizer, inner: bool) -> None:
+        """Lightning's manual step, or inside an execution the plain one (loss scaling under fp16 and
+        the task's clipping kept)."""
+        optimizer.zero_grad(set_to_none=True)
+        if not inner:
+            self.manual_backward(loss)
+            optimizer.step()
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if self.clip_val:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            self.clip_gradients(optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
+    def _adversarial_step(self, batch, index: int, opt_g, opt_d, inner: bool = False):
         """One discriminator step and, on every n_critic-th batch, one generator step; returns D's
-        loss and its D(x) and D(G(z)) on this batch (detached)."""
+        loss and its D(x) and D(G(z)) on this batch (detached). ``inner``: a batch inside an
+        execution, stepped with the raw optimizers."""
         net, n_critic = self.net, self.objective["n_critic"]
         real = self.to_model_range(batch[0])
         labels = batch[1] if net.conditional else None
@@ -196,13 +224,14 @@ class AdversarialTask(Task):
         with torch.set_grad_enabled(g_turn):  # the graph through G is kept only when G steps too
             fake = net.generate(z, labels)
 
-        d_real, d_fake = net.discriminate(real, labels), net.discriminate(fake.detach(), labels)
+        d_real, d_fake = (
+            net.discriminate(net.augment(real), labels),
+            net.discriminate(net.augment(fake.detach()), labels),
+        )
         d_loss = self.d_loss(d_real, d_fake)
         if self.objective["loss"] == "wgan-gp":
             d_loss = d_loss + self.objective["gp_weight"] * self.gradient_penalty(real, fake.detach(), labels)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
-        opt_d.step()
+        self._backward_and_step(d_loss, opt_d, inner)
         self._step_scheduler(1)
 
         with torch.no_grad():
@@ -214,10 +243,9 @@ class AdversarialTask(Task):
             net.head.requires_grad_(False)
             if net.embed is not None:
                 net.embed.requires_grad_(False)
-            g_loss = self.g_loss(net.discriminate(fake, labels))
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
-            opt_g.step()
+            g_loss = self.g_loss(net.discriminate(net.augment(fake), labels))
+            self._backward_and_step(g_loss, opt_g, inner)
+            net.update_ema()
             self._step_scheduler(0)
             net.requires_grad_(True)
             with torch.no_grad():
@@ -319,7 +347,8 @@ class AdversarialTask(Task):
         self._eval_sums += torch.cat([scores.sum(1), scores.new_tensor([len(real)])])
 
     def _end_eval(self, stage: str) -> None:
-        values = {f"{stage}/{k}": v for k, v in self._meter.compute().items()}
+        names = self.trainer.datamodule.spec.class_names
+        values = {f"{stage}/{class_share_tag(k, names)}": v for k, v in self._meter.compute().items()}
         d_real, d_fake, n = self._eval_sums
         values[f"{stage}/d_real"], values[f"{stage}/d_fake"] = d_real / n.clamp_min(1), d_fake / n.clamp_min(1)
         fid = values.pop(f"{stage}/fid", None)
@@ -358,6 +387,15 @@ class AdversarialTask(Task):
         """``n`` images in [0, 1] from the noise of ``seed`` (the sample-grid callback's fixed noise);
         a conditional model cycles through the classes unless given ``labels``."""
         return sample_images(self.net, n, seed, labels, self.device)
+
+
+def class_share_tag(key: str, class_names) -> str:
+    """``class_share/3`` -> ``class_share/<the class's name>`` (a ``/`` in a name would open a section)."""
+    if not key.startswith("class_share/"):
+        return key
+    k = int(key.split("/")[1])
+    name = str(class_names[k]) if k < len(class_names) else str(k)
+    return f"class_share/{name.replace('/', '_').replace(' ', '_')}"
 
 
 def sample_images(

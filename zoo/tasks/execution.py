@@ -21,10 +21,12 @@ exactly: the divergence guard and Ctrl-C see the end of an execution (at most K-
 
 ``steps_per_execution=auto`` (the default) measures, over the first executions of two batches, the
 time of one batch trained inside (the step a hand-written loop takes) and Lightning's overhead per
-step, and then takes K so that the overhead is under ``OVERHEAD`` of the batches' time (K=1 for
-models whose steps are long). It does so only where it is safe (one device, one optimizer with
-automatic optimisation, no gradient accumulation, a datamodule that batches executions) and
-otherwise trains with K=1 without a word; an explicit K > 1 where it cannot work is refused in one
+step (the lower quartile of each, which a burst of load on a busy machine does not move), and then
+takes K so that the overhead is under ``OVERHEAD`` of the batches' time (K=1 for models whose steps
+are long). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads).
+It does so only where it is safe (one device, one optimizer with automatic optimisation or a task
+that trains its own inner batches, as the GAN does with its two, no gradient accumulation, a
+datamodule that batches executions) and otherwise trains with K=1 without a word; an explicit K > 1 where it cannot work is refused in one
 sentence.
 """
 
@@ -67,6 +69,7 @@ class ExecutionPlan:
         self.stop_at: int | None = None  # max_steps
         self.measured: dict[str, float] = {}  # auto: what K was chosen from (seconds)
         self.trained_with = 1  # the K of the last fit (metrics.json's steps_per_execution)
+        self.calibrations = 0  # auto: how many times K was measured (again after the threads changed)
 
     @property
     def auto(self) -> bool:
@@ -114,13 +117,30 @@ class ExecutionPlan:
         return max(m, 1)
 
     def choose(self, inner: list[float], executions: list[float]) -> None:
-        """auto: K from the median time of a batch trained inside (``inner``) and of a two-batch
-        execution; Lightning's overhead is what the execution takes beyond its two batches."""
-        batch = statistics.median(inner)
-        overhead = max(0.0, statistics.median(executions) - 2 * batch)
+        """auto: K from the time of a batch trained inside (``inner``) and of a two-batch execution;
+        Lightning's overhead is what the execution takes beyond its two batches.
+
+        Both are the lower quartile of their samples, not the median: another process on the
+        machine only ever adds time, in bursts, so the low end of the samples is what the step costs
+        and stays put when a burst lands on a few of them (with the median, the same command chose K
+        from 1 to 19 on a loaded machine)."""
+        batch = low_quartile(inner)
+        overhead = max(0.0, low_quartile(executions) - 2 * batch)
         self.k = max(1, min(MAX_AUTO, math.ceil(overhead / (OVERHEAD * batch)))) if batch > 0 else 1
         self.measured = {"batch_s": batch, "overhead_s": overhead}
         self.calibrating = False
+        self.calibrations += 1
+
+    def recalibrate(self) -> None:
+        """auto: measure K again from the next executions (the intra-op threads changed: zoo.tasks.threads)."""
+        if self.auto and self.active:
+            self.calibrating = True
+            self.k = 2
+
+
+def low_quartile(samples: list[float]) -> float:
+    """The 25th percentile (the only sample of one)."""
+    return statistics.quantiles(samples, n=4, method="inclusive")[0] if len(samples) > 1 else samples[0]
 
 
 class ExecutionStep(L.Callback):
@@ -133,6 +153,7 @@ class ExecutionStep(L.Callback):
         self._executions: list[float] = []
         self._last: tuple[float, int] | None = None  # (start, batches) of the execution before
         self._seen = 0
+        self._calibration = 0  # the plan's calibrations when these samples began
 
     @override
     def on_train_start(self, trainer, pl_module) -> None:
@@ -144,6 +165,9 @@ class ExecutionStep(L.Callback):
         if not plan.calibrating:
             pl_module.train_inner_batches(batch)
             return
+        if self._calibration != plan.calibrations:  # measuring again: the samples before are of other threads
+            self._inner, self._executions, self._last, self._seen = [], [], None, 0
+            self._calibration = plan.calibrations
         sync = torch.cuda.synchronize if pl_module.device.type == "cuda" else (lambda: None)
         sync()
         now = time.perf_counter()
@@ -191,8 +215,10 @@ class StepsPerExecution(L.LightningModule):
             problem = f"training on {trainer.world_size} processes"
         elif trainer.accumulate_grad_batches != 1:
             problem = f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}"
-        elif len(trainer.optimizers) != 1 and (plan.auto or self.automatic_optimization):
+        elif len(trainer.optimizers) != 1 and self.automatic_optimization:
             problem = f"{len(trainer.optimizers)} optimizers"
+        elif not self.automatic_optimization and not self.trains_inner_batches_itself():
+            problem = "manual optimisation in a task that does not say how to train a batch inside a step"
         elif not hasattr(trainer.datamodule, "execution"):
             problem = f"the datamodule {type(trainer.datamodule).__name__}, which cannot batch executions"
         if problem and not plan.auto:
@@ -200,12 +226,17 @@ class StepsPerExecution(L.LightningModule):
                 f"steps_per_execution={plan.requested} runs several optimizer steps inside one Lightning step, "
                 f"which cannot work with {problem}; set steps_per_execution=1."
             )
-        if problem or trainer.fast_dev_run or (plan.auto and not self.automatic_optimization):
+        if problem or trainer.fast_dev_run:
             return
         plan.active = True
         trainer.datamodule.execution = plan
         if not any(isinstance(cb, ExecutionStep) and cb.plan is plan for cb in trainer.callbacks):
             trainer.callbacks.insert(0, ExecutionStep(plan))
+
+    def trains_inner_batches_itself(self) -> bool:
+        """A task with manual optimisation (the GAN: two optimizers) trains a batch inside a step
+        with its own ``train_inner_batch``; the base one is automatic optimisation's."""
+        return type(self).train_inner_batch is not StepsPerExecution.train_inner_batch
 
     def end_executions(self) -> None:
         trainer = self.trainer

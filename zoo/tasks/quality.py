@@ -11,6 +11,17 @@ feature space.
   exp(entropy), over the number of classes (1 = every class as often; 0.1 of 10 = one class only,
   mode collapse).
 - ``cond_acc`` (class-conditional models): how often the judge sees the class asked for.
+- ``class_share/<k>``: the share of the samples the judge puts in class k (a tenth each is fair for
+  ten classes); ``rarest_share``: the smallest of them over the fair share (1: every class as often,
+  0: a class never drawn); ``entropy``: the entropy of the shares over its most, log K (1: even).
+- ``confidence_real``: the judge's mean top-class probability on real held-out images, what
+  ``confidence`` is to be compared with.
+- ``precision`` and ``recall`` (Kynkäänniemi et al. 2019): in the judge's feature space, the share of
+  samples that fall within the k-nearest-neighbour radius (k=3) of some real image (are the samples
+  realistic?), and the share of real images within that radius of some sample (is all of the data
+  drawn?). A collapsed generator keeps its precision and loses its recall.
+- ``fid_coverage``: ``fid`` divided by ``coverage``, the measure the best checkpoint is chosen by: an
+  epoch that draws fewer classes pays for it even when its few classes look good.
 
 The judge is trained deterministically (fixed seed and order) and cached under
 ``<paths.data_dir>/judges/``, keyed by the data's content, so every run on the same data and split
@@ -172,11 +183,14 @@ class QualityMeter:
         self.real: list[torch.Tensor] = []
         self.fake: list[torch.Tensor] = []
         self.probs: list[torch.Tensor] = []
+        self.real_probs: list[torch.Tensor] = []
         self.asked: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        self.real.append(self.judge(real)[0])
+        f_real, logits_real = self.judge(real)
+        self.real.append(f_real)
+        self.real_probs.append(logits_real.float().softmax(1))
         f, logits = self.judge(fake)
         self.fake.append(f)
         self.probs.append(logits.float().softmax(1))
@@ -187,17 +201,49 @@ class QualityMeter:
         if not self.fake:
             return {}
         mu, cov = self.reference["mu"], self.reference["cov"]
+        real, fake = torch.cat(self.real), torch.cat(self.fake)
         out = {
-            "fid": frechet_distance(*gaussian(torch.cat(self.fake)), mu, cov),
-            "fid_real": frechet_distance(*gaussian(torch.cat(self.real)), mu, cov),
+            "fid": frechet_distance(*gaussian(fake), mu, cov),
+            "fid_real": frechet_distance(*gaussian(real), mu, cov),
         }
+        out["precision"], out["recall"] = precision_recall(real, fake)
+        out["fid_coverage"] = out["fid"]  # without classes there is no coverage to divide by
         if self.num_classes >= 2:
             probs = torch.cat(self.probs)
             preds = probs.argmax(1)
             share = torch.bincount(preds, minlength=self.num_classes).double() / len(preds)
             entropy = -(share[share > 0] * share[share > 0].log()).sum()
             out["confidence"] = float(probs.max(1).values.mean())
+            out["confidence_real"] = float(torch.cat(self.real_probs).max(1).values.mean())
             out["coverage"] = float(entropy.exp() / self.num_classes)
+            out["entropy"] = float(entropy / math.log(self.num_classes))
+            out["rarest_share"] = float(share.min() * self.num_classes)
+            out["fid_coverage"] = out["fid"] / max(out["coverage"], 1e-6)
+            for k, v in enumerate(share.tolist()):
+                out[f"class_share/{k}"] = v
             if self.asked:
                 out["cond_acc"] = float((preds == torch.cat(self.asked)).double().mean())
         return out
+
+
+NEIGHBOURS = 3  # k of the k-nearest-neighbour radii (Kynkäänniemi et al. use 3)
+MAX_POINTS = 5000  # precision and recall on at most this many real and generated images
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = NEIGHBOURS) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of ``fake`` against ``real`` features:
+    each set's manifold is the union of balls around its points reaching their k-th nearest neighbour
+    in the same set; precision is the share of ``fake`` inside the real manifold, recall the share of
+    ``real`` inside the fake one."""
+    real, fake = real[:MAX_POINTS].double(), fake[:MAX_POINTS].double()
+    if len(real) <= k or len(fake) <= k:
+        return float("nan"), float("nan")
+
+    def radii(points: torch.Tensor) -> torch.Tensor:
+        d = torch.cdist(points, points)
+        return d.kthvalue(k + 1, dim=1).values  # the 0th nearest is the point itself
+
+    def inside(points: torch.Tensor, centres: torch.Tensor, r: torch.Tensor) -> float:
+        return float((torch.cdist(points, centres) <= r[None, :]).any(1).double().mean())
+
+    return inside(fake, real, radii(real)), inside(real, fake, radii(fake))

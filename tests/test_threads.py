@@ -1,0 +1,178 @@
+"""threads (zoo/tasks/threads.py): auto measures the candidate thread counts in interleaved rounds,
+keeps the fastest and measures again when the step time drifts; a number is honoured; both are
+recorded in metrics.json; steps_per_execution=auto chooses K from a statistic a burst does not move."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from zoo.tasks import threads as threads_module
+from zoo.tasks.execution import ExecutionPlan
+from zoo.tasks.threads import ThreadTuner, candidates
+
+
+class FakeMachine:
+    """A clock and a trainer whose training batches take ``cost[threads]`` seconds, the cost given by
+    the load at the moment (changed by the test)."""
+
+    def __init__(self, monkeypatch, cost: dict[int, float]):
+        self.now = 0.0
+        self.cost = cost
+        self.threads = 2
+        self.calibrations = 0
+        loop = SimpleNamespace(_batches_that_stepped=0)
+        plan = SimpleNamespace(recalibrate=self._recalibrate)
+        self.trainer = SimpleNamespace(
+            fit_loop=SimpleNamespace(epoch_loop=loop), lightning_module=SimpleNamespace(execution=plan)
+        )
+        monkeypatch.setattr(threads_module.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(threads_module.torch, "set_num_threads", self._set)
+        monkeypatch.setattr(threads_module.torch, "get_num_threads", lambda: self.threads)
+
+    def _set(self, n: int) -> None:
+        self.threads = n
+
+    def _recalibrate(self) -> None:
+        self.calibrations += 1
+
+    def steps(self, tuner: ThreadTuner, n: int) -> None:
+        for _ in range(n):
+            self.now += self.cost[self.threads]
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped += 1
+            tuner.on_train_batch_end(self.trainer, None, None, None, 0)
+
+
+def test_candidates_halve_down_to_one():
+    assert candidates(8) == [8, 4, 2, 1]
+    assert candidates(2) == [2, 1]
+    assert candidates(1) == [1]
+
+
+def test_auto_keeps_the_fastest_count_and_measures_again_when_the_load_changes(monkeypatch):
+    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07})  # loaded: two threads wait on each other
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    assert machine.threads == 2  # the trial starts with every thread
+    machine.steps(tuner, 40)
+    assert tuner.chosen == 1 and machine.threads == 1
+    assert tuner.trials == 1
+    assert tuner.measured == {2: pytest.approx(0.40), 1: pytest.approx(0.07)}
+    assert machine.calibrations == 1  # steps_per_execution=auto measures K again at the new count
+
+    # The other process ends: one thread is now slower than two; the drift starts a new trial, once
+    # ten times the first trial's time has passed (a trial costs steps at slower counts).
+    machine.cost = {2: 0.01, 1: 0.018}
+    machine.steps(tuner, 200)
+    assert tuner.trials == 1
+    machine.steps(tuner, 3000)
+    assert tuner.trials == 2
+    assert tuner.chosen == 2 and machine.threads == 2
+    assert machine.calibrations == 2
+    summary = tuner.summary()
+    assert summary["chosen"] == 2 and summary["trials"] == 2 and summary["requested"] == "auto"
+    assert summary["batch_ms"] == {"2": pytest.approx(10.0), "1": pytest.approx(18.0)}
+
+
+def test_auto_does_not_measure_again_while_the_load_holds(monkeypatch):
+    machine = FakeMachine(monkeypatch, {2: 0.010, 1: 0.018})
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.steps(tuner, 500)
+    assert tuner.chosen == 2 and tuner.trials == 1
+    assert machine.calibrations == 1  # the first choice; no change after it
+
+
+def test_a_burst_during_the_trial_does_not_decide_it(monkeypatch):
+    """Rounds interleave the counts: a burst of load on a few steps of one count is outvoted by the median."""
+    machine = FakeMachine(monkeypatch, {2: 0.010, 1: 0.018})
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.steps(tuner, 2)  # settle + first timed step at two threads
+    machine.cost = {2: 0.5, 1: 0.018}  # a burst on one step
+    machine.steps(tuner, 1)
+    machine.cost = {2: 0.010, 1: 0.018}
+    machine.steps(tuner, 40)
+    assert tuner.chosen == 2
+
+
+def test_a_fixed_count_is_honoured_and_not_measured(monkeypatch):
+    machine = FakeMachine(monkeypatch, {2: 0.4, 1: 0.07, 3: 1.0})
+    tuner = ThreadTuner(3, processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.steps(tuner, 100)
+    assert machine.threads == 3 and tuner.chosen == 3 and tuner.trials == 0
+
+
+def test_processes_sharing_the_machine_divide_the_threads(monkeypatch):
+    machine = FakeMachine(monkeypatch, {1: 0.01})
+    machine.threads = 2
+    tuner = ThreadTuner("auto", processes=2)  # a joblib sweep of two jobs on two cores
+    tuner.on_fit_start(machine.trainer, None)
+    assert tuner.available == 1 and machine.threads == 1
+    machine.steps(tuner, 50)
+    assert tuner.trials == 0  # nothing to choose from
+
+
+def test_joblib_n_jobs_is_read_from_the_running_job(monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create(
+        {"hydra": {"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}}}
+    )
+    monkeypatch.setattr(threads_module.os, "cpu_count", lambda: 8)
+    for n_jobs, expected in ((2, 2), (-1, 8), (-2, 7), (16, 8)):
+        config.hydra.launcher.n_jobs = n_jobs
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda c=config: c.hydra))
+        assert threads_module.parallel_processes() == expected, n_jobs
+    config.hydra.launcher._target_ = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert threads_module.parallel_processes() == 1
+
+
+def test_steps_per_execution_auto_is_not_moved_by_a_burst():
+    quiet_batch, quiet_execution = [0.002] * 12, [0.0045] * 12  # 0.5 ms of overhead a step
+    plan = ExecutionPlan("auto")
+    plan.choose(quiet_batch, quiet_execution)
+    k = plan.k
+    assert k == 5
+    # The same machine with bursts of load on a third of the samples (any of them, batches or steps).
+    bursty_batch = [t * (8 if i % 3 == 0 else 1) for i, t in enumerate(quiet_batch)]
+    bursty_execution = [t * (8 if i % 3 == 1 else 1) for i, t in enumerate(quiet_execution)]
+    plan.choose(bursty_batch, bursty_execution)
+    assert plan.k == k
+
+
+def test_threads_and_k_are_recorded_in_metrics_json_and_a_fixed_count_is_used(tmp_path):
+    import lightning as L
+
+    import train
+    from zoo.run.config import compose_run
+
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    out = tmp_path / "run"
+    cfg = compose_run(["trainer.max_epochs=1", "threads=2", "callbacks=none", "logger=none"], str(out), None)
+    train.train(cfg, extra_callbacks=(Probe(),))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["threads"]["requested"] == 2 and metrics["threads"]["chosen"] == 2
+    assert isinstance(metrics["steps_per_execution"], int) and metrics["steps_per_execution"] >= 1
+    assert seen and set(seen) == {2}
+    assert torch.get_num_threads() == before  # the process gets its count back
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "1.5"])
+def test_a_thread_count_that_cannot_work_is_refused_naming_the_key(value, tmp_path):
+    from tests.helpers import command
+
+    r = command("train.py", f"threads={value}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 2
+    assert "threads" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,217 @@
+"""Intra-op threads chosen by measuring, not inherited (``threads=auto``, the default).
+
+PyTorch starts with one intra-op thread per physical core. On a machine that another process is also
+using (a second experiment, a parallel sweep, a browser), a step split over every core waits at each
+operation's barrier for the thread whose core the other process holds: measured on 2 cores beside
+one other CPU-bound training, a 2x256 LSTM step ran 22x slower with two threads than with one. Which
+count is fastest depends on the model and on the load at that moment, so it is measured:
+
+- ``ThreadTuner`` times the first training steps with each candidate count (the available threads,
+  then halves down to one), in interleaved rounds so that a change of load during the trial weighs on
+  every candidate alike, and keeps the count with the lowest median time per batch.
+- It then watches the median time per batch over a window of steps; when it drifts by more than
+  ``DRIFT`` times from what the choice was made with (the load came or went), the trial is run again.
+- A new count makes the batches' time different, so ``steps_per_execution=auto`` (zoo.tasks.execution)
+  is asked to measure its K again.
+
+``threads=N`` fixes the count (no trial). The choice, the measured times and the number of trials are
+in metrics.json (``threads``) and the console's summary.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import lightning as L
+import torch
+from typing_extensions import override
+
+from zoo import compat
+
+AUTO = "auto"
+STEPS = 4  # timed steps per candidate and round
+ROUNDS = 2  # interleaved rounds of every candidate
+SETTLE = 1  # steps not timed after a change of count (thread pool warm-up)
+WINDOW = 24  # steps in the moving median that watches for drift
+DRIFT = 1.6  # a moving median this many times above or below the chosen one starts a new trial
+MIN_GAP = 2.0  # seconds: a trial does not start again sooner than this many trials' time after the last
+
+
+def available_threads(processes: int = 1) -> int:
+    """The intra-op threads one of ``processes`` processes sharing this machine may use: PyTorch's
+    default (one per physical core, or what OMP_NUM_THREADS says) divided among them."""
+    return max(1, torch.get_num_threads() // max(1, processes))
+
+
+def candidates(most: int) -> list[int]:
+    """``most``, then halves of it down to one: [8, 4, 2, 1], [2, 1], [1]."""
+    counts = [most]
+    while counts[-1] > 1:
+        counts.append(counts[-1] // 2)
+    return counts
+
+
+def parallel_processes() -> int:
+    """How many processes of this program share the machine's cores by the launcher's own settings: a
+    joblib launcher's ``n_jobs`` (Hydra's config of the running job), else 1. DDP on CPU divides the
+    threads itself (zoo/run/ddp.py); DataLoader workers run with one thread each (PyTorch's default)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().launcher
+    except (ImportError, ValueError):  # not under Hydra (a notebook, a test), or no config set
+        return 1
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = launcher.get("n_jobs")
+    cores = os.cpu_count() or 1
+    if not isinstance(n_jobs, int) or n_jobs == 0:
+        return 1
+    return min(cores, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)  # joblib: -1 is every core
+
+
+class ThreadTuner(L.Callback):
+    """Sets torch's intra-op threads for training: fixed (``threads=N``) or measured (``auto``)."""
+
+    def __init__(self, requested: int | str = AUTO, processes: int | None = None):
+        self.requested = requested
+        self.processes = processes
+        self.available = 1
+        self.chosen: int | None = None
+        self.trials = 0  # how many times the counts were measured
+        self.measured: dict[int, float] = {}  # seconds per batch of each count, in the last trial
+        self._order: list[int] = []  # the counts still to time in this trial, in order
+        self._times: dict[int, list[float]] = {}
+        self._settle = 0
+        self._last: tuple[float, int] | None = None  # (time, batches) at the end of the previous step
+        self._window: list[float] = []
+        self._reference: float | None = None  # the moving median the current choice was made with
+        self._trial_started = 0.0
+        self._trial_ended = 0.0
+        self._trial_seconds = 0.0
+        self._steps_left = 0
+        self._saved: int | None = None
+
+    @property
+    def auto(self) -> bool:
+        return self.requested == AUTO
+
+    @override
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._saved = torch.get_num_threads()
+        processes = self.processes if self.processes is not None else parallel_processes()
+        self.available = available_threads(processes)
+        if not self.auto:
+            self.chosen = int(self.requested)
+            torch.set_num_threads(self.chosen)
+            return
+        self.chosen = self.available
+        torch.set_num_threads(self.chosen)
+        if self.available > 1:
+            self._start_trial()
+
+    @override
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._order = []  # validation and test after the fit keep the chosen count
+
+    def summary(self) -> dict:
+        """metrics.json's ``threads``."""
+        return {
+            "requested": self.requested,
+            "available": self.available,
+            "chosen": self.chosen,
+            "trials": self.trials,
+            "batch_ms": {str(k): round(v * 1e3, 3) for k, v in sorted(self.measured.items(), reverse=True)},
+        }
+
+    # ---- timing ---------------------------------------------------------------------------------
+
+    def _start_trial(self) -> None:
+        counts = candidates(self.available)
+        self._order = [c for _ in range(ROUNDS) for c in counts]  # interleaved: 2, 1, 2, 1
+        self._times = {c: [] for c in counts}
+        self._trial_started = time.perf_counter()
+        self._window = []
+        self._switch(self._order[0])
+
+    def _switch(self, count: int) -> None:
+        torch.set_num_threads(count)
+        self._settle = SETTLE
+        self._steps_left = STEPS
+
+    @override
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last = None
+
+    @override
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._last = None  # the time of a validation is not a training step's
+
+    @override
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.auto or self.available <= 1:
+            return
+        now, batches = time.perf_counter(), compat.batches_that_stepped(trainer)
+        last, self._last = self._last, (now, batches)
+        if last is None or batches <= last[1]:
+            return
+        per_batch = (now - last[0]) / (batches - last[1])
+        if self._order:
+            self._time_trial_step(per_batch, trainer)
+        else:
+            self._watch(per_batch, trainer)
+
+    def _time_trial_step(self, per_batch: float, trainer) -> None:
+        if self._settle > 0:
+            self._settle -= 1
+            return
+        count = self._order[0]
+        self._times[count].append(per_batch)
+        self._steps_left -= 1
+        if self._steps_left > 0:
+            return
+        self._order.pop(0)
+        if self._order:
+            self._switch(self._order[0])
+            return
+        self.measured = {c: statistics.median(t) for c, t in self._times.items() if t}
+        best = min(self.measured, key=self.measured.get)
+        changed = best != self.chosen or self.trials == 0
+        self.chosen = best
+        self.trials += 1
+        torch.set_num_threads(best)
+        self._reference = self.measured[best]
+        self._trial_ended = time.perf_counter()
+        self._trial_seconds = self._trial_ended - self._trial_started
+        self._last = None  # the next step starts at the new count: not timed against the trial's
+        if changed:
+            recalibrate = getattr(getattr(trainer.lightning_module, "execution", None), "recalibrate", None)
+            if callable(recalibrate):
+                recalibrate()
+
+    def _watch(self, per_batch: float, trainer) -> None:
+        self._window.append(per_batch)
+        if len(self._window) < WINDOW:
+            return
+        self._window = self._window[-WINDOW:]
+        now = statistics.median(self._window)
+        ref = self._reference
+        if ref is None or ref <= 0:
+            return
+        drifted = now > DRIFT * ref or now < ref / DRIFT
+        # A trial costs steps at slower counts: not again sooner than a few trials' time later.
+        if drifted and time.perf_counter() - self._trial_ended > max(MIN_GAP, 10 * self._trial_seconds):
+            self._start_trial()
+
+    @override
+    def on_test_start(self, trainer, pl_module) -> None:
+        if self.chosen is not None:  # the test after the fit runs with the count chosen for it
+            torch.set_num_threads(self.chosen)
+
+    @override
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        # The process (a notebook, a sweep's next job) gets back the count it had: each fit chooses anew.
+        if self._saved is not None:
+            torch.set_num_threads(self._saved)
