@@ -117,6 +117,20 @@ def is_array(x) -> bool:
     return isinstance(x, (np.ndarray, torch.Tensor))
 
 
+def nested_numbers(x) -> bool:
+    """A list of lists of numbers (what JSON gives for an array): read as an array."""
+    while isinstance(x, (list, tuple)) and len(x):
+        x = x[0]
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def as_array(x, what: str) -> np.ndarray:
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise UserError(f"{what} is not a rectangular array of numbers; give rows of equal length.") from None
+
+
 # ---- images ------------------------------------------------------------------------------------
 
 
@@ -212,6 +226,8 @@ def image_batch(x, what: str) -> torch.Tensor:
     """An array or tensor of pixels as (N, C, H, W): numpy in Pillow's layout ((H, W), (H, W, C), a
     batch (N, H, W) or (N, H, W, C)), torch in torchvision's ((H, W), (C, H, W), (N, C, H, W))."""
     if isinstance(x, np.ndarray):
+        if np.issubdtype(x.dtype, np.integer) and x.size and x.min() >= 0 and x.max() <= 255:
+            x = x.astype(np.uint8)  # whole numbers 0-255 (a JSON array of pixels)
         if x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating):
             t = torch.from_numpy(np.ascontiguousarray(x))
         else:
@@ -262,6 +278,10 @@ def read_images(x, spec, options: PredictOptions) -> Inputs:
     via_rgb = str(options.data.get("_target_", "")).endswith("ImageFolderData")
     channels = spec.shape[0]
     names, errors, pixels = [], [], []
+    if nested_numbers(x):
+        x = np.asarray(x)
+        if x.dtype == np.float64 and np.all(x == np.round(x)) and x.max() > 1:
+            x = x.astype(np.int64)  # whole numbers written as floats: pixels 0-255
     if isinstance(x, (str, os.PathLike)):
         files, single = image_files(x)
         items = files
@@ -510,8 +530,9 @@ def read_series(x, spec, options: PredictOptions) -> Inputs:
         reader = csv_reader("the DataFrame", spec, options)
         history, dates, n = series_from_table(table, spec, options, "the DataFrame", reader)
         histories, stamps, steps = [history], [dates], [n]
-    elif is_array(x):
-        a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    elif is_array(x) or nested_numbers(x):
+        a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else as_array(x, "the series")
+        several = a.ndim == 3
         if a.ndim == 2:
             a = a[None]
         if a.ndim != 3 or a.shape[2] != channels or a.shape[1] < lookback:
@@ -523,7 +544,7 @@ def read_series(x, spec, options: PredictOptions) -> Inputs:
             raise UserError("the array holds NaN or infinite values; fill them first.")
         histories = list(a[:, -lookback:])
         stamps, steps = [None] * len(a), [a.shape[1]] * len(a)
-        columns = {"series": list(range(len(a)))}
+        columns = {"series": list(range(len(a)))} if several else {}
     else:
         raise UserError(
             f"cannot read a {type(x).__name__} as a series; give a CSV file, a DataFrame, or an array (rows, channels)."
