@@ -195,9 +195,10 @@ def test_the_python_api_reads_arrays_tensors_pil_images_and_paths_alike(digits_c
     by_tensor = model.predict(torch.from_numpy(x[:40])[:, None])  # torch (N, C, H, W)
     by_float = model.predict(torch.from_numpy(x[:40])[:, None].float() / 255)
     by_pil = model.predict([Image.fromarray(a, "L") for a in x[:40]])
+    by_json = model.predict(x[:40].tolist())  # nested lists of whole numbers 0-255, as JSON gives them
     assert list(by_path["path"]) == [str(f) for f in files]
     assert list(by_array["index"]) == list(range(40))
-    for other in (by_array, by_tensor, by_float, by_pil):
+    for other in (by_array, by_tensor, by_float, by_pil, by_json):
         assert list(other["label"]) == list(by_path["label"])
         np.testing.assert_allclose(other["probability"], by_path["probability"], rtol=1e-5)
     one = model.predict(Image.fromarray(x[0], "L").resize((80, 80)).convert("RGB"), top_k=10)
@@ -358,6 +359,9 @@ def test_a_dated_csv_gets_the_next_horizon_in_its_own_timestamps_and_units(csv_f
     api = model.predict(frame)
     assert list(api["date"]) == list(result["date"])
     np.testing.assert_allclose(api[["load", "temp", "OT"]].to_numpy(), result[["load", "temp", "OT"]], rtol=1e-5)
+    rows = model.predict(frame[["load", "temp", "OT"]].to_numpy().tolist())  # one series as nested lists
+    assert list(rows.columns) == ["step", "load", "temp", "OT"]
+    np.testing.assert_allclose(rows[["load", "temp", "OT"]], want, rtol=1e-5, atol=1e-3)
     arrays = model.predict(np.stack([frame[["load", "temp", "OT"]].to_numpy()] * 2))
     assert list(arrays.columns) == ["series", "step", "load", "temp", "OT"] and len(arrays) == 16
     np.testing.assert_allclose(arrays[arrays.series == 1][["load", "temp", "OT"]], want, rtol=1e-5, atol=1e-3)

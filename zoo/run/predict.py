@@ -225,7 +225,8 @@ def write_atomic(path: str, write) -> None:
 def write_predictions(table, out: str | None, root: str, argv: list[str]) -> str:
     """predictions.csv (and the command that made it) written atomically; returns the CSV's path."""
     csv_path, command_path = output_paths(out, root)
-    write_atomic(csv_path, lambda p: table.to_csv(p, index=False))
+    # 7 significant digits: what a float32 output holds, without its binary tail (570.0086, not 570.0086059570312)
+    write_atomic(csv_path, lambda p: table.to_csv(p, index=False, float_format="%.7g"))
     if command_path:
         command = "python predict.py " + shlex.join(argv)
         write_atomic(command_path, lambda p: Path(p).write_text(command + "\n"))
