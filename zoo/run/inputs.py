@@ -531,7 +531,7 @@ def read_series(x, spec, options: PredictOptions) -> Inputs:
         history, dates, n = series_from_table(table, spec, options, "the DataFrame", reader)
         histories, stamps, steps = [history], [dates], [n]
     elif is_array(x) or nested_numbers(x):
-        a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else as_array(x, "the series")
+        a = x.detach().cpu().numpy().astype(np.float64) if isinstance(x, torch.Tensor) else as_array(x, "the series")
         several = a.ndim == 3
         if a.ndim == 2:
             a = a[None]
@@ -542,7 +542,7 @@ def read_series(x, spec, options: PredictOptions) -> Inputs:
             )
         if not np.isfinite(a).all():
             raise UserError("the array holds NaN or infinite values; fill them first.")
-        histories = list(a[:, -lookback:])
+        histories = a[:, -lookback:]  # (series, lookback, channels): stacked already
         stamps, steps = [None] * len(a), [a.shape[1]] * len(a)
         columns = {"series": list(range(len(a)))} if several else {}
     else:
@@ -551,7 +551,8 @@ def read_series(x, spec, options: PredictOptions) -> Inputs:
         )
     mean = np.asarray(spec.channel_mean or [0.0] * channels)
     std = np.asarray(spec.channel_std or [1.0] * channels)
-    series = torch.from_numpy((np.stack(histories) - mean) / std).float()
+    history = np.stack(histories) if isinstance(histories, list) else histories
+    series = torch.from_numpy(((history - mean) / std).astype(np.float32))
     future = [None if d is None else future_timestamps(d, spec.horizon) for d in stamps]
     return Inputs(
         x=series,

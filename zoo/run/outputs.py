@@ -78,7 +78,7 @@ def forecast_rows(outputs, inputs, spec, options):
     names = list(spec.channel_names)
     k = spec.target_channels or len(names)
     targets = names[-k:] if names else [f"target{i}" for i in range(k)]
-    values = outputs.float().cpu().double().numpy()  # (series, horizon, targets)
+    values = outputs.float().cpu().numpy().astype(np.float64)  # (series, horizon, targets)
     n, h = len(values), spec.horizon
     table = {key: np.repeat(np.asarray(column), h) for key, column in inputs.columns.items()}
     stamps = inputs.extra.get("timestamps") or [None] * n
