@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import ROOT, cli, command, run_train
-from tests.helpers.sequences import ag_news_csv, series_values
+from tests.helpers.sequences import ag_news_csv, ett_csv, series_values
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -409,6 +409,37 @@ def test_without_input_a_generated_series_is_forecast_after_its_end(tmp_path):
     values = SineData().load()[0]  # the fixture's data=sine, as conf/ builds it
     direct = load(FIXTURES / "forecast_lstm.ckpt").predict(values[-64:])
     np.testing.assert_allclose(direct[["sine0", "sine1", "sine2"]], result[["sine0", "sine1", "sine2"]], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_without_input_an_ett_model_forecasts_after_the_end_of_the_file_where_data_dir_says(tmp_path):
+    data = tmp_path / "data"
+    (data / "ETT").mkdir(parents=True)
+    (data / "ETT" / "ETTh1.csv").write_bytes(ett_csv("ETTh1"))
+    metrics = run_train(
+        [
+            "model=linear",
+            "data=etth1",
+            "data.lookback=24",
+            "data.horizon=12",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=20",
+        ],
+        tmp_path / "run",
+        data_dir=data,
+    )
+    moved = tmp_path / "elsewhere"
+    data.rename(moved)  # the data_dir stored in the checkpoint is gone; data_dir= says where it is now
+    r = command(
+        "predict.py", f"ckpt_path={metrics['best_checkpoint']}", f"data_dir={moved}", f"out={tmp_path / 'f.csv'}"
+    )
+    assert r.returncode == 0, r.stderr
+    result = pd.read_csv(tmp_path / "f.csv", parse_dates=["date"])
+    frame = pd.read_csv(moved / "ETT" / "ETTh1.csv", parse_dates=["date"])
+    assert list(result.columns) == ["date", "HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+    assert list(result["date"]) == [frame["date"].iloc[-1] + pd.Timedelta(hours=h) for h in range(1, 13)]
+    want = expected_forecast(metrics["best_checkpoint"], frame.drop(columns="date").to_numpy()[-24:])
+    np.testing.assert_allclose(result.drop(columns="date").to_numpy(), want, rtol=1e-5, atol=1e-4)
 
 
 # ---- what predict.py does not do ----------------------------------------------------------------
