@@ -379,6 +379,7 @@ def check_serve_config(cfg: DictConfig) -> None:
         raise UserError(f"port must be at most 65535, got {cfg.port}; try port=8000.")
     _whole_number(cfg, "max_batch_size", 1, 32)
     _whole_number(cfg, "workers", 1, 1)
+    _whole_number(cfg, "threads", 1, 1)
     _whole_number(cfg, "max_request_mb", 1, 16)
     timeout = cfg.get("batch_timeout")
     if not (_is_number(timeout) and 0 <= timeout <= 10):

@@ -285,7 +285,10 @@ def _input(name: str, dtype: str, shape: list, description: str) -> dict:
 
 
 def _pixel_statistics(datamodule, spec) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-channel mean and std training normalised [0, 1] pixels with."""
+    """The per-channel mean and std training normalised [0, 1] pixels with: the spec's (stored in
+    checkpoints since issue 25), else the datamodule's (set up from the training split)."""
+    if spec.pixel_mean and spec.pixel_std:
+        return torch.tensor(spec.pixel_mean, dtype=torch.float32), torch.tensor(spec.pixel_std, dtype=torch.float32)
     mean, std = getattr(datamodule, "pixel_mean", None), getattr(datamodule, "pixel_std", None)
     if mean is None or std is None:
         raise UserError(
