@@ -184,7 +184,7 @@ def conform_pixels(x: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.
     if x.dtype == torch.uint8:
         x = x.float().div_(255)
     elif x.dtype.is_floating_point:
-        x = x.float()
+        x = x.to(torch.float32, copy=True)  # never the caller's own tensor: it is normalised in place
         if len(x) and (x.min() < 0 or x.max() > 1):
             raise UserError(
                 f"{what} holds float pixels from {float(x.min()):.3g} to {float(x.max()):.3g}; give pixels as "
@@ -205,7 +205,7 @@ def conform_pixels(x: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.
             raise UserError(f"{what} has {c} channels per image; the model takes {channels} (give grey or RGB images).")
     if list(x.shape[2:]) != size:
         x = F.resize(x, size, antialias=True)
-    return x
+    return x.contiguous()  # a tensor of its own (not a view of an expanded or sliced one)
 
 
 def image_batch(x, what: str) -> torch.Tensor:
@@ -301,8 +301,8 @@ def read_images(x, spec, options: PredictOptions) -> Inputs:
             f"give image files Pillow reads (PNG, JPEG, ...)."
         )
     mean, std = pixel_scaler(spec, options)
-    x = torch.cat(pixels) if pixels else torch.zeros(0, *spec.shape)
-    x = (x - mean[:, None, None]) / std[:, None, None]
+    x = (torch.cat(pixels) if len(pixels) > 1 else pixels[0]) if pixels else torch.zeros(0, *spec.shape)
+    x = x.sub_(mean[:, None, None]).div_(std[:, None, None])  # x is ours: conform_pixels made a new tensor
     key = "path" if all(isinstance(n, str) for n in names) else "index"
     return Inputs(x=x.contiguous(), columns={key: names}, errors=errors, noun="images")
 

@@ -79,14 +79,19 @@ def forecast_rows(outputs, inputs, spec, options):
     k = spec.target_channels or len(names)
     targets = names[-k:] if names else [f"target{i}" for i in range(k)]
     values = outputs.float().cpu().double().numpy()  # (series, horizon, targets)
-    frames = []
-    for i, stamps in enumerate(inputs.extra.get("timestamps") or [None] * len(values)):
-        frame = {key: [column[i]] * spec.horizon for key, column in inputs.columns.items()}
-        if stamps is not None:
-            frame["date"] = stamps
-        else:
-            frame["step"] = np.arange(1, spec.horizon + 1)
-        for j, name in enumerate(targets):
-            frame[name] = values[i, :, j]
-        frames.append(pd.DataFrame(frame))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", *targets])
+    n, h = len(values), spec.horizon
+    table = {key: np.repeat(np.asarray(column), h) for key, column in inputs.columns.items()}
+    stamps = inputs.extra.get("timestamps") or [None] * n
+    if n and all(s is not None for s in stamps):
+        table["date"] = np.concatenate([np.asarray(s) for s in stamps])
+    elif any(s is not None for s in stamps):  # some series dated, some not: NaT where there is no date
+        table["date"] = np.concatenate(
+            [np.asarray(s) if s is not None else np.full(h, np.datetime64("NaT")) for s in stamps]
+        )
+        table["step"] = np.tile(np.arange(1, h + 1), n)
+    else:
+        table["step"] = np.tile(np.arange(1, h + 1), n)
+    flat = values.reshape(n * h, -1)
+    for j, name in enumerate(targets):
+        table[name] = flat[:, j]
+    return pd.DataFrame(table)

@@ -81,6 +81,9 @@ class Predictor:
             rebuilt.task, rebuilt.spec, rebuilt.net, instantiate(rebuilt.config["optimizer"]), None, rebuilt.hparams
         )
         task.load_state_dict(rebuilt.state_dict)
+        # The run's config is a checkpoint's business, not a prediction's: Trainer.predict would check
+        # every value of it for picklability on every call (40 ms for a run's whole config).
+        task.hparams.clear()
         self.task = task.eval()
         self._trainers: dict[bool, object] = {}
 
@@ -113,8 +116,8 @@ class Predictor:
         return self._trainers[progress]
 
     def outputs(self, x):
-        """What the task's ``predict_step`` returns for the rows ``x`` (a tensor of them, or
-        ``Inputs``), stacked: a classifier's class probabilities (N, classes), a forecaster's
+        """What the task's ``predict_step`` returns for the rows ``x`` (a tensor of them, a tuple of
+        tensors, or ``Inputs``), stacked: a classifier's class probabilities (N, classes), a forecaster's
         forecasts in the data's units (N, horizon, targets). Run by ``Trainer.predict`` over batches
         of ``batch_size`` rows cut from ``x`` by indexing (datamodules.base.BatchLoader)."""
         import torch
@@ -122,8 +125,9 @@ class Predictor:
         from datamodules.base import BatchLoader
 
         x = x.x if isinstance(x, Inputs) else x
-        loader = BatchLoader((x,), self.batch_size)
-        if len(x) == 0:
+        tensors = tuple(x) if isinstance(x, (tuple, list)) else (x,)  # a network of several inputs: a tuple
+        loader = BatchLoader(tensors, self.batch_size)
+        if len(tensors[0]) == 0:
             return torch.zeros(0)
         trainer = self.trainer(self.progress and len(loader) >= PROGRESS_BATCHES)
         with quiet_lightning():
