@@ -175,10 +175,18 @@ def combined(requests: list):
     )
 
 
-def torch_cat(tensors):
+def tensors_of(x) -> tuple:
+    """An ``Inputs.x`` as the tuple of tensors a task's batch is (a network of several inputs has several)."""
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def torch_cat(xs):
+    """The rows of several ``Inputs.x`` in one, tensor by tensor."""
     import torch
 
-    return torch.cat(tensors)
+    parts = [tensors_of(x) for x in xs]
+    joined = tuple(torch.cat(column) for column in zip(*parts))
+    return joined if isinstance(xs[0], (tuple, list)) else joined[0]
 
 
 class Failed:
@@ -249,12 +257,12 @@ class PredictAPI(ls.LitAPI):
         readable = [r for r in requests if not isinstance(r, Failed)]
         answers: dict[int, object] = {}
         if readable:
-            rows = torch.cat([inputs.x for inputs, _ in readable])
+            rows = tensors_of(torch_cat([inputs.x for inputs, _ in readable]))
             with torch.inference_mode():
-                outputs = self.task.predict_step((rows.to(self.device),), 0).float().cpu()
+                outputs = self.task.predict_step(tuple(t.to(self.device) for t in rows), 0).float().cpu()
             starts = [0]
             for inputs, _ in readable:
-                starts.append(starts[-1] + len(inputs.x))
+                starts.append(starts[-1] + len(tensors_of(inputs.x)[0]))
             by_top_k: dict[int, list[int]] = {}
             for i, (_, top_k) in enumerate(readable):
                 by_top_k.setdefault(top_k, []).append(i)
