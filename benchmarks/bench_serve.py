@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 DEFAULT_CKPT = ROOT / "tests" / "fixtures" / "checkpoints" / "classify_cnn.ckpt"
 
 

@@ -201,6 +201,7 @@ def test_torchscript_and_pt2_load_back_with_torch_alone(family, fmt, ext, checkp
     assert_metadata(meta, rebuilt, ckpt)
 
 
+@pytest.mark.slow  # an ONNX export: 5-20 s
 def test_the_default_folder_is_in_the_run_and_the_file_is_checked_on_the_test_split(tmp_path):
     """The fixture checkpoint of a digits CNN (no run needed): export/onnx/ beside checkpoints/."""
     import shutil
