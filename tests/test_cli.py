@@ -109,6 +109,8 @@ def hydra_own_help(command: str, *args: str) -> str:
         ("eval", ()),
         ("generate", ()),
         ("predict", ()),
+        ("export", ()),
+        ("serve", ()),
     ],
 )
 def test_help_is_hydras_help_text_without_torch(command, args):

@@ -180,6 +180,9 @@ COMMANDS = [
     (["generate.py", "ckpt_path=x.ckpt", "out={tmp}/afile/samples.png"], "cannot use out={tmp}/afile/samples.png"),
     (["predict.py", "ckpt_path=x.ckpt", "input={tmp}", "top_k=0"], "top_k must be a positive whole number, got 0"),
     (["predict.py", "ckpt_path=x.ckpt", "out={tmp}/afile"], "out={tmp}/afile is a file; give a folder"),
+    (["export.py", "ckpt_path=x.ckpt", "format=tflite"], "format must be one of onnx, torchscript, pt2, got 'tflite'"),
+    (["export.py", "ckpt_path=x.ckpt", "out={tmp}/afile"], "out={tmp}/afile is a file; give a folder"),
+    (["serve.py", "ckpt_path=x.ckpt", "max_request_mb=0"], "max_request_mb must be a positive whole number, got 0"),
     (["benchmarks/bench_train.py", "--rounds", "0"], "--rounds must be 1 or more, got 0; try --rounds 3."),
     (["benchmarks/bench_predict.py", "--rounds", "0"], "--rounds must be 1 or more, got 0; try --rounds 5."),
     (

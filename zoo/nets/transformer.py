@@ -233,8 +233,8 @@ class TokenTransformerClassifier(nn.Module):
         h = self.embed(x)
         keep = (x != self.pad_index) if self.pad_index is not None else torch.ones_like(x, dtype=torch.bool)
         if self.cls is not None:
-            h = torch.cat([self.cls.expand(len(x), -1, -1), h], dim=1)
-            keep = torch.cat([keep.new_ones(len(x), 1), keep], dim=1)
+            h = torch.cat([self.cls.expand(x.shape[0], -1, -1), h], dim=1)
+            keep = torch.cat([keep.new_ones(x.shape[0], 1), keep], dim=1)
         elif self.pad_index is not None:
             keep = keep.clone()
             keep[:, 0] |= ~keep.any(dim=1)  # an all-padding sequence still attends somewhere
@@ -277,7 +277,7 @@ class ImageTransformerClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.patches(x).flatten(2).transpose(1, 2)  # (B, patches, dim), row by row
         if self.cls is not None:
-            h = torch.cat([self.cls.expand(len(x), -1, -1), h], dim=1)
+            h = torch.cat([self.cls.expand(x.shape[0], -1, -1), h], dim=1)
         h, _ = self.encoder(h)
         return self.head(h[:, 0] if self.cls is not None else h.mean(dim=1))
 

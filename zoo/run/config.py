@@ -614,6 +614,41 @@ def check_eval_config(cfg: DictConfig) -> None:
         check_writable_file(cfg.out, "out")
 
 
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
+
+
+def check_export_config(cfg: DictConfig) -> None:
+    """export.py's own options, before the checkpoint is read."""
+    from zoo.run.oserrors import check_writable_folder
+
+    if cfg.get("format") not in EXPORT_FORMATS:
+        raise UserError(
+            f"format must be one of {', '.join(EXPORT_FORMATS)}, got {cfg.get('format')!r}; try format=onnx."
+        )
+    _whole_number(cfg, "samples", 1, 256)
+    if cfg.get("out"):
+        if os.path.isfile(os.path.expanduser(str(cfg.out))):
+            raise UserError(f"out={cfg.out} is a file; give a folder for the exported file and export.json.")
+        check_writable_folder(cfg.out, "out")
+
+
+def check_serve_config(cfg: DictConfig) -> None:
+    """serve.py's own options, before the checkpoint is read."""
+    _whole_number(cfg, "port", 0, 8000)
+    if isinstance(cfg.get("port"), int) and cfg.port > 65535:
+        raise UserError(f"port must be at most 65535, got {cfg.port}; try port=8000.")
+    _whole_number(cfg, "max_batch_size", 1, 32)
+    _whole_number(cfg, "workers", 1, 1)
+    _whole_number(cfg, "threads", 1, 1)
+    _whole_number(cfg, "max_request_mb", 1, 16)
+    timeout = cfg.get("batch_timeout")
+    if not (_is_number(timeout) and 0 <= timeout <= 10):
+        raise UserError(f"batch_timeout must be seconds from 0 to 10, got {timeout!r}; try batch_timeout=0.01.")
+    host = cfg.get("host")
+    if not isinstance(host, str) or not host or any(c.isspace() for c in host):
+        raise UserError(f"host must be an address to bind, got {host!r}; try host=127.0.0.1.")
+
+
 def check_predict_config(cfg: DictConfig) -> None:
     """predict.py's own options, before the checkpoint is read: a refusal costs no torch import."""
     import glob
@@ -952,6 +987,10 @@ def check_overrides(
                 check_eval_config(cfg)
             elif config_name == "generate":
                 check_generate_config(cfg)
+            elif config_name == "export":
+                check_export_config(cfg)
+            elif config_name == "serve":
+                check_serve_config(cfg)
             elif config_name == "predict":
                 check_predict_config(cfg)
             if run_folder:
