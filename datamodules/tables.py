@@ -58,7 +58,7 @@ def _number_of(values) -> np.ndarray | None:
     return out
 
 
-def _text_of(values) -> np.ndarray:
+def text_of(values) -> np.ndarray:
     """A column as text categories (numbers written without a trailing .0), missing as MISSING."""
     out = []
     for v in values.tolist():
@@ -105,7 +105,7 @@ def encode_rows(frame, spec: DataSpec, where: str = "the table") -> np.ndarray:
             k = spec.cardinalities[i] - 1
             index = {c: j + 1 for j, c in enumerate(spec.categories[offset : offset + k])}
             offset += k
-            out[:, i] = [index.get(v, 0) for v in _text_of(values)]
+            out[:, i] = [index.get(v, 0) for v in text_of(values)]
         else:
             raise UserError(f"the data spec names a feature kind {kind!r} that tables do not have.")
     return out
@@ -281,7 +281,7 @@ class TableData(TensorDataModule):
             values, labels = np.unique(numbers, return_inverse=True)
             names = [_class_label(float(v)) for v in values]
         else:
-            values, labels = np.unique(_text_of(target).astype(str), return_inverse=True)
+            values, labels = np.unique(text_of(target).astype(str), return_inverse=True)
             names = [str(v) for v in values]
         if len(names) < 2:
             raise UserError(
@@ -337,7 +337,7 @@ class TableData(TensorDataModule):
                 if np.isnan(numbers).any():
                     indicators.append(column)
             else:
-                categories = sorted(set(_text_of(values.iloc[train]).tolist()))
+                categories = sorted(set(text_of(values.iloc[train]).tolist()))
                 add(column, "categorical", cardinality=len(categories) + 1)
                 out["categories"] += categories
         for column in indicators:  # after the values: numeric, indicators and categories read in blocks

@@ -177,9 +177,7 @@ class PermutationImportance(L.Callback):
         ] + [f"| {c.replace('|', '/')} | {m:.4f} | {s:.4f} |" for c, (m, s) in ranked]
         shown = ranked[:30][::-1]  # the most important at the top
         fig, ax = plt.subplots(figsize=(6, 0.25 * len(shown) + 1.2), dpi=100)
-        ax.barh(
-            [c for c, _ in shown], [m for _, (m, _) in shown], xerr=[s for _, (_, s) in shown], color="tab:blue"
-        )
+        ax.barh([c for c, _ in shown], [m for _, (m, _) in shown], xerr=[s for _, (_, s) in shown], color="tab:blue")
         ax.axvline(0, color="0.3", lw=0.8)
         ax.set_xlabel(f"drop of test {self.score_name} when shuffled", fontsize=8)
         ax.tick_params(labelsize=7)
