@@ -39,7 +39,7 @@ TASKS = ("classify", "regress")
 MAX_CLASSES = 20  # whole-number targets with at most this many values are classes
 MISSING = "<missing>"  # the category of a missing categorical value
 # What pandas reads as missing by default (empty, NA, NaN, nan, N/A, null, ...) and these.
-NA_VALUES = ["?", "NA", "na", "n/a", "-"]
+NA_VALUES = ["?", "NA", "na", "n/a"]
 
 
 def _number_of(values) -> np.ndarray | None:
