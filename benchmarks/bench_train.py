@@ -13,7 +13,8 @@ forecasting a synthetic multichannel series (data=sine); lstm-text, a character 
 Tiny Shakespeare (only when ``--text-data`` or /work/shared/data holds it); gan, the GAN's
 alternating discriminator and generator steps on the MNIST-sized images; transformer, the GPT-style
 character model on Tiny Shakespeare (as lstm-text), and vit, the same network family as a small ViT
-on the MNIST-sized images. The framework runs
+on the MNIST-sized images; table, the MLP on a synthetic table (50,000 rows: 8 numeric columns with
+gaps, 3 categorical ones, a class to predict; data=tabular). The framework runs
 ``train.py model=<family> data=<its data>`` in process with its defaults (steps_per_execution=auto,
 the default callbacks), but for early stopping (a benchmark runs its epochs) and histograms
 (measured by --callbacks); the GAN also without validation (its FID judge is a model of its own).
@@ -110,6 +111,23 @@ def write_mnist_sized(data_dir: str) -> None:
                 f.write(header + arr.tobytes())
 
 
+def write_table(data_dir: str, n: int = 50_000) -> None:
+    """A CSV of ``n`` rows: 8 numeric columns (5% of one missing), 3 categorical ones and a learnable
+    binary label."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=n).round(4) for i in range(8)})
+    for i, k in enumerate((4, 12, 40)):
+        frame[f"c{i}"] = [f"k{v}" for v in rng.integers(0, k, n)]
+    score = frame["x0"] - frame["x1"] + (frame["c0"] == "k1") + 0.3 * rng.normal(size=n)
+    frame.loc[rng.random(n) < 0.05, "x2"] = np.nan
+    frame["label"] = np.where(score > 0, "yes", "no")
+    os.makedirs(os.path.join(data_dir, "table"), exist_ok=True)
+    frame.to_csv(os.path.join(data_dir, "table", "bench.csv"), index=False)
+
+
 class EpochTimer:
     """Times each training epoch from its first batch to the first batch of the next (the last one:
     to the end of training), so validation, checkpoints and every callback's epoch-end work count."""
@@ -168,6 +186,10 @@ CASES = {
     "gan": (["data=mnist", "model=gan", "trainer.limit_val_batches=0", *NO_BENCH_CALLBACKS], "images"),
     "transformer": (["data=shakespeare", "model=transformer", *NO_BENCH_CALLBACKS], "tokens"),
     "vit": (["data=mnist", "model=transformer", *NO_BENCH_CALLBACKS], "images"),
+    "table": (
+        ["data=tabular", "data.path=${paths.data_dir}/table/bench.csv", "data.target=label", *NO_BENCH_CALLBACKS],
+        "table",
+    ),
 }
 TEXT_CASES = [m for m, (_, kind) in CASES.items() if kind == "tokens"]
 
@@ -332,7 +354,7 @@ def run_framework(args) -> dict:
         timer = EpochTimer(args.started).callback
     summary = train.train(cfg, extra_callbacks=(timer,))
     # The plain loop's measure: accuracy for image classifiers, the loss for the others.
-    val_key = "val/acc" if CASES[args.model][1] == "images" and "val/acc" in summary else "val/loss"
+    val_key = "val/acc" if CASES[args.model][1] in ("images", "table") and "val/acc" in summary else "val/loss"
     return {
         "epoch_s": timer.epochs,
         "steps": timer.steps,
@@ -488,6 +510,8 @@ def main() -> None:
     args.data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-data-")
     if not os.path.exists(os.path.join(args.data_dir, "MNIST", "raw", "t10k-labels-idx1-ubyte")):
         write_mnist_sized(args.data_dir)
+    if "table" in args.models and not os.path.exists(os.path.join(args.data_dir, "table", "bench.csv")):
+        write_table(args.data_dir)
     import torch
 
     print(

@@ -8,6 +8,8 @@ results tables come from here).
     python benchmarks/results.py images                         # digits; MNIST, CIFAR-10 where present
     python benchmarks/results.py etth1 --seeds 5                # mean ± std over 5 seeds
     python benchmarks/results.py gans --seeds 3                 # DCGAN class coverage: digits; MNIST, Fashion-MNIST, CIFAR-10 where present
+    python benchmarks/results.py tables --seeds 3               # breast_cancer, wine, diabetes beside scikit-learn
+    python benchmarks/results.py tables --tables diabetes california_housing --download
 
 Each cell is one run of ``python train.py experiment=<recipe> ...`` (in this process, so that imports
 are paid once), its test metrics on the best checkpoint by validation loss, and its seconds (fit and
@@ -21,6 +23,12 @@ speed varies with its load. ``--markdown FILE`` writes the table too.
 The published numbers are the papers' own (ETTh1, multivariate, MSE / MAE on the z-normalised
 scale; PatchTST's Table 3 lists all five): Informer, Autoformer and FEDformer with lookback 96,
 DLinear with 336, PatchTST/64 with 512.
+
+Tables: our networks beside scikit-learn's baselines fitted in the same run on the same split (the
+datamodule's own training rows; scored on its validation and test rows): logistic regression
+(classification) or linear regression, each on one-hot categories and standardised, mean-imputed
+numbers with missing indicators, and HistGradientBoosting on the raw columns (missing values and
+categories natively). Test accuracy for classification, R2 for regression.
 """
 
 from __future__ import annotations
@@ -65,6 +73,14 @@ GAN_RECIPES = {
     "cifar10": ["experiment=cifar10_dcgan", "trainer.max_epochs=10"],
 }
 GAN_FILES = {"digits": None, "mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
+TABLES = ("breast_cancer", "wine", "diabetes", "california_housing")
+# table -> our recipes: experiment=<table>_mlp pins the MLP's settings (chosen on validation)
+TABLE_RECIPES = {
+    "breast_cancer": ["experiment=breast_cancer_mlp", "data=breast_cancer model=transformer"],
+    "wine": ["experiment=wine_mlp", "data=wine model=transformer"],
+    "diabetes": ["experiment=diabetes_mlp", "data=diabetes model=transformer"],
+    "california_housing": ["data=california_housing model=mlp", "data=california_housing model=transformer"],
+}
 
 
 def run(overrides: list[str], data_dir: str, budget: str | None, max_steps: int | None, download: bool) -> dict:
@@ -223,15 +239,139 @@ def gans(args) -> str:
     )
 
 
+def sklearn_baselines(dm) -> dict[str, dict[str, float]]:
+    """scikit-learn's baselines on the datamodule's split: {name: {"val": score, "test": score}},
+    the score accuracy (classification) or R2 (regression). ``dm`` is a set-up TableData."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    from datamodules.tables import text_of
+
+    spec = dm.spec
+    classify = spec.task == "classify"
+    categorical = [c for c, k in zip(spec.columns, spec.column_kinds) if k == "categorical"]
+    numeric = [c for c, k in zip(spec.columns, spec.column_kinds) if k == "numeric"]
+
+    def table(split):
+        frame = dm.frame_of(split)
+        x = frame[numeric + categorical].copy()
+        for c in numeric:
+            x[c] = pd.to_numeric(x[c])
+        for c in categorical:
+            x[c] = text_of(x[c])
+        return x, dm.splits[split][1].cpu().numpy()
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (table(s) for s in ("train", "val", "test"))
+    linear = ColumnTransformer(
+        [
+            ("numbers", make_pipeline(SimpleImputer(add_indicator=True), StandardScaler()), numeric),
+            ("categories", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ]
+    )
+    ordinal = ColumnTransformer(
+        [
+            ("numbers", "passthrough", numeric),
+            ("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan), categorical),
+        ]
+    )
+    codes = list(range(len(numeric), len(numeric) + len(categorical)))
+    if classify:
+        models = {
+            "logistic regression": make_pipeline(linear, LogisticRegression(max_iter=5000)),
+            "HistGradientBoosting": make_pipeline(
+                ordinal, HistGradientBoostingClassifier(categorical_features=codes or None, random_state=0)
+            ),
+        }
+        score = accuracy_score
+    else:
+        models = {
+            "linear regression": make_pipeline(linear, LinearRegression()),
+            "HistGradientBoosting": make_pipeline(
+                ordinal, HistGradientBoostingRegressor(categorical_features=codes or None, random_state=0)
+            ),
+        }
+        score = r2_score
+    out = {}
+    for name, model in models.items():
+        started = time.perf_counter()
+        model.fit(x_train, y_train)
+        out[name] = {
+            "val": float(score(y_val, model.predict(x_val))),
+            "test": float(score(y_test, model.predict(x_test))),
+            "seconds": time.perf_counter() - started,
+        }
+    return out
+
+
+def tables(args) -> str:
+    """Our recipes on each table, and scikit-learn's baselines on the same split in the same run."""
+    from hydra.utils import instantiate
+
+    from zoo.run.config import compose_run
+
+    rows = []
+    for name in args.tables:
+        with tempfile.TemporaryDirectory(prefix="zoo-results-") as tmp:
+            cfg = compose_run([f"data={name}"], os.path.join(tmp, "run"), args.data_dir)
+            if not args.download and "download" in cfg.data:
+                cfg.data.download = False
+            dm = instantiate(cfg.data)
+            dm.prepare_data()
+            dm.setup("fit")
+        metric = "acc" if dm.spec.task == "classify" else "r2"
+        for recipe in args.recipes or TABLE_RECIPES[name]:
+            stats = repeated(recipe.split(), args)
+            rows.append(
+                [
+                    name,
+                    f"ours: {recipe}",
+                    cell(stats, f"val/{metric}", 4),
+                    cell(stats, f"test/{metric}", 4),
+                    str(args.seeds),
+                    cell(stats, "seconds", 0),
+                ]
+            )
+        for model, scores in sklearn_baselines(dm).items():
+            print(f"  {name} {model}: val {scores['val']:.4f}, test {scores['test']:.4f}", flush=True)
+            rows.append(
+                [
+                    name,
+                    f"scikit-learn: {model}",
+                    f"{scores['val']:.4f}",
+                    f"{scores['test']:.4f}",
+                    "-",
+                    f"{scores['seconds']:.1f}",
+                ]
+            )
+    return table(["table", "model", "val accuracy / R2", "test accuracy / R2", "seeds", "seconds"], rows)
+
+
+TABLE_CHOICES = ("etth1", "shakespeare", "images", "gans", "tables")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("table", choices=("etth1", "shakespeare", "images", "gans"))
+    p.add_argument("table", choices=TABLE_CHOICES)
+    p.add_argument(
+        "--tables",
+        nargs="+",
+        default=list(TABLES[:3]),
+        choices=TABLES,
+        help="tables: which (california_housing downloads)",
+    )
     p.add_argument("--models", nargs="+", default=list(ETT_MODELS), choices=ETT_MODELS, help="etth1: the recipes")
     p.add_argument("--horizons", nargs="+", type=int, default=list(HORIZONS), choices=HORIZONS)
     p.add_argument(
         "--recipes",
         nargs="+",
-        help='shakespeare: the command lines, e.g. "experiment=shakespeare_lstm"; gans: overrides added to each recipe',
+        help='shakespeare, tables: the command lines, e.g. "experiment=shakespeare_lstm"; gans: overrides added to each recipe',
     )
     p.add_argument("--budget", help="trainer.max_time for every run, DD:HH:MM:SS (default: the recipe's own)")
     p.add_argument("--max-steps", type=int, help="trainer.max_steps for every run (default: the recipe's own)")
@@ -249,7 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with user_errors():
         try:
-            text = {"etth1": etth1, "shakespeare": shakespeare, "images": images, "gans": gans}[args.table](args)
+            text = {"etth1": etth1, "shakespeare": shakespeare, "images": images, "gans": gans, "tables": tables}[
+                args.table
+            ](args)
         except RunStopped as stop:
             # The run's own advice (resume from its folder) does not apply: the folder was temporary.
             reason = str(stop).split(";")[0]

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 @dataclass(frozen=True)
 class DataSpec:
     name: str  # the data= choice, e.g. "mnist"
-    kind: str  # "image", "tokens" (text) or "series" (numeric time series)
+    kind: str  # "image", "tokens" (text), "series" (numeric time series) or "table" (rows of columns)
     shape: tuple[int, ...]  # one sample, without the batch: (C, H, W) for images
     num_classes: int = 0  # 0 when the data has no labels to classify
     class_names: tuple[str, ...] = field(default_factory=tuple)
@@ -32,6 +32,23 @@ class DataSpec:
     # checkpoints from before issue 25 (predict.py then recomputes them from the dataset)
     pixel_mean: tuple[float, ...] = field(default_factory=tuple)
     pixel_std: tuple[float, ...] = field(default_factory=tuple)
+    # Tables (kind "table"): shape is (features,); feature i of a row comes from the file's column
+    # columns[i] and is of the kind column_kinds[i]: "numeric" (the value standardised with the
+    # training split's column_mean[i] and column_std[i]; a missing value is the mean, 0), "missing"
+    # (1.0 where that column had no value, else 0.0) or "categorical" (the index of the value among
+    # the column's categories as a float: 1..cardinalities[i]-1; 0 is "unknown", a value not seen in
+    # training). The categories of every categorical feature, in order, one after another, are
+    # `categories` (cardinalities[i] - 1 of them each). Plain data, so that predict and export redo
+    # the preprocessing from a checkpoint alone (datamodules/tables.py: encode_rows).
+    columns: tuple[str, ...] = field(default_factory=tuple)
+    column_kinds: tuple[str, ...] = field(default_factory=tuple)
+    cardinalities: tuple[int, ...] = field(default_factory=tuple)  # 0 for a feature that is not categorical
+    categories: tuple[str, ...] = field(default_factory=tuple)
+    column_mean: tuple[float, ...] = field(default_factory=tuple)  # 0.0 for a feature that is not numeric
+    column_std: tuple[float, ...] = field(default_factory=tuple)  # 1.0 for a feature that is not numeric
+    target: str = ""  # the column predicted: its classes are class_names (task classify), or a value (regress)
+    target_mean: float = 0.0  # regression: the training split's scaler of the target (the network
+    target_std: float = 1.0  # predicts (y - target_mean) / target_std; metrics are on y's own scale)
 
     def to_dict(self) -> dict:
         """Plain types only: stored in checkpoints, which load with weights_only=True."""

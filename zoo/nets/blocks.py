@@ -104,3 +104,40 @@ class Forecaster(nn.Module):
             x, stats = self.revin.normalize(x)
         y = self.body(x).reshape(-1, *self.out_shape)
         return self.revin.denormalize(y, stats) if stats is not None else y
+
+
+def table_outputs(spec) -> int:
+    """What a network on a table predicts per row: a logit per class, or one value (regression)."""
+    return spec.num_classes if spec.task == "classify" else 1
+
+
+def embedding_size(cardinality: int) -> int:
+    """The width of a categorical column's embedding: fastai's rule of thumb (1.6 x cardinality^0.56),
+    at least 2 and at most 32."""
+    return int(min(32, max(2, round(1.6 * cardinality**0.56))))
+
+
+class TableInput(nn.Module):
+    """A row of a table (B, features), as datamodules/tables.py encodes it (spec.column_kinds), ->
+    (B, width): the numeric values and missing indicators as they are, each categorical feature's
+    index looked up in an embedding of its own (``embedding_size``; row 0 is "unknown"), side by side."""
+
+    def __init__(self, spec):
+        super().__init__()
+        kinds = list(spec.column_kinds)
+        dense = [i for i, k in enumerate(kinds) if k != "categorical"]
+        categorical = [i for i, k in enumerate(kinds) if k == "categorical"]
+        self.plain = not categorical  # all numbers: the row is the input as it is
+        self.register_buffer("dense", torch.tensor(dense, dtype=torch.long), persistent=False)
+        self.register_buffer("categorical", torch.tensor(categorical, dtype=torch.long), persistent=False)
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(spec.cardinalities[i], embedding_size(spec.cardinalities[i])) for i in categorical
+        )
+        self.width = len(dense) + sum(e.embedding_dim for e in self.embeddings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain:
+            return x
+        codes = x.index_select(1, self.categorical).long()
+        parts = [x.index_select(1, self.dense)] + [e(codes[:, j]) for j, e in enumerate(self.embeddings)]
+        return torch.cat(parts, dim=1)

@@ -2,7 +2,8 @@
 with ``residual=true`` each hidden layer whose width equals the one before adds its input to its
 output (x + layer(x)), so the gradient reaches the first layers of a deep MLP.
 
-On images it classifies (``MLPClassifier``). On a numeric series it forecasts (``MLPForecaster``):
+On images it classifies (``MLPClassifier``). On a table it classifies or regresses (``MLPTable``):
+numeric columns as they are, categorical ones through embeddings sized from the spec. On a numeric series it forecasts (``MLPForecaster``):
 the whole lookback window (instance-normalised by RevIN unless ``revin=false``) in, horizon x target
 channels out. ``MLP`` (model=mlp) builds the one the data's kind needs."""
 
@@ -13,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from zoo.nets.blocks import Forecaster, Residual, make_activation
+from zoo.nets.blocks import Forecaster, Residual, TableInput, make_activation, table_outputs
 
 
 def hidden_layers(
@@ -89,6 +90,31 @@ class MLPForecaster(Forecaster):
         return self.head(self.features(x))
 
 
+class MLPTable(nn.Module):
+    """A row of a table (datamodules/tables.py) -> class logits or one value: ``TableInput`` (numbers
+    and categorical embeddings side by side), then the hidden layers."""
+
+    accepts = ("table",)
+
+    def __init__(
+        self,
+        spec,
+        widths: list[int] | int = (256, 128),
+        depth: int | None = None,
+        activation: str = "relu",
+        batchnorm: bool = False,
+        dropout: float = 0.0,
+        residual: bool = False,
+    ):
+        super().__init__()
+        self.input = TableInput(spec)
+        self.features, width = hidden_layers(self.input.width, widths, depth, activation, batchnorm, dropout, residual)
+        self.head = nn.Linear(width, table_outputs(spec))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.input(x)))
+
+
 def MLP(
     spec,
     widths: list[int] | int = (256, 128),
@@ -99,10 +125,13 @@ def MLP(
     revin: bool = True,
     residual: bool = False,
 ) -> nn.Module:
-    """model=mlp: a classifier of images or a forecaster of series; ``revin`` applies to series."""
+    """model=mlp: a classifier of images, a forecaster of series, or a classifier or regressor of
+    tables; ``revin`` applies to series."""
+    if spec.kind == "table":
+        return MLPTable(spec, widths, depth, activation, batchnorm, dropout, residual)
     if spec.kind == "series":
         return MLPForecaster(spec, widths, depth, activation, batchnorm, dropout, revin, residual)
     return MLPClassifier(spec, widths, depth, activation, batchnorm, dropout, residual)
 
 
-MLP.accepts = ("image", "series")
+MLP.accepts = ("image", "series", "table")

@@ -19,6 +19,12 @@ surrounds the blocks is what the data poses:
   encoded on its own (channel independence: the same weights for every channel), flattened and
   mapped linearly to the horizon.
 
+- ``TableTransformer`` (tables): FT-Transformer (Gorishniy et al., NeurIPS 2021). Each feature of a
+  row is a token: a numeric value (or missing indicator) x_j becomes x_j * w_j + b_j, a categorical
+  one its embedding plus a bias of its own; a class token is added, the tokens are encoded without
+  positions (each feature's own weights say which it is), and the class token's vector is read out
+  to class logits or one value.
+
 ``Transformer`` (model=transformer) builds the one the data needs.
 """
 
@@ -30,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.nets.blocks import Forecaster, make_activation, pad_index, token_embedding
+from zoo.nets.blocks import Forecaster, make_activation, pad_index, table_outputs, token_embedding
 
 POSITIONS = ("learned", "sinusoidal", "none")
 POOLS = ("cls", "mean")
@@ -285,6 +291,51 @@ class ImageTransformerClassifier(nn.Module):
         return self.encoder.attention_layers()
 
 
+class TableTransformer(nn.Module):
+    accepts = ("table",)
+
+    def __init__(self, spec, dim, layers, heads, mlp_ratio, dropout, activation, pool):
+        super().__init__()
+        kinds = list(spec.column_kinds)
+        dense = [i for i, k in enumerate(kinds) if k != "categorical"]
+        categorical = [i for i, k in enumerate(kinds) if k == "categorical"]
+        self.register_buffer("dense", torch.tensor(dense, dtype=torch.long), persistent=False)
+        self.register_buffer("categorical", torch.tensor(categorical, dtype=torch.long), persistent=False)
+        # numeric token j: x_j * weight[j] + bias[j]; categorical token j: its embedding + category_bias[j]
+        # (no empty parameters: a table without categorical columns has no category_bias)
+        self.weight = nn.Parameter(torch.empty(len(dense), dim)) if dense else None
+        self.bias = nn.Parameter(torch.empty(len(dense), dim)) if dense else None
+        self.embeddings = nn.ModuleList(nn.Embedding(spec.cardinalities[i], dim) for i in categorical)
+        self.category_bias = nn.Parameter(torch.empty(len(categorical), dim)) if categorical else None
+        self.pool = pool
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        length = len(kinds) + (pool == "cls")
+        self.encoder = Encoder(length, dim, layers, heads, mlp_ratio, dropout, False, "none", activation)
+        self.head = nn.Sequential(make_activation(activation), nn.Linear(dim, table_outputs(spec)))
+        _init_weights(self, layers)
+        bound = 1 / math.sqrt(dim)  # FT-Transformer's tokenizer: uniform(-1/sqrt(d), 1/sqrt(d))
+        for p in (self.weight, self.bias, self.category_bias, *(e.weight for e in self.embeddings)):
+            if p is not None:
+                nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = []
+        if self.weight is not None:
+            tokens.append(x.index_select(1, self.dense).unsqueeze(-1) * self.weight + self.bias)
+        if self.category_bias is not None:
+            codes = x.index_select(1, self.categorical).long()
+            embedded = torch.stack([e(codes[:, j]) for j, e in enumerate(self.embeddings)], dim=1)
+            tokens.append(embedded + self.category_bias)
+        h = torch.cat(tokens, dim=1)  # (B, features, dim)
+        if self.cls is not None:
+            h = torch.cat([self.cls.expand(len(x), -1, -1), h], dim=1)
+        h, _ = self.encoder(h)
+        return self.head(h[:, 0] if self.cls is not None else h.mean(dim=1))
+
+    def attention_layers(self) -> list[SelfAttention]:
+        return self.encoder.attention_layers()
+
+
 class PatchForecaster(Forecaster):
     def __init__(self, spec, dim, layers, heads, mlp_ratio, dropout, position, activation, patch, stride, revin):
         super().__init__()
@@ -349,9 +400,13 @@ def Transformer(
         return TransformerLanguageModel(spec, **sizes)
     if spec.kind == "tokens":
         return TokenTransformerClassifier(spec, pool=pool, **sizes)
+    if spec.kind == "table":
+        return TableTransformer(
+            spec, dim, layers, heads, mlp_ratio, dropout, activation, pool
+        )  # features are tokens: no positions
     if spec.kind == "series":
         return PatchForecaster(spec, patch=patch, stride=stride, revin=revin, **sizes)
     return ImageTransformerClassifier(spec, pool=pool, patch=patch, **sizes)
 
 
-Transformer.accepts = ("tokens", "series", "image")
+Transformer.accepts = ("tokens", "series", "image", "table")

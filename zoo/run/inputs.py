@@ -33,6 +33,7 @@ READERS = {
     "image": "zoo.run.inputs:read_images",
     "tokens": "zoo.run.inputs:read_texts",
     "series": "zoo.run.inputs:read_series",
+    "table": "zoo.run.tables:read_tables",
 }
 
 # Keys of a data config that say where the files are: a checkpoint's own values of these are never read.

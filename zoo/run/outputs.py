@@ -20,6 +20,7 @@ from zoo.errors import UserError
 ROWS = {
     "classify": "zoo.run.outputs:classify_rows",
     "forecast": "zoo.run.outputs:forecast_rows",
+    "regress": "zoo.run.tables:regress_rows",
 }
 
 # Tasks whose checkpoints make things rather than answer inputs: where to go instead.

@@ -382,6 +382,7 @@ def _checked_spec(spec: Any, path: str) -> dict:
         ok = {
             "str": isinstance(value, str),
             "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
             "tuple[int, ...]": isinstance(value, list)
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
             "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
@@ -396,7 +397,7 @@ def _checked_spec(spec: Any, path: str) -> dict:
     for name in ("name", "kind", "shape"):
         if name not in spec:
             raise UserError(f"{path} stores a data spec without '{name}'; use a checkpoint written by this project.")
-    if spec["kind"] not in ("image", "tokens", "series") or not spec["shape"] or min(spec["shape"]) < 1:
+    if spec["kind"] not in ("image", "tokens", "series", "table") or not spec["shape"] or min(spec["shape"]) < 1:
         raise UserError(
             f"{path} stores a data spec of kind {spec['kind']!r} and shape {spec['shape']}; "
             f"use a checkpoint written by this project."

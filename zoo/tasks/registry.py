@@ -1,6 +1,6 @@
 """Which Lightning task trains which pairing, and building networks from a data spec.
 
-The data says what learning problem it poses (``spec.task``: classify, language_model, forecast);
+The data says what learning problem it poses (``spec.task``: classify, language_model, forecast, regress);
 a network may insist on its own (a GAN's ``task = "adversarial"``). ``TASKS`` maps that name to
 the task class, so a new kind of problem is one line here and one module in zoo/.
 """
@@ -17,7 +17,7 @@ from torch import nn
 from zoo.errors import UserError
 from zoo.nets.init import initialise
 
-KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series"}
+KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series", "table": "tables"}
 
 # task name -> "module:Class" (imported only when used)
 TASKS = {
@@ -25,6 +25,7 @@ TASKS = {
     "adversarial": "zoo.tasks.adversarial:AdversarialTask",
     "language_model": "zoo.tasks.language_model:LanguageModelTask",
     "forecast": "zoo.tasks.forecast:ForecastTask",
+    "regress": "zoo.tasks.regress:RegressionTask",
 }
 
 
