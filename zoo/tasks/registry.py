@@ -17,7 +17,7 @@ from torch import nn
 from zoo.errors import UserError
 from zoo.nets.init import initialise
 
-KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series"}
+KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series", "ratings": "user-item ratings"}
 
 # task name -> "module:Class" (imported only when used)
 TASKS = {
@@ -25,6 +25,7 @@ TASKS = {
     "adversarial": "zoo.tasks.adversarial:AdversarialTask",
     "language_model": "zoo.tasks.language_model:LanguageModelTask",
     "forecast": "zoo.tasks.forecast:ForecastTask",
+    "recommend": "zoo.tasks.recommend:RecommendTask",
 }
 
 
