@@ -80,9 +80,7 @@ def read_table(path: str, sep: str | None, what: str):
     import pandas as pd
 
     if not os.path.isfile(path):
-        raise UserError(
-            f"{what}={path} is not a file; give a ratings file (user, item, rating[, timestamp] per line)."
-        )
+        raise UserError(f"{what}={path} is not a file; give a ratings file (user, item, rating[, timestamp] per line).")
     separator = _separator(path, sep)
     try:
         table = pd.read_csv(
@@ -299,7 +297,9 @@ class RatingsData(TensorDataModule):
             )
         if self.split_name != "files" and not self.path:
             raise UserError("data.path is not set; give a ratings file, e.g. data.path=~/data/ml-100k/u.data.")
-        if not (0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+        if not (
+            0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1
+        ):
             raise UserError(
                 f"data.val_fraction and data.test_fraction must be fractions that leave ratings to train on, got "
                 f"{self.val_fraction} and {self.test_fraction}; try 0.05 and 0.2."
@@ -547,9 +547,7 @@ def extract(zip_path: str, data_dir: str, folder: str) -> None:
                 members = [m for m in z.namelist() if m.startswith(f"{folder}/")]
                 z.extractall(scratch, members)
         except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise UserError(
-                f"{zip_path} cannot be extracted ({e}); delete it to download it afresh."
-            ) from None
+            raise UserError(f"{zip_path} cannot be extracted ({e}); delete it to download it afresh.") from None
         source = os.path.join(scratch, folder)
         target = os.path.join(data_dir, folder)
         os.makedirs(target, exist_ok=True)

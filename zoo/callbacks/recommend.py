@@ -40,5 +40,9 @@ class RatingEmbeddings(L.Callback):
         for w in writers:
             w.add_embedding(vectors["user"], metadata=[u[0] for u in users], global_step=step, tag="user_embeddings")
             w.add_embedding(
-                vectors["item"], metadata=items, metadata_header=["id", "title"], global_step=step, tag="item_embeddings"
+                vectors["item"],
+                metadata=items,
+                metadata_header=["id", "title"],
+                global_step=step,
+                tag="item_embeddings",
             )

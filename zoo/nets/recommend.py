@@ -17,6 +17,8 @@ this decay holds 0.91).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -118,7 +120,7 @@ class NeuralCF(Recommender):
         half = layers[0] // 2
         self.mlp_user, self.mlp_item = _table(spec.num_users, half, init_std), _table(spec.num_items, half, init_std)
         mlp: list[nn.Module] = []
-        for n_in, n_out in zip(layers, layers[1:]):
+        for n_in, n_out in itertools.pairwise(layers):
             mlp += [nn.Linear(n_in, n_out), nn.ReLU(), nn.Dropout(dropout)]
         self.mlp = nn.Sequential(*mlp)
         self.out = nn.Linear(dim + layers[-1], 1)

@@ -126,4 +126,3 @@ class RecommendTask(Task):
     @override
     def predict_step(self, batch, batch_idx):
         return self.clip(self.net(batch[0]))
-

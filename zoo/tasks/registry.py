@@ -17,7 +17,12 @@ from torch import nn
 from zoo.errors import UserError
 from zoo.nets.init import initialise
 
-KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series", "ratings": "user-item ratings"}
+KIND_WORDS = {
+    "image": "images",
+    "tokens": "token sequences",
+    "series": "numeric series",
+    "ratings": "user-item ratings",
+}
 
 # task name -> "module:Class" (imported only when used)
 TASKS = {
