@@ -98,8 +98,8 @@ class MatrixFactorisation(Recommender):
 
 class NeuralCF(Recommender):
     """Neural collaborative filtering (He et al. 2017, NeuMF): a GMF tower (the element-wise product
-    of ``dim`` factors of user and item) and an MLP tower (user and item vectors of ``layers[0] / 2``
-    each, concatenated, through ``layers`` with ReLU), their last layers concatenated into one linear
+    of ``dim`` factors of user and item) and an MLP tower (user and item vectors of ``widths[0] / 2``
+    each, concatenated, through ``widths`` with ReLU), their last layers concatenated into one linear
     output, here added to the mean and the biases so that it predicts a rating. ``weight_decay`` as
     for MF on all four tables; ``dropout`` after each MLP layer."""
 
@@ -107,15 +107,15 @@ class NeuralCF(Recommender):
         self,
         spec,
         dim: int = 32,
-        layers: list[int] = (64, 32, 16),
+        widths: list[int] = (64, 32, 16),
         weight_decay: float = 0.1,
         init_std: float = 0.01,
         dropout: float = 0.0,
     ):
         super().__init__(spec, weight_decay)
-        layers = [int(n) for n in layers]
+        layers = [int(n) for n in widths]
         if dim < 1 or not layers or min(layers) < 1 or layers[0] % 2:
-            raise ValueError(f"model.dim must be 1 or more and model.layers even-sized first, got {dim} and {layers}")
+            raise ValueError(f"model.dim must be 1 or more and model.widths[0] even, got {dim} and {layers}")
         self.gmf_user, self.gmf_item = _table(spec.num_users, dim, init_std), _table(spec.num_items, dim, init_std)
         half = layers[0] // 2
         self.mlp_user, self.mlp_item = _table(spec.num_users, half, init_std), _table(spec.num_items, half, init_std)

@@ -116,6 +116,8 @@ WHOLE_NUMBERS: dict[str, tuple[int, int]] = {
     "model.latent_dim": (1, 64),
     "model.width": (1, 64),
     "model.n_critic": (1, 1),
+    "model.dim": (1, 64),
+    "data.negatives": (1, 99),
     "trainer.min_epochs": (0, 1),
     "trainer.accumulate_grad_batches": (1, 1),
     "trainer.num_nodes": (1, 1),
