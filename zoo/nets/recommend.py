@@ -7,10 +7,10 @@ what is known of the other side of the pair.
 
 ``penalty(x)``: the L2 weight decay of the rows a batch uses, averaged over its ratings (each user's
 and item's vectors and biases decay once per rating they appear in, as in Funk's and Surprise's SGD
-for SVD). The task adds it to the training loss. The optimizer's ``weight_decay`` decays every row
-at every step instead, the rarely seen as hard as the common, which with Adam's per-row steps
-overfits the many users and items with few ratings (RMSE 0.92 and rising on MovieLens-100k, where
-this decay holds 0.91).
+for SVD; the biases by their own ``bias_decay``, as Surprise's reg_bu and reg_bi). The task adds it
+to the training loss. The optimizer's ``weight_decay`` decays every row at every step instead, the
+rarely seen as hard as the common, which with Adam's per-row steps overfits the many users and items
+with few ratings (RMSE 0.92 and rising on MovieLens-100k, where this decay holds 0.91).
 
 ``embeddings()``: the user and item vectors, for TensorBoard's Projector.
 """
@@ -37,13 +37,17 @@ class Recommender(nn.Module):
 
     accepts = ("ratings",)
 
-    def __init__(self, spec, weight_decay: float):
+    def __init__(self, spec, weight_decay: float, bias_decay: float | None = None):
         super().__init__()
         if spec.num_users < 1 or spec.num_items < 1:
             raise ValueError("the ratings have no users or no items to train on")
-        if weight_decay < 0:
-            raise ValueError(f"model.weight_decay must be 0 or more, got {weight_decay}")
-        self.num_users, self.num_items, self.weight_decay = spec.num_users, spec.num_items, float(weight_decay)
+        bias_decay = weight_decay if bias_decay is None else bias_decay
+        if weight_decay < 0 or bias_decay < 0:
+            raise ValueError(
+                f"model.weight_decay and model.bias_decay must be 0 or more, got {weight_decay}, {bias_decay}"
+            )
+        self.num_users, self.num_items = spec.num_users, spec.num_items
+        self.weight_decay, self.bias_decay = float(weight_decay), float(bias_decay)
         self.global_bias = nn.Parameter(torch.tensor(float(spec.rating_mean)))
         self.user_bias = _table(spec.num_users, 1, 0.0)
         self.item_bias = _table(spec.num_items, 1, 0.0)
@@ -58,12 +62,9 @@ class Recommender(nn.Module):
     def penalty(self, x: torch.Tensor) -> torch.Tensor:
         u, i = x[..., 0], x[..., 1]
         users, items = self.tables()
-        squares = self.user_bias(u).squeeze(-1) ** 2 + self.item_bias(i).squeeze(-1) ** 2
-        for table in users:
-            squares = squares + table(u).pow(2).sum(-1)
-        for table in items:
-            squares = squares + table(i).pow(2).sum(-1)
-        return self.weight_decay * squares.mean()
+        biases = self.user_bias(u).squeeze(-1) ** 2 + self.item_bias(i).squeeze(-1) ** 2
+        squares = sum(t(u).pow(2).sum(-1) for t in users) + sum(t(i).pow(2).sum(-1) for t in items)
+        return self.weight_decay * squares.mean() + self.bias_decay * biases.mean()
 
     def embeddings(self) -> dict[str, torch.Tensor]:
         """{"user": (num_users, d), "item": (num_items, d)}: each one's vectors side by side."""
@@ -76,12 +77,21 @@ class Recommender(nn.Module):
 
 class MatrixFactorisation(Recommender):
     """Biased matrix factorisation (Koren, Bell & Volinsky 2009; Funk's SVD as in Surprise):
-    rating = mean + b_u + b_i + p_u . q_i, with ``dim`` factors per user and item, drawn from
-    N(0, ``init_std``), and ``weight_decay`` on the rows each rating uses (``penalty``). ``dropout``
-    drops factors of the product p_u * q_i while training."""
+        rating = mean + b_u + b_i + p_u . q_i, with ``dim`` factors per user and item, drawn from
+        N(0, ``init_std``), and ``weight_decay`` on the factors and ``bias_decay`` on the biases each rating
+    uses (``penalty``; null: ``weight_decay``). ``dropout``
+        drops factors of the product p_u * q_i while training."""
 
-    def __init__(self, spec, dim: int = 64, weight_decay: float = 0.1, init_std: float = 0.01, dropout: float = 0.0):
-        super().__init__(spec, weight_decay)
+    def __init__(
+        self,
+        spec,
+        dim: int = 64,
+        weight_decay: float = 0.1,
+        bias_decay: float | None = None,
+        init_std: float = 0.01,
+        dropout: float = 0.0,
+    ):
+        super().__init__(spec, weight_decay, bias_decay)
         if dim < 1:
             raise ValueError(f"model.dim must be 1 or more, got {dim}")
         self.user = _table(spec.num_users, dim, init_std)
@@ -109,10 +119,11 @@ class NeuralCF(Recommender):
         dim: int = 32,
         widths: list[int] = (64, 32, 16),
         weight_decay: float = 0.1,
+        bias_decay: float | None = None,
         init_std: float = 0.01,
         dropout: float = 0.0,
     ):
-        super().__init__(spec, weight_decay)
+        super().__init__(spec, weight_decay, bias_decay)
         layers = [int(n) for n in widths]
         if dim < 1 or not layers or min(layers) < 1 or layers[0] % 2:
             raise ValueError(f"model.dim must be 1 or more and model.widths[0] even, got {dim} and {layers}")
