@@ -297,3 +297,49 @@ def test_a_corrupt_movielens_download_is_not_kept(http_server, tmp_path):
     with pytest.raises(UserError, match="data.checksum"):
         MovieLens(data_dir=str(tmp_path / "data"), mirror=url).prepare_data()  # the real archive's MD5
     assert not (tmp_path / "data" / "ml-100k.zip").exists() and not (tmp_path / "data" / "ml-100k").exists()
+
+
+# ---- predict.py: the top-N items of a user ----
+
+
+def test_predict_lists_a_users_top_items_leaving_out_what_they_rated(trained, tmp_path):
+    import pandas as pd
+
+    _, out, path = trained
+    ckpt = out / "checkpoints" / "last.ckpt"
+    r = command("predict.py", f"ckpt_path={ckpt}", "user=3", f"ratings={path}", f"out={tmp_path / 'p.csv'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "p.csv", dtype={"user": str, "item": str})
+    assert list(table.columns) == ["user", "rank", "item", "title", "rating", "error"]
+    assert table["rank"].tolist() == list(range(1, 11)) and set(table["user"]) == {"3"}
+    rated = {str(i) for u, i, _, _ in taste_ratings() if u == 3}
+    assert not rated & set(table["item"]) and len(set(table["item"])) == 10
+    assert table["rating"].between(1, 5).all() and table["rating"].is_monotonic_decreasing
+    assert (
+        table["title"].iloc[0]
+        == f"Film {table['item'].iloc[0]} ({['Drama', 'Comedy', 'Horror'][(int(table['item'].iloc[0]) - 1) % 3]}) é"
+    )
+    # The rated set is the file named on the command line's: rate the first choice there, and it is gone.
+    more = tmp_path / "more.data"
+    more.write_text(path.read_text() + f"3\t{table['item'].iloc[0]}\t1\t999999999\n")
+    r = command("predict.py", f"ckpt_path={ckpt}", "user=3", f"ratings={more}", "top_n=3", f"out={tmp_path / 'q.csv'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = pd.read_csv(tmp_path / "q.csv", dtype={"item": str})
+    assert again["item"].tolist() == table["item"].tolist()[1:4]
+
+
+def test_predict_needs_the_users_ratings_file_for_a_model_of_ones_own_data(trained, tmp_path):
+    _, out, _ = trained
+    r = command("predict.py", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "user=3", f"out={tmp_path / 'p.csv'}")
+    assert r.returncode == 2 and "give ratings=FILE" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_the_python_api_recommends_to_several_users_and_names_the_unknown(trained):
+    from zoo import load
+
+    _, out, path = trained
+    table = load(out / "checkpoints" / "last.ckpt").predict(["3", "7", "nobody"], top_n=4, ratings=str(path))
+    assert table["user"].tolist() == ["3"] * 4 + ["7"] * 4 + ["nobody"]
+    assert table["error"].iloc[-1] == "user 'nobody' is not one of the 40 users the model was trained on"
+    assert (table["error"].iloc[:-1] == "").all()

@@ -125,4 +125,6 @@ class RecommendTask(Task):
 
     @override
     def predict_step(self, batch, batch_idx):
-        return self.clip(self.net(batch[0]))
+        """The network's scores of the pairs, unclipped: predict.py ranks by them (clipped, many items
+        would tie at the top of the scale) and clips the ratings it shows (zoo/run/outputs.py)."""
+        return self.net(batch[0])
