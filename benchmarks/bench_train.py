@@ -14,7 +14,9 @@ Tiny Shakespeare (only when ``--text-data`` or /work/shared/data holds it); gan,
 alternating discriminator and generator steps on the MNIST-sized images; transformer, the GPT-style
 character model on Tiny Shakespeare (as lstm-text), and vit, the same network family as a small ViT
 on the MNIST-sized images; table, the MLP on a synthetic table (50,000 rows: 8 numeric columns with
-gaps, 3 categorical ones, a class to predict; data=tabular). The framework runs
+gaps, 3 categorical ones, a class to predict; data=tabular); mf, matrix factorisation on 100,000
+synthetic ratings of MovieLens-100k's sizes (943 users, 1,682 items), whose validation also ranks
+each held-out item among 100 candidates in both loops. The framework runs
 ``train.py model=<family> data=<its data>`` in process with its defaults (steps_per_execution=auto,
 the default callbacks), but for early stopping (a benchmark runs its epochs) and histograms
 (measured by --callbacks); the GAN also without validation (its FID judge is a model of its own).
@@ -128,6 +130,24 @@ def write_table(data_dir: str, n: int = 50_000) -> None:
     frame.to_csv(os.path.join(data_dir, "table", "bench.csv"), index=False)
 
 
+def write_ratings_sized(data_dir: str) -> None:
+    """100,000 ratings 1-5 of 1,682 items by 943 users (MovieLens-100k's sizes) from a low-rank taste
+    model, in u.data's format."""
+    import numpy as np
+
+    folder = os.path.join(data_dir, "ratings")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(1, 944, 100_000), rng.integers(1, 1683, 100_000)
+    tastes, kinds = rng.normal(size=(944, 8)), rng.normal(size=(1683, 8))
+    scores = 3.5 + 0.4 * (tastes[users] * kinds[items]).sum(1) + rng.normal(0, 0.5, 100_000)
+    ratings = np.clip(np.round(scores), 1, 5).astype(int)
+    stamps = 880_000_000 + np.arange(100_000)
+    with open(os.path.join(folder, "u.data.part"), "w") as f:
+        f.writelines(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in zip(users, items, ratings, stamps))
+    os.replace(os.path.join(folder, "u.data.part"), os.path.join(folder, "u.data"))
+
+
 class EpochTimer:
     """Times each training epoch from its first batch to the first batch of the next (the last one:
     to the end of training), so validation, checkpoints and every callback's epoch-end work count."""
@@ -190,6 +210,7 @@ CASES = {
         ["data=tabular", "data.path=${paths.data_dir}/table/bench.csv", "data.target=label", *NO_BENCH_CALLBACKS],
         "table",
     ),
+    "mf": (["data=ratings", "data.path=${paths.data_dir}/ratings/u.data", "model=mf", *NO_BENCH_CALLBACKS], "ratings"),
 }
 TEXT_CASES = [m for m, (_, kind) in CASES.items() if kind == "tokens"]
 
@@ -230,6 +251,8 @@ class PlainLoop:
         self.dev = dev = torch.device(args.device)
         self.train_split = tuple(t.to(dev) for t in dm.splits["train"][:2])
         self.val_split = tuple(t.to(dev) for t in dm.splits["val"][:2])
+        # A recommender's validation also ranks each held-out item among its candidates (HR@10).
+        self.candidates = dm.splits["val"][2].to(dev) if dm.spec.task == "recommend" else None
         self.batch, self.eval_batch = int(cfg.data.batch_size), int(cfg.data.eval_batch_size)
         self.net = build_net(instantiate(cfg.model), dm.spec, args.model, cfg.data._target_).to(dev)
         self.clip = cfg.trainer.get("gradient_clip_val")
@@ -255,6 +278,8 @@ class PlainLoop:
             return F.mse_loss(out, y), out
         if self.kind == "language_model":
             return F.cross_entropy(out.flatten(0, 1), y.flatten()), out
+        if self.kind == "recommend":  # the squared error and the network's weight decay of the rows used
+            return F.mse_loss(out, y) + (self.net.penalty(x) if self.net.training else 0.0), out
         return F.cross_entropy(out, y), out
 
     def step(self, x, y) -> None:
@@ -305,12 +330,16 @@ class PlainLoop:
                 self.step(x_train[idx], y_train[idx])
         if self.validate:
             self.net.eval()
-            total = torch.zeros((), device=self.dev)
+            total, hits = torch.zeros((), device=self.dev), torch.zeros((), device=self.dev)
             with torch.no_grad():
                 for i in range(0, len(x_val), self.eval_batch):
                     x, y = x_val[i : i + self.eval_batch], y_val[i : i + self.eval_batch]
                     loss, out = self.loss(x, y)
                     total += (out.argmax(1) == y).sum() if self.kind == "classify" else loss * len(y)
+                    if self.candidates is not None:
+                        c = self.candidates[i : i + self.eval_batch]
+                        scores = self.net(torch.stack([x[:, :1].expand_as(c), c], dim=-1))
+                        hits += (scores[:, 1:] >= scores[:, :1]).sum(1).lt(10).sum()
             self.val_metric = total.item() / len(x_val)
         return time.perf_counter() - t0
 
@@ -512,6 +541,8 @@ def main() -> None:
         write_mnist_sized(args.data_dir)
     if "table" in args.models and not os.path.exists(os.path.join(args.data_dir, "table", "bench.csv")):
         write_table(args.data_dir)
+    if "mf" in args.models and not os.path.exists(os.path.join(args.data_dir, "ratings", "u.data")):
+        write_ratings_sized(args.data_dir)
     import torch
 
     print(

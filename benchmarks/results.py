@@ -10,6 +10,8 @@ results tables come from here).
     python benchmarks/results.py gans --seeds 3                 # DCGAN class coverage: digits; MNIST, Fashion-MNIST, CIFAR-10 where present
     python benchmarks/results.py tables --seeds 3               # breast_cancer, wine, diabetes beside scikit-learn
     python benchmarks/results.py tables --tables diabetes california_housing --download
+    python benchmarks/results.py ml100k                         # MovieLens-100k, u1-u5: mf and ncf
+    python benchmarks/results.py ml100k --recipes ml100k_mf --seeds 3
 
 Each cell is one run of ``python train.py experiment=<recipe> ...`` (in this process, so that imports
 are paid once), its test metrics on the best checkpoint by validation loss, and its seconds (fit and
@@ -22,7 +24,9 @@ speed varies with its load. ``--markdown FILE`` writes the table too.
 
 The published numbers are the papers' own (ETTh1, multivariate, MSE / MAE on the z-normalised
 scale; PatchTST's Table 3 lists all five): Informer, Autoformer and FEDformer with lookback 96,
-DLinear with 336, PatchTST/64 with 512.
+DLinear with 336, PatchTST/64 with 512. MovieLens-100k: Surprise's benchmark table (5-fold
+cross-validation RMSE; its MAE and times are for other hardware), against ours on the published
+u1-u5 folds, mean ± std over the five (each fold the mean of its ``--seeds`` runs).
 
 Tables: our networks beside scikit-learn's baselines fitted in the same run on the same split (the
 datamodule's own training rows; scored on its validation and test rows): logistic regression
@@ -61,6 +65,15 @@ PUBLISHED_SHAKESPEARE = {"nanoGPT (A100)": 1.4697, "nanoGPT (CPU, 3 min)": 1.88}
 # Test accuracy.
 PUBLISHED_IMAGES = {"mnist": ("LeNet-5 (LeCun et al. 1998)", 0.9905), "cifar10": ("ResNet-20 (He et al. 2016)", 0.9125)}
 
+# MovieLens-100k, RMSE of 5-fold cross-validation: Surprise's README (Hug 2020, "Benchmarks").
+PUBLISHED_ML100K = {
+    "SVD++ (Surprise)": 0.919,
+    "KNNBaseline (Surprise)": 0.931,
+    "SVD (Surprise)": 0.934,
+    "BaselineOnly (Surprise)": 0.944,
+    "NMF (Surprise)": 0.963,
+}
+ML100K_RECIPES = ("ml100k_mf", "ml100k_ncf")
 ETT_MODELS = ("lstm", "gru", "linear", "linear336", "mlp", "cnn", "transformer")  # experiment=etth1_<model>
 HORIZONS = (96, 192, 336, 720)
 IMAGE_RECIPES = {"digits": "digits_mlp", "mnist": "mnist_cnn", "cifar10": "cifar10_resnet"}
@@ -353,12 +366,62 @@ def tables(args) -> str:
     return table(["table", "model", "val accuracy / R2", "test accuracy / R2", "seeds", "seconds"], rows)
 
 
-TABLE_CHOICES = ("etth1", "shakespeare", "images", "gans", "tables")
+def over_folds(folds: list[dict], key: str) -> dict:
+    """{key: (mean, std)} over the folds of each fold's mean (empty unless two folds have it)."""
+    values = [f[key][0] for f in folds if key in f]
+    return {key: (statistics.fmean(values), statistics.stdev(values))} if len(values) > 1 else {}
+
+
+def ml100k(args) -> str:
+    if not os.path.isfile(os.path.join(args.data_dir, "ml-100k", "u1.base")) and not args.download:
+        from zoo.errors import UserError
+
+        raise UserError(
+            f"there is no ml-100k/u1.base in {args.data_dir}; give --data-dir a folder holding ml-100k/, "
+            f"or --download to fetch it."
+        )
+    rows = []
+    for recipe in args.recipes or list(ML100K_RECIPES):
+        overrides = recipe.split() if "=" in recipe else [f"experiment={recipe}"]
+        folds = [repeated([*overrides, f"data.fold={fold}"], args) for fold in range(1, 6)]
+
+        per_fold = [f"{f['test/rmse'][0]:.3f}" if "test/rmse" in f else "-" for f in folds]
+        pooled = {
+            k: v
+            for key in ("test/rmse", "test/mae", "test/hr@10", "test/ndcg@10", "seconds")
+            for k, v in over_folds(folds, key).items()
+        }
+        rows.append(
+            [
+                f"ours: {recipe}",
+                *per_fold,
+                cell(pooled, "test/rmse"),
+                cell(pooled, "test/mae"),
+                cell(pooled, "test/hr@10"),
+                cell(pooled, "test/ndcg@10"),
+                cell(pooled, "seconds", 0),
+            ]
+        )
+    for name, rmse in PUBLISHED_ML100K.items():
+        rows.append([name, "-", "-", "-", "-", "-", f"{rmse:.3f}", "-", "-", "-", "(Surprise)"])
+    header = ["model", "u1", "u2", "u3", "u4", "u5", "RMSE (mean ± std)", "MAE", "HR@10", "NDCG@10", "seconds"]
+    return table(header, rows)
+
+
+# the tables this script prints: name -> the function that runs and prints it
+TABLE_FUNCTIONS = {
+    "etth1": etth1,
+    "shakespeare": shakespeare,
+    "images": images,
+    "gans": gans,
+    "tables": tables,
+    "ml100k": ml100k,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("table", choices=TABLE_CHOICES)
+    p.add_argument("table", choices=tuple(TABLE_FUNCTIONS))
     p.add_argument(
         "--tables",
         nargs="+",
@@ -371,7 +434,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--recipes",
         nargs="+",
-        help='shakespeare, tables: the command lines, e.g. "experiment=shakespeare_lstm"; gans: overrides added to each recipe',
+        help='shakespeare, tables: the command lines, e.g. "experiment=shakespeare_lstm"; gans: overrides added to '
+        'each recipe; ml100k: experiments (ml100k_mf) or command lines ("experiment=ml100k_mf model.dim=32")',
     )
     p.add_argument("--budget", help="trainer.max_time for every run, DD:HH:MM:SS (default: the recipe's own)")
     p.add_argument("--max-steps", type=int, help="trainer.max_steps for every run (default: the recipe's own)")
@@ -389,9 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with user_errors():
         try:
-            text = {"etth1": etth1, "shakespeare": shakespeare, "images": images, "gans": gans, "tables": tables}[
-                args.table
-            ](args)
+            text = TABLE_FUNCTIONS[args.table](args)
         except RunStopped as stop:
             # The run's own advice (resume from its folder) does not apply: the folder was temporary.
             reason = str(stop).split(";")[0]

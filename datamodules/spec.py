@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 @dataclass(frozen=True)
 class DataSpec:
     name: str  # the data= choice, e.g. "mnist"
-    kind: str  # "image", "tokens" (text), "series" (numeric time series) or "table" (rows of columns)
+    kind: str  # "image", "tokens" (text), "series" (numeric time series), "table" (rows of columns) or "ratings" (user-item ratings)
     shape: tuple[int, ...]  # one sample, without the batch: (C, H, W) for images
     num_classes: int = 0  # 0 when the data has no labels to classify
     class_names: tuple[str, ...] = field(default_factory=tuple)
@@ -49,6 +49,17 @@ class DataSpec:
     target: str = ""  # the column predicted: its classes are class_names (task classify), or a value (regress)
     target_mean: float = 0.0  # regression: the training split's scaler of the target (the network
     target_std: float = 1.0  # predicts (y - target_mean) / target_std; metrics are on y's own scale)
+    # Ratings (kind "ratings"): shape is (2,), one (user index, item index) pair; index num_users
+    # (num_items) stands for a user (item) unseen in training. The ids are the file's, as text, in
+    # index order (plain lists in a checkpoint, their lengths checked when read: zoo/run/rebuild.py).
+    num_users: int = 0
+    num_items: int = 0
+    user_ids: tuple[str, ...] = field(default_factory=tuple)
+    item_ids: tuple[str, ...] = field(default_factory=tuple)
+    item_titles: tuple[str, ...] = field(default_factory=tuple)  # empty when the data has no titles
+    rating_min: float = 0.0  # the scale of the ratings: predictions are clipped to it
+    rating_max: float = 0.0
+    rating_mean: float = 0.0  # the mean training rating: where a network's prediction starts
 
     def to_dict(self) -> dict:
         """Plain types only: stored in checkpoints, which load with weights_only=True."""

@@ -132,6 +132,8 @@ WHOLE_NUMBERS: dict[str, tuple[int, int]] = {
     "model.latent_dim": (1, 64),
     "model.width": (1, 64),
     "model.n_critic": (1, 1),
+    "model.dim": (1, 64),
+    "data.negatives": (1, 99),
     "trainer.min_epochs": (0, 1),
     "trainer.accumulate_grad_batches": (1, 1),
     "trainer.num_nodes": (1, 1),
@@ -656,7 +658,14 @@ def check_predict_config(cfg: DictConfig) -> None:
     from zoo.run.oserrors import check_writable_file, check_writable_folder
 
     _whole_number(cfg, "top_k", 1, 3)
+    _whole_number(cfg, "top_n", 1, 10)
     _whole_number(cfg, "batch_size", 1, 256)
+    user = cfg.get("user")
+    if user is not None and (isinstance(user, bool) or not isinstance(user, (str, int))):
+        raise UserError(f"user must be one user id, got {user!r}; e.g. user=196 or user=alice.")
+    ratings = cfg.get("ratings")
+    if ratings is not None and not (isinstance(ratings, str) and os.path.isfile(os.path.expanduser(ratings))):
+        raise UserError(f"ratings={ratings}: no file there; give the ratings file whose items each user rated.")
     for key in ("input", "out", "column", "data_dir"):
         value = cfg.get(key)
         if value is not None and not isinstance(value, str):

@@ -34,6 +34,7 @@ READERS = {
     "tokens": "zoo.run.inputs:read_texts",
     "series": "zoo.run.inputs:read_series",
     "table": "zoo.run.tables:read_tables",
+    "ratings": "zoo.run.inputs:read_users",
 }
 
 # Keys of a data config that say where the files are: a checkpoint's own values of these are never read.
@@ -45,12 +46,16 @@ class PredictOptions:
     """What a reader (and a rows function) may use besides the input: ``data`` is the run's data
     config as rebuilt from conf/ (plain values; its stored locations are not to be used), ``data_dir``
     where datasets live now (data_dir=, else $ZOO_DATA_DIR, else ./data), ``column`` the column of a
-    CSV or DataFrame that holds the input (column=), ``top_k`` how many classes a row lists."""
+    CSV or DataFrame that holds the input (column=), ``top_k`` how many classes a row lists;
+    recommenders: ``top_n`` how many items a user gets, ``ratings`` the ratings file whose items each
+    user rated, to be left out (ratings=; None: the dataset's own file under ``data_dir``)."""
 
     data: dict
     data_dir: str
     column: str | None = None
     top_k: int = 3
+    top_n: int = 10
+    ratings: str | None = None
 
 
 @dataclass
@@ -561,4 +566,95 @@ def read_series(x, spec, options: PredictOptions) -> Inputs:
         errors=[None] * len(series),
         extra={"timestamps": future, "rows": steps},
         noun="series",
+    )
+
+
+# ---- users (recommenders) ----------------------------------------------------------------------
+
+
+def user_ids(x, column: str | None) -> tuple[list[str], str]:
+    """The user ids ``x`` names, as text, and what each row is named by: a file (a Path) of one id a
+    line, or a CSV whose ``column`` holds them; one id (a string or number); or a list of ids."""
+    if isinstance(x, os.PathLike):
+        path = os.path.expanduser(str(x))
+        if not os.path.isfile(path):
+            raise UserError(f"input={path} is not a file; give a file of user ids, one a line.")
+        if column:
+            import pandas as pd
+
+            try:
+                frame = pd.read_csv(path, dtype=str)
+            except (ValueError, OSError, pd.errors.ParserError) as e:
+                raise UserError(f"{path} cannot be read as a CSV file ({' '.join(str(e).split())}).") from None
+            if column not in frame.columns:
+                raise UserError(f"{path} has no column '{column}'; its columns are: {', '.join(frame.columns)}.")
+            ids = [str(v).strip() for v in frame[column].dropna()]
+        else:
+            try:
+                with open(path, encoding="utf-8-sig") as f:
+                    ids = [line.strip() for line in f if line.strip()]
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"{path} cannot be read as a UTF-8 text file of user ids ({e}).") from None
+        if not ids:
+            raise UserError(f"{path} holds no user ids; give one id a line.")
+        return ids, "user"
+    if isinstance(x, (str, int, np.integer)):
+        return [str(x)], "user"
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, int, np.integer)) for v in x):
+        return [str(v) for v in x], "user"
+    raise UserError(
+        "a recommender is asked for users: give user=ID (python predict.py ckpt_path=... user=196), input= a file "
+        "of user ids, one a line, or in Python an id or a list of ids."
+    )
+
+
+def rated_items(spec, options: PredictOptions) -> dict[str, set[int]]:
+    """What each user rated, as item indices of the model: read from ``options.ratings`` (ratings=),
+    else from the dataset's own ratings file under today's ``data_dir`` (never a path stored in the
+    checkpoint). Items the model does not know are left out (they are never recommended)."""
+    from datamodules.ratings import read_ratings
+
+    data = options.data
+    if options.ratings:
+        path = os.path.expanduser(str(options.ratings))
+    else:
+        config = dataset_config(
+            options,
+            "give ratings=FILE, the ratings file whose items each user has rated (they are left out of the "
+            "recommendations)",
+        )
+        dataset = build_dataset(config)
+        dataset.prepare_data()
+        path = dataset.path
+    table = read_ratings(path, data.get("columns") or None, data.get("sep") or None, what="ratings")
+    index = {item: k for k, item in enumerate(spec.item_ids)}
+    items = table["item"].map(index)
+    known = items.notna()
+    rated: dict[str, set[int]] = {}
+    for user, item in zip(table["user"][known], items[known].astype(int)):
+        rated.setdefault(user, set()).add(int(item))
+    return rated
+
+
+def read_users(x, spec, options: PredictOptions) -> Inputs:
+    """Users -> every (user, item) pair of the model's items, ``num_items`` rows per user the model
+    knows; the items each user rated go to ``extra["rated"]``, to be left out. A user the model was not
+    trained on is a row with an error."""
+    ids, name = user_ids(x, options.column)
+    index = {u: k for k, u in enumerate(spec.user_ids)}
+    rated = rated_items(spec, options)
+    errors = [
+        None if u in index else f"user '{u}' is not one of the {spec.num_users:,} users the model was trained on"
+        for u in ids
+    ]
+    known = [index[u] for u in ids if u in index]
+    items = torch.arange(spec.num_items)
+    users = torch.tensor(known, dtype=torch.long).repeat_interleave(spec.num_items)
+    pairs = torch.stack([users, items.repeat(len(known))], dim=1)
+    return Inputs(
+        x=pairs,
+        columns={name: ids},
+        errors=errors,
+        extra={"rated": [sorted(rated.get(u, ())) for u in ids if u in index]},
+        noun="users",
     )

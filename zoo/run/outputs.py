@@ -21,6 +21,7 @@ ROWS = {
     "classify": "zoo.run.outputs:classify_rows",
     "forecast": "zoo.run.outputs:forecast_rows",
     "regress": "zoo.run.tables:regress_rows",
+    "recommend": "zoo.run.outputs:recommend_rows",
 }
 
 # Tasks whose checkpoints make things rather than answer inputs: where to go instead.
@@ -96,3 +97,48 @@ def forecast_rows(outputs, inputs, spec, options):
     for j, name in enumerate(targets):
         table[name] = flat[:, j]
     return pd.DataFrame(table)
+
+
+def recommend_rows(outputs, inputs, spec, options):
+    """``top_n`` rows per user: ``user``, ``rank`` (1 the best), ``item`` (its id in the ratings file),
+    ``title`` (when the data has titles) and ``rating``, the predicted rating (clipped to the scale),
+    best first, leaving out what the user rated; a user the model does not know is one row with the
+    reason in ``error``. Ranked by the network's unclipped score."""
+    import pandas as pd
+    import torch
+
+    n_items = spec.num_items
+    scores = outputs.float().reshape(-1, n_items) if len(outputs) else torch.zeros(0, n_items)
+    items, titles = np.asarray(spec.item_ids, dtype=object), list(spec.item_titles)
+    name = next(iter(inputs.columns))
+    rows: dict[str, list] = {name: [], "rank": [], "item": [], **({"title": []} if titles else {}), "rating": []}
+    rows["error"] = []
+    k = 0
+    for who, error in zip(inputs.columns[name], inputs.errors):
+        if error is not None:
+            for key, column in rows.items():
+                column.append(who if key == name else error if key == "error" else None)
+            continue
+        row = scores[k].clone()
+        rated = inputs.extra["rated"][k]
+        k += 1
+        if rated:
+            row[torch.tensor(rated)] = -torch.inf
+        n = min(int(options.top_n), n_items - len(rated))
+        top = row.topk(n) if n > 0 else None
+        if top is None:
+            continue
+        best = top.indices.numpy()
+        predicted = (
+            top.values.clamp(spec.rating_min, spec.rating_max) if spec.rating_max > spec.rating_min else top.values
+        )
+        rows[name] += [who] * n
+        rows["rank"] += list(range(1, n + 1))
+        rows["item"] += list(items[best])
+        if titles:
+            rows["title"] += [titles[i] for i in best]
+        rows["rating"] += [float(v) for v in predicted]
+        rows["error"] += [""] * n
+    table = pd.DataFrame(rows)
+    table["rank"] = table["rank"].astype("Int64")
+    return table

@@ -91,12 +91,13 @@ class Predictor:
     def class_names(self) -> list[str]:
         return list(self.spec.class_names)
 
-    def options(self, column: str | None = None, top_k: int = 3) -> PredictOptions:
-        return PredictOptions(data=self.data, data_dir=self.data_dir, column=column, top_k=top_k)
+    def options(self, column: str | None = None, top_k: int = 3, **more) -> PredictOptions:
+        """``more``: a recommender's ``top_n`` and ``ratings`` (PredictOptions)."""
+        return PredictOptions(data=self.data, data_dir=self.data_dir, column=column, top_k=top_k, **more)
 
-    def read(self, x=None, *, column: str | None = None) -> Inputs:
+    def read(self, x=None, *, column: str | None = None, **more) -> Inputs:
         """``x`` as the network's input rows (``Inputs``), read as the training data was."""
-        return self.reader(x, self.spec, self.options(column))
+        return self.reader(x, self.spec, self.options(column, **more))
 
     def trainer(self, progress: bool):
         if progress not in self._trainers:
@@ -134,11 +135,13 @@ class Predictor:
             batches = trainer.predict(self.task, dataloaders=loader, return_predictions=True)
         return torch.cat([b.float() for b in batches]) if len(batches) > 1 else batches[0].float()
 
-    def rows(self, outputs, inputs: Inputs, top_k: int = 3):
+    def rows(self, outputs, inputs: Inputs, top_k: int = 3, **more):
         """The outputs of ``inputs``'s readable rows as a DataFrame (zoo/run/outputs.py)."""
-        return self.rows_function(outputs, inputs, self.spec, self.options(top_k=top_k))
+        return self.rows_function(outputs, inputs, self.spec, self.options(top_k=top_k, **more))
 
-    def predict(self, x=None, *, column: str | None = None, top_k: int = 3):
+    def predict(
+        self, x=None, *, column: str | None = None, top_k: int = 3, top_n: int = 10, ratings: str | None = None
+    ):
         """What the model says about ``x``, a DataFrame. Classifiers: one row per input (its path,
         line or index), ``label``, ``probability``, the next ``top_k - 1`` labels and probabilities,
         and ``error`` for an input that could not be read. Forecasters: ``horizon`` rows per series,
@@ -147,9 +150,12 @@ class Predictor:
 
         ``x``: image files, folders, globs, Pillow images, arrays or tensors of pixels; texts, a text
         or CSV file, a DataFrame (``column=``); a CSV file, DataFrame or array (rows, channels) of a
-        series."""
-        inputs = self.read(x, column=column)
-        return self.rows(self.outputs(inputs), inputs, top_k)
+        series. Recommenders: ``top_n`` rows per user (``x``: a user id, a list of them, or a Path to a
+        file of them), the items they have not rated, best first, with the predicted rating; what each
+        rated comes from ``ratings`` (a ratings file), else from the dataset's own file under ``data_dir``."""
+        more = {"top_n": top_n, "ratings": ratings} if self.spec.kind == "ratings" else {}
+        inputs = self.read(x, column=column, **more)
+        return self.rows(self.outputs(inputs), inputs, top_k, **more)
 
     def __repr__(self) -> str:
         return (
@@ -245,11 +251,28 @@ def predict(cfg, argv: list[str] | None = None) -> str:
         progress=True,
     )
     source = Path(os.path.expanduser(str(cfg.input))) if cfg.get("input") else None
-    inputs = predictor.read(source, column=cfg.get("column"))
-    table = predictor.rows(predictor.outputs(inputs), inputs, int(cfg.get("top_k") or 3))
+    more = {}
+    if predictor.spec.kind == "ratings":  # a recommender: user=ID (or input= a file of ids), top_n=, ratings=
+        more = {"top_n": int(cfg.get("top_n") or 10), "ratings": cfg.get("ratings")}
+        if cfg.get("user") is not None:
+            source = [str(cfg.user)]
+    elif cfg.get("user") is not None:
+        from zoo.errors import UserError
+
+        raise UserError(f"user= asks a recommender for its top items, and {cfg.ckpt_path} is not one; leave it out.")
+    inputs = predictor.read(source, column=cfg.get("column"), **more)
+    table = predictor.rows(predictor.outputs(inputs), inputs, int(cfg.get("top_k") or 3), **more)
     path = write_predictions(table, cfg.get("out"), os.getcwd(), list(argv if argv is not None else sys.argv[1:]))
     if predictor.task_name == "forecast":
         print(f"Forecast of the next {predictor.spec.horizon} steps: {path}")
+    elif predictor.task_name == "recommend":
+        done = len(inputs) - inputs.failed
+        print(f"The top {more['top_n']} items of {done:,} {inputs.noun}: {path}")
+        if inputs.failed:
+            print(
+                f"{inputs.failed:,} of {len(inputs):,} users are not known to the model; see the error column.",
+                file=sys.stderr,
+            )
     else:
         done = len(inputs) - inputs.failed
         print(f"Predicted {done:,} {inputs.noun}: {path}")

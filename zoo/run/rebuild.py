@@ -25,6 +25,8 @@ from omegaconf.errors import OmegaConfBaseException
 from zoo.errors import UserError
 from zoo.run.config import CONF_DIR, group_choices, groups
 
+# The kinds of data a checkpoint may say it was trained on (datamodules/spec.py).
+KINDS = ("image", "tokens", "series", "table", "ratings")
 # The sections a rebuild instantiates, each from the conf/ file its stored choice names.
 BUILT = ("model", "data", "optimizer")
 # Config groups composed to check the stored config against; hparams_search configures only the
@@ -397,9 +399,33 @@ def _checked_spec(spec: Any, path: str) -> dict:
     for name in ("name", "kind", "shape"):
         if name not in spec:
             raise UserError(f"{path} stores a data spec without '{name}'; use a checkpoint written by this project.")
-    if spec["kind"] not in ("image", "tokens", "series", "table") or not spec["shape"] or min(spec["shape"]) < 1:
+    if spec["kind"] not in KINDS or not spec["shape"] or min(spec["shape"]) < 1:
         raise UserError(
             f"{path} stores a data spec of kind {spec['kind']!r} and shape {spec['shape']}; "
             f"use a checkpoint written by this project."
         )
+    if spec["kind"] == "ratings":
+        _check_ratings_spec(spec, path)
     return spec
+
+
+def _check_ratings_spec(spec: dict, path: str) -> None:
+    """A recommender's id lists against its sizes: the network is built num_users x num_items, and
+    predict.py names users and items by these lists (one id a row, each id once, titles none or one an item)."""
+    users, items = spec.get("user_ids", []), spec.get("item_ids", [])
+    titles = spec.get("item_titles", [])
+    sizes_ok = (
+        spec.get("num_users", 0) >= 1
+        and spec.get("num_items", 0) >= 1
+        and len(users) == spec.get("num_users")
+        and len(items) == spec.get("num_items")
+        and len(set(users)) == len(users)
+        and len(set(items)) == len(items)
+        and len(titles) in (0, len(items))
+    )
+    if not sizes_ok:
+        raise UserError(
+            f"{path} stores a ratings spec whose id lists do not match its sizes ({len(users)} user ids for "
+            f"num_users={spec.get('num_users')}, {len(items)} item ids and {len(titles)} titles for "
+            f"num_items={spec.get('num_items')}, each id once); use a checkpoint written by this project."
+        )

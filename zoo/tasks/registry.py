@@ -17,7 +17,13 @@ from torch import nn
 from zoo.errors import UserError
 from zoo.nets.init import initialise
 
-KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series", "table": "tables"}
+KIND_WORDS = {
+    "image": "images",
+    "tokens": "token sequences",
+    "series": "numeric series",
+    "table": "tables",
+    "ratings": "user-item ratings",
+}
 
 # task name -> "module:Class" (imported only when used)
 TASKS = {
@@ -26,6 +32,7 @@ TASKS = {
     "language_model": "zoo.tasks.language_model:LanguageModelTask",
     "forecast": "zoo.tasks.forecast:ForecastTask",
     "regress": "zoo.tasks.regress:RegressionTask",
+    "recommend": "zoo.tasks.recommend:RecommendTask",
 }
 
 
