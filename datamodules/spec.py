@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 @dataclass(frozen=True)
 class DataSpec:
     name: str  # the data= choice, e.g. "mnist"
-    kind: str  # "image", "tokens" (text) or "series" (numeric time series)
+    kind: str  # "image", "tokens" (text), "series" (numeric time series) or "audio"
     shape: tuple[int, ...]  # one sample, without the batch: (C, H, W) for images
     num_classes: int = 0  # 0 when the data has no labels to classify
     class_names: tuple[str, ...] = field(default_factory=tuple)
@@ -27,6 +27,15 @@ class DataSpec:
     channel_names: tuple[str, ...] = field(default_factory=tuple)
     channel_mean: tuple[float, ...] = field(default_factory=tuple)  # the train-split scaler of each channel,
     channel_std: tuple[float, ...] = field(default_factory=tuple)  # to report errors on the original scale
+    # Audio (kind "audio"): shape is (samples,), a clip's waveform at sample_rate; the network's front
+    # end (zoo/nets/audio.py) computes the features below from it, on the whole batch
+    sample_rate: int = 0
+    features: str = ""  # "logmel" or "mfcc"
+    n_fft: int = 0  # STFT window, in samples
+    hop_length: int = 0  # samples between frames
+    n_mels: int = 0
+    n_mfcc: int = 0
+    spec_augment: tuple[int, ...] = field(default_factory=tuple)  # (freq masks, widest in bins, time masks, widest in frames)
 
     def to_dict(self) -> dict:
         """Plain types only: stored in checkpoints, which load with weights_only=True."""

@@ -19,6 +19,9 @@ surrounds the blocks is what the data poses:
   encoded on its own (channel independence: the same weights for every channel), flattened and
   mapped linearly to the horizon.
 
+On audio, ``zoo.nets.audio.SpectrogramTransformer`` (AST, Gong et al. 2021): the same encoder over
+square patches of each clip's spectrogram.
+
 ``Transformer`` (model=transformer) builds the one the data needs.
 """
 
@@ -351,7 +354,11 @@ def Transformer(
         return TokenTransformerClassifier(spec, pool=pool, **sizes)
     if spec.kind == "series":
         return PatchForecaster(spec, patch=patch, stride=stride, revin=revin, **sizes)
+    if spec.kind == "audio":  # AST: patches of the clip's spectrogram (zoo/nets/audio.py)
+        from zoo.nets.audio import audio_transformer
+
+        return audio_transformer(spec, pool=pool, patch=patch, **sizes)
     return ImageTransformerClassifier(spec, pool=pool, patch=patch, **sizes)
 
 
-Transformer.accepts = ("tokens", "series", "image")
+Transformer.accepts = ("tokens", "series", "image", "audio")

@@ -17,7 +17,7 @@ from torch import nn
 from zoo.errors import UserError
 from zoo.nets.init import initialise
 
-KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series"}
+KIND_WORDS = {"image": "images", "tokens": "token sequences", "series": "numeric series", "audio": "audio clips"}
 
 # task name -> "module:Class" (imported only when used)
 TASKS = {
