@@ -75,7 +75,7 @@ def read_clip(path: str, sample_rate: int, samples: int, offset: float = 0.0, ga
             raise ClipError("it is empty (0 bytes)")
         with sf.SoundFile(path) as f:
             rate = f.samplerate
-            start = int(round(offset * rate))
+            start = round(offset * rate)
             if start:
                 f.seek(min(start, max(f.frames - 1, 0)))
             needed = math.ceil(samples * rate / sample_rate) + 1  # only the part that is kept is read
@@ -153,10 +153,10 @@ class AudioData(TensorDataModule):
         window_ms: float = 25.0,
         hop_ms: float = 10.0,
         time_shift: float = 0.1,
-        freq_masks: int = 2,
-        freq_mask_width: int = 8,
-        time_masks: int = 2,
-        time_mask_width: int = 10,
+        freq_masks: int = 1,
+        freq_mask_width: int = 4,
+        time_masks: int = 1,
+        time_mask_width: int = 5,
         stream: str | bool = "auto",
         num_workers: int = 2,
         batch_size: int = 64,
@@ -182,16 +182,16 @@ class AudioData(TensorDataModule):
         if not 0 <= time_shift < duration:
             raise UserError(f"data.time_shift={time_shift} must be from 0 to below data.duration={duration} seconds.")
         self.sample_rate, self.duration, self.features = int(sample_rate), float(duration), features
-        self.samples = int(round(self.sample_rate * self.duration))
+        self.samples = round(self.sample_rate * self.duration)
         self.n_mels, self.n_mfcc = int(n_mels), int(n_mfcc)
-        self.n_fft = int(round(self.sample_rate * window_ms / 1000))
-        self.hop_length = int(round(self.sample_rate * hop_ms / 1000))
+        self.n_fft = round(self.sample_rate * window_ms / 1000)
+        self.hop_length = round(self.sample_rate * hop_ms / 1000)
         if self.n_mels < 1 or self.n_mels > self.n_fft // 2 + 1:
             raise UserError(
                 f"data.n_mels={n_mels} must be from 1 to {self.n_fft // 2 + 1} (the frequencies of a "
                 f"{window_ms} ms window at {sample_rate} Hz); lower it or widen data.window_ms."
             )
-        self.time_shift = int(round(time_shift * self.sample_rate))
+        self.time_shift = round(time_shift * self.sample_rate)
         self.spec_augment = (int(freq_masks), int(freq_mask_width), int(time_masks), int(time_mask_width))
         if min(self.spec_augment) < 0:
             raise UserError("data.freq_masks, freq_mask_width, time_masks and time_mask_width must be 0 or more.")
@@ -210,6 +210,14 @@ class AudioData(TensorDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits or self.datasets:  # already read: setup is called by train.py and by the Trainer
             return
+        try:
+            import scipy.signal  # noqa: F401 - resampling
+            import soundfile  # noqa: F401
+        except ImportError as e:
+            raise UserError(
+                f"data={self.name} reads audio with soundfile and scipy, and {e.name} is not installed; "
+                f"pip install 'zoo-experiments[audio]'."
+            ) from None
         clips, classes = self.find_clips()
         if len(classes) < 2:
             raise UserError(
@@ -218,7 +226,9 @@ class AudioData(TensorDataModule):
             )
         self.classes = list(classes)
         total = sum(len(c) for c in clips.values())
-        self.streaming = self.stream is True or (self.stream == "auto" and total * self.samples * 4 > STREAM_ABOVE_BYTES)
+        self.streaming = self.stream is True or (
+            self.stream == "auto" and total * self.samples * 4 > STREAM_ABOVE_BYTES
+        )
         datasets = {split: ClipDataset(c, self.sample_rate, self.samples) for split, c in clips.items()}
         if self.streaming:
             self.datasets = datasets
@@ -360,7 +370,9 @@ class AudioFolderData(AudioData):
                 f"data.test_size={self.test_size}; add clips or change the sizes."
             )
         train, val, test = seeded_split(n, [n - n_val - n_test, n_val, n_test], self.seed)
-        return {s: [items[i] for i in idx.tolist()] for s, idx in (("train", train), ("val", val), ("test", test))}, classes
+        return {
+            s: [items[i] for i in idx.tolist()] for s, idx in (("train", train), ("val", val), ("test", test))
+        }, classes
 
 
 FSDD_NAME = re.compile(r"^(\d)_([^_]+)_(\d+)\.wav$")
@@ -448,7 +460,9 @@ class SpokenDigitsData(AudioData):
             train = [Clip(rest[i][0], rest[i][1]) for i in train_idx.tolist()]
             val = [Clip(rest[i][0], rest[i][1]) for i in val_idx.tolist()]
         if not tests:
-            raise UserError(f"{self.folder} has no recordings with indices 0-4, FSDD's test set; use data.split_by=speaker.")
+            raise UserError(
+                f"{self.folder} has no recordings with indices 0-4, FSDD's test set; use data.split_by=speaker."
+            )
         return {"train": train, "val": val, "test": tests}, [str(d) for d in range(10)]
 
 
@@ -484,7 +498,9 @@ class SpeechCommandsData(AudioData):
     ):
         super().__init__(**audio)
         if classes not in (35, 12):
-            raise UserError(f"data.classes must be 35 (every word) or 12 (ten words, silence, unknown), got {classes!r}.")
+            raise UserError(
+                f"data.classes must be 35 (every word) or 12 (ten words, silence, unknown), got {classes!r}."
+            )
         self.data_dir = os.path.expanduser(str(data_dir))
         self.folder = os.path.join(self.data_dir, self.FOLDER)
         self.n_classes, self.mirror, self.checksum, self.download = classes, mirror, checksum, download
@@ -543,9 +559,7 @@ class SpeechCommandsData(AudioData):
                 f"or point paths.data_dir at a folder holding {self.FOLDER}/."
             )
         val_list, test_list = self._list("validation_list.txt"), self._list("testing_list.txt")
-        words = sorted(
-            d.name for d in os.scandir(self.folder) if d.is_dir() and not d.name.startswith(("_", "."))
-        )
+        words = sorted(d.name for d in os.scandir(self.folder) if d.is_dir() and not d.name.startswith(("_", ".")))
         by_split: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
         for word in words:
             for path in audio_files(os.path.join(self.folder, word)):

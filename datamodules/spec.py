@@ -35,7 +35,9 @@ class DataSpec:
     hop_length: int = 0  # samples between frames
     n_mels: int = 0
     n_mfcc: int = 0
-    spec_augment: tuple[int, ...] = field(default_factory=tuple)  # (freq masks, widest in bins, time masks, widest in frames)
+    spec_augment: tuple[int, ...] = field(
+        default_factory=tuple
+    )  # (freq masks, widest in bins, time masks, widest in frames)
 
     def to_dict(self) -> dict:
         """Plain types only: stored in checkpoints, which load with weights_only=True."""

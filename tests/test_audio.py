@@ -490,7 +490,9 @@ def test_speech_commands_refusals(tmp_path, http_server):
     www, url, _ = http_server
     write_speech_commands_archive(www / "speech_commands_v0.02.tar.gz")
     base = [f"paths.data_dir={tmp_path / 'data'}", "data=speech_commands", "model=cnn", "data.num_workers=0"]
-    out = command("train.py", *base, f"data.mirror={url}", f"data.checksum=sha256:{'0' * 64}", f"hydra.run.dir={tmp_path / 'r1'}")
+    out = command(
+        "train.py", *base, f"data.mirror={url}", f"data.checksum=sha256:{'0' * 64}", f"hydra.run.dir={tmp_path / 'r1'}"
+    )
     assert out.returncode == 2 and "not the expected" in out.stderr and "Traceback" not in out.stderr
     assert not any(p.name.startswith("speech_commands") for p in (tmp_path / "data").iterdir())  # nothing half-written
     out = command("train.py", *base, "data.download=false", f"hydra.run.dir={tmp_path / 'r2'}")
@@ -585,5 +587,7 @@ def test_audio_network_exports_to_onnx_from_waveform_to_logits(tmp_path):
     session = ort.InferenceSession(str(path))
     y = session.run(None, {session.get_inputs()[0].name: torch.randn(5, 4000).numpy() * 0.1})[0]
     assert y.shape == (5, 3)
-    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], net(x).detach().numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], net(x).detach().numpy(), atol=1e-4
+    )
     assert os.path.getsize(path) > 0

@@ -10,9 +10,9 @@ starts with ``AudioFeatures``, which turns the whole batch into features on the 
 3. decibels, ``10 log10(power)``, floored 80 dB below the clip's loudest bin (librosa's
    ``power_to_db(top_db=80)``), and for ``features="mfcc"`` the first ``spec.n_mfcc`` coefficients
    of its orthonormal DCT-II (librosa's ``mfcc``);
-4. each feature bin normalised by batch statistics (a ``BatchNorm`` without scale and shift: running
-   means in evaluation), so quiet and loud recordings and MFCC's large first coefficient all
-   arrive near zero mean and unit variance;
+4. each feature bin normalised by batch statistics (a ``BatchNorm`` without scale and shift; in
+   evaluation the average over all training batches), so MFCC's large first coefficient and the
+   mel bands all arrive near zero mean and unit variance;
 5. in training only, SpecAugment (Park et al. 2019): ``spec.spec_augment`` = (frequency masks, the
    widest in bins, time masks, the widest in frames), each a band set to zero (the mean).
 
@@ -144,13 +144,23 @@ class AudioFeatures(nn.Module):
         dct = dct_matrix(spec.n_mfcc, spec.n_mels) if self.mfcc else torch.zeros(0, spec.n_mels)
         self.register_buffer("dct", dct.T.float().contiguous(), persistent=False)  # (mels, n_mfcc)
         self.bins = feature_bins(spec)
-        self.norm = nn.BatchNorm1d(self.bins, affine=False)
+        # momentum=None: the running statistics are the plain average over every training batch. The
+        # features have no trained parameters before them, so their distribution does not drift and
+        # the average is exact after the first batches (an exponential average would start from 0
+        # and 1, tens of dB away, and make the first epochs' validation meaningless).
+        self.norm = nn.BatchNorm1d(self.bins, affine=False, momentum=None)
         self.augment = SpecAugment(*(tuple(spec.spec_augment) + (0, 0, 0, 0))[:4])
 
     def power(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> (B, frames, 1 + n_fft // 2) power spectrogram."""
         z = torch.stft(
-            wave.float(), self.n_fft, self.hop, window=self.window, center=True, pad_mode="constant", return_complex=True
+            wave.float(),
+            self.n_fft,
+            self.hop,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
         )
         return (z.real.square() + z.imag.square()).transpose(1, 2)
 
@@ -276,8 +286,8 @@ class M5(nn.Module):
         super().__init__()
         if not channels:
             raise ValueError("model.channels needs at least one entry")
-        kernel = max(int(round(spec.sample_rate * kernel_ms / 1000)), 1)
-        stride = max(int(round(spec.sample_rate * stride_ms / 1000)), 1)
+        kernel = max(round(spec.sample_rate * kernel_ms / 1000), 1)
+        stride = max(round(spec.sample_rate * stride_ms / 1000), 1)
         length = (spec.shape[0] - kernel) // stride + 1
         if length < 1:
             raise ValueError(
