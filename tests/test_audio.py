@@ -181,22 +181,24 @@ def test_audio_folder_trains_a_cnn_and_checkpoints_the_spec(tmp_path):
             f"data.root={tmp_path / 'clips'}",
             "model=cnn",
             *AUDIO_FAST,
-            "data.batch_size=16",
+            "model.channels=[16,32]",
+            "model.hidden=32",
+            "data.batch_size=8",
             "data.val_size=6",
             "data.test_size=9",
-            "trainer.max_epochs=4",
+            "trainer.max_epochs=5",
             "optimizer.lr=3e-3",
         ],
         tmp_path / "run",
     )
-    assert metrics["test/acc"] >= 0.85 and metrics["epochs"] == 4
+    assert metrics["test/acc"] >= 0.75 and metrics["epochs"] == 5  # 9 test clips of 3 classes: at most 2 wrong
     spec = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["spec"]
     assert spec["kind"] == "audio" and spec["shape"] == [8000] and spec["class_names"] == classes
     assert spec["sample_rate"] == 16000 and spec["n_mels"] == 32 and spec["features"] == "logmel"
     # eval.py rebuilds the network with its front end from the stored spec alone
-    out = command("eval.py", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", "logger=none")
+    out = command("eval.py", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'e.json'}")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "test/acc" in out.stdout
+    assert json.loads((tmp_path / "e.json").read_text())["test/acc"] >= 0.75
 
 
 @pytest.mark.parametrize("model", ["lstm", "gru", "transformer", "m5", "cnn-mfcc"])
