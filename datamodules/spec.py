@@ -27,6 +27,11 @@ class DataSpec:
     channel_names: tuple[str, ...] = field(default_factory=tuple)
     channel_mean: tuple[float, ...] = field(default_factory=tuple)  # the train-split scaler of each channel,
     channel_std: tuple[float, ...] = field(default_factory=tuple)  # to report errors on the original scale
+    # Images (kind "image"): pixels in [0, 1] were fed as (x - pixel_mean) / pixel_std, per channel, so
+    # that new images (predict.py, export) are scaled as the training images were; empty in
+    # checkpoints from before issue 25 (predict.py then recomputes them from the dataset)
+    pixel_mean: tuple[float, ...] = field(default_factory=tuple)
+    pixel_std: tuple[float, ...] = field(default_factory=tuple)
     # Audio (kind "audio"): shape is (samples,), a clip's waveform at sample_rate; the network's front
     # end (zoo/nets/audio.py) computes the features below from it, on the whole batch
     sample_rate: int = 0
@@ -35,9 +40,8 @@ class DataSpec:
     hop_length: int = 0  # samples between frames
     n_mels: int = 0
     n_mfcc: int = 0
-    spec_augment: tuple[int, ...] = field(
-        default_factory=tuple
-    )  # (freq masks, widest in bins, time masks, widest in frames)
+    # SpecAugment in training: (frequency masks, widest in bins, time masks, widest in frames)
+    spec_augment: tuple[int, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
         """Plain types only: stored in checkpoints, which load with weights_only=True."""
