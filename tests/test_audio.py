@@ -196,9 +196,38 @@ def test_audio_folder_trains_a_cnn_and_checkpoints_the_spec(tmp_path):
     assert spec["kind"] == "audio" and spec["shape"] == [8000] and spec["class_names"] == classes
     assert spec["sample_rate"] == 16000 and spec["n_mels"] == 32 and spec["features"] == "logmel"
     # eval.py rebuilds the network with its front end from the stored spec alone
-    out = command("eval.py", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'e.json'}")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    out = command("eval.py", f"ckpt_path={ckpt}", f"out={tmp_path / 'e.json'}")
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((tmp_path / "e.json").read_text())["test/acc"] >= 0.75
+
+    # predict.py on a folder of new recordings (other rates, stereo, one broken file) and on one file
+    new = tmp_path / "new"
+    write_audio_folder(new, per_class=3)
+    (new / "low" / "broken.wav").write_text("not audio")
+    r = command("predict.py", f"ckpt_path={ckpt}", f"input={new}", f"out={tmp_path / 'pred'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "pred" / "predictions.csv", keep_default_na=False)
+    assert list(rows.columns[:3]) == ["path", "label", "probability"] and len(rows) == 10
+    broken = rows[rows.path.str.endswith("broken.wav")]
+    assert len(broken) == 1 and "cannot read it as audio" in broken.error.iloc[0]
+    good = rows[rows.error == ""]
+    truth = good.path.map(lambda p: Path(p).parent.name)
+    assert (good.label == truth).mean() >= 0.75
+    r = command("predict.py", f"ckpt_path={ckpt}", f"input={new / 'low' / 'broken.wav'}", f"out={tmp_path / 'p2'}")
+    assert r.returncode == 2 and "cannot be read as a clip" in r.stderr and not (tmp_path / "p2").exists()
+    # the Python API on waveforms: the same probabilities as on the files they were read from
+    import zoo
+    from datamodules.audio import read_clip
+
+    model = zoo.load(str(ckpt))
+    files = sorted(str(p) for p in (new / "high").glob("*.*"))
+    waves = np.stack([read_clip(f, 16000, 8000) for f in files])
+    by_array, by_path = model.predict(waves), model.predict(files)
+    assert list(by_array.label) == list(by_path.label)
+    np.testing.assert_allclose(by_array.probability, by_path.probability, rtol=1e-5)
 
 
 @pytest.mark.parametrize("model", ["lstm", "gru", "transformer", "m5", "cnn-mfcc"])
