@@ -133,6 +133,13 @@ class AudioFeatures(nn.Module):
 
     def __init__(self, spec):
         super().__init__()
+        if not (
+            spec.sample_rate >= 1 and 2 <= spec.n_fft <= spec.shape[0] * 2 and 1 <= spec.hop_length and spec.n_mels >= 1
+        ):
+            raise ValueError(
+                f"the spec's audio settings do not fit together (sample_rate={spec.sample_rate}, n_fft={spec.n_fft}, "
+                f"hop_length={spec.hop_length}, n_mels={spec.n_mels}, {spec.shape[0]} samples)"
+            )
         if spec.features not in ("logmel", "mfcc"):
             raise ValueError(f"unknown data.features '{spec.features}'; choose logmel or mfcc")
         if spec.features == "mfcc" and not 1 <= spec.n_mfcc <= spec.n_mels:

@@ -316,7 +316,7 @@ def _checked_spec(spec: Any, path: str) -> dict:
     for name in ("name", "kind", "shape"):
         if name not in spec:
             raise UserError(f"{path} stores a data spec without '{name}'; use a checkpoint written by this project.")
-    if spec["kind"] not in ("image", "tokens", "series") or not spec["shape"] or min(spec["shape"]) < 1:
+    if spec["kind"] not in ("image", "tokens", "series", "audio") or not spec["shape"] or min(spec["shape"]) < 1:
         raise UserError(
             f"{path} stores a data spec of kind {spec['kind']!r} and shape {spec['shape']}; "
             f"use a checkpoint written by this project."
