@@ -243,7 +243,7 @@ def test_every_audio_network_takes_a_step(tmp_path, model):
             "data.val_size=2",
             "data.test_size=2",
             "trainer.max_epochs=1",
-            "+trainer.limit_train_batches=2",
+            "trainer.limit_train_batches=2",
             "logger=csv",
         ],
         tmp_path / "run",
@@ -355,7 +355,7 @@ def test_tensorboard_plays_input_and_misclassified_clips(tmp_path):
             "data.val_size=3",
             "data.test_size=9",
             "trainer.max_epochs=1",
-            "+trainer.limit_train_batches=1",  # one step: most test clips are still wrong
+            "trainer.limit_train_batches=1",  # one step: most test clips are still wrong
             "callbacks.input_samples.num_samples=4",
             "callbacks.model_graph=null",
             "callbacks.embeddings=null",
