@@ -16,7 +16,10 @@ character model on Tiny Shakespeare (as lstm-text), and vit, the same network fa
 on the MNIST-sized images; table, the MLP on a synthetic table (50,000 rows: 8 numeric columns with
 gaps, 3 categorical ones, a class to predict; data=tabular); mf, matrix factorisation on 100,000
 synthetic ratings of MovieLens-100k's sizes (943 users, 1,682 items), whose validation also ranks
-each held-out item among 100 candidates in both loops. The framework runs
+each held-out item among 100 candidates in both loops; audio, a CNN on log-mel spectrograms
+(computed by the network's front end) of 2,000 synthetic one-second 8 kHz clips in class folders
+(data=audio_folder), the plain loop shifting each training clip in time as the framework's data
+does. The framework runs
 ``train.py model=<family> data=<its data>`` in process with its defaults (steps_per_execution=auto,
 the default callbacks), but for early stopping (a benchmark runs its epochs) and histograms
 (measured by --callbacks); the GAN also without validation (its FID judge is a model of its own).
@@ -148,6 +151,22 @@ def write_ratings_sized(data_dir: str) -> None:
     os.replace(os.path.join(folder, "u.data.part"), os.path.join(folder, "u.data"))
 
 
+def write_audio_clips(data_dir: str) -> None:
+    """2,000 one-second 8 kHz WAV clips in 10 class folders under data_dir/bench_audio: each class a
+    tone of its own pitch, with noise and a random start."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 8000
+    for c in range(10):
+        folder = os.path.join(data_dir, "bench_audio", f"class{c}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(200):
+            wave = 0.4 * np.sin(2 * np.pi * (200 + 150 * c) * t) * (t > rng.uniform(0, 0.3))
+            sf.write(os.path.join(folder, f"{i}.wav"), wave + 0.05 * rng.standard_normal(8000), 8000, subtype="PCM_16")
+
+
 class EpochTimer:
     """Times each training epoch from its first batch to the first batch of the next (the last one:
     to the end of training), so validation, checkpoints and every callback's epoch-end work count."""
@@ -211,6 +230,20 @@ CASES = {
         "table",
     ),
     "mf": (["data=ratings", "data.path=${paths.data_dir}/ratings/u.data", "model=mf", *NO_BENCH_CALLBACKS], "ratings"),
+    # spoken-digit-sized clips: 2,000 one-second tones at 8 kHz in 10 class folders (write_audio_clips);
+    # the network computes log-mel spectrograms on each batch, the data shifts each clip in time
+    "audio": (
+        [
+            "data=audio_folder",
+            "data.root=${paths.data_dir}/bench_audio",
+            "data.sample_rate=8000",
+            "model=cnn",
+            "model.channels=[16,32,64]",
+            "model.hidden=64",
+            *NO_BENCH_CALLBACKS,
+        ],
+        "audio",
+    ),
 }
 TEXT_CASES = [m for m, (_, kind) in CASES.items() if kind == "tokens"]
 
@@ -269,6 +302,7 @@ class PlainLoop:
         self.gen = torch.Generator(device=dev).manual_seed(42)  # its own: leaves others' random streams alone
         self.validate = self.kind != "adversarial"  # as the framework's GAN case: no validation
         self.val_metric = None
+        self.shift = getattr(dm, "time_shift", 0)  # audio: samples of random time shift
 
     def loss(self, x, y):
         import torch.nn.functional as F
@@ -317,6 +351,8 @@ class PlainLoop:
     def epoch(self) -> float:
         import torch
 
+        from datamodules.augment import random_shift
+
         (x_train, y_train), (x_val, y_val) = self.train_split, self.val_split
         t0 = time.perf_counter()
         self.net.train()
@@ -326,6 +362,8 @@ class PlainLoop:
             idx = perm[i * bs : (i + 1) * bs]
             if self.kind == "adversarial":
                 self.gan_step(x_train[idx])
+            elif self.shift:  # audio: the framework's data shifts each training clip in time
+                self.step(random_shift(x_train[idx], self.shift), y_train[idx])
             else:
                 self.step(x_train[idx], y_train[idx])
         if self.validate:
@@ -383,7 +421,7 @@ def run_framework(args) -> dict:
         timer = EpochTimer(args.started).callback
     summary = train.train(cfg, extra_callbacks=(timer,))
     # The plain loop's measure: accuracy for image classifiers, the loss for the others.
-    val_key = "val/acc" if CASES[args.model][1] in ("images", "table") and "val/acc" in summary else "val/loss"
+    val_key = "val/acc" if CASES[args.model][1] in ("images", "table", "audio") and "val/acc" in summary else "val/loss"
     return {
         "epoch_s": timer.epochs,
         "steps": timer.steps,
@@ -543,6 +581,8 @@ def main() -> None:
         write_table(args.data_dir)
     if "mf" in args.models and not os.path.exists(os.path.join(args.data_dir, "ratings", "u.data")):
         write_ratings_sized(args.data_dir)
+    if "audio" in args.models and not os.path.isdir(os.path.join(args.data_dir, "bench_audio")):
+        write_audio_clips(args.data_dir)
     import torch
 
     print(

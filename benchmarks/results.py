@@ -12,6 +12,8 @@ results tables come from here).
     python benchmarks/results.py tables --tables diabetes california_housing --download
     python benchmarks/results.py ml100k                         # MovieLens-100k, u1-u5: mf and ncf
     python benchmarks/results.py ml100k --recipes ml100k_mf --seeds 3
+    python benchmarks/results.py audio                          # spoken digits (FSDD); Speech Commands where present
+    python benchmarks/results.py audio --speakers nicolas       # ... holding out only these speakers
 
 Each cell is one run of ``python train.py experiment=<recipe> ...`` (in this process, so that imports
 are paid once), its test metrics on the best checkpoint by validation loss, and its seconds (fit and
@@ -62,6 +64,20 @@ PUBLISHED_ETTH1 = {
 # and test are its two halves): nanoGPT's README (a 6-layer transformer on an A100, and its CPU
 # settings for about 3 minutes on a laptop).
 PUBLISHED_SHAKESPEARE = {"nanoGPT (A100)": 1.4697, "nanoGPT (CPU, 3 min)": 1.88}
+# Spoken digits, test accuracy: adhishthite/sound-mnist (a Keras CNN on MFCCs, FSDD's 3 speakers of
+# 2018, a random 10% of the clips as the test set: speakers seen in training); Adoptante et al.,
+# "Spoken-Digit Classification using Artificial Neural Network", ASEAN Engineering Journal 13(1),
+# 93-99, 2023 (an MLP on MFCCs trained on AudioMNIST, FSDD's speakers unseen: F1 0.8192).
+PUBLISHED_DIGITS = {
+    "CNN on MFCCs (adhishthite/sound-mnist, 2018)": ("random 10% of the clips", 0.97),
+    "MLP on MFCCs (Adoptante et al. 2023), F1": ("FSDD's speakers unseen", 0.8192),
+}
+# Speech Commands v0.02, test accuracy: Warden 2018 (arXiv:1804.03209, the TensorFlow tutorial's conv
+# model, 12 classes); Gong et al. 2021, "AST: Audio Spectrogram Transformer" (Interspeech, 35 classes).
+PUBLISHED_SPEECH_COMMANDS = {
+    "conv baseline (Warden 2018)": ("12 classes", 0.882),
+    "AST (Gong et al. 2021)": ("35 classes", 0.9811),
+}
 # Test accuracy.
 PUBLISHED_IMAGES = {"mnist": ("LeNet-5 (LeCun et al. 1998)", 0.9905), "cifar10": ("ResNet-20 (He et al. 2016)", 0.9125)}
 
@@ -408,6 +424,72 @@ def ml100k(args) -> str:
     return table(header, rows)
 
 
+def audio(args) -> str:
+    """FSDD on its own split and with each speaker held out in turn (the mean over speakers), then
+    Speech Commands (12 and 35 classes) where its folder is in --data-dir, beside the published."""
+    rows = []
+    recordings = os.path.join(args.data_dir, "fsdd", "recordings")
+    if os.path.isdir(recordings):
+        stats = repeated(["experiment=spoken_digits_cnn"], args)
+        rows.append(
+            [
+                "ours: spoken_digits_cnn",
+                "FSDD's own (indices 0-4)",
+                cell(stats, "test/acc", 4),
+                cell(stats, "seconds", 0),
+            ]
+        )
+        found = sorted({n.split("_")[1] for n in os.listdir(recordings) if n.count("_") == 2})
+        speakers = args.speakers or found
+        held = []
+        for speaker in speakers:
+            stats = repeated(
+                ["experiment=spoken_digits_cnn", "data.split_by=speaker", f"data.test_speakers=[{speaker}]"], args
+            )
+            held.append(stats)
+            rows.append(
+                [
+                    f"ours: spoken_digits_cnn, {speaker} held out",
+                    f"{speaker} unseen",
+                    cell(stats, "test/acc", 4),
+                    cell(stats, "seconds", 0),
+                ]
+            )
+        if len(held) > 1:
+            accs = [s["test/acc"][0] for s in held]
+            rows.append(
+                [
+                    "ours: spoken_digits_cnn, speakers held out",
+                    f"each of {len(held)} speakers in turn",
+                    f"{statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f}",
+                    "-",
+                ]
+            )
+    else:
+        print(f"  spoken digits: no fsdd/recordings in {args.data_dir}; skipped", flush=True)
+    for name, (split, acc) in PUBLISHED_DIGITS.items():
+        rows.append([name, split, f"{acc:.4f}", "(paper)"])
+    if os.path.isdir(os.path.join(args.data_dir, "speech_commands_v0.02")) or args.download:
+        for classes in (12, 35):
+            stats = repeated(["data=speech_commands", "model=cnn", f"data.classes={classes}"], args)
+            rows.append(
+                [
+                    f"ours: model=cnn data=speech_commands data.classes={classes}",
+                    f"{classes} classes",
+                    cell(stats, "test/acc", 4),
+                    cell(stats, "seconds", 0),
+                ]
+            )
+    else:
+        print(
+            f"  speech commands: no speech_commands_v0.02 in {args.data_dir}; skipped (--download fetches it)",
+            flush=True,
+        )
+    for name, (split, acc) in PUBLISHED_SPEECH_COMMANDS.items():
+        rows.append([f"Speech Commands v0.02: {name}", split, f"{acc:.4f}", "(paper)"])
+    return table(["model", "test set", "test accuracy", "seconds"], rows)
+
+
 # the tables this script prints: name -> the function that runs and prints it
 TABLE_FUNCTIONS = {
     "etth1": etth1,
@@ -416,6 +498,7 @@ TABLE_FUNCTIONS = {
     "gans": gans,
     "tables": tables,
     "ml100k": ml100k,
+    "audio": audio,
 }
 
 
@@ -437,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         help='shakespeare, tables: the command lines, e.g. "experiment=shakespeare_lstm"; gans: overrides added to '
         'each recipe; ml100k: experiments (ml100k_mf) or command lines ("experiment=ml100k_mf model.dim=32")',
     )
+    p.add_argument("--speakers", nargs="+", help="audio: the FSDD speakers to hold out, one run each (default: all)")
     p.add_argument("--budget", help="trainer.max_time for every run, DD:HH:MM:SS (default: the recipe's own)")
     p.add_argument("--max-steps", type=int, help="trainer.max_steps for every run (default: the recipe's own)")
     p.add_argument("--seeds", type=int, default=1, help="runs per cell, reported as mean ± std")

@@ -24,6 +24,15 @@ def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
+def random_shift(x: torch.Tensor, most: int) -> torch.Tensor:
+    """Shift each clip of an (N, samples) batch of waveforms by a random -most..most samples, the
+    samples shifted in zero (a word said a little earlier or later is the same word)."""
+    n, length = x.shape
+    padded = F.pad(x, (most, most))
+    offset = torch.randint(0, 2 * most + 1, (n, 1), device=x.device)
+    return padded.gather(1, offset + torch.arange(length, device=x.device))
+
+
 def augment(x: torch.Tensor, crop_padding: int = 0, hflip: bool = False) -> torch.Tensor:
     """The image datamodules' training augmentation of a whole batch: random crop, then flip."""
     if crop_padding:

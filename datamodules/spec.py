@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 @dataclass(frozen=True)
 class DataSpec:
     name: str  # the data= choice, e.g. "mnist"
-    kind: str  # "image", "tokens" (text), "series" (numeric time series), "table" (rows of columns) or "ratings" (user-item ratings)
+    # "image", "tokens" (text), "series" (numeric time series), "table" (rows of columns), "ratings"
+    # (user-item ratings) or "audio" (clips)
+    kind: str
     shape: tuple[int, ...]  # one sample, without the batch: (C, H, W) for images
     num_classes: int = 0  # 0 when the data has no labels to classify
     class_names: tuple[str, ...] = field(default_factory=tuple)
@@ -60,6 +62,16 @@ class DataSpec:
     rating_min: float = 0.0  # the scale of the ratings: predictions are clipped to it
     rating_max: float = 0.0
     rating_mean: float = 0.0  # the mean training rating: where a network's prediction starts
+    # Audio (kind "audio"): shape is (samples,), a clip's waveform at sample_rate; the network's front
+    # end (zoo/nets/audio.py) computes the features below from it, on the whole batch
+    sample_rate: int = 0
+    features: str = ""  # "logmel" or "mfcc"
+    n_fft: int = 0  # STFT window, in samples
+    hop_length: int = 0  # samples between frames
+    n_mels: int = 0
+    n_mfcc: int = 0
+    # SpecAugment in training: (frequency masks, widest in bins, time masks, widest in frames)
+    spec_augment: tuple[int, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
         """Plain types only: stored in checkpoints, which load with weights_only=True."""

@@ -84,7 +84,9 @@ def plot_confusion_matrix(counts: torch.Tensor, names: list[str]):
 
 class MisclassifiedImages(L.Callback):
     """A grid of up to ``max_images`` wrongly classified test images with their true and predicted
-    labels, ``test/misclassified``."""
+    labels, ``test/misclassified``. On audio the clips themselves, playable in the Audio dashboard
+    (``test/misclassified/<i>_true_<class>_pred_<class>``), beside a figure of their spectrograms
+    (``test/misclassified`` in the Images dashboard; zoo/callbacks/audio.py)."""
 
     def __init__(self, max_images: int = 32):
         self.max_images = max_images
@@ -100,7 +102,9 @@ class MisclassifiedImages(L.Callback):
         if room <= 0 or not isinstance(outputs, dict) or "preds" not in outputs:
             return
         x, y = batch[0], batch[1]
-        if x.dim() != 4:  # images only (token sequences: MisclassifiedText)
+        from zoo.callbacks.audio import is_audio
+
+        if x.dim() != 4 and not is_audio(trainer, x):  # images and clips (token sequences: MisclassifiedText)
             return
         wrong = (outputs["preds"] != y).nonzero().flatten()[:room].tolist()
         for i in wrong:
@@ -117,6 +121,14 @@ class MisclassifiedImages(L.Callback):
         import matplotlib.pyplot as plt
 
         names = _class_names(trainer, getattr(pl_module, "num_classes", 0))
+        if self.found[0][0].dim() == 1:  # audio clips
+            from zoo.callbacks.audio import write_audio_view
+
+            name = lambda i: names[i] if i < len(names) else str(i)  # noqa: E731
+            titles = [f"true {name(t)} pred {name(p)}" for _, t, p in self.found]
+            waves = torch.stack([w for w, _, _ in self.found])
+            write_audio_view(trainer, "test/misclassified", waves, titles, trainer.global_step, ["red"] * len(titles))
+            return
         cols = min(8, len(self.found))
         rows = math.ceil(len(self.found) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows), dpi=100, squeeze=False)

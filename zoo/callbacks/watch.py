@@ -191,6 +191,8 @@ class InputSamples(OnFirstBatch):
     """A few training samples with their labels, once at the start, as the model sees them (after
     augmentation and normalisation, mapped back to [0, 1] per image): ``train/samples`` in the
     Images tab, each image titled with its class. Token data: the decoded texts in the Text tab.
+    Audio: the clips in the Audio dashboard (``train/samples/<i>_<class>``), as the network gets
+    them (time-shifted), and their spectrograms in the Images tab (``train/samples``).
     Series (forecasting) and GAN data are skipped (the forecast plot and ``samples/real`` show those)."""
 
     def __init__(self, num_samples: int = 16):
@@ -216,6 +218,10 @@ class InputSamples(OnFirstBatch):
             import matplotlib.pyplot as plt
 
             plt.close(fig)
+        elif getattr(spec, "kind", None) == "audio" and x.dim() == 2:  # the clips, and their spectrograms
+            from zoo.callbacks.audio import write_audio_view
+
+            write_audio_view(trainer, "train/samples", x, [label(int(i)) for i in y], step)
         elif x.dim() == 2 and not x.is_floating_point() and getattr(spec, "vocabulary", None):
             from zoo.callbacks.classification import decode_tokens
 

@@ -8,6 +8,8 @@
   tokens), no batchnorm or pooling (both would mix in the future) -> a logit per position.
 - ``TokenCNN`` (classification of padded text): embedding -> conv blocks -> the max over each
   sequence's real positions -> hidden layer -> classes.
+- On audio (``zoo.nets.audio``): the image CNN on each clip's log-mel spectrogram or MFCCs,
+  computed by the network's front end.
 - ``SeriesCNN`` (forecasting): the lookback window, instance-normalised (RevIN), channels as conv
   channels -> conv blocks with pooling -> hidden layer -> horizon x target channels.
 
@@ -196,6 +198,19 @@ def CNN(
     make_activation(activation)  # an unknown name is refused before anything is built
     if spec.kind == "image":
         return ImageCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout, activation)
+    if spec.kind == "audio":  # the image CNN on the clip's spectrogram (zoo/nets/audio.py)
+        from zoo.nets.audio import audio_cnn
+
+        return audio_cnn(
+            spec,
+            channels=channels,
+            kernel_size=kernel_size,
+            batchnorm=batchnorm,
+            pooling=pooling,
+            hidden=hidden,
+            dropout=dropout,
+            activation=activation,
+        )
     if spec.kind == "series":
         return SeriesCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout, revin, activation)
     if spec.task == "language_model":
@@ -203,4 +218,4 @@ def CNN(
     return TokenCNN(spec, channels, kernel_size, batchnorm, hidden, dropout, embedding, activation)
 
 
-CNN.accepts = ("image", "tokens", "series")
+CNN.accepts = ("image", "tokens", "series", "audio")

@@ -9,6 +9,7 @@ One stacked cell (``Recurrent``), with the input and head of what the data poses
   sequences are packed, so the RNN stops at each sequence's true length) or images read row by row
   (sequential MNIST: 28 steps of 28 pixels); the sequence is summarised by the last hidden state
   (both directions when bidirectional) or by the mean or max over its steps, then a linear head.
+- On audio (``zoo.nets.audio``): the image classifier reading a clip's spectrogram one frame per step.
 - ``SegmentRecurrentForecaster`` (numeric series, ``segment``: the default): the lookback window,
   instance-normalised (RevIN), each channel read on its own in segments of ``segment`` steps, one
   cell step per segment; the horizon decoded in parallel, a segment per step (SegRNN).
@@ -321,6 +322,10 @@ def recurrent(
                 f"segment; set {option} or model.segment=null"
             )
         return SegmentRecurrentForecaster(cell, spec, segment, revin=revin, linear_path=linear_path, **sizes)
+    if spec.kind == "audio":  # one spectrogram frame per step (zoo/nets/audio.py)
+        from zoo.nets.audio import audio_recurrent
+
+        return audio_recurrent(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)
     return ImageRecurrentClassifier(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)
 
 
@@ -341,4 +346,4 @@ def GRU(spec, **options) -> nn.Module:
     return recurrent("gru", spec, **options)
 
 
-RNN.accepts = LSTM.accepts = GRU.accepts = ("tokens", "series", "image")
+RNN.accepts = LSTM.accepts = GRU.accepts = ("tokens", "series", "image", "audio")

@@ -24,6 +24,8 @@ surrounds the blocks is what the data poses:
   one its embedding plus a bias of its own; a class token is added, the tokens are encoded without
   positions (each feature's own weights say which it is), and the class token's vector is read out
   to class logits or one value.
+On audio, ``zoo.nets.audio.SpectrogramTransformer`` (AST, Gong et al. 2021): the same encoder over
+square patches of each clip's spectrogram.
 
 ``Transformer`` (model=transformer) builds the one the data needs.
 """
@@ -406,7 +408,11 @@ def Transformer(
         )  # features are tokens: no positions
     if spec.kind == "series":
         return PatchForecaster(spec, patch=patch, stride=stride, revin=revin, **sizes)
+    if spec.kind == "audio":  # AST: patches of the clip's spectrogram (zoo/nets/audio.py)
+        from zoo.nets.audio import audio_transformer
+
+        return audio_transformer(spec, pool=pool, patch=patch, **sizes)
     return ImageTransformerClassifier(spec, pool=pool, patch=patch, **sizes)
 
 
-Transformer.accepts = ("tokens", "series", "image", "table")
+Transformer.accepts = ("tokens", "series", "image", "table", "audio")

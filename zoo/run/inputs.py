@@ -35,6 +35,7 @@ READERS = {
     "series": "zoo.run.inputs:read_series",
     "table": "zoo.run.tables:read_tables",
     "ratings": "zoo.run.inputs:read_users",
+    "audio": "zoo.run.inputs:read_audio",
 }
 
 # Keys of a data config that say where the files are: a checkpoint's own values of these are never read.
@@ -658,3 +659,73 @@ def read_users(x, spec, options: PredictOptions) -> Inputs:
         extra={"rated": [sorted(rated.get(u, ())) for u in ids if u in index]},
         noun="users",
     )
+# ---- audio -------------------------------------------------------------------------------------
+
+
+def audio_sources(source: str | os.PathLike) -> tuple[list[str], bool]:
+    """The clips ``source`` names: one file, the audio files under a folder (recursively, by their
+    extension, as data=audio_folder finds them) or a glob's matches, sorted; and whether it named a
+    single file."""
+    from datamodules.audio import AUDIO_EXTENSIONS, audio_files
+
+    path = os.path.expanduser(str(source))
+    if os.path.isfile(path):
+        return [path], True
+    if os.path.isdir(path):
+        files = audio_files(path)
+        if not files:
+            raise UserError(
+                f"the folder {path} has no audio files in it (nor in its sub-folders: {', '.join(AUDIO_EXTENSIONS[:4])}, "
+                f"...); give a folder of clips."
+            )
+        return files, False
+    if glob.has_magic(path):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise UserError(f"no file matches {path}; check the pattern (quote it so the shell leaves it alone).")
+        return files, False
+    raise UserError(f"no file or folder at {path}; give an audio file (WAV, FLAC, OGG), a folder of clips or a glob.")
+
+
+def read_audio(x, spec, options: PredictOptions) -> Inputs:
+    """Audio files (one, a folder searched recursively, a glob) or waveforms (an array or tensor of
+    samples at the model's rate, one clip or a batch), or a list of either: each read as the training
+    clips were (datamodules/audio.py: mono, resampled to ``spec.sample_rate``, cut or zero-padded to
+    the trained length). The network's own front end computes the features."""
+    from datamodules.audio import ClipError, read_clip
+
+    if x is None:
+        raise UserError("give the clips to label with input=: an audio file, a folder of clips or a glob.")
+    samples = spec.shape[0]
+    if isinstance(x, (str, os.PathLike)):
+        items, single = audio_sources(x)
+    elif is_array(x) or nested_numbers(x):
+        wave = torch.as_tensor(np.asarray(x, dtype=np.float32) if not is_array(x) else x).detach().cpu().float()
+        if wave.ndim not in (1, 2):
+            raise UserError(
+                f"the waveforms have shape {tuple(wave.shape)}; give one clip (samples,) or a batch (clips, samples) "
+                f"at {spec.sample_rate} Hz."
+            )
+        wave = wave[None] if wave.ndim == 1 else wave
+        fitted = torch.zeros(len(wave), samples)
+        fitted[:, : min(samples, wave.shape[1])] = wave[:, :samples]
+        return Inputs(fitted, {"index": list(range(len(wave)))}, [None] * len(wave), noun="clips")
+    else:
+        items, single = list(x), False
+    names, errors, waves = [], [], []
+    for item in items:
+        path = os.path.expanduser(str(item))
+        try:
+            if not os.path.isfile(path):
+                raise ClipError("no such file")
+            waves.append(torch.from_numpy(read_clip(path, spec.sample_rate, samples)))
+            errors.append(None)
+        except ClipError as e:
+            if single:
+                raise UserError(
+                    f"{path} cannot be read as a clip ({e}); give a whole audio file (WAV, FLAC, OGG)."
+                ) from None
+            errors.append(str(e))
+        names.append(path)
+    x = torch.stack(waves) if waves else torch.zeros(0, samples)
+    return Inputs(x, {"path": names}, errors, noun="clips")

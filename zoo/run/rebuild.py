@@ -26,7 +26,7 @@ from zoo.errors import UserError
 from zoo.run.config import CONF_DIR, group_choices, groups
 
 # The kinds of data a checkpoint may say it was trained on (datamodules/spec.py).
-KINDS = ("image", "tokens", "series", "table", "ratings")
+KINDS = ("image", "tokens", "series", "table", "ratings", "audio")
 # The sections a rebuild instantiates, each from the conf/ file its stored choice names.
 BUILT = ("model", "data", "optimizer")
 # Config groups composed to check the stored config against; hparams_search configures only the

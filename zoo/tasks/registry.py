@@ -23,6 +23,7 @@ KIND_WORDS = {
     "series": "numeric series",
     "table": "tables",
     "ratings": "user-item ratings",
+    "audio": "audio clips",
 }
 
 # task name -> "module:Class" (imported only when used)
