@@ -93,6 +93,7 @@ def _train_config(cfg, args: list[str], callbacks: Sequence):
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.runtime.output_dir = folder
         HydraConfig.instance().set_config(cfg)
+        extra = [*notebook_progress(cfg), *callbacks]  # before the config is written: it ran with that
         subdir = OmegaConf.select(cfg, "hydra.output_subdir", default=".hydra")
         if subdir is not None:
             held.snapshot = FolderSnapshot(folder, f"{cfg.hydra.job.name}.log")
@@ -100,7 +101,6 @@ def _train_config(cfg, args: list[str], callbacks: Sequence):
         run_cfg = cfg.copy()
         with open_dict(run_cfg):
             del run_cfg["hydra"]
-        extra = [*notebook_progress(run_cfg), *callbacks]
         import train as train_script  # the repository's train.py: the one train() of every run
 
         with kept_matplotlib_backend():
