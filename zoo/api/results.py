@@ -35,18 +35,27 @@ def _plain_tag(tag: str) -> str:
 def read_scalars(folder: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in the run folder's events files: ``{plain tag: [(step, value), ...]}``, in the
     order the run first wrote each tag (per-layer tags: input to output), steps ascending."""
-    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
-
-    folder = str(folder)
-    if not any(n.startswith(EVENTS_PREFIX) for n in os.listdir(folder)):
+    events = _events(folder, "scalars")
+    if events is None:
         return {}
-    events = EventAccumulator(folder, size_guidance={SCALARS: 0})  # 0: keep every point
-    events.Reload()
     out: dict[str, list[tuple[int, float]]] = {}
     for tag in events.Tags()["scalars"]:
         points = {e.step: e.value for e in events.Scalars(tag)}  # a step written again (resume) counts once
         out[_plain_tag(tag)] = sorted(points.items())
     return out
+
+
+def _events(folder, kind: str):
+    """TensorBoard's EventAccumulator over the run folder, keeping every event of ``kind`` (None: no events)."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    folder = str(folder)
+    if not any(n.startswith(EVENTS_PREFIX) for n in os.listdir(folder)):
+        return None
+    guidance = {ea.SCALARS: 0, ea.IMAGES: 0, ea.TENSORS: 0} if kind != "scalars" else {ea.SCALARS: 0}
+    events = ea.EventAccumulator(folder, size_guidance=guidance)  # 0: keep every point
+    events.Reload()
+    return events
 
 
 def history_of(scalars: dict[str, list[tuple[int, float]]]):
@@ -124,6 +133,41 @@ class Run:
     def scalars(self) -> dict[str, list[tuple[int, float]]]:
         """Every scalar the run logged to TensorBoard, ``{tag: [(step, value), ...]}`` (plain tags: ``val/acc``)."""
         return read_scalars(self.folder)
+
+    def images(self, tag: str) -> list[tuple[int, object]]:
+        """The images the run logged under ``tag`` (TensorBoard's Images tab, plain tag: ``samples/fixed_noise``,
+        ``test/saliency``, ``test/misclassified``, ``watch/gradient_flow``): ``[(step, array), ...]``, each
+        an (H, W, channels) NumPy array of floats in [0, 1], in step order."""
+        import io
+
+        import matplotlib.image as mpimg
+
+        found = _events(self.folder, "images")
+        if not found:
+            return []
+        tags = {_plain_tag(t): t for t in found.Tags()["images"]}
+        if tag not in tags:
+            raise UserError(f"{tag!r} is not an image of this run; it has: {', '.join(sorted(tags)) or 'none'}.")
+        return [
+            (e.step, mpimg.imread(io.BytesIO(e.encoded_image_string), format="png")) for e in found.Images(tags[tag])
+        ]
+
+    def texts(self, tag: str) -> list[tuple[int, str]]:
+        """The texts the run logged under ``tag`` (TensorBoard's Text tab, plain tag: ``samples/generated``,
+        ``watch/diagnoses/<kind>``): ``[(step, text), ...]`` in step order."""
+        found = _events(self.folder, "tensors")
+        if not found:
+            return []
+        tags = {_plain_tag(t): t for t in found.Tags()["tensors"] if t.endswith("/text_summary")}
+        key = f"{tag}/text_summary"
+        if key not in tags:
+            shown = sorted(t.removesuffix("/text_summary") for t in tags)
+            raise UserError(f"{tag!r} is not a text of this run; it has: {', '.join(shown) or 'none'}.")
+        out = []
+        for e in found.Tensors(tags[key]):
+            values = e.tensor_proto.string_val
+            out.append((e.step, "\n".join(v.decode("utf-8", "replace") for v in values)))
+        return out
 
     @property
     def history(self):
