@@ -186,3 +186,12 @@ def test_a_sweep_returns_its_summary(tmp_path, monkeypatch):
     assert labels == ["optimizer.lr=1e-3", "optimizer.lr=1e-2"]
     with pytest.raises(zoo.UserError, match="optimizer.lr must be a positive number"):
         zoo.sweep("optimizer.lr=1e-3,-1", *DIGITS)
+
+
+def test_a_diverged_run_is_returned_with_what_happened(tmp_path, capsys):
+    import zoo
+
+    run = zoo.train(*DIGITS, "optimizer=sgd_plain", "optimizer.lr=1e4", at(tmp_path / "run"))
+    assert run.status == "diverged"
+    assert run.metrics["error"].startswith("training diverged at step")
+    assert "training diverged at step" in capsys.readouterr().err

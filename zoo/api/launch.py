@@ -52,8 +52,9 @@ def train(*overrides: str, callbacks: Sequence = ()):
             its config).
 
     Returns:
-        The finished run; or the stopped one, when it was interrupted (the notebook's stop button,
-        Ctrl-C) after its first checkpoint: ``run.resume()`` continues it.
+        The finished run; or the stopped one: interrupted (the notebook's stop button, Ctrl-C;
+        ``run.resume()`` continues it) or diverged (``run.status``, ``run.diagnoses`` say what
+        happened), with its sentence printed as the command prints it.
 
     Raises:
         zoo.UserError: a mistake in the overrides, the data or the run folder, in the sentence
@@ -79,7 +80,7 @@ def _train_config(cfg, args: list[str], callbacks: Sequence):
 
     from zoo.api.results import Run
     from zoo.run.folder import AlreadyFinished, FolderSnapshot, RunFolder
-    from zoo.run.reliability import RunStopped
+    from zoo.run.reliability import Diverged, RunStopped
 
     HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} and ${now:...} in the folder's name
     folder = os.path.abspath(str(OmegaConf.select(cfg, "hydra.run.dir")))
@@ -108,6 +109,8 @@ def _train_config(cfg, args: list[str], callbacks: Sequence):
                 train_script.train(run_cfg, extra_callbacks=tuple(extra))
             except RunStopped as stop:
                 sys.stderr.write(f"{stop} (in Python: run.resume())\n")
+            except Diverged as diverged:  # an outcome of the run, recorded in its metrics.json: look at it
+                sys.stderr.write(f"{diverged}\n")
     finally:
         held.release()
     return Run(folder)
