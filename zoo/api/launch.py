@@ -20,8 +20,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from zoo.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from zoo.api.results import Run
 
 # Keys the API's own calls add to a run's overrides; not part of what the user asked for.
 _RUN_KEYS = ("resume", "overwrite", "hydra.run.dir")
@@ -36,7 +42,7 @@ def quoted_folder(key: str, folder: str) -> str:
     return f"{key}='" + folder.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def train(*overrides: str, callbacks: Sequence = ()):
+def train(*overrides: str, callbacks: Sequence = ()) -> Run:
     """Train one run, as ``python train.py <overrides>`` would, and return its :class:`~zoo.api.results.Run`.
 
     ```python
@@ -52,9 +58,9 @@ def train(*overrides: str, callbacks: Sequence = ()):
             its config).
 
     Returns:
-        The finished run; or the stopped one: interrupted (the notebook's stop button, Ctrl-C;
-        ``run.resume()`` continues it) or diverged (``run.status``, ``run.diagnoses`` say what
-        happened), with its sentence printed as the command prints it.
+        The run, finished, or stopped with its sentence printed as the command prints it (interrupted
+        by the notebook's stop button or Ctrl-C, which ``run.resume()`` continues; or diverged, which
+        ``run.status`` and ``run.diagnoses`` describe).
 
     Raises:
         zoo.UserError: a mistake in the overrides, the data or the run folder, in the sentence
@@ -208,7 +214,7 @@ def kept_matplotlib_backend():
                 plt.switch_backend(before)
 
 
-def sweep(*overrides: str, quiet: bool = False):
+def sweep(*overrides: str, quiet: bool = False) -> pd.DataFrame:
     """Run a sweep, as ``python train.py -m <overrides>`` would, and return its summary as a DataFrame.
 
     ```python

@@ -16,9 +16,14 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.errors import UserError
 from zoo.run.files import read_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 EVENTS_PREFIX = "events.out.tfevents."
 
@@ -58,7 +63,7 @@ def _events(folder, kind: str):
     return events
 
 
-def history_of(scalars: dict[str, list[tuple[int, float]]]):
+def history_of(scalars: dict[str, list[tuple[int, float]]]) -> pd.DataFrame:
     """One row per epoch (index ``epoch``, from 0): the epoch's ``train/*`` and ``val/*`` metrics (the
     epoch-end values, not the ``*_step`` ones), the ``lr/*`` in use at its end, and ``step``: the
     training step at which the epoch ended."""
@@ -170,7 +175,7 @@ class Run:
         return out
 
     @property
-    def history(self):
+    def history(self) -> pd.DataFrame:
         """A pandas DataFrame, one row per epoch (index ``epoch`` from 0): ``step`` (the training step it
         ended at) and every epoch metric the run logged (``train/loss``, ``train/acc``, ``val/loss``,
         ``val/acc``, ..., ``lr/net``), read from its TensorBoard events."""
@@ -187,7 +192,7 @@ class Run:
 
     # ---- figures ---------------------------------------------------------------------------------
 
-    def plot(self, metric: str | None = None):
+    def plot(self, metric: str | None = None) -> Figure:
         """Learning curves (a Matplotlib figure): the loss and the main metric (the one the best
         checkpoint was chosen by, or ``metric``, e.g. ``"acc"``), train against validation per epoch,
         the best epoch marked."""
@@ -215,7 +220,7 @@ class Run:
         fig.tight_layout()
         return fig
 
-    def plot_gradients(self, epoch: int | None = None, network: str | None = None):
+    def plot_gradients(self, epoch: int | None = None, network: str | None = None) -> Figure:
         """The gradient-flow figure of an epoch (the last by default), as TensorBoard's Images tab
         shows it (``watch/gradient_flow``): per layer, input to output, the median gradient norm and
         update ratio of the epoch's readings on a log scale, the 1e-3 rule of thumb marked.
@@ -384,7 +389,9 @@ def labels_of(runs: list[Run]) -> list[str]:
     return [r.folder.name for r in runs]
 
 
-def compare(runs, metric: str | None = None, train: bool = False):
+def compare(
+    runs: Run | str | os.PathLike | Iterable | pd.DataFrame, metric: str | None = None, train: bool = False
+) -> Figure:
     """One Matplotlib figure of several runs' validation curves per epoch: the loss and the main metric
     (the first run's, or ``metric``), one colour per run, labelled by what differs between them.
 

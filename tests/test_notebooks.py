@@ -1,0 +1,47 @@
+"""notebooks/: each one runs top to bottom offline (nbclient, a real Jupyter kernel) without an error,
+and none is committed with outputs. ``python -m pytest -m notebooks`` runs them alone; they are slow
+(``-m "not slow"`` leaves them out)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import nbformat
+import pytest
+
+from tests.helpers import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_the_notebooks_are_numbered_and_committed_without_outputs():
+    assert [p.name[:3] for p in NOTEBOOKS] == [f"{i:02d}_" for i in range(1, len(NOTEBOOKS) + 1)]
+    assert len(NOTEBOOKS) >= 7
+    for path in NOTEBOOKS:
+        book = nbformat.read(path, as_version=4)
+        nbformat.validate(book)
+        for i, cell in enumerate(book.cells):
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name}: cell {i} has outputs"
+        first, last = book.cells[0].source, book.cells[-1].source
+        assert "What you will learn" in first, f"{path.name} does not start with what you will learn"
+        assert "What to try next" in last, f"{path.name} does not end with what to try next"
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_the_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    # The kernel imports this checkout's zoo (not an installed copy) and writes its runs under tmp_path.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    book = nbformat.read(path, as_version=4)
+    started = time.perf_counter()
+    NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    seconds = time.perf_counter() - started
+    errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors  # nbclient raises on the first error; this guards allow_errors
+    print(f"{path.name}: {seconds:.0f} s")
