@@ -110,6 +110,8 @@ class ImageFolderData(L.LightningDataModule):
             shape=(self.channels, self.image_size, self.image_size),
             num_classes=len(self.classes),
             class_names=tuple(self.classes),
+            pixel_mean=tuple(float(v) for v in self.pixel_mean),
+            pixel_std=tuple(float(v) for v in self.pixel_std),
         )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool, execution=None):

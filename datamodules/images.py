@@ -59,6 +59,8 @@ class ImageClassificationData(TensorDataModule):
             shape=self.shape,
             num_classes=len(self.class_names),
             class_names=self.class_names,
+            pixel_mean=tuple(float(v) for v in getattr(self, "pixel_mean", ())),  # known once set up
+            pixel_std=tuple(float(v) for v in getattr(self, "pixel_std", ())),
         )
 
     def load_raw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -27,6 +27,11 @@ class DataSpec:
     channel_names: tuple[str, ...] = field(default_factory=tuple)
     channel_mean: tuple[float, ...] = field(default_factory=tuple)  # the train-split scaler of each channel,
     channel_std: tuple[float, ...] = field(default_factory=tuple)  # to report errors on the original scale
+    # Images (kind "image"): pixels in [0, 1] were fed as (x - pixel_mean) / pixel_std, per channel, so
+    # that new images (predict.py, export) are scaled as the training images were; empty in
+    # checkpoints from before issue 25 (predict.py then recomputes them from the dataset)
+    pixel_mean: tuple[float, ...] = field(default_factory=tuple)
+    pixel_std: tuple[float, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
         """Plain types only: stored in checkpoints, which load with weights_only=True."""

@@ -103,7 +103,13 @@ def hydra_own_help(command: str, *args: str) -> str:
 
 @pytest.mark.parametrize(
     "command, args",
-    [("train", ()), ("train", ("model=cnn", "data=mnist", "--resolve")), ("eval", ()), ("generate", ())],
+    [
+        ("train", ()),
+        ("train", ("model=cnn", "data=mnist", "--resolve")),
+        ("eval", ()),
+        ("generate", ()),
+        ("predict", ()),
+    ],
 )
 def test_help_is_hydras_help_text_without_torch(command, args):
     r = cli("-X", "importtime", f"{command}.py", *args, "--help", timeout=30)

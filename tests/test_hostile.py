@@ -178,6 +178,8 @@ COMMANDS = [
     (["train.py", "hydra.run.dir={tmp}/afile/run"], "cannot use hydra.run.dir={tmp}/afile/run: {tmp}/afile is a file"),
     (["eval.py", "ckpt_path=x.ckpt", "batch_size=-1"], "batch_size must be a positive whole number, got -1"),
     (["generate.py", "ckpt_path=x.ckpt", "out={tmp}/afile/samples.png"], "cannot use out={tmp}/afile/samples.png"),
+    (["predict.py", "ckpt_path=x.ckpt", "input={tmp}", "top_k=0"], "top_k must be a positive whole number, got 0"),
+    (["predict.py", "ckpt_path=x.ckpt", "out={tmp}/afile"], "out={tmp}/afile is a file; give a folder"),
     (["benchmarks/bench_train.py", "--rounds", "0"], "--rounds must be 1 or more, got 0; try --rounds 3."),
     (
         ["benchmarks/bench_train.py", "--set", "optimizer.lr=abc"],

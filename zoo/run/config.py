@@ -354,6 +354,36 @@ def check_eval_config(cfg: DictConfig) -> None:
         check_writable_file(cfg.out, "out")
 
 
+def check_predict_config(cfg: DictConfig) -> None:
+    """predict.py's own options, before the checkpoint is read: a refusal costs no torch import."""
+    import glob
+
+    from zoo.run.oserrors import check_writable_file, check_writable_folder
+
+    _whole_number(cfg, "top_k", 1, 3)
+    _whole_number(cfg, "batch_size", 1, 256)
+    for key in ("input", "out", "column", "data_dir"):
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"{key} must be a path or a name, got {value!r}; quote it if it is one: {key}='{value}'.")
+    source = cfg.get("input")
+    if source:
+        path = os.path.expanduser(source)
+        if not (os.path.exists(path) or glob.has_magic(path)):
+            raise UserError(
+                f"input={source}: no file or folder there; give the file, folder or glob to predict "
+                f"(python predict.py --help says what each kind of model reads)."
+            )
+    out = cfg.get("out")
+    if out:
+        if out.lower().endswith(".csv"):
+            check_writable_file(out, "out")
+        else:
+            if os.path.isfile(os.path.expanduser(out)):
+                raise UserError(f"out={out} is a file; give a folder (predictions.csv goes in it) or a .csv file name.")
+            check_writable_folder(out, "out")
+
+
 # Characters generate.py samples one at a time: 100,000 take minutes on a CPU; more is a mistake.
 MAX_GENERATE_LENGTH = 100_000
 
@@ -648,6 +678,8 @@ def check_overrides(
                 check_eval_config(cfg)
             elif config_name == "generate":
                 check_generate_config(cfg)
+            elif config_name == "predict":
+                check_predict_config(cfg)
             if run_folder:
                 _check_run_folder(cfg, multirun)
     except (HydraException, OmegaConfBaseException) as e:

@@ -87,3 +87,9 @@ class ForecastTask(Task):
                 self.log(key, metric, on_step=False, on_epoch=True)
         # "forecast", not "preds": the classification callbacks read "preds" as class indices.
         return {"loss": loss, "forecast": pred.detach()}
+
+    @override
+    def predict_step(self, batch, batch_idx):
+        """The forecast of each window in the data's own units (predict.py, zoo.load): the network's
+        z-scores mapped back with the training split's scaler."""
+        return self.original_scale(self.net(batch[0]))
