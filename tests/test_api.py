@@ -103,6 +103,24 @@ def test_a_run_returns_its_metrics_history_and_figures(digits_run):
         run.plot_gradients(epoch=7)
 
 
+def test_load_gives_the_trained_model(digits_run):
+    from sklearn.datasets import load_digits
+
+    import zoo
+
+    model = digits_run.load()
+    assert isinstance(model, zoo.Predictor)
+    assert model.ckpt_path == digits_run.metrics["best_checkpoint"]
+    digits = load_digits()
+    pixels = (digits.images[:50] * (255 / 16)).round().astype("uint8")  # numpy (N, H, W): 50 grey images
+    table = model.predict(pixels)
+    accuracy = (table["label"].astype(int).to_numpy() == digits.target[:50]).mean()
+    assert accuracy > 0.8
+    assert digits_run.load("last").ckpt_path.endswith("last.ckpt")
+    with pytest.raises(zoo.UserError, match="has no checkpoint nope.ckpt; it has: best-epoch001.ckpt, last.ckpt"):
+        digits_run.load("nope.ckpt")
+
+
 def test_open_run_reads_a_command_lines_run(digits_run, tmp_path):
     import zoo
 

@@ -268,6 +268,32 @@ class Run:
 
     # ---- the trained model and the run's continuation ------------------------------------------------
 
+    def load(self, checkpoint: str = "best", **options):
+        """The trained model, as ``zoo.load`` gives it: a ``Predictor`` whose ``predict(x)`` answers new
+        inputs (images, texts, series) with a DataFrame, its network in ``.task.net``.
+
+        Args:
+            checkpoint: ``"best"`` (the checkpoint the run kept by its monitored metric, as metrics.json
+                names it), ``"last"``, or a file name in the run's ``checkpoints/``.
+            **options: ``zoo.load``'s options (``data_dir``, ``accelerator``, ``batch_size``, ...).
+        """
+        from zoo.run.predict import load
+
+        folder = self.folder / "checkpoints"
+        if checkpoint == "best" and self.metrics.get("best_checkpoint"):
+            path = Path(self.metrics["best_checkpoint"])
+            if not path.is_absolute() or not path.is_file():  # a moved run folder: the same name in it
+                path = folder / path.name
+        else:
+            path = folder / ("last.ckpt" if checkpoint in ("best", "last") else checkpoint)
+        if not path.is_file():
+            kept = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+            raise UserError(
+                f"{self.folder} has no checkpoint {path.name}; it has: {', '.join(kept) or 'none'} "
+                f"(a run keeps checkpoints unless callbacks.checkpoint=null)."
+            )
+        return load(str(path), **options)
+
     def resume(self, *overrides: str):
         """Continue this run (stopped by the stop button, Ctrl-C, or a budget you now raise with
         ``overrides``, e.g. ``"trainer.max_epochs=20"``) from its ``checkpoints/resume.ckpt``."""
