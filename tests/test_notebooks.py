@@ -45,3 +45,41 @@ def test_the_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors  # nbclient raises on the first error; this guards allow_errors
     print(f"{path.name}: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_the_stop_button_stops_a_run_in_a_kernel_and_it_resumes(tmp_path):
+    """Kernel > Interrupt (SIGINT to the kernel) during ``zoo.train``: the run stops after its step with a
+    resumable checkpoint, the cell ends without an error, and the stopped run is returned."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env)
+    run_dir = tmp_path / "run"
+    try:
+        msg_id = kc.execute(
+            "import zoo\n"
+            f"run = zoo.train('model=mlp', 'data=digits', 'trainer.max_epochs=100', 'test=false', 'hydra.run.dir={run_dir}')"
+        )
+        printed = []
+        while not any("epoch 1/100" in text for text in printed):  # one line per epoch (notebook progress)
+            msg = kc.get_iopub_msg(timeout=600)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                printed.append(msg["content"]["text"])
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=600)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=600)
+        assert reply["content"]["status"] == "ok"  # no KeyboardInterrupt traceback: the run returned
+        answers = []
+        kc.execute_interactive(
+            "print(run.status, run.metrics['epochs'] < 100, (run.folder / 'checkpoints' / 'resume.ckpt').is_file())",
+            output_hook=lambda m: answers.append(m["content"].get("text") or ""),
+            timeout=120,
+        )
+        assert "interrupted True True" in "".join(answers)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert not any("\r" in text or "\x1b[" in text for text in printed)  # nothing redrawn in place
