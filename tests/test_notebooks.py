@@ -29,22 +29,37 @@ def test_the_notebooks_are_numbered_and_committed_without_outputs():
         assert "What to try next" in last, f"{path.name} does not end with what to try next"
 
 
-@pytest.mark.slow
-@pytest.mark.notebooks
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_the_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
+def run_notebook(path, folder, monkeypatch) -> float:
+    """Execute the notebook at ``path`` top to bottom in a python3 kernel working in ``folder``; nbclient
+    raises on the first cell that fails. Returns the seconds it took."""
     from nbclient import NotebookClient
 
-    # The kernel imports this checkout's zoo (not an installed copy) and writes its runs under tmp_path.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # The kernel imports this checkout's zoo (not an installed copy) and writes its runs under folder.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     book = nbformat.read(path, as_version=4)
     started = time.perf_counter()
-    NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    seconds = time.perf_counter() - started
+    NotebookClient(book, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors  # nbclient raises on the first error; this guards allow_errors
-    print(f"{path.name}: {seconds:.0f} s")
+    assert not errors
+    return time.perf_counter() - started
+
+
+def _notebook_class(path):
+    """One test class per notebook: pytest-xdist (--dist loadscope) spreads classes over its workers."""
+
+    @pytest.mark.slow
+    @pytest.mark.notebooks
+    def test_runs_top_to_bottom(self, tmp_path, monkeypatch):
+        print(f"{path.name}: {run_notebook(path, tmp_path, monkeypatch):.0f} s")
+
+    return type(
+        f"TestNotebook{path.stem.title().replace('_', '')}", (), {"test_runs_top_to_bottom": test_runs_top_to_bottom}
+    )
+
+
+for _path in NOTEBOOKS:
+    _cls = _notebook_class(_path)
+    globals()[_cls.__name__] = _cls
 
 
 @pytest.mark.slow
