@@ -206,10 +206,10 @@ class Run:
         fig, axes = _figure(len(names))
         best = self.metrics.get("best_epoch")
         for ax, name in zip(axes, names):
-            for split, style in (("train", "o-"), ("val", "s-")):
-                column = f"{split}/{name}"
-                if column in history and history[column].notna().any():
-                    ax.plot(history.index, history[column], style, markersize=3, label=split)
+            for column in _columns_of(history, name):
+                style = "o-" if column.startswith("train/") else "s-"
+                label = column.split("/", 1)[0] if column.endswith(f"/{name}") else column  # a GAN's d_loss, g_loss
+                ax.plot(history.index, history[column], style, markersize=3, label=label)
             if best is not None:
                 ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
             ax.set_title(name)
@@ -310,6 +310,20 @@ class Run:
 
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _columns_of(history, name: str) -> list[str]:
+    """The train and val columns of a panel: ``train/acc``, ``val/acc``; for ``loss`` every loss (a GAN
+    logs ``train/d_loss`` and ``train/g_loss``, no ``train/loss``)."""
+    out = []
+    for split in ("train", "val"):
+        for column in history.columns:
+            leaf = column.split("/", 1)[1] if column.startswith(f"{split}/") else None
+            if leaf is None or not history[column].notna().any():
+                continue
+            if leaf == name or (name == "loss" and leaf.endswith("_loss") and f"{split}/loss" not in history):
+                out.append(column)
+    return out
 
 
 def _curve_names(history, metric: str) -> list[str]:
