@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import UserError
 from zoo.run.files import read_json
@@ -24,6 +24,8 @@ from zoo.run.files import read_json
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+
+    from zoo.run.predict import Predictor
 
 EVENTS_PREFIX = "events.out.tfevents."
 
@@ -268,7 +270,7 @@ class Run:
 
     # ---- the trained model and the run's continuation ------------------------------------------------
 
-    def load(self, checkpoint: str = "best", **options):
+    def load(self, checkpoint: str = "best", **options: Any) -> Predictor:
         """The trained model, as ``zoo.load`` gives it: a ``Predictor`` whose ``predict(x)`` answers new
         inputs (images, texts, series) with a DataFrame, its network in ``.task.net``.
 
