@@ -201,7 +201,7 @@ def test_a_sweep_returns_its_summary(tmp_path, monkeypatch):
     assert "val/acc" in summary
     fig = zoo.compare(summary)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
-    assert labels == ["optimizer.lr=1e-3", "optimizer.lr=1e-2"]
+    assert labels == ["optimizer.lr=0.001", "optimizer.lr=0.01"]  # as the jobs recorded them (overrides.yaml)
     with pytest.raises(zoo.UserError, match="optimizer.lr must be a positive number"):
         zoo.sweep("optimizer.lr=1e-3,-1", *DIGITS)
 
