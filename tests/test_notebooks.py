@@ -94,6 +94,14 @@ def test_the_stop_button_stops_a_run_in_a_kernel_and_it_resumes(tmp_path):
             timeout=120,
         )
         assert "interrupted True True" in "".join(answers)
+        # The run's figure callbacks chose Agg; the notebook's inline figures show again after it.
+        shown = []
+        kc.execute_interactive(
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3]);",
+            output_hook=lambda m: shown.extend(m["content"].get("data", {})),
+            timeout=120,
+        )
+        assert "image/png" in shown
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

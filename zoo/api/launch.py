@@ -200,17 +200,21 @@ def epoch_lines():
 
 @contextlib.contextmanager
 def kept_matplotlib_backend():
-    """The figure callbacks select matplotlib's Agg backend (no window in a run on a server); a notebook's
-    inline backend is put back afterwards, so the user's own plots still show."""
+    """The figure callbacks select matplotlib's Agg backend (no window in a run on a server); the backend
+    the caller had is put back afterwards, so a notebook's own plots still show. In a notebook that is
+    the inline backend (which Jupyter's kernel names in MPLBACKEND, even before pyplot is imported), put
+    back as ``%matplotlib inline`` does: that also registers the figures' display in the notebook again."""
     pyplot = sys.modules.get("matplotlib.pyplot")
-    before = pyplot.get_backend() if pyplot is not None else None
+    before = pyplot.get_backend() if pyplot is not None else os.environ.get("MPLBACKEND")
     try:
         yield
     finally:
-        if before is not None:
+        if before:
             import matplotlib.pyplot as plt
 
-            if plt.get_backend() != before:
+            if "inline" in before and in_notebook():
+                sys.modules["IPython"].get_ipython().run_line_magic("matplotlib", "inline")
+            elif plt.get_backend() != before:
                 plt.switch_backend(before)
 
 
