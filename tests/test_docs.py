@@ -47,3 +47,20 @@ def test_the_hook_turns_a_notebook_into_a_page():
     assert page.startswith("# 1. Backpropagation by hand")
     assert "```python\ndef backward(" in page
     assert "jupyter lab notebooks/01_backpropagation_by_hand.ipynb" in page
+
+
+def test_the_readme_is_one_screen_of_links_into_the_site():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 50, "the README is one screen: move sections into docs/"
+    assert "python -m pytest" in readme  # the command CI runs
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 10
+    for link in local:
+        assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for link in local:
+        if link.startswith("docs/") and link.endswith(".md"):
+            assert link.removeprefix("docs/") in nav, f"{link} is linked from the README but not in the site's nav"
