@@ -1,5 +1,5 @@
-"""Our results on real data beside the published ones: reruns a table and prints it (the README's
-results tables come from here).
+"""Our results on real data beside the published ones: reruns a table and prints it (the results tables of
+docs/results.md come from here).
 
     python benchmarks/results.py etth1                          # every model x horizon of the protocol
     python benchmarks/results.py etth1 --models linear --horizons 96 192 336 720

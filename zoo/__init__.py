@@ -8,7 +8,19 @@ a plain ``pip install .`` copies the plugins into site-packages."""
 
 # The Python API, imported on first use (``from zoo import load``): ``import zoo`` stays free of torch,
 # so config checks and --help stay fast. name -> "module:attribute".
-_LAZY = {"load": "zoo.run.predict:load", "Predictor": "zoo.run.predict:Predictor"}
+_LAZY = {
+    "load": "zoo.run.predict:load",
+    "Predictor": "zoo.run.predict:Predictor",
+    # training and reading runs (zoo/api/): zoo.train("model=cnn", ...), zoo.open_run(folder), ...
+    "train": "zoo.api.launch:train",
+    "sweep": "zoo.api.launch:sweep",
+    "open_run": "zoo.api.results:open_run",
+    "compare": "zoo.api.results:compare",
+    "Run": "zoo.api.results:Run",
+    "UserError": "zoo.errors:UserError",
+}
+
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):

@@ -13,7 +13,7 @@ ranks, closes the process group and removes the variables the launch set, so the
 its own ranks instead of waiting for the finished job's (the other cause of hangs).
 
 When processes are created by a cluster (SLURM's srun, torchrun), Lightning sees ``LOCAL_RANK``
-and nothing is started here; see README "Scaling out".
+and nothing is started here; see docs/guide/scaling-out.md.
 """
 
 from __future__ import annotations

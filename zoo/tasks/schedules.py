@@ -5,7 +5,7 @@ A run's budget is its step budget (``trainer.max_epochs`` or ``trainer.max_steps
 whichever it reaches first. ``Budget`` says how far through it a run is, from 0 to 1, and a schedule
 built on it reaches its end exactly when the run does: a 5-minute run is a finished, annealed run,
 not the first 5 minutes of a 20-epoch one. This is how models are compared fairly in the same time
-(README, "Comparing models in the same time").
+(docs/guide/comparing.md, "Comparing models in the same time").
 
 A scheduler factory asks for the budget by taking a ``budget`` argument (or for the step count alone
 by taking ``total_steps``); the tasks pass it (``schedule_arguments``). Any task and any optimizer:
