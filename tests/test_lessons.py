@@ -57,4 +57,3 @@ def test_the_optimizers_lesson_learns_with_every_optimizer_and_says_nothing(tmp_
         assert kinds == set(), metrics["diagnoses"]
         losses[name] = metrics["val/loss"]
     assert losses["adam"] < losses["sgd_plain"]  # the curve the lesson shows: Adam ahead of plain SGD
-

@@ -659,6 +659,8 @@ def read_users(x, spec, options: PredictOptions) -> Inputs:
         extra={"rated": [sorted(rated.get(u, ())) for u in ids if u in index]},
         noun="users",
     )
+
+
 # ---- audio -------------------------------------------------------------------------------------
 
 
