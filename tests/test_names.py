@@ -193,3 +193,38 @@ def test_the_keys_the_csv_docs_name_compose_as_typed(tmp_path):
 
     cfg = compose_config(["data=csv", "data.path=x.csv", "data.fill=ffill", "data.date_format=%d.%m.%Y %H:%M"])
     assert cfg.data.fill == "ffill" and cfg.data.date_format == "%d.%m.%Y %H:%M"
+
+
+def test_a_short_optuna_try_then_the_readme_command_gets_the_command_that_works(monkeypatch, capsys):
+    # A study remembers the settings it was started with; the README's plain command after a short
+    # try (trainer.max_epochs=1) is refused, and the refusal gives the exact command that runs it:
+    # the same line with a study name of its own, the same every time (so it continues that study).
+    import shlex
+    import sys
+    from types import SimpleNamespace
+
+    import optuna
+    import pytest
+
+    from zoo.sweeps.optuna import OptunaSearch
+
+    study = optuna.create_study(study_name="digits_optuna", direction="maximize")
+    space = {"optimizer.lr": "tag(log, interval(1e-4, 3e-2))"}
+    short = SimpleNamespace(fixed=["trainer.max_epochs=1"], describe=lambda: space)
+    plain = SimpleNamespace(fixed=[], describe=lambda: space)
+    OptunaSearch._check_same_search(None, study, short, "sqlite:///x.db")  # the short try starts it
+    printed = []
+    for _ in range(2):
+        monkeypatch.setattr(sys, "argv", ["train.py", "-m", "hparams_search=digits_optuna"])
+        with pytest.raises(SystemExit) as exit_:
+            OptunaSearch._check_same_search(None, study, plain, "sqlite:///x.db")
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after Optuna's own log line
+        assert "trainer.max_epochs=1" in err and err.startswith("error: "), err
+        printed.append(err.rsplit(": ", 1)[1].strip())
+    assert printed[0] == printed[1]
+    argv = shlex.split(printed[0])
+    assert argv[:4] == ["python", "train.py", "-m", "hparams_search=digits_optuna"], argv
+    assert len(argv) == 5 and argv[4].startswith("hydra.sweeper.study_name=digits_optuna-"), argv
+    # That study is new: the plain command's settings start it, and it is not refused.
+    OptunaSearch._check_same_search(None, optuna.create_study(study_name=argv[4].split("=")[1]), plain, "x")

@@ -128,6 +128,21 @@ def current_trial() -> optuna.trial.Trial | None:
 # ---- the search space --------------------------------------------------------------------------
 
 
+def own_study_command(study_name: str, settings: list[str], searched: dict, argv: list[str] | None = None) -> str:
+    """The command that runs this search as its own study: this command line with a study name made
+    from the refused study's and these settings (the same command gives the same name, so running
+    it again continues that study; a short try with trainer.max_epochs=1 never blocks the plain one)."""
+    import hashlib
+    import shlex
+    import sys
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("hydra.sweeper.study_name=")]
+    if "-m" not in args and "--multirun" not in args:
+        args.insert(0, "-m")
+    digest = hashlib.sha256(repr((sorted(settings), sorted(searched.items()))).encode()).hexdigest()[:8]
+    return shlex.join(["python", "train.py", *args, f"hydra.sweeper.study_name={study_name}-{digest}"])
+
+
 class SearchSpace:
     """Hydra sweep overrides read as Optuna distributions; the others are passed to every trial."""
 
@@ -340,7 +355,7 @@ class OptunaSearch:
             diff.append(f"its search space was {was_space}, this one is {searched}")
         refuse(
             f"study {study.study_name} in {url} is another search ({'; '.join(diff)}); continue it with its own "
-            f"command, or start a new study with hydra.sweeper.study_name=NAME."
+            f"command, or run this search as a study of its own: {own_study_command(study.study_name, settings, searched)}"
         )
 
     # -- the loop -----------------------------------------------------------------------------
