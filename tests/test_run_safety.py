@@ -576,3 +576,27 @@ def test_a_resume_never_cuts_history_it_did_not_write(tmp_path):
     (path,) = [p for p in run.iterdir() if p.name.startswith("events.out")]
     steps = [e.step for e in EventFileLoader(str(path)).Load() if e.summary.value]
     assert steps == list(range(5))
+
+
+def test_ctrl_c_while_building_the_data_is_an_interrupted_run(tmp_path, monkeypatch):
+    """Ctrl-C while the data is built (downloading, reading a large file): exit status 130, no
+    traceback, and metrics.json says interrupted, the folder being taken."""
+    import json
+
+    import train
+    from zoo.errors import RunStopped
+    from zoo.run.config import compose_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "build_data", interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(RunStopped) as e:
+        train.train(compose_run([*QUIET, *RUN], str(out)))
+    assert e.value.exit_code == 130
+    assert str(e.value) == (
+        "stopped by SIGINT while building the data and the model; it had not started training: start it again "
+        "with overwrite=true"
+    )
+    assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
