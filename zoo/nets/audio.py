@@ -134,7 +134,7 @@ class AudioFeatures(nn.Module):
     def __init__(self, spec):
         super().__init__()
         if not (
-            spec.sample_rate >= 1 and 2 <= spec.n_fft <= spec.shape[0] * 2 and 1 <= spec.hop_length and spec.n_mels >= 1
+            spec.sample_rate >= 1 and 2 <= spec.n_fft <= spec.shape[0] * 2 and spec.hop_length >= 1 and spec.n_mels >= 1
         ):
             raise ValueError(
                 f"the spec's audio settings do not fit together (sample_rate={spec.sample_rate}, n_fft={spec.n_fft}, "
