@@ -458,6 +458,15 @@ ACCEPTED = {
     "trainer.max_steps": {-1},  # no step budget (the epochs are)
     "trainer.num_sanity_val_steps": {0, -1},
     "trainer.overfit_batches": {0},
+    "data.split_seed": {0},
+    "model.weight_decay": {0},
+    "model.bias_decay": {0},
+    "data.time_shift": {0},
+    "data.freq_masks": {0},
+    "data.time_masks": {0},
+    "data.silence_share": {0},
+    "data.unknown_share": {0},
+    "model.ema": {0},
 }
 
 

@@ -287,10 +287,11 @@ class M5(nn.Module):
         channels: list[int] = (32, 32, 64, 64),
         kernel_ms: float = 10.0,
         stride_ms: float = 2.0,
-        pool: int = 4,
+        pool_size: int = 4,
         dropout: float = 0.0,
     ):
         super().__init__()
+        pool = pool_size
         if not channels:
             raise ValueError("model.channels needs at least one entry")
         kernel = max(round(spec.sample_rate * kernel_ms / 1000), 1)

@@ -222,6 +222,37 @@ NUMBERS: dict[str, tuple[str, bool, str]] = {
     "tuner.max_lr": ("(0,inf)", False, "1.0"),
     "tuner.num_training": ("[1,inf)", True, "100"),
     "tuner.early_stop_threshold": ("(0,inf)", False, "4.0"),
+    # tables (data=tabular and its presets) and their views
+    "data.test_fraction": ("(0,1)", False, "0.2"),
+    "data.split_seed": ("[0,4294967295]", True, "0"),
+    "callbacks.*.max_points": ("[1,inf)", True, "2000"),
+    "callbacks.*.max_rows": ("[1,inf)", True, "5000"),
+    "callbacks.*.repeats": ("[1,inf)", True, "5"),
+    # ratings (data=ratings, movielens_*) and recommenders (model=mf, ncf)
+    "data.fold": ("[1,5]", True, "1"),  # MovieLens-100k's u1-u5
+    "model.weight_decay": ("[0,inf)", False, "0.1"),  # 0: none
+    "model.bias_decay": ("[0,inf)", False, "0.01"),
+    "model.init_std": ("(0,inf)", False, "0.01"),
+    # audio (data=audio_folder, spoken_digits, speech_commands) and model=m5
+    "data.sample_rate": ("[1,inf)", True, "16000"),
+    "data.duration": ("(0,inf)", False, "1.0"),
+    "data.n_mels": ("[1,inf)", True, "40"),
+    "data.n_mfcc": ("[1,inf)", True, "20"),
+    "data.window_ms": ("(0,inf)", False, "25"),
+    "data.hop_ms": ("(0,inf)", False, "10"),
+    "data.time_shift": ("[0,1]", False, "0.1"),  # a share of the clip; 0: none
+    "data.freq_masks": ("[0,inf)", True, "1"),  # 0: none
+    "data.freq_mask_width": ("[1,inf)", True, "4"),
+    "data.time_masks": ("[0,inf)", True, "1"),  # 0: none
+    "data.time_mask_width": ("[1,inf)", True, "5"),
+    "data.classes": ("[12,35]", True, "35"),  # Speech Commands: 12 (the protocol) or 35 (every word)
+    "data.silence_share": ("[0,1)", False, "0.1"),
+    "data.unknown_share": ("[0,1)", False, "0.1"),
+    "model.kernel_ms": ("(0,inf)", False, "10"),
+    "model.stride_ms": ("(0,inf)", False, "2"),
+    "model.pool_size": ("[1,inf)", True, "4"),
+    # GANs: the moving average of G's weights
+    "model.ema": ("[0,1)", False, "0.999"),  # 0: off
 }
 # The largest whole number any count may be: torch's sizes and indices are 64-bit, most kernels 32-bit.
 MAX_WHOLE = 2**31 - 1
