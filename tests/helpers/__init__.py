@@ -87,6 +87,10 @@ def command(script: str, *args: str, env: dict | None = None) -> subprocess.Comp
     out, err = io.StringIO(), io.StringIO()
     argv, cwd, environ = sys.argv[:], os.getcwd(), dict(os.environ)
     handlers = logging.getLogger().handlers[:]
+    # Hydra's job logging (hydra/job_logging: disabled) disables every logger that exists: put them back
+    loggers = logging.Logger.manager.loggerDict
+    disabled = {name: lg.disabled for name, lg in loggers.items() if isinstance(lg, logging.Logger)}
+    root_level = logging.getLogger().level
     code = 0
     try:
         sys.argv = [script, *args]
@@ -107,6 +111,10 @@ def command(script: str, *args: str, env: dict | None = None) -> subprocess.Comp
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(environ)
+        for name, lg in list(loggers.items()):
+            if isinstance(lg, logging.Logger):
+                lg.disabled = disabled.get(name, False)
+        logging.getLogger().setLevel(root_level)
         root = logging.getLogger()  # Hydra's job logging pointed handlers at the captured streams
         for handler in root.handlers[:]:
             if handler not in handlers:
