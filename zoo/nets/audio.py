@@ -59,15 +59,18 @@ def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None):
     """(n_mels, 1 + n_fft // 2) triangular filters, equally spaced on the mel scale from ``fmin``
     to ``fmax`` (default: half the sample rate), each scaled to unit area (Slaney's normalisation):
-    what ``librosa.filters.mel`` returns with its defaults. Computed in float64."""
+    what ``librosa.filters.mel`` returns with its defaults. Computed in float64, on the CPU whatever
+    the default device (a checkpoint's network is first built on the "meta" device: zoo/run/rebuild.py)."""
     fmax = sample_rate / 2 if fmax is None else fmax
-    fft_freqs = torch.linspace(0, sample_rate / 2, 1 + n_fft // 2, dtype=torch.float64)
+    cpu = torch.device("cpu")
+    fft_freqs = torch.linspace(0, sample_rate / 2, 1 + n_fft // 2, dtype=torch.float64, device=cpu)
     edges = mel_to_hz(
         torch.linspace(
-            float(hz_to_mel(torch.tensor(fmin, dtype=torch.float64))),
-            float(hz_to_mel(torch.tensor(fmax, dtype=torch.float64))),
+            float(hz_to_mel(torch.tensor(fmin, dtype=torch.float64, device=cpu))),
+            float(hz_to_mel(torch.tensor(fmax, dtype=torch.float64, device=cpu))),
             n_mels + 2,
             dtype=torch.float64,
+            device=cpu,
         )
     )
     widths = edges.diff()
@@ -80,8 +83,8 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
 
 def dct_matrix(n_out: int, n_in: int) -> torch.Tensor:
     """(n_out, n_in): the first ``n_out`` rows of the orthonormal DCT-II (scipy's dct(norm='ortho'))."""
-    n = torch.arange(n_in, dtype=torch.float64)
-    k = torch.arange(n_out, dtype=torch.float64)[:, None]
+    n = torch.arange(n_in, dtype=torch.float64, device="cpu")
+    k = torch.arange(n_out, dtype=torch.float64, device="cpu")[:, None]
     basis = torch.cos(math.pi * k * (2 * n + 1) / (2 * n_in)) * math.sqrt(2.0 / n_in)
     basis[0] /= math.sqrt(2.0)
     return basis
