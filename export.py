@@ -40,13 +40,11 @@ def export(cfg: DictConfig) -> dict:
     from zoo.run.export import default_out, export
     from zoo.run.rebuild import rebuild
 
-    rebuilt = rebuild(cfg.ckpt_path)
+    # The data's locations are the command's (data_dir=) or conf/'s, never the checkpoint's (issue 26).
+    rebuilt = rebuild(cfg.ckpt_path, places={"data_dir": cfg.data_dir} if cfg.data_dir else None)
     datamodule = None
     if rebuilt.task != "adversarial":  # a generator is checked on noise: no data needed
-        data_cfg = dict(rebuilt.config["data"])
-        if cfg.data_dir and "data_dir" in data_cfg:
-            data_cfg["data_dir"] = cfg.data_dir
-        datamodule = instantiate(data_cfg)
+        datamodule = instantiate(dict(rebuilt.config["data"]))
         datamodule.prepare_data()
         datamodule.setup("test")
     out = cfg.out or default_out(cfg.ckpt_path, cfg.format)

@@ -83,7 +83,7 @@ def checkpoints(tmp_path_factory, data_dir):
     return get
 
 
-def reference(ckpt: str, n: int):
+def reference(ckpt: str, n: int, data_dir=None):
     """The first ``n`` test inputs in the form the exported file takes, what the PyTorch network
     gives on them, and the rebuilt run (with the datamodule, set up) to compare with training."""
     from hydra.utils import instantiate
@@ -91,7 +91,7 @@ def reference(ckpt: str, n: int):
     from zoo.run.export import graph_for
     from zoo.run.rebuild import rebuild
 
-    rebuilt = rebuild(ckpt)
+    rebuilt = rebuild(ckpt, places={"data_dir": str(data_dir)} if data_dir else None)
     datamodule = None
     if rebuilt.task != "adversarial":
         datamodule = instantiate(rebuilt.config["data"])
@@ -162,16 +162,16 @@ PARAMS = [pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES]
 
 
 @pytest.mark.parametrize("family", PARAMS)
-def test_every_family_exports_to_onnx_and_runs_without_this_repository(family, checkpoints, tmp_path):
+def test_every_family_exports_to_onnx_and_runs_without_this_repository(family, checkpoints, data_dir, tmp_path):
     ckpt = checkpoints(family)
     out = tmp_path / "exported"
-    r = command("export.py", f"ckpt_path={ckpt}", f"out={out}")
+    r = command("export.py", f"ckpt_path={ckpt}", f"out={out}", f"data_dir={data_dir}")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"Wrote {out / 'model.onnx'}") and "largest difference" in r.stdout
     report = json.loads((out / "export.json").read_text())
     figures = report["check"]
     assert figures["passed"] and figures["max_abs_diff"] <= 1e-4 and figures["samples"] > 0
-    graph, expected, rebuilt, datamodule = reference(ckpt, 5)  # 5: not the batch size it was exported with
+    graph, expected, rebuilt, datamodule = reference(ckpt, 5, data_dir)  # 5: not the batch size it was exported with
     if rebuilt.task == "classify":
         assert figures["top1_agreement"] == 1.0
         assert figures["samples"] == len(datamodule.splits["test"][0])  # the whole test split
@@ -188,14 +188,14 @@ def test_every_family_exports_to_onnx_and_runs_without_this_repository(family, c
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt, ext", [("torchscript", "pt"), ("pt2", "pt2")])
 @pytest.mark.parametrize("family", ["cnn-image", "lstm-text", "lstm-segments"])
-def test_torchscript_and_pt2_load_back_with_torch_alone(family, fmt, ext, checkpoints, tmp_path):
+def test_torchscript_and_pt2_load_back_with_torch_alone(family, fmt, ext, checkpoints, data_dir, tmp_path):
     ckpt = checkpoints(family)
     out = tmp_path / "exported"
-    r = command("export.py", f"ckpt_path={ckpt}", f"format={fmt}", f"out={out}", "samples=64")
+    r = command("export.py", f"ckpt_path={ckpt}", f"format={fmt}", f"out={out}", "samples=64", f"data_dir={data_dir}")
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "export.json").read_text())
     assert report["check"]["passed"] and report["check"]["samples"] == 64 and report["format"] == fmt
-    graph, expected, rebuilt, _ = reference(ckpt, 7)
+    graph, expected, rebuilt, _ = reference(ckpt, 7, data_dir)
     got, meta = run_without_repository(fmt, out / f"model.{ext}", graph, tmp_path)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
     assert_metadata(meta, rebuilt, ckpt)
