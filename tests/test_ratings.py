@@ -257,7 +257,10 @@ def test_ncf_trains_and_evaluates_from_its_checkpoint(tmp_path):
         ["data=ratings", f"data.path={path}", "model=ncf", "data.batch_size=128", "trainer.max_epochs=3", *FAST],
         tmp_path / "run",
     )
-    r = command("eval.py", f"ckpt_path={summary['best_checkpoint']}", f"out={tmp_path / 'eval.json'}")
+    # the ratings file is the user's to name (a checkpoint's stored locations are never used: issue 26)
+    r = command(
+        "eval.py", f"ckpt_path={summary['best_checkpoint']}", f"data_path={path}", f"out={tmp_path / 'eval.json'}"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     again = json.loads((tmp_path / "eval.json").read_text())
     assert again["test/rmse"] == pytest.approx(summary["test/rmse"], abs=1e-5)
