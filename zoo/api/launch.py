@@ -151,7 +151,9 @@ def notebook_progress(cfg) -> list:
     from omegaconf import open_dict
 
     bar = cfg.callbacks.get("progress_bar") if cfg.get("callbacks") else None
-    if not in_notebook() or bar is None or "Rich" not in str(bar.get("_target_", "")):
+    # the console's bar: Lightning's rich one, or zoo's (zoo.callbacks.console.ProgressBar, a rich one)
+    target = str(bar.get("_target_", "")) if bar is not None else ""
+    if not in_notebook() or bar is None or not ("Rich" in target or target.startswith("zoo.callbacks.console.")):
         return []
     import importlib.util
 
