@@ -6,7 +6,6 @@ import collections
 import http.server
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -285,7 +284,10 @@ def test_sigterm_at_an_epoch_boundary_stops_as_interrupted_with_a_quoted_resume_
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-2000:]
     assert "Traceback" not in stderr
-    assert shlex.quote(f"hydra.run.dir={out}") in stderr and "resume=true" in stderr
+    # quoted for the shell and for Hydra (a folder name with a space, comma or quote gives itself back)
+    from zoo.run.lifecycle import resume_command
+
+    assert resume_command(str(out)).split("resume=true", 1)[1] in stderr and "resume=true" in stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["error"]
     assert (out / "checkpoints" / "resume.ckpt").exists()
