@@ -152,7 +152,7 @@ def test_optuna_search_interrupted_then_continued_is_one_study_of_four_trials(tm
         text=True,
     )
     deadline = time.time() + 240
-    while not any(folder.glob("1_*/checkpoints")) and proc.poll() is None and time.time() < deadline:
+    while not any(folder.glob("1/checkpoints")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)  # Ctrl-C while trial 1 trains
