@@ -29,6 +29,20 @@ def test_the_notebooks_are_numbered_and_committed_without_outputs():
         assert "What to try next" in last, f"{path.name} does not end with what to try next"
 
 
+def kernel_over_files(folder):
+    """Jupyter's kernel manager config for a kernel whose sockets are files in ``folder`` (ZeroMQ's ipc
+    transport), not TCP ports: a port is picked by binding and releasing it before the kernel binds it
+    again, so two kernels started at once by two pytest-xdist workers (or a test server beside one) can
+    be handed the same port and their messages cross, the notebook then waiting on a reply that never
+    comes (jupyter/jupyter_client#487; a notebook stalled that way inside a full run here)."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = str(folder / "kernel")  # absolute: the client and the kernel run in other folders
+    return config
+
+
 def run_notebook(path, folder, monkeypatch) -> float:
     """Execute the notebook at ``path`` top to bottom in a python3 kernel working in ``folder``; nbclient
     raises on the first cell that fails. Returns the seconds it took."""
@@ -38,7 +52,13 @@ def run_notebook(path, folder, monkeypatch) -> float:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     book = nbformat.read(path, as_version=4)
     started = time.perf_counter()
-    NotebookClient(book, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    NotebookClient(
+        book,
+        timeout=900,
+        kernel_name="python3",
+        config=kernel_over_files(folder),
+        resources={"metadata": {"path": str(folder)}},
+    ).execute()
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     return time.perf_counter() - started
@@ -67,10 +87,14 @@ for _path in NOTEBOOKS:
 def test_the_stop_button_stops_a_run_in_a_kernel_and_it_resumes(tmp_path):
     """Kernel > Interrupt (SIGINT to the kernel) during ``zoo.train``: the run stops after its step with a
     resumable checkpoint, the cell ends without an error, and the stopped run is returned."""
-    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.manager import KernelManager
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env)
+    km = KernelManager(kernel_name="python3", config=kernel_over_files(tmp_path))
+    km.start_kernel(cwd=str(tmp_path), env=env)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=120)
     run_dir = tmp_path / "run"
     try:
         msg_id = kc.execute(
