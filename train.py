@@ -53,8 +53,13 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
         import lightning as L
 
         from zoo.run.job import group_choices
-        from zoo.run.lifecycle import RunCallbacks, finished_summary, recorded_outcome, resume_point
-        from zoo.run.reliability import Diverged
+        from zoo.run.lifecycle import (
+            RunCallbacks,
+            finished_summary,
+            recorded_outcome,
+            refused_before_training,
+            resume_point,
+        )
         from zoo.run.report import publish
     except KeyboardInterrupt:
         raise interrupted(out_dir, "while starting") from None
@@ -66,7 +71,7 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             datamodule = build_data(cfg, choices)  # first: it publishes the spec every model is sized from
             task, hparams = build_task(cfg, datamodule.spec, choices)
-            resume_from = resume_point(cfg, ckpt_dir, out_dir, task)  # checked before anything is cut
+            resume_from = resume_point(cfg, ckpt_dir, out_dir, task, folder)  # checked before anything is cut
             run = RunCallbacks(cfg, ckpt_dir)
             trainer = build_trainer(cfg, [*run.all(), *extra_callbacks])
         except UserError:
@@ -75,10 +80,14 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
             raise
         except KeyboardInterrupt:
             raise interrupted(out_dir, "while building the data and the model") from None
+
+        def refused(error: BaseException) -> bool:
+            return refused_before_training(error, trainer, run.startup, bool(resume_from))
+
         try:
             with (
                 run.graceful_stop,
-                recorded_outcome(out_dir, lambda: run_progress(trainer)),
+                recorded_outcome(out_dir, lambda: run_progress(trainer), refused),
             ):
                 find_lr(cfg, trainer, task, datamodule, hparams, resume_from)
                 trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -86,8 +95,9 @@ def train(cfg: DictConfig, extra_callbacks: tuple = ()) -> dict:
                 results = test(cfg, trainer, task, datamodule)
         except UserError as error:
             # Refused before its first training step (a setting the trainer cannot use, no training
-            # data): nothing of the run is left. A run that trained, or diverged, keeps its record.
-            if folder is not None and trainer.global_step == 0 and not resume_from and not isinstance(error, Diverged):
+            # data, a resume whose settings the fit refuses): nothing of the run is left, and a folder
+            # that existed (a resumed run's) is as it was. A run that trained, or diverged, keeps its record.
+            if folder is not None and refused(error):
                 folder.undo()
             raise
         summary = finished_summary(trainer, run, results, time.perf_counter() - started)

@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,57 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DEFAULT_CKPT = ROOT / "tests" / "fixtures" / "checkpoints" / "classify_cnn.ckpt"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(ckpt: Path, batch: int, threads: int, timeout: float = 300):
-    import httpx
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "serve.py",
-            f"ckpt_path={ckpt}",
-            f"port={port}",
-            f"max_batch_size={batch}",
-            "batch_timeout=0.005",
-            "accelerator=cpu",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"serve.py exited with status {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).text == "ok":
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop(proc)
-    raise SystemExit(f"serve.py did not answer within {timeout:.0f} s")
-
-
-def stop(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+from tests.helpers.serving import start_server, stop_server  # noqa: E402 - after ROOT is on the path
 
 
 async def load(url: str, bodies: list[dict], clients: int, requests: int, seconds: float) -> dict:
@@ -142,7 +89,12 @@ def main() -> None:
     bodies = request_bodies(args.ckpt)
     rows = []
     for batching, batch in (("yes (max_batch_size=32)", 32), ("no (max_batch_size=1)", 1)):
-        proc, url = start(args.ckpt, batch, args.threads)
+        try:
+            proc, url = start_server(
+                args.ckpt, f"max_batch_size={batch}", "batch_timeout=0.005", threads=args.threads, timeout=300
+            )
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
         try:
             asyncio.run(load(url, bodies, 4, 20, 30))  # warm-up
             for n in clients:
@@ -161,7 +113,7 @@ def main() -> None:
                 )
                 print(f"  batching {batching}, {n} clients: {rows[-1][3]:.0f} requests/s", file=sys.stderr)
         finally:
-            stop(proc)
+            stop_server(proc)
     print(
         f"serve.py on {args.ckpt.name}, {os.cpu_count()} CPU cores, model process with {args.threads} torch thread(s)\n"
     )

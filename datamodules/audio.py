@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from datamodules.augment import random_shift
-from datamodules.base import ExecutionBatches, TensorDataModule, count, seeded_split
+from datamodules.base import TensorDataModule, count, seeded_split, stream_loader
 from datamodules.files import fetch, source_url
 from datamodules.spec import DataSpec
 from zoo.errors import UserError
@@ -275,19 +275,8 @@ class AudioData(TensorDataModule):
     # ---- loaders -------------------------------------------------------------------------------
 
     def _stream(self, split: str, batch_size: int, shuffle: bool, execution=None):
-        workers = self.num_workers
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        batching = {"batch_size": batch_size, "shuffle": shuffle, "generator": generator}
-        if execution is not None:  # the same order as shuffle=True, cut into executions
-            sampler = torch.utils.data.RandomSampler(self.datasets[split], generator=generator)
-            batching = {"batch_sampler": ExecutionBatches(sampler, batch_size, execution)}
-        return torch.utils.data.DataLoader(
-            self.datasets[split],
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=collate_clips,
-            **batching,
+        return stream_loader(
+            self.datasets[split], batch_size, shuffle, self.seed, self.num_workers, collate_clips, execution
         )
 
     def train_dataloader(self):

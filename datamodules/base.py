@@ -201,6 +201,28 @@ class ExecutionBatches:
             i += m
 
 
+def stream_loader(
+    dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, collate_fn: Callable, execution=None
+) -> torch.utils.data.DataLoader:
+    """The loader of data streamed from disk through DataLoader workers (image folders, audio clip sets
+    larger than memory: datamodules/folders.py, datamodules/audio.py): a training order fixed by
+    ``seed``, cut into executions when a plan is given (``execution``: the same order as shuffle=True),
+    workers kept between epochs, and pinned memory when there is a GPU to copy to."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    batching = {"batch_size": batch_size, "shuffle": shuffle, "generator": generator}
+    if execution is not None:  # the same order as shuffle=True, cut into executions
+        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
+        batching = {"batch_sampler": ExecutionBatches(sampler, batch_size, execution)}
+    return torch.utils.data.DataLoader(
+        dataset,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_fn,
+        **batching,
+    )
+
+
 def seeded_split(n: int, sizes: list[int], seed: int) -> list[torch.Tensor]:
     """Index sets of the given sizes from one permutation of range(n), fixed by the seed."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from datamodules.augment import augment
-from datamodules.base import ExecutionBatches, count, seeded_split
+from datamodules.base import count, seeded_split, stream_loader
 from datamodules.spec import DataSpec
 from zoo.errors import UserError
 
@@ -116,20 +116,7 @@ class ImageFolderData(L.LightningDataModule):
         )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool, execution=None):
-        workers = self.num_workers
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        batching = {"batch_size": batch_size, "shuffle": shuffle, "generator": generator}
-        if execution is not None:  # the same order as shuffle=True, cut into executions
-            sampler = torch.utils.data.RandomSampler(self.subsets[split], generator=generator)
-            batching = {"batch_sampler": ExecutionBatches(sampler, batch_size, execution)}
-        return torch.utils.data.DataLoader(
-            self.subsets[split],
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=_collate,
-            **batching,
-        )
+        return stream_loader(self.subsets[split], batch_size, shuffle, self.seed, self.num_workers, _collate, execution)
 
     def train_dataloader(self):
         return self._loader("train", self.batch_size, shuffle=True, execution=self.execution)

@@ -17,9 +17,9 @@ import soundfile as sf
 import torch
 
 from datamodules.spec import DataSpec
-from tests.helpers import command, run_train
+from tests.helpers import REAL_DATA, command, run_train
 
-FSDD = Path("/work/shared/data/fsdd/recordings")
+FSDD = REAL_DATA / "fsdd" / "recordings"  # the shared copy beside the repository (or ZOO_REAL_DATA=<folder>)
 
 
 def tone(freq: float, rate: int, seconds: float, seed: int = 0, noise: float = 0.05) -> np.ndarray:
@@ -424,7 +424,11 @@ def test_spoken_digits_refusals(tmp_path):
     assert out.returncode == 2 and "no recordings of speaker(s) zed" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.skipif(not FSDD.is_dir(), reason="the shared FSDD copy (/work/shared/data/fsdd) is not on this machine")
+@pytest.mark.skipif(
+    not FSDD.is_dir(),
+    reason=f"no FSDD recordings in {FSDD}: this check needs the shared data folder beside the repository "
+    f"(or ZOO_REAL_DATA=<folder>)",
+)
 def test_real_fsdd_reads_with_its_conventions():
     from datamodules.audio import SpokenDigitsData
 

@@ -249,6 +249,52 @@ def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
     assert 0 <= metrics["val/precision"] <= 1 and 0 <= metrics["val/recall"] <= 1
 
 
+EMA = ["model=gan", "data=mnist", "model.ema=0.9", *FEW_STEPS]
+
+
+def test_a_resumed_gan_continues_the_moving_average_where_it_stopped(image_data, tmp_path):
+    # Two epochs of three generator steps, in one go and as one epoch then resume=true: the average's
+    # warm-up (decay min(ema, (1 + t) / (10 + t))) continues at t = 3 instead of starting again at 0,
+    # so the resumed run's averaged generator (what validation, samples and generate.py use) is the
+    # uninterrupted run's.
+    whole = tmp_path / "whole"
+    run_train([*EMA, "trainer.max_epochs=2"], whole, data_dir=image_data)
+    out = tmp_path / "run"
+    run_train(EMA, out, data_dir=image_data)
+    first = torch.load(out / "checkpoints" / "resume.ckpt", map_location="cpu", weights_only=True)
+    assert first["zoo_ema_steps"] == 3  # a plain number beside the weights: loaded as data
+    (out / "metrics.json").unlink()  # a stopped run, continued
+    metrics = run_train([*EMA, "trainer.max_epochs=2", "resume=true"], out, data_dir=image_data)
+    assert metrics["status"] == "finished" and metrics["global_step"] == 12
+    ckpts = [
+        torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for run in (whole, out)
+    ]
+    assert ckpts[0]["zoo_ema_steps"] == ckpts[1]["zoo_ema_steps"] == 6
+    averaged = [{k: v for k, v in c["state_dict"].items() if k.startswith("net.generator_ema.")} for c in ckpts]
+    assert averaged[0] and averaged[0].keys() == averaged[1].keys()
+    for name, value in averaged[0].items():
+        torch.testing.assert_close(averaged[1][name], value, msg=name)
+
+
+def test_a_gan_checkpoint_without_its_moving_average_steps_still_resumes(image_data, tmp_path):
+    from zoo.tasks.adversarial import ema_steps_of
+
+    out = tmp_path / "run"
+    run_train(EMA, out, data_dir=image_data)
+    path = out / "checkpoints" / "resume.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    del ckpt["zoo_ema_steps"]  # as written before the steps were stored
+    torch.save(ckpt, path)
+    (out / "metrics.json").unlink()
+    metrics = run_train([*EMA, "trainer.max_epochs=2", "resume=true"], out, data_dir=image_data)
+    assert metrics["status"] == "finished"
+    # counted from the generator's optimizer (Adam's step: one per step of G, as the average takes)
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["zoo_ema_steps"] == 6
+    assert ema_steps_of({**ckpt, "optimizer_states": []}) == 0  # an optimizer that keeps no count
+    with pytest.raises(UserError, match="zoo_ema_steps='3', not a count"):
+        ema_steps_of({**ckpt, "zoo_ema_steps": "3"})
+
+
 # ---- a real run on digits: quality, TensorBoard, checkpoints, generate.py ---------------------
 
 DIGITS = [

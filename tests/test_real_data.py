@@ -6,15 +6,13 @@ shared/data folder beside the repository's own. The quality numbers themselves a
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_train
-
-DATA = Path(os.environ.get("ZOO_REAL_DATA", ROOT.parent / "shared" / "data"))
+from tests.helpers import REAL_DATA as DATA
+from tests.helpers import run_train
 
 
 def needs(relative: str) -> Path:

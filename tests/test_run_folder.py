@@ -108,6 +108,58 @@ def test_resume_with_another_model_is_refused_before_anything_is_cut(finished, t
 
 
 @pytest.mark.slow
+def test_a_resume_the_fit_refuses_leaves_the_folder_byte_for_byte(tmp_path):
+    # steps_per_execution=4 is the run's own; trainer.accumulate_grad_batches=2, which a resume may
+    # change, is refused only when the fit starts (after the resume checkpoint was checked and the
+    # event files cut back): the stopped run keeps its event files, .hydra/, log and no metrics.json.
+    out = tmp_path / "run"
+    r = command("train.py", *FAST, "steps_per_execution=4", f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (out / "metrics.json").unlink()  # as if killed during the test: a stopped run with its resume.ckpt
+    before = snapshot(out, lock=False)  # the refused run took the folder: run.lock has its PID
+    r = command(
+        "train.py",
+        *FAST,
+        "steps_per_execution=4",
+        "trainer.accumulate_grad_batches=2",
+        f"hydra.run.dir={out}",
+        "resume=true",
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert "steps_per_execution=4" in line and "trainer.accumulate_grad_batches=2" in line, line
+    assert snapshot(out, lock=False) == before
+    assert not (out / "metrics.json").exists()
+
+
+def test_a_run_the_fit_refuses_writes_nothing_into_a_folder_that_existed(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own")
+    before = snapshot(out)
+    r = command("train.py", *FAST, "steps_per_execution=4", "trainer.accumulate_grad_batches=2", f"hydra.run.dir={out}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "steps_per_execution=4" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    # no metrics.json saying failed, no .hydra/ or log: only the lock file, which is never deleted
+    assert snapshot(out, lock=False) == before and sorted(os.listdir(out)) == ["notes.txt", "run.lock"]
+
+
+def test_a_crash_during_the_fit_in_a_folder_that_existed_still_records_failed(tmp_path, monkeypatch):
+    from zoo.tasks.base import Task
+
+    def crashes(self):
+        raise RuntimeError("a bug, not a refusal")
+
+    monkeypatch.setattr(Task, "on_fit_start", crashes)
+    out = tmp_path / "run"
+    out.mkdir()
+    r = command("train.py", *FAST, f"hydra.run.dir={out}")
+    assert r.returncode == 1 and "a bug, not a refusal" in r.stderr, r.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["error"] == "a bug, not a refusal"
+
+
+@pytest.mark.slow
 def test_overwrite_moves_the_earlier_run_aside_and_starts_again(finished, tmp_path):
     out = copy_of(finished, tmp_path)
     old_metrics = (out / "metrics.json").read_bytes()

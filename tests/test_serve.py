@@ -6,71 +6,17 @@ name a file; the server's process group is stopped after each module."""
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
 from tests.helpers import ROOT, command
+from tests.helpers.serving import free_port, start_server, stop_server
 
 httpx = pytest.importorskip("httpx")
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
-START_TIMEOUT = 240  # s: the server's processes each import torch; a busy machine is slow to start them
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(ckpt, *args: str, log=None):
-    """serve.py in a new process group on a free port; returns (process, base URL) once /health says ok."""
-    port = free_port()
-    log = log or open(os.devnull, "w")  # noqa: SIM115 - handed to the process, closed with it
-    proc = subprocess.Popen(
-        [sys.executable, "serve.py", f"ckpt_path={ckpt}", f"port={port}", "accelerator=cpu", *args],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: LitServe's workers are stopped with it
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve.py exited with status {proc.returncode} before it answered")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).text == "ok":
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError(f"serve.py did not answer /health within {START_TIMEOUT} s")
-
-
-def stop_server(proc) -> None:
-    """SIGTERM to the server's process group, SIGKILL to what is left after 10 s."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
 
 
 def digits_pixels(n: int) -> tuple[np.ndarray, np.ndarray]:

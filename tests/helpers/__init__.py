@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
+# The real datasets (Tiny Shakespeare, ETTh1, FSDD): ZOO_REAL_DATA=<folder>, else a shared/data folder
+# beside the repository's own; a clone without them skips the tests that read them, with a message.
+REAL_DATA = Path(os.environ.get("ZOO_REAL_DATA", ROOT.parent / "shared" / "data"))
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
 
 # The TensorBoard views that draw pictures or trace the model: in a two-epoch digits run they take

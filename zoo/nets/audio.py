@@ -256,21 +256,14 @@ class AudioTransformerClassifier(AudioClassifier):
         return self.body.attention_layers()
 
 
-def audio_cnn(spec, **options) -> nn.Module:
-    from zoo.nets.cnn import ImageCNN
-
-    return AudioClassifier(spec, ImageCNN(spectrogram_spec(spec), **options))
-
-
-def audio_recurrent(cell: str, spec, **options) -> nn.Module:
-    from zoo.nets.rnn import ImageRecurrentClassifier
-
-    body = ImageRecurrentClassifier(cell, spectrogram_spec(spec, frames_as_rows=True), **options)
-    return AudioClassifier(spec, body, frames_as_rows=True)
-
-
-def audio_transformer(spec, **options) -> nn.Module:
-    return AudioTransformerClassifier(spec, SpectrogramTransformer(spectrogram_spec(spec), **options))
+def on_spectrogram(spec, body, frames_as_rows: bool = False, **options) -> nn.Module:
+    """The audio branch of every builder (model=cnn, transformer, rnn, lstm, gru): ``body``, an image
+    network's class (or a function of a spec), built with ``options`` for the clip's spectrogram as an
+    image (``spectrogram_spec``; one frame per row for a network that reads a row per step), behind
+    the front end. A body with attention layers keeps them visible (``attention_layers``)."""
+    net = body(spectrogram_spec(spec, frames_as_rows), **options)
+    wrapper = AudioTransformerClassifier if hasattr(net, "attention_layers") else AudioClassifier
+    return wrapper(spec, net, frames_as_rows)
 
 
 class M5(nn.Module):

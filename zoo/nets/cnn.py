@@ -199,10 +199,11 @@ def CNN(
     if spec.kind == "image":
         return ImageCNN(spec, channels, kernel_size, batchnorm, pooling, hidden, dropout, activation)
     if spec.kind == "audio":  # the image CNN on the clip's spectrogram (zoo/nets/audio.py)
-        from zoo.nets.audio import audio_cnn
+        from zoo.nets.audio import on_spectrogram
 
-        return audio_cnn(
+        return on_spectrogram(
             spec,
+            ImageCNN,
             channels=channels,
             kernel_size=kernel_size,
             batchnorm=batchnorm,

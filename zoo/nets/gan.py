@@ -141,7 +141,7 @@ class Adversarial(nn.Module):
             )
         self.ema_decay = float(ema)
         self.augment_policy = policy
-        self.ema_steps = 0
+        self.ema_steps = 0  # the average's warm-up; stored in checkpoints by the adversarial task
         self.image_shape = tuple(spec.shape)
         self.latent_dim = latent_dim
         self.num_classes = spec.num_classes if conditional else 0

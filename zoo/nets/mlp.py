@@ -45,6 +45,9 @@ def hidden_layers(
 
 
 class MLPClassifier(nn.Module):
+    """An image -> class logits: the flattened pixels, then the hidden layers and the output layer.
+    A network of another input and output (``MLPTable``) overrides ``make_input`` and ``outputs``."""
+
     accepts = ("image",)
 
     def __init__(
@@ -58,10 +61,16 @@ class MLPClassifier(nn.Module):
         residual: bool = False,
     ):
         super().__init__()
-        self.features, width = hidden_layers(
-            math.prod(spec.shape), widths, depth, activation, batchnorm, dropout, residual
-        )
-        self.head = nn.Linear(width, spec.num_classes)
+        width_in = self.make_input(spec)
+        self.features, width = hidden_layers(width_in, widths, depth, activation, batchnorm, dropout, residual)
+        self.head = nn.Linear(width, self.outputs(spec))
+
+    def make_input(self, spec) -> int:
+        """The width of one input row, after any input layers of the network's own (registered here)."""
+        return math.prod(spec.shape)
+
+    def outputs(self, spec) -> int:
+        return spec.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -90,29 +99,21 @@ class MLPForecaster(Forecaster):
         return self.head(self.features(x))
 
 
-class MLPTable(nn.Module):
+class MLPTable(MLPClassifier):
     """A row of a table (datamodules/tables.py) -> class logits or one value: ``TableInput`` (numbers
     and categorical embeddings side by side), then the hidden layers."""
 
     accepts = ("table",)
 
-    def __init__(
-        self,
-        spec,
-        widths: list[int] | int = (256, 128),
-        depth: int | None = None,
-        activation: str = "relu",
-        batchnorm: bool = False,
-        dropout: float = 0.0,
-        residual: bool = False,
-    ):
-        super().__init__()
+    def make_input(self, spec) -> int:
         self.input = TableInput(spec)
-        self.features, width = hidden_layers(self.input.width, widths, depth, activation, batchnorm, dropout, residual)
-        self.head = nn.Linear(width, table_outputs(spec))
+        return self.input.width
+
+    def outputs(self, spec) -> int:
+        return table_outputs(spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.input(x)))
+        return super().forward(self.input(x))
 
 
 def MLP(

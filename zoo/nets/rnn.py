@@ -22,6 +22,8 @@ Dropout is applied between stacked layers (PyTorch's own) and before the head. `
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -323,9 +325,10 @@ def recurrent(
             )
         return SegmentRecurrentForecaster(cell, spec, segment, revin=revin, linear_path=linear_path, **sizes)
     if spec.kind == "audio":  # one spectrogram frame per step (zoo/nets/audio.py)
-        from zoo.nets.audio import audio_recurrent
+        from zoo.nets.audio import on_spectrogram
 
-        return audio_recurrent(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)
+        body = partial(ImageRecurrentClassifier, cell)
+        return on_spectrogram(spec, body, frames_as_rows=True, bidirectional=bidirectional, pool=pool, **sizes)
     return ImageRecurrentClassifier(cell, spec, bidirectional=bidirectional, pool=pool, **sizes)
 
 

@@ -409,9 +409,9 @@ def Transformer(
     if spec.kind == "series":
         return PatchForecaster(spec, patch=patch, stride=stride, revin=revin, **sizes)
     if spec.kind == "audio":  # AST: patches of the clip's spectrogram (zoo/nets/audio.py)
-        from zoo.nets.audio import audio_transformer
+        from zoo.nets.audio import SpectrogramTransformer, on_spectrogram
 
-        return audio_transformer(spec, pool=pool, patch=patch, **sizes)
+        return on_spectrogram(spec, SpectrogramTransformer, pool=pool, patch=patch, **sizes)
     return ImageTransformerClassifier(spec, pool=pool, patch=patch, **sizes)
 
 

@@ -66,6 +66,8 @@ class RunFolder:
         self._fd: int | None = None
         self.snapshot: FolderSnapshot | None = None
         self.created = False  # made by this run: a refused run removes it whole (``undo``)
+        self.kept: dict[str, tuple[bytes, int]] = {}  # files of an earlier run changed before training (``keep``)
+        self.found: set[str] | None = None  # what an earlier folder held when taken (``entries``)
 
     def acquire(self, resume: bool, overwrite: bool, keep: tuple[str, ...] = ()) -> None:
         """Take the folder or refuse with a sentence (UserError); writes nothing before it has decided.
@@ -117,6 +119,7 @@ class RunFolder:
                         ) from None
                     raise UserError(explain_os_error(e, self.path, "hydra.run.dir")) from None
                 self._lock(create=True)
+            self.found = None if self.created else entries(self.path)
         except BaseException:
             self.release()
             raise
@@ -172,13 +175,37 @@ class RunFolder:
                 f"choose one you can write with hydra.run.dir=..."
             )
 
+    def keep(self, paths: list[str]) -> None:
+        """Remember the bytes and times of files this run is about to change before it trains (the
+        event files a resume cuts back to its checkpoint's step), for ``undo`` to put back."""
+        for path in paths:
+            if path not in self.kept and os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as f:
+                    self.kept[path] = (f.read(), os.stat(path).st_mtime_ns)
+
     def undo(self) -> None:
         """A run refused after it took the folder (a download that cannot be made, a model that
-        cannot take the data) leaves nothing behind: a folder this run made is removed with what it
-        and Hydra wrote there (the lock, ``.hydra/``, the log); an earlier folder gets its ``.hydra/``
-        files and log back as they were (``FolderSnapshot``)."""
+        cannot take the data, a resume the fit refuses) leaves nothing behind: a folder this run made
+        is removed with what it and Hydra wrote there (the lock, ``.hydra/``, the log); an earlier
+        folder gets its ``.hydra/`` files and log back as they were (``FolderSnapshot``), and the
+        files it kept (``keep``)."""
+        for path, (blob, mtime) in self.kept.items():
+            with open(path, "wb") as f:
+                f.write(blob)
+            os.utime(path, ns=(mtime, mtime))
+        self.kept = {}
         if self.snapshot is not None:
             self.snapshot.restore()
+        if self.found is not None and not self.created:  # what this run added (an events file) goes
+            import shutil
+
+            for name in sorted(entries(self.path) - self.found - {LOCK_FILE}, reverse=True):
+                path = os.path.join(self.path, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
         if self.created:
             import shutil
 
@@ -250,6 +277,21 @@ def not_a_runs(folder: str, keep: tuple[str, ...] = ()) -> list[str]:
             continue  # the embedding projector's step folders (00003/)
         foreign.append(name)
     return foreign
+
+
+# The folders of a run folder whose entries a run adds to before its first step (besides its top level).
+RUN_SUBFOLDERS = ("checkpoints", "csv", "tensorboard", ".hydra")
+
+
+def entries(folder: str) -> set[str]:
+    """The names in ``folder`` and in its RUN_SUBFOLDERS (``checkpoints/last.ckpt``): what a refused
+    run compares against to remove what it added, without walking a large folder's tree."""
+    names = set(os.listdir(folder))
+    for sub in RUN_SUBFOLDERS:
+        path = os.path.join(folder, sub)
+        if sub in names and os.path.isdir(path) and not os.path.islink(path):
+            names.update(f"{sub}/{name}" for name in os.listdir(path))
+    return names
 
 
 def holder(lock_path: str) -> str:

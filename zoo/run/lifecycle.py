@@ -104,13 +104,15 @@ class LastWeights(L.Callback):
 # ---- resume ------------------------------------------------------------------------------------
 
 
-def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task) -> str | None:
+def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task, folder=None) -> str | None:
     """The checkpoint ``resume=true`` continues, after checking that it fits ``task`` (its network and
     optimizers); only then are the event files cut back to the checkpoint's step, so the replayed
-    steps are not logged twice. A checkpoint that does not fit is refused before anything is cut."""
+    steps are not logged twice. A checkpoint that does not fit is refused before anything is cut.
+    ``folder`` (the RunFolder held) keeps the event files as they were before the cut, so a run
+    refused later, before its first training step, puts them back (``RunFolder.undo``)."""
     from zoo.run.checkpoints import load_checkpoint
     from zoo.run.rebuild import check_file
-    from zoo.run.reliability import rewind_event_files
+    from zoo.run.reliability import event_files, rewind_event_files
 
     if not cfg.get("resume"):
         return None
@@ -129,6 +131,8 @@ def resume_point(cfg: DictConfig, ckpt_dir: str, out_dir: str, task) -> str | No
     relocated_callback_states(ckpt.get("callbacks"), path)  # every stored path lies in the run's checkpoints
     step = ckpt["global_step"]
     if is_rank_zero():
+        if folder is not None:
+            folder.keep(event_files(out_dir))
         rewind_event_files(out_dir, step)
     print(f"Resuming {out_dir} from epoch {ckpt.get('epoch')}, step {step}.")
     return path
@@ -322,17 +326,30 @@ def resume_command(out_dir: str) -> str:
     return " ".join(shlex.quote(a) for a in command)
 
 
+def refused_before_training(error: BaseException, trainer, startup, resumed: bool) -> bool:
+    """Whether ``error`` is a refusal (a UserError, not a divergence) before this run trained: no
+    batch of this process began (``startup``: the run's StartupTimer) and, for a fresh run, no
+    optimizer step was taken. Such a run records nothing: its folder is put back as it found it."""
+    if not isinstance(error, UserError) or isinstance(error, Diverged):
+        return False
+    return startup.first_step_s is None or (trainer.global_step == 0 and not resumed)
+
+
 @contextlib.contextmanager
-def recorded_outcome(out_dir: str, progress):
+def recorded_outcome(out_dir: str, progress, refused=lambda error: False):
     """Record in metrics.json how the run inside the ``with`` block stopped, if not by finishing:
     ``interrupted`` (a signal: RunStopped, exit 130 for SIGINT, 143 for SIGTERM, with the command
     that continues it), ``diverged`` (exit 2) or ``failed`` (any other error, exit 2 for a UserError).
-    ``progress()`` gives the epochs and global step reached, or {} before the trainer exists."""
+    ``progress()`` gives the epochs and global step reached, or {} before the trainer exists.
+    ``refused(error)``: an error that is a refusal before the run trained (``refused_before_training``),
+    which writes nothing (the folder may be an earlier run's, whose metrics.json stays as it was)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
         yield
     except BaseException as error:
+        if refused(error):
+            raise
         if isinstance(error, (SIGTERMException, KeyboardInterrupt)):  # Lightning's own stops, outside a step
             name = "SIGTERM" if isinstance(error, SIGTERMException) else "SIGINT"
             error = RunStopped(f"stopped by {name}", 128 + getattr(signal, name))

@@ -166,6 +166,34 @@ def rewind_event_files(log_dir: str, step: int) -> int:
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     dropped = 0
+    for path in event_files(log_dir):
+        # Raw records, written back as they were: the migrating EventFileLoader would turn a
+        # graph (the model_graph callback's) into a summary that reads back twice.
+        raw = list(RawEventFileLoader(path).Load())
+        events = [(r, event_pb2.Event.FromString(r)) for r in raw]
+        keep = [
+            (r, e)
+            for r, e in events
+            if not (
+                e.HasField("summary")
+                and (e.step >= step or any(v.tag.startswith("_hparams_/") for v in e.summary.value))
+            )
+        ]
+        if len(keep) == len(events):
+            continue
+        dropped += len(events) - len(keep)
+        tmp = path + ".rewind"
+        with open(tmp, "wb") as f:
+            writer = RecordWriter(f)
+            for record, _ in keep:
+                writer.write(record)
+        os.replace(tmp, path)
+    return dropped
+
+
+def event_files(log_dir: str) -> list[str]:
+    """The run's own TensorBoard event files (``EVENT_FOLDERS``, no symbolic link followed), sorted."""
+    paths = []
     for folder in EVENT_FOLDERS:
         root = os.path.join(log_dir, folder)
         if os.path.islink(root) or not os.path.isdir(root):
@@ -173,30 +201,9 @@ def rewind_event_files(log_dir: str, step: int) -> int:
         names = [n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n))]
         for name in sorted(n for n in names if n.startswith("events.out.tfevents.") and not n.endswith(".rewind")):
             path = os.path.join(root, name)
-            if os.path.islink(path):
-                continue
-            # Raw records, written back as they were: the migrating EventFileLoader would turn a
-            # graph (the model_graph callback's) into a summary that reads back twice.
-            raw = list(RawEventFileLoader(path).Load())
-            events = [(r, event_pb2.Event.FromString(r)) for r in raw]
-            keep = [
-                (r, e)
-                for r, e in events
-                if not (
-                    e.HasField("summary")
-                    and (e.step >= step or any(v.tag.startswith("_hparams_/") for v in e.summary.value))
-                )
-            ]
-            if len(keep) == len(events):
-                continue
-            dropped += len(events) - len(keep)
-            tmp = path + ".rewind"
-            with open(tmp, "wb") as f:
-                writer = RecordWriter(f)
-                for record, _ in keep:
-                    writer.write(record)
-            os.replace(tmp, path)
-    return dropped
+            if not os.path.islink(path):
+                paths.append(path)
+    return paths
 
 
 # The keys of a checkpoint callback's state that name files (ModelCheckpoint's), and the one that

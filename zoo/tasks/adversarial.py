@@ -27,6 +27,8 @@ from zoo.tasks.base import Task
 from zoo.tasks.schedules import schedule_arguments
 
 EVAL_NOISE_SEED = 2024  # the noise of every validation pass
+# The steps of the generator's moving average so far (its warm-up), stored beside Lightning's keys.
+EMA_STEPS = "zoo_ema_steps"
 
 
 class AdversarialTask(Task):
@@ -311,6 +313,15 @@ class AdversarialTask(Task):
             schedulers.append({"scheduler": self.scheduler_factory(opt, **kwargs), "interval": self.scheduler_interval})
         return [opt_g, opt_d], schedulers
 
+    # -- checkpoints ----------------------------------------------------------------------------
+    @override
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[EMA_STEPS] = int(self.net.ema_steps)  # a plain number: checkpoints stay data
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.net.ema_steps = ema_steps_of(checkpoint)  # resume=true continues the warm-up, not restarts it
+
     # -- quality --------------------------------------------------------------------------------
     def judge(self):
         """The quality judge for this data (zoo/tasks/quality.py), trained or loaded on first use."""
@@ -387,6 +398,34 @@ class AdversarialTask(Task):
         """``n`` images in [0, 1] from the noise of ``seed`` (the sample-grid callback's fixed noise);
         a conditional model cycles through the classes unless given ``labels``."""
         return sample_images(self.net, n, seed, labels, self.device)
+
+
+def ema_steps_of(checkpoint: dict) -> int:
+    """The generator's moving-average steps a checkpoint stores (``EMA_STEPS``). A checkpoint written
+    before they were stored counts them as its generator optimizer's steps (Adam's ``step``: one per step
+    of G, as the average takes), or 0 when that optimizer keeps no count."""
+    value = checkpoint.get(EMA_STEPS)
+    if value is None:
+        return _generator_steps(checkpoint.get("optimizer_states"))
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise UserError(
+            f"this checkpoint stores {EMA_STEPS}={repr(value)[:40]}, not a count; it is damaged: "
+            f"use another checkpoint of the run, or start again with overwrite=true."
+        )
+    return value
+
+
+def _generator_steps(optimizer_states) -> int:
+    if not isinstance(optimizer_states, list) or not optimizer_states or not isinstance(optimizer_states[0], dict):
+        return 0
+    state = optimizer_states[0].get("state")  # the generator's optimizer comes first (configure_optimizers)
+    for param_state in state.values() if isinstance(state, dict) else ():
+        step = param_state.get("step") if isinstance(param_state, dict) else None
+        if isinstance(step, torch.Tensor) and step.numel() == 1:
+            step = step.item()
+        if isinstance(step, (int, float)) and not isinstance(step, bool) and 0 <= step < 2**53:
+            return int(step)
+    return 0
 
 
 def class_share_tag(key: str, class_names) -> str:
