@@ -107,6 +107,17 @@ def test_a_fixed_count_is_honoured_and_not_measured(monkeypatch):
     assert machine.threads == 3 and tuner.chosen == 3 and tuner.trials == 0
 
 
+def test_a_deterministic_run_keeps_the_available_threads_whatever_the_load(monkeypatch):
+    """trainer.deterministic=true: one thread would be faster here, but a count the load chose would round
+    sums differently from the run's resumed half (or a rerun), so auto keeps the available count."""
+    machine = FakeMachine(monkeypatch, {2: 0.4, 1: 0.07})
+    tuner = ThreadTuner("auto", processes=1, deterministic=True)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.steps(tuner, 100)
+    assert machine.threads == 2 and tuner.chosen == 2 and tuner.trials == 0
+    assert tuner.summary()["fixed_by"] == "trainer.deterministic"
+
+
 def test_processes_sharing_the_machine_divide_the_threads(monkeypatch):
     machine = FakeMachine(monkeypatch, {1: 0.01})
     machine.threads = 2

@@ -57,7 +57,9 @@ class RunCallbacks:
         self.divergence = DivergenceGuard(factor=float(cfg.get("divergence", {}).get("factor", 1e3)))
         self.step_budget = StepBudgetEnd()
         self.last_weights = LastWeights()
-        self.threads = ThreadTuner(cfg.get("threads", "auto"))
+        self.threads = ThreadTuner(
+            cfg.get("threads", "auto"), deterministic=bool(cfg.get("trainer", {}).get("deterministic"))
+        )
 
     def all(self) -> list:
         return [

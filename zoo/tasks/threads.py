@@ -14,7 +14,10 @@ count is fastest depends on the model and on the load at that moment, so it is m
 - A new count makes the batches' time different, so ``steps_per_execution=auto`` (zoo.tasks.execution)
   is asked to measure its K again.
 
-``threads=N`` fixes the count (no trial). The choice, the measured times and the number of trials are
+``threads=N`` fixes the count (no trial), and so does ``trainer.deterministic=true`` for ``auto``: the
+count a sum is split over changes its rounding, so a deterministic run keeps PyTorch's count (the
+available threads) rather than one the load of the moment chose, and a resumed run repeats an
+uninterrupted one bit for bit. The choice, the measured times and the number of trials are
 in metrics.json (``threads``) and the console's summary.
 """
 
@@ -75,9 +78,10 @@ def parallel_processes() -> int:
 class ThreadTuner(L.Callback):
     """Sets torch's intra-op threads for training: fixed (``threads=N``) or measured (``auto``)."""
 
-    def __init__(self, requested: int | str = AUTO, processes: int | None = None):
+    def __init__(self, requested: int | str = AUTO, processes: int | None = None, deterministic: bool = False):
         self.requested = requested
         self.processes = processes
+        self.deterministic = deterministic  # auto keeps the available count: no trial, no drift
         self.available = 1
         self.chosen: int | None = None
         self.trials = 0  # how many times the counts were measured
@@ -96,7 +100,7 @@ class ThreadTuner(L.Callback):
 
     @property
     def auto(self) -> bool:
-        return self.requested == AUTO
+        return self.requested == AUTO and not self.deterministic
 
     @override
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -104,7 +108,7 @@ class ThreadTuner(L.Callback):
         processes = self.processes if self.processes is not None else parallel_processes()
         self.available = available_threads(processes)
         if not self.auto:
-            self.chosen = int(self.requested)
+            self.chosen = self.available if self.requested == AUTO else int(self.requested)
             torch.set_num_threads(self.chosen)
             return
         self.chosen = self.available
@@ -120,6 +124,7 @@ class ThreadTuner(L.Callback):
         """metrics.json's ``threads``."""
         return {
             "requested": self.requested,
+            **({"fixed_by": "trainer.deterministic"} if self.requested == AUTO and self.deterministic else {}),
             "available": self.available,
             "chosen": self.chosen,
             "trials": self.trials,
