@@ -109,6 +109,8 @@ def test_svdpp_adds_the_scaled_sum_of_the_rated_items_vectors_and_knows_no_unsee
     want = torch.tensor([naive(state, dm.rated_offsets, dm.rated_items, u, i) for u, i in x.tolist()])
     assert torch.allclose(net(x), want, atol=1e-5)
     assert torch.allclose(net(x.reshape(spec.num_users, spec.num_items, 2)), want.reshape(spec.num_users, -1))
+    fresh = SVDpp(spec, dim=3)  # init_from another run's checkpoint: the weights, and the lists of this run's data
+    fresh.load_state_dict({k: v for k, v in state.items() if k != "rated_items"}, strict=False)
     unseen = torch.tensor([[spec.num_users, 2]])  # what MF predicts for a user unseen in training
     with torch.no_grad():
         assert float(net(unseen)) == pytest.approx(float(state["global_bias"] + state["item_bias.weight"][2, 0]))

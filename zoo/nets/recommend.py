@@ -154,7 +154,7 @@ class SVDpp(Recommender):
         # (index num_users) has none. Empty for every user until set_rated.
         self.register_buffer("rated_offsets", torch.zeros(spec.num_users + 2, dtype=torch.int64))
         self.register_buffer("rated_items", torch.zeros(rated, dtype=torch.int64))
-        self.register_load_state_dict_post_hook(_check_rated)
+        self.register_load_state_dict_pre_hook(_rated_before_loading)
 
     @torch.no_grad()
     def set_rated(self, offsets: torch.Tensor, items: torch.Tensor) -> None:
@@ -165,10 +165,10 @@ class SVDpp(Recommender):
                 f"the rated lists have {tuple(offsets.shape)} offsets and {tuple(items.shape)} items, the network "
                 f"{self.num_users + 1} and {tuple(self.rated_items.shape)} (spec.num_users and spec.num_rated)"
             )
-        self.rated_offsets[:-1].copy_(offsets)
-        self.rated_offsets[-1] = offsets[-1]
+        offsets = torch.cat([offsets, offsets[-1:]]).to(self.rated_offsets)  # and the unseen user's, empty
+        _check_rated(offsets, items, self.num_items)
+        self.rated_offsets.copy_(offsets)
         self.rated_items.copy_(items)
-        _check_rated(self, None)
 
     def tables(self):
         return [self.user], [self.item]
@@ -210,23 +210,29 @@ class SVDpp(Recommender):
         }
 
 
-def _check_rated(net: SVDpp, _incompatible) -> None:
-    """The rated lists are indices: a checkpoint's (anyone's file) must stay within the tables,
-    or an embedding lookup would read outside them."""
-    offsets, items = net.rated_offsets, net.rated_items
-    if offsets.is_meta:
-        return
-    ok = (
-        int(offsets[0]) == 0
-        and bool((offsets[1:] >= offsets[:-1]).all())
-        and int(offsets[-1]) == int(offsets[-2]) == len(items)
-        and (len(items) == 0 or (int(items.min()) >= 0 and int(items.max()) < net.num_items))
+def _check_rated(offsets: torch.Tensor | None, items: torch.Tensor | None, num_items: int) -> None:
+    """Rated lists are indices: a checkpoint's (anyone's file) must stay within the tables, or an
+    embedding lookup would read outside them. Either may be None (not in a partial state dict)."""
+    ok = offsets is None or (
+        int(offsets[0]) == 0 and bool((offsets[1:] >= offsets[:-1]).all()) and int(offsets[-1]) == int(offsets[-2])
     )
+    ok = ok and (items is None or len(items) == 0 or (int(items.min()) >= 0 and int(items.max()) < num_items))
+    ok = ok and (offsets is None or items is None or int(offsets[-1]) == len(items))
     if not ok:
         raise RuntimeError(
-            "the rated lists (rated_offsets, rated_items) are not each user's items in order within the "
-            f"{net.num_items} items"
+            f"the rated lists (rated_offsets, rated_items) are not each user's items in order within the {num_items} items"
         )
+
+
+def _rated_before_loading(net: SVDpp, state_dict: dict, prefix: str, *_) -> None:
+    """The rated lists of a state dict (a checkpoint's) are checked before they are copied into ``net``."""
+    offsets, items = state_dict.get(f"{prefix}rated_offsets"), state_dict.get(f"{prefix}rated_items")
+    if isinstance(offsets, torch.Tensor) and offsets.shape != net.rated_offsets.shape:
+        offsets = None  # torch reports the size mismatch itself
+    if isinstance(items, torch.Tensor) and items.shape != net.rated_items.shape:
+        items = None
+    if not any(isinstance(t, torch.Tensor) and t.is_meta for t in (offsets, items)):
+        _check_rated(offsets, items, net.num_items)
 
 
 class NeuralCF(Recommender):
