@@ -10,7 +10,7 @@ docs/results.md come from here).
     python benchmarks/results.py gans --seeds 3                 # DCGAN class coverage: digits; MNIST, Fashion-MNIST, CIFAR-10 where present
     python benchmarks/results.py tables --seeds 3               # breast_cancer, wine, diabetes beside scikit-learn
     python benchmarks/results.py tables --tables diabetes california_housing --download
-    python benchmarks/results.py ml100k                         # MovieLens-100k, u1-u5: mf and ncf
+    python benchmarks/results.py ml100k                         # MovieLens-100k, u1-u5: mf, ncf and svdpp
     python benchmarks/results.py ml100k --recipes ml100k_mf --seeds 3
     python benchmarks/results.py audio                          # spoken digits (FSDD); Speech Commands where present
     python benchmarks/results.py audio --speakers nicolas       # ... holding out only these speakers
@@ -89,7 +89,7 @@ PUBLISHED_ML100K = {
     "BaselineOnly (Surprise)": 0.944,
     "NMF (Surprise)": 0.963,
 }
-ML100K_RECIPES = ("ml100k_mf", "ml100k_ncf")
+ML100K_RECIPES = ("ml100k_mf", "ml100k_ncf", "ml100k_svdpp")
 ETT_MODELS = ("lstm", "gru", "linear", "linear336", "mlp", "cnn", "transformer")  # experiment=etth1_<model>
 HORIZONS = (96, 192, 336, 720)
 IMAGE_RECIPES = {"digits": "digits_mlp", "mnist": "mnist_cnn", "cifar10": "cifar10_resnet"}

@@ -225,6 +225,16 @@ def _ordered_ids(ids) -> list[str]:
     return sorted(unique)
 
 
+def rated_lists(pairs: torch.Tensor, num_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The items each user rated among (N, 2) (user, item) index pairs, each pair once: offsets
+    (num_users + 1,) and the items (n,), user u's being items[offsets[u] : offsets[u + 1]], sorted."""
+    width = int(pairs[:, 1].max()) + 1 if len(pairs) else 1
+    keys = torch.unique(pairs[:, 0] * width + pairs[:, 1])  # sorted: by user, then item
+    users, items = keys // width, keys % width
+    counts = torch.bincount(users, minlength=num_users)
+    return torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]), items
+
+
 def read_titles(folder: str) -> dict[str, str]:
     """Item titles from a file beside the ratings: MovieLens 100k's ``u.item`` (``id|title|...``,
     Latin-1) or the later sets' ``movies.csv`` (``movieId,title,genres``); {} when neither is there."""
@@ -282,6 +292,10 @@ class RatingsData(TensorDataModule):
         self.titles: list[str] = []
         self.lo = self.hi = self.mean = 0.0
         self.unseen: dict[str, dict[str, int]] = {}
+        # N(u), the items each user rated in the training split (implicit feedback, SVD++): user u's
+        # are rated_items[rated_offsets[u] : rated_offsets[u + 1]], in index order
+        self.rated_offsets = torch.zeros(1, dtype=torch.int64)
+        self.rated_items = torch.zeros(0, dtype=torch.int64)
         self.check_options()
 
     def check_options(self) -> None:
@@ -324,6 +338,7 @@ class RatingsData(TensorDataModule):
             rating_min=self.lo,
             rating_max=self.hi,
             rating_mean=self.mean,
+            num_rated=len(self.rated_items),
         )
 
     # ---- reading and splitting ----
@@ -424,6 +439,7 @@ class RatingsData(TensorDataModule):
             return (*out, torch.from_numpy(self.candidates(codes, i, rated, len(items))))
 
         self.splits = {"train": tensors(train, False), "val": tensors(val, True), "test": tensors(test, True)}
+        self.rated_offsets, self.rated_items = rated_lists(self.splits["train"][0], len(users))
         for name, t in (("val", val), ("test", test)):
             self.unseen[name] = {
                 "users": int((~t["user"].isin(users)).sum()),

@@ -62,6 +62,9 @@ class DataSpec:
     rating_min: float = 0.0  # the scale of the ratings: predictions are clipped to it
     rating_max: float = 0.0
     rating_mean: float = 0.0  # the mean training rating: where a network's prediction starts
+    # the distinct (user, item) pairs of the training split: the size of the implicit feedback N(u)
+    # that SVD++ holds as buffers (zoo/nets/recommend.py; checked against them when a checkpoint is read)
+    num_rated: int = 0
     # Audio (kind "audio"): shape is (samples,), a clip's waveform at sample_rate; the network's front
     # end (zoo/nets/audio.py) computes the features below from it, on the whole batch
     sample_rate: int = 0

@@ -461,6 +461,7 @@ ACCEPTED = {
     "data.split_seed": {0},
     "model.weight_decay": {0},
     "model.bias_decay": {0},
+    "model.implicit_decay": {0},
     "data.time_shift": {0},
     "data.freq_masks": {0},
     "data.time_masks": {0},

@@ -23,7 +23,7 @@ INITS = ("default", "xavier", "kaiming", "orthogonal", "normal")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 # Layers that keep their own initialisation: embeddings (a lookup, not a map) and normalisation.
-_OWN = (nn.Embedding, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+_OWN = (nn.Embedding, nn.EmbeddingBag, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 
 
 def _init_weight(w: torch.Tensor, scheme: str) -> None:

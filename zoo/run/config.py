@@ -232,10 +232,11 @@ NUMBERS: dict[str, tuple[str, bool, str]] = {
     "callbacks.*.max_points": ("[1,inf)", True, "2000"),
     "callbacks.*.max_rows": ("[1,inf)", True, "5000"),
     "callbacks.*.repeats": ("[1,inf)", True, "5"),
-    # ratings (data=ratings, movielens_*) and recommenders (model=mf, ncf)
+    # ratings (data=ratings, movielens_*) and recommenders (model=mf, ncf, svdpp)
     "data.fold": ("[1,5]", True, "1"),  # MovieLens-100k's u1-u5
     "model.weight_decay": ("[0,inf)", False, "0.1"),  # 0: none
     "model.bias_decay": ("[0,inf)", False, "0.01"),
+    "model.implicit_decay": ("[0,inf)", False, "0.01"),  # svdpp's y; 0: none
     "model.init_std": ("(0,inf)", False, "0.01"),
     # audio (data=audio_folder, spoken_digits, speech_commands) and model=m5
     "data.sample_rate": ("[1,inf)", True, "16000"),

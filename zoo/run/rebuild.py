@@ -422,10 +422,12 @@ def _check_ratings_spec(spec: dict, path: str) -> None:
         and len(set(users)) == len(users)
         and len(set(items)) == len(items)
         and len(titles) in (0, len(items))
+        and 0 <= spec.get("num_rated", 0) <= spec.get("num_users", 0) * spec.get("num_items", 0)
     )
     if not sizes_ok:
         raise UserError(
             f"{path} stores a ratings spec whose id lists do not match its sizes ({len(users)} user ids for "
             f"num_users={spec.get('num_users')}, {len(items)} item ids and {len(titles)} titles for "
-            f"num_items={spec.get('num_items')}, each id once); use a checkpoint written by this project."
+            f"num_items={spec.get('num_items')}, each id once, num_rated={spec.get('num_rated', 0)} pairs at most "
+            f"num_users x num_items); use a checkpoint written by this project."
         )

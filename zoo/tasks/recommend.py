@@ -21,6 +21,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, SumMetric
 from typing_extensions import override
 
+from zoo.errors import UserError
 from zoo.tasks.base import Task
 
 TOP_K = 10
@@ -76,6 +77,25 @@ class RecommendTask(Task):
             "rating_min": spec.rating_min,
             "rating_max": spec.rating_max,
         }
+
+    @override
+    def setup(self, stage: str) -> None:
+        """A network that reads which items each user rated (SVD++: ``set_rated``) gets them from the
+        datamodule's training split when a fit starts; evaluated or resumed, it has its checkpoint's."""
+        set_rated = getattr(self.net, "set_rated", None)
+        if stage != "fit" or set_rated is None:
+            return
+        dm = self.trainer.datamodule
+        offsets, items = getattr(dm, "rated_offsets", None), getattr(dm, "rated_items", None)
+        if offsets is None or items is None:
+            raise UserError(
+                f"{type(self.net).__name__} reads the items each user rated, and data={dm.spec.name if dm else None} "
+                f"does not list them; use a ratings dataset (data=ratings, movielens_100k, movielens_latest_small)."
+            )
+        try:
+            set_rated(offsets, items)
+        except ValueError as e:
+            raise UserError(f"the rated lists of the data do not fit the network built from its spec ({e}).") from None
 
     def clip(self, ratings: torch.Tensor) -> torch.Tensor:
         return ratings.clamp(self.rating_min, self.rating_max) if self.rating_max > self.rating_min else ratings
