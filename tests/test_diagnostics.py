@@ -104,6 +104,20 @@ def test_dead_and_saturated_units_after_three_readings(stat, kind, module):
     assert "80%" in d.diagnoses[0]["message"]
 
 
+def test_a_generator_drawing_black_pixels_is_not_saturation():
+    """A GAN generator's output tanh sits at -1 on MNIST's black background: that is its range, not a
+    saturated hidden layer (it was diagnosed on every DCGAN run). The signals mark it as an output."""
+    from zoo.nets.gan import DCGAN
+
+    d = Diagnoser()
+    for i in range(5):
+        d.observe_reading(reading(25 * i, activations={"tanh1": {"kind": "Tanh", "saturated": 0.9, "output": True}}))
+    assert d.diagnoses == []
+    net = DCGAN(DataSpec(name="x", kind="image", shape=(1, 28, 28), num_classes=10))
+    outputs = [m for m in net.generator.modules() if getattr(m, "is_output", False)]
+    assert len(outputs) == 1 and isinstance(outputs[0], nn.Tanh) and outputs[0] is list(net.generator)[-1]
+
+
 def test_learning_rate_too_high_from_a_rising_or_non_finite_loss_and_large_updates():
     rising = Diagnoser()
     for i, loss in enumerate([2.0, 1.0, 0.8, 0.7, 1.5, 1.6]):

@@ -204,7 +204,7 @@ class Diagnoser:
                             f"or He initialisation (model.init=kaiming).",
                         )
                     )
-            if "saturated" in a:
+            if "saturated" in a and not a.get("output"):  # an output layer's bounds are its range, not a fault
                 n = self._streak(("saturated", name), a["saturated"] >= self.t.saturated_fraction)
                 if n >= self.t.unit_readings:
                     out.append(

@@ -256,6 +256,8 @@ class LayerSignals(L.Callback):
             mean, std, dead, saturated = values[at : at + 4]
             at += 4
             a = {"kind": type(module).__name__, "mean": mean, "std": std}
+            if getattr(module, "is_output", False):  # a network's output layer (a generator's pixels)
+                a["output"] = True
             if not math.isnan(dead):
                 a["dead"] = dead
             if not math.isnan(saturated):

@@ -74,6 +74,15 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
     return x
 
 
+def image_output() -> nn.Tanh:
+    """The generator's last layer: pixels in [-1, 1]. Marked as an output (``is_output``), so the
+    saturation diagnosis leaves it alone: a generator drawing MNIST's black background should sit at
+    -1, which in a hidden tanh would be saturation."""
+    tanh = nn.Tanh()
+    tanh.is_output = True
+    return tanh
+
+
 def _init_weights(module: nn.Module) -> None:
     """The DCGAN paper's initialisation: N(0, 0.02) weights, BatchNorm scales N(1, 0.02)."""
     for m in module.modules():
@@ -278,7 +287,7 @@ class GAN(Adversarial):
             g += [nn.BatchNorm1d(w)] if batchnorm else []
             g += [nn.ReLU(inplace=True)]
             width_in = w
-        g += [nn.Linear(width_in, pixels), nn.Tanh(), nn.Unflatten(1, self.image_shape)]
+        g += [nn.Linear(width_in, pixels), image_output(), nn.Unflatten(1, self.image_shape)]
         self.generator = nn.Sequential(*g)
 
         d: list[nn.Module] = [nn.Flatten()]
@@ -360,7 +369,7 @@ class DCGAN(Adversarial):
             g += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=not batchnorm)]
             g += [nn.BatchNorm2d(c_out)] if batchnorm else []
             g += [nn.ReLU(inplace=True)]
-        g += [nn.ConvTranspose2d(widths[0], channels, 4, 2, 1), nn.Tanh()]
+        g += [nn.ConvTranspose2d(widths[0], channels, 4, 2, 1), image_output()]
         self.generator = nn.Sequential(*g)
 
         d: list[nn.Module] = []
