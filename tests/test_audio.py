@@ -173,6 +173,7 @@ def test_long_clips_are_cut_and_offsets_read(tmp_path):
 # ---- data=audio_folder end to end ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_audio_folder_trains_a_cnn_and_checkpoints_the_spec(tmp_path):
     classes = write_audio_folder(tmp_path / "clips", per_class=16)
     metrics = run_train(
@@ -341,6 +342,7 @@ def test_streamed_training_with_workers(tmp_path):
 # ---- TensorBoard -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_tensorboard_plays_input_and_misclassified_clips(tmp_path):
     """Input clips in the Audio dashboard beside their spectrograms, the misclassified test clips
     with true and predicted class in their names, and the confusion matrix."""
@@ -415,6 +417,7 @@ def test_spoken_digits_splits_by_index_and_by_speaker(tmp_path):
     assert held.spec.sample_rate == 8000 and held.spec.shape == (8000,) and held.spec.num_classes == 10
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_spoken_digits_refusals(tmp_path):
     base = [f"paths.data_dir={tmp_path}", "data=spoken_digits", "model=cnn", f"hydra.run.dir={tmp_path / 'run'}"]
     out = command("train.py", *base)
@@ -522,6 +525,7 @@ def test_speech_commands_trains_on_the_downloaded_copy(tmp_path, http_server):
     assert metrics["status"] == "finished" and np.isfinite(metrics["test/loss"])
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_speech_commands_refusals(tmp_path, http_server):
     www, url, _ = http_server
     write_speech_commands_archive(www / "speech_commands_v0.02.tar.gz")
@@ -584,6 +588,7 @@ def test_a_bad_file_is_named_when_streaming(tmp_path):
     assert "oops.wav" in line and "cannot be used as a clip" in line
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_folder_refusals(tmp_path):
     write_audio_folder(tmp_path / "clips", per_class=4)
     (tmp_path / "clips" / "nothing").mkdir()

@@ -113,6 +113,7 @@ def hydra_own_help(command: str, *args: str) -> str:
         ("serve", ()),
     ],
 )
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_help_is_hydras_help_text_without_torch(command, args):
     r = cli("-X", "importtime", f"{command}.py", *args, "--help", timeout=30)
     assert r.returncode == 0, r.stderr[-2000:]

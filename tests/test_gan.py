@@ -256,6 +256,7 @@ def test_conditional_gans_with_every_loss(model, options, image_data, tmp_path):
 EMA = ["model=gan", "data=mnist", "model.ema=0.9", *FEW_STEPS]
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_a_resumed_gan_continues_the_moving_average_where_it_stopped(image_data, tmp_path):
     # Two epochs of three generator steps, in one go and as one epoch then resume=true: the average's
     # warm-up (decay min(ema, (1 + t) / (10 + t))) continues at t = 3 instead of starting again at 0,
@@ -280,6 +281,7 @@ def test_a_resumed_gan_continues_the_moving_average_where_it_stopped(image_data,
         torch.testing.assert_close(averaged[1][name], value, msg=name)
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_a_gan_checkpoint_without_its_moving_average_steps_still_resumes(image_data, tmp_path):
     from zoo.tasks.adversarial import ema_steps_of
 
@@ -482,6 +484,7 @@ def test_generate_writes_a_png_grid_and_an_array_in_0_1(digits_run, tmp_path):
     assert np.array_equal(np.load(array), samples)  # the same seed, the same samples
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_generate_one_class_of_a_conditional_gan(image_data, tmp_path):
     from omegaconf import OmegaConf
 

@@ -115,7 +115,8 @@ def test_gans_table_reports_class_coverage_of_each_dataset_present(results, monk
     (tmp_path / "MNIST").mkdir()  # MNIST present; Fashion-MNIST and CIFAR-10 not
     out = tmp_path / "table.md"
     results.main(["gans", "--seeds", "2", "--data-dir", str(tmp_path), "--markdown", str(out)])
-    assert [c[0] for c in calls] == ["experiment=digits_gan"] * 2 + ["experiment=mnist_dcgan"] * 2
+    assert [c[0] for c in calls] == ["experiment=digits_gan"] * 2 + ["model=dcgan"] * 2
+    assert calls[-1][:3] == ["model=dcgan", "data=mnist", "trainer.max_epochs=10"]  # the command
     text = out.read_text()
-    assert "| ours: experiment=mnist_dcgan trainer.max_epochs=10 | 0.985 ± 0.007 | 0.80 | 0.900 | 0.950 |" in text
+    assert "| ours: model=dcgan data=mnist trainer.max_epochs=10 | 0.985 ± 0.007 | 0.80 | 0.900 | 0.950 |" in text
     assert "fashion_mnist" not in text and "| 2.0 |" in text  # minutes

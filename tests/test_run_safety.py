@@ -352,6 +352,7 @@ def _hostile_states():
     }
 
 
+@pytest.mark.slow  # trains or starts processes: seconds each (the fast subset stays under 2 minutes)
 def test_a_refused_resume_leaves_the_run_folder_as_it_was(stopped, tmp_path):
     """Resume checkpoints with a crafted restored state (random generators, optimizer, counters) and
     paths outside the run, and resumes with changed settings: each is one sentence, and the run folder

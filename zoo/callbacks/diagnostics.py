@@ -351,9 +351,10 @@ class Diagnoser:
                 None,
                 f"the generator has drawn too few of class {names} for {t.collapse_epochs} validations running "
                 f"(a fair share is {fair:.0%}): mode collapse, the generator settling on the classes that fool the "
-                f"discriminator best. Try the defaults' remedies if you turned them off (model.spectral_norm=true, "
-                f"model.ema=0.999), model.loss=hinge, a slower discriminator (model.d_lr_scale=0.5) or "
-                f"model.minibatch_std=true; samples/fixed_noise in TensorBoard's Images tab shows which classes are missing.",
+                f"discriminator best, or a generator still learning to draw them. Train for more steps (more epochs, "
+                f"a smaller data.batch_size) or with a higher learning rate (model=dcgan's 2e-3), then try "
+                f"model.minibatch_std=true, model.spectral_norm=true, model.ema=0.99 or model.loss=hinge; "
+                f"samples/fixed_noise in TensorBoard's Images tab shows which classes are missing.",
             )
         ]
         return [d for d in found if d]
