@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from datamodules.augment import random_shift
-from datamodules.base import TensorDataModule, count, seeded_split, stream_loader
+from datamodules.base import TensorDataModule, count, folder_split, seeded_split, stream_loader
 from datamodules.files import fetch, source_url
 from datamodules.spec import DataSpec
 from zoo.errors import UserError
@@ -352,13 +352,7 @@ class AudioFolderData(AudioData):
                 f"(one sub-folder of clips per class: root/yes/1.wav, root/no/2.wav, ...)."
             )
         n = len(items)
-        n_val, n_test = count(self.val_size, n), count(self.test_size, n)
-        if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
-            raise UserError(
-                f"data.root={self.root} has {n} clips, too few for data.val_size={self.val_size} and "
-                f"data.test_size={self.test_size}; add clips or change the sizes."
-            )
-        train, val, test = seeded_split(n, [n - n_val - n_test, n_val, n_test], self.seed)
+        train, val, test = folder_split(self.root, n, self.val_size, self.test_size, self.seed, "clips")
         return {
             s: [items[i] for i in idx.tolist()] for s, idx in (("train", train), ("val", val), ("test", test))
         }, classes

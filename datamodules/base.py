@@ -233,6 +233,20 @@ def seeded_split(n: int, sizes: list[int], seed: int) -> list[torch.Tensor]:
     return out
 
 
+def folder_split(root: str, n: int, val_size: float | int, test_size: float | int, seed: int, what: str):
+    """The seeded train, validation and test index sets of a class folder's ``n`` items (``what``:
+    "images", "clips"), refusing in one sentence a folder too small for the sizes asked."""
+    from zoo.errors import UserError
+
+    n_val, n_test = count(val_size, n), count(test_size, n)
+    if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
+        raise UserError(
+            f"data.root={root} has {n} {what}, too few for data.val_size={val_size} and "
+            f"data.test_size={test_size}; add {what} or change the sizes."
+        )
+    return seeded_split(n, [n - n_val - n_test, n_val, n_test], seed)
+
+
 def count(size: float | int, n: int) -> int:
     """A split size given as a count (>= 1) or a fraction of n (< 1)."""
     return round(size * n) if size < 1 else int(size)

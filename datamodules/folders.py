@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from datamodules.augment import augment
-from datamodules.base import count, seeded_split, stream_loader
+from datamodules.base import folder_split, stream_loader
 from datamodules.spec import DataSpec
 from zoo.errors import UserError
 
@@ -91,13 +91,7 @@ class ImageFolderData(L.LightningDataModule):
                 f"least 2 (one sub-folder of images per class)."
             )
         n = len(ds)
-        n_val, n_test = count(self.val_size, n), count(self.test_size, n)
-        if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
-            raise UserError(
-                f"data.root={self.root} has {n} images, too few for data.val_size={self.val_size} and "
-                f"data.test_size={self.test_size}; add images or change the sizes."
-            )
-        train, val, test = seeded_split(n, [n - n_val - n_test, n_val, n_test], self.seed)
+        train, val, test = folder_split(self.root, n, self.val_size, self.test_size, self.seed, "images")
         self.subsets = {
             name: torch.utils.data.Subset(ds, idx.tolist())
             for name, idx in (("train", train), ("val", val), ("test", test))
