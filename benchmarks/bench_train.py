@@ -431,6 +431,7 @@ def run_framework(args) -> dict:
         "test_s": timer.test_s,
         "plain_epoch_s": plain_epochs,
         "k": summary.get("steps_per_execution"),
+        "threads": (summary.get("threads") or {}).get("chosen") if isinstance(summary.get("threads"), dict) else None,
         **gpu_peak(args),
     }
 
@@ -613,7 +614,7 @@ def main() -> None:
                 label = v if v != "bare" else "bare (epoch)"
                 print(
                     f"{label:<18}{statistics.median(secs):>9.3f}{statistics.median(ratios):>8.2f}   "
-                    + " ".join(f"{r:.2f}" for r in ratios)
+                    + " ".join(f"{r:.2f} (K {run.get('k')}, {run.get('threads')}t)" for r, run in zip(ratios, runs[v]))
                 )
             bare_test = statistics.median(r["test_s"] for r in runs["bare"])
             print(f"{'bare (test pass)':<18}{bare_test:>9.3f}{1.0:>8.2f}")
@@ -629,7 +630,11 @@ def main() -> None:
             statistics.median(f["epoch_s"][1:]) / statistics.median(p["epoch_s"][1:]) for p, f in zip(plain, framework)
         ]
         rows.append((model, summarise(plain), summarise(framework), statistics.median(ratios)))
-        print(f"{model}: framework / plain epoch time per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+        choices = [f"K {f.get('k')}, {f.get('threads')} thread(s)" for f in framework]
+        print(
+            f"{model}: framework / plain epoch time per round: "
+            + ", ".join(f"{r:.2f} ({c})" for r, c in zip(ratios, choices))
+        )
         if args.interleaved:
             # Both loops in one process, epochs alternating (a plain epoch, then a framework epoch):
             # the machine's slow and fast spells land on both. Ratio per pair, warm-up pair dropped.

@@ -328,6 +328,60 @@ def test_set_summary_writer_is_the_writer_the_logger_writes_with(tmp_path):
     writer.close()
 
 
+def test_write_scalars_is_one_event_that_readers_see_as_each_scalar_and_survives_a_closed_writer(tmp_path):
+    """Several scalars at one step are one event; TensorBoard's reader gives each tag its value and
+    step, as one add_scalar each would; after the writer is closed, the next write opens a new file
+    (SummaryWriter._get_file_writer, the private part, does both)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    compat.write_scalars(writer, {"1_train/loss": 0.5, "20_watch/grad_norm/fc1": 2.0}, step=7)
+    compat.write_scalars(writer, {"1_train/loss": 0.25}, step=8)
+    writer.close()
+    compat.write_scalars(writer, {"1_train/loss": 0.125}, step=9)
+    writer.close()
+    files = sorted(tmp_path.glob("events.out.tfevents.*"))
+    assert len(files) == 2
+    events = [e for e in EventFileLoader(str(files[0])).Load() if e.summary.value]
+    assert [(e.step, len(e.summary.value)) for e in events] == [(7, 2), (8, 1)]
+    seen = {}
+    for path in files:
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            seen.setdefault(tag, []).extend((s.step, s.value) for s in acc.Scalars(tag))
+    assert seen == {"1_train/loss": [(7, 0.5), (8, 0.25), (9, 0.125)], "20_watch/grad_norm/fc1": [(7, 2.0)]}
+
+
+def test_the_logger_writes_a_call_s_numbers_as_one_event_with_numbered_tags(tmp_path):
+    """zoo's logger: the numbers of one log_metrics call (floats, ints, one-element tensors) are one
+    event, their sections numbered; Lightning's epoch scalar is left out; a dict still goes through
+    Lightning's add_scalars."""
+    import torch
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from zoo.callbacks.logger import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path))
+    logger.log_metrics({"train/loss": torch.tensor(0.5), "lr/net": 1e-3, "epoch": 3, "val/acc": 1}, step=4)
+    logger.log_metrics({"watch/pair": {"a": 1.0, "b": 2.0}}, step=5)
+    logger.close()
+    events = [
+        Event.FromString(r) for path in tmp_path.glob("**/events.out.tfevents.*") for r in RawEventFileLoader(str(path)).Load()
+    ]
+    first = [e for e in events if e.step == 4 and e.summary.value]
+    assert len(first) == 1
+    assert {v.tag: round(v.simple_value, 6) for v in first[0].summary.value} == {
+        "1_train/loss": 0.5,
+        "11_lr/net": 0.001,
+        "2_val/acc": 1.0,
+    }
+    assert any(v.tag.startswith("20_watch/pair") for e in events if e.step == 5 for v in e.summary.value)
+
+
 @pytest.mark.slow  # a new interpreter importing torch and Lightning: about 10 s
 def test_torchmetrics_without_optional_imports_leaves_out_torchvision_and_matplotlib():
     """In a fresh process (torchmetrics is imported here already): Lightning and every task import

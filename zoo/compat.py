@@ -44,6 +44,21 @@ def set_summary_writer(logger, writer) -> None:
     logger._experiment = writer
 
 
+def write_scalars(writer, values: dict[str, float], step: int | None) -> None:
+    """Writes ``values`` ({tag: number}, the tags as they are to appear) at ``step`` as one event of
+    several values, as TensorBoard's merged summaries are; readers see the same scalars as from one
+    ``add_scalar`` each.
+
+    Why: ``SummaryWriter.add_scalar`` makes and queues one event per scalar, about 70 us each on this
+    CPU, and one signals reading writes some 40 scalars: on a 2 ms step of a small table model, a
+    tenth of the training time went to writing events. Missing public API: SummaryWriter writes no
+    Summary it is given; its file writer is behind ``_get_file_writer`` (which also reopens a closed one)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
+    writer._get_file_writer().add_summary(summary, step)
+
+
 def batches_that_stepped(trainer) -> int:
     """The step Lightning's loggers write ``self.log`` scalars at: one per training batch that
     stepped, however many optimizers stepped in it.
