@@ -370,7 +370,9 @@ def test_the_logger_writes_a_call_s_numbers_as_one_event_with_numbered_tags(tmp_
     logger.log_metrics({"watch/pair": {"a": 1.0, "b": 2.0}}, step=5)
     logger.close()
     events = [
-        Event.FromString(r) for path in tmp_path.glob("**/events.out.tfevents.*") for r in RawEventFileLoader(str(path)).Load()
+        Event.FromString(r)
+        for path in tmp_path.glob("**/events.out.tfevents.*")
+        for r in RawEventFileLoader(str(path)).Load()
     ]
     first = [e for e in events if e.step == 4 and e.summary.value]
     assert len(first) == 1
