@@ -247,15 +247,21 @@ def hide_litlogger_tip() -> None:
 # Deprecation warnings raised inside a library about its own use of another (nothing a user of zoo
 # can change): Lightning's pytree helper asks torch's old LeafSpec question on every batch.
 LIBRARY_WARNINGS = (r".*isinstance\(treespec, LeafSpec\).*",)
+# Lightning's advice to lower trainer.log_every_n_steps when an epoch has fewer batches than it (a
+# small table, the digits): zoo logs every epoch's train/* from sums over all its batches, so a short
+# epoch loses no curve; only the per-batch train/loss_step comes every log_every_n_steps batches,
+# across epochs, as the config says.
+LIGHTNING_ADVICE = (r"The number of training batches \(\d+\) is smaller than the logging interval",)
 
 
 def quiet_libraries() -> None:
     """What every command (train.py, eval.py, generate.py) keeps off its console: the litlogger tip
-    (``hide_litlogger_tip``) and the libraries' warnings about each other (``LIBRARY_WARNINGS``)."""
+    (``hide_litlogger_tip``), the libraries' warnings about each other (``LIBRARY_WARNINGS``) and
+    Lightning's advice that zoo already answers (``LIGHTNING_ADVICE``)."""
     import warnings
 
     hide_litlogger_tip()
-    for pattern in LIBRARY_WARNINGS:
+    for pattern in (*LIBRARY_WARNINGS, *LIGHTNING_ADVICE):
         warnings.filterwarnings("ignore", message=pattern)
 
 
