@@ -24,6 +24,7 @@ LESSONS = [
     ("lesson_learning_rate", [], {"lr_too_low"}, ["optimizer.lr=0.1"]),
     ("lesson_dropout", [], {"overfitting"}, ["model.dropout=0.5"]),
     ("lesson_learning_rate", ["optimizer.lr=5.0"], {"lr_too_high"}, None),
+    ("lesson_mode_collapse", [], {"mode_collapse"}, ["model=dcgan"]),
 ]
 
 
