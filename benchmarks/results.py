@@ -94,7 +94,8 @@ ETT_MODELS = ("lstm", "gru", "linear", "linear336", "mlp", "cnn", "transformer")
 HORIZONS = (96, 192, 336, 720)
 IMAGE_RECIPES = {"digits": "digits_mlp", "mnist": "mnist_cnn", "cifar10": "cifar10_resnet"}
 IMAGE_FILES = {"digits": None, "mnist": "MNIST", "cifar10": "cifar-10-batches-py"}
-# gans: the generator's class coverage by the quality judge (zoo/tasks/quality.py) on the test split
+# gans: the generator's class coverage by the quality judge (zoo/tasks/quality.py) on the test split,
+# and by issue 31's yardstick, a logistic regression on the training images' pixels (pixel_judge)
 GAN_RECIPES = {
     "digits": ["experiment=digits_gan"],
     "mnist": ["model=dcgan", "data=mnist", "trainer.max_epochs=10"],  # the command issue 31's goal is stated for
@@ -112,8 +113,16 @@ TABLE_RECIPES = {
 }
 
 
-def run(overrides: list[str], data_dir: str, budget: str | None, max_steps: int | None, download: bool) -> dict:
-    """One ``train.py`` run in this process, in a folder of its own; returns its metrics.json."""
+def run(
+    overrides: list[str],
+    data_dir: str,
+    budget: str | None,
+    max_steps: int | None,
+    download: bool,
+    inspect=None,
+) -> dict:
+    """One ``train.py`` run in this process, in a folder of its own; returns its metrics.json, with
+    what ``inspect(cfg, run_folder)`` adds (read before the folder is deleted)."""
     import train
     from zoo.run.config import check_config, compose_run
 
@@ -130,17 +139,27 @@ def run(overrides: list[str], data_dir: str, budget: str | None, max_steps: int 
         started = time.perf_counter()
         summary = train.train(cfg)
         summary.setdefault("seconds", round(time.perf_counter() - started, 1))
+        if inspect is not None:
+            summary.update(inspect(cfg, os.path.join(tmp, "run")))
     if "lookback" in cfg.data:  # a forecaster's window, as the recipe set it
         summary["lookback"] = cfg.data.lookback
     return summary
 
 
-def repeated(overrides: list[str], args) -> dict:
+def repeated(overrides: list[str], args, inspect=None) -> dict:
     """The run with ``args.seeds`` seeds: {metric: (mean, std)} (std 0 for one seed)."""
     runs = []
+    extra = {"inspect": inspect} if inspect is not None else {}
     for i in range(args.seeds):
         runs.append(
-            run([*overrides, f"seed={args.seed + i}"], args.data_dir, args.budget, args.max_steps, args.download)
+            run(
+                [*overrides, f"seed={args.seed + i}"],
+                args.data_dir,
+                args.budget,
+                args.max_steps,
+                args.download,
+                **extra,
+            )
         )
         print(f"  {' '.join(overrides)} seed={args.seed + i}: {short(runs[-1])}", flush=True)
     keys = sorted({k for r in runs for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -230,14 +249,15 @@ def images(args) -> str:
 def gans(args) -> str:
     """Does the generator draw every class? The judge's view of as many samples as the test split
     holds: the entropy of its class shares (1: even), the rarest class over its fair share, its
-    confidence on the samples against real test images, precision and recall, the FID-style distance."""
+    confidence on the samples against real test images, precision and recall, the FID-style distance;
+    then the rarest class and the confidence of a logistic regression on the pixels (``pixel_judge``)."""
     rows = []
     for name, recipe in GAN_RECIPES.items():
         folder = GAN_FILES[name]
         if folder and not os.path.isdir(os.path.join(args.data_dir, folder)) and not args.download:
             print(f"  {name}: no {folder} in {args.data_dir}; skipped (--download fetches it)", flush=True)
             continue
-        stats = repeated([*recipe, *(args.recipes or [])], args)
+        stats = repeated([*recipe, *(args.recipes or [])], args, inspect=pixel_judge)
         minutes = (stats["seconds"][0] / 60, stats["seconds"][1] / 60) if "seconds" in stats else None
         rows.append(
             [
@@ -249,6 +269,9 @@ def gans(args) -> str:
                 cell(stats, "test/precision"),
                 cell(stats, "test/recall"),
                 cell(stats, "test/fid", 2),
+                cell(stats, "pixels/rarest_share", 2),
+                cell(stats, "pixels/confidence"),
+                cell(stats, "pixels/confidence_real"),
                 f"{minutes[0]:.1f}" + (f" ± {minutes[1]:.1f}" if minutes[1] else "") if minutes else "-",
             ]
         )
@@ -262,10 +285,62 @@ def gans(args) -> str:
             "precision",
             "recall",
             "FID-style",
+            "pixel judge: rarest class",
+            "its confidence",
+            "on real images",
             "minutes",
         ],
         rows,
     )
+
+
+PIXEL_JUDGE_TRAIN = 10_000  # the logistic regression is fitted on at most this many training images
+PIXEL_JUDGE_SAMPLES = 2_000  # and judges as many samples as test images, at most this many
+
+
+def pixel_judge(cfg, run_folder: str) -> dict:
+    """Issue 31's yardstick, beside the run's own judge: a plain logistic regression on the pixels of
+    the training images (not the project's metric), shown samples of the run's best checkpoint."""
+    import glob
+
+    from hydra.utils import instantiate
+
+    from zoo.run.rebuild import rebuild
+    from zoo.tasks.adversarial import sample_images
+
+    folder = os.path.join(run_folder, "checkpoints")
+    ckpt = (sorted(glob.glob(os.path.join(folder, "best-*.ckpt"))) or [os.path.join(folder, "last.ckpt")])[-1]
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    mean, std = dm.pixel_mean.view(1, -1, 1, 1), dm.pixel_std.view(1, -1, 1, 1)
+    (x, y), (x_test, _) = dm.splits["train"][:2], dm.splits["test"][:2]
+    n = min(len(x_test), PIXEL_JUDGE_SAMPLES)
+    samples = sample_images(rebuild(ckpt).net, n, seed=0)
+    return pixel_judge_numbers(
+        (x[:PIXEL_JUDGE_TRAIN] * std + mean).flatten(1).numpy(),
+        y[:PIXEL_JUDGE_TRAIN].numpy(),
+        (x_test[:n] * std + mean).flatten(1).numpy(),
+        samples.flatten(1).numpy(),
+        len(dm.spec.class_names),
+    )
+
+
+def pixel_judge_numbers(train_x, train_y, real_x, samples_x, num_classes: int) -> dict:
+    """A logistic regression fitted on ``train_x`` (pixels in [0, 1], one row an image) and
+    ``train_y``: the share of the samples it puts in their rarest class over the fair share (1 / K),
+    its mean top-class probability on the samples and on real held-out images."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    judge = LogisticRegression(max_iter=2000).fit(train_x, train_y)
+    on_samples, on_real = judge.predict_proba(samples_x), judge.predict_proba(real_x)
+    shares = np.bincount(judge.classes_[on_samples.argmax(1)], minlength=num_classes) / len(samples_x)
+    return {
+        "pixels/rarest_share": float(shares.min() * num_classes),
+        "pixels/confidence": float(on_samples.max(1).mean()),
+        "pixels/confidence_real": float(on_real.max(1).mean()),
+    }
 
 
 def sklearn_baselines(dm) -> dict[str, dict[str, float]]:

@@ -97,10 +97,14 @@ def test_a_stopped_run_ends_the_table_with_one_sentence(results, monkeypatch, ca
 def test_gans_table_reports_class_coverage_of_each_dataset_present(results, monkeypatch, tmp_path):
     calls = []
 
-    def fake_run(overrides, data_dir, budget, max_steps, download):
+    def fake_run(overrides, data_dir, budget, max_steps, download, inspect=None):
         calls.append(overrides)
+        assert inspect is results.pixel_judge  # read from each run's folder before it is deleted
         seed = int(overrides[-1].split("=")[1])
         return {
+            "pixels/rarest_share": 0.5,
+            "pixels/confidence": 0.8 + 0.01 * (seed - 42),
+            "pixels/confidence_real": 0.92,
             "test/entropy": 0.99 - 0.01 * (seed - 42),
             "test/rarest_share": 0.8,
             "test/confidence": 0.9,
@@ -119,4 +123,29 @@ def test_gans_table_reports_class_coverage_of_each_dataset_present(results, monk
     assert calls[-1][:3] == ["model=dcgan", "data=mnist", "trainer.max_epochs=10"]  # the issue's command
     text = out.read_text()
     assert "| ours: model=dcgan data=mnist trainer.max_epochs=10 | 0.985 ± 0.007 | 0.80 | 0.900 | 0.950 |" in text
+    assert "| 0.50 | 0.805 ± 0.007 | 0.920 |" in text  # the pixel judge's columns
     assert "fashion_mnist" not in text and "| 2.0 |" in text  # minutes
+
+
+def test_the_pixel_judge_sees_a_missing_class_and_is_surer_of_clear_images(results):
+    """pixel_judge_numbers: a logistic regression on pixels. Samples of two of three classes: the
+    rarest class has no share; samples of all three, as clear as the real ones: a fair share each
+    (about 1) and the same confidence as on real images; blurred samples (halfway between two
+    classes): a lower confidence."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3).repeat(4, axis=1)  # three "digits", four pixels each
+
+    def images(labels, noise=0.1):
+        return np.clip(centres[labels] + noise * rng.standard_normal((len(labels), 12)), 0, 1)
+
+    y = np.tile(np.arange(3), 200)
+    train, real = images(y), images(y)
+    two = results.pixel_judge_numbers(train, y, real, images(np.tile([0, 1], 150)), 3)
+    assert two["pixels/rarest_share"] == 0.0
+    every = results.pixel_judge_numbers(train, y, real, images(y), 3)
+    assert 0.9 < every["pixels/rarest_share"] <= 1.0
+    assert abs(every["pixels/confidence"] - every["pixels/confidence_real"]) < 0.02
+    blurred = results.pixel_judge_numbers(train, y, real, (images(y) + images((y + 1) % 3)) / 2, 3)
+    assert blurred["pixels/confidence"] < every["pixels/confidence"] - 0.1
