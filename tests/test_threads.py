@@ -68,13 +68,25 @@ def test_auto_keeps_the_fastest_count_and_measures_again_when_the_load_changes(m
     machine.cost = {2: 0.01, 1: 0.018}
     machine.steps(tuner, 200)
     assert tuner.trials == 1
-    machine.steps(tuner, 3000)
+    machine.steps(tuner, 5000)
     assert tuner.trials == 2
     assert tuner.chosen == 2 and machine.threads == 2
     assert machine.calibrations == 2
     summary = tuner.summary()
     assert summary["chosen"] == 2 and summary["trials"] == 2 and summary["requested"] == "auto"
     assert summary["batch_ms"] == {"2": pytest.approx(10.0), "1": pytest.approx(18.0)}
+
+
+def test_the_first_steps_of_a_fit_do_not_decide_the_count(monkeypatch):
+    """A fit's first steps are slow at any count (allocation, cold caches): untimed, so the count
+    tried first (every thread) is not judged by them."""
+    machine = FakeMachine(monkeypatch, {2: 0.5, 1: 0.5})  # the cold start
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.steps(tuner, threads_module.WARMUP + threads_module.SETTLE)
+    machine.cost = {2: 0.010, 1: 0.014}  # warm: two threads are faster
+    machine.steps(tuner, 60)
+    assert tuner.chosen == 2 and tuner.measured == {2: pytest.approx(0.010), 1: pytest.approx(0.014)}
 
 
 def test_auto_does_not_measure_again_while_the_load_holds(monkeypatch):
@@ -91,7 +103,7 @@ def test_a_burst_during_the_trial_does_not_decide_it(monkeypatch):
     machine = FakeMachine(monkeypatch, {2: 0.010, 1: 0.018})
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
-    machine.steps(tuner, 2)  # settle + first timed step at two threads
+    machine.steps(tuner, threads_module.WARMUP + 2)  # the fit's first steps, settle, first timed step at two
     machine.cost = {2: 0.5, 1: 0.018}  # a burst on one step
     machine.steps(tuner, 1)
     machine.cost = {2: 0.010, 1: 0.018}

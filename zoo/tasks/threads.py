@@ -6,7 +6,7 @@ operation's barrier for the thread whose core the other process holds: measured 
 one other CPU-bound training, a 2x256 LSTM step ran 22x slower with two threads than with one. Which
 count is fastest depends on the model and on the load at that moment, so it is measured:
 
-- ``ThreadTuner`` times the first training steps with each candidate count (the available threads,
+- ``ThreadTuner`` times the first training steps (after ``WARMUP``) with each candidate count (the available threads,
   then halves down to one), in interleaved rounds so that a change of load during the trial weighs on
   every candidate alike, and keeps the count with the lowest median time per batch.
 - It then watches the median time per batch over a window of steps; when it drifts by more than
@@ -34,8 +34,9 @@ from typing_extensions import override
 from zoo import compat
 
 AUTO = "auto"
+WARMUP = 3  # training steps not timed at the start of a fit (allocation, lazy initialisation, cold caches)
 STEPS = 4  # timed steps per candidate and round
-ROUNDS = 2  # interleaved rounds of every candidate
+ROUNDS = 3  # interleaved rounds of every candidate
 SETTLE = 1  # steps not timed after a change of count (thread pool warm-up)
 WINDOW = 24  # steps in the moving median that watches for drift
 DRIFT = 1.6  # a moving median this many times above or below the chosen one starts a new trial
@@ -114,7 +115,10 @@ class ThreadTuner(L.Callback):
         self.chosen = self.available
         torch.set_num_threads(self.chosen)
         if self.available > 1:
-            self._start_trial()
+            # The first steps of a fit are slow whatever the count: timed, they made the count tried
+            # first (every thread) look slower, and a 4 ms step chose one thread on an idle machine in
+            # 6 runs of 10, 1.3x slower than with two (bench_train.py --model mf).
+            self._start_trial(warmup=WARMUP)
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -133,13 +137,14 @@ class ThreadTuner(L.Callback):
 
     # ---- timing ---------------------------------------------------------------------------------
 
-    def _start_trial(self) -> None:
+    def _start_trial(self, warmup: int = 0) -> None:
         counts = candidates(self.available)
-        self._order = [c for _ in range(ROUNDS) for c in counts]  # interleaved: 2, 1, 2, 1
+        self._order = [c for _ in range(ROUNDS) for c in counts]  # interleaved: 2, 1, 2, 1, 2, 1
         self._times = {c: [] for c in counts}
         self._trial_started = time.perf_counter()
         self._window = []
         self._switch(self._order[0])
+        self._settle += warmup
 
     def _switch(self, count: int) -> None:
         torch.set_num_threads(count)
