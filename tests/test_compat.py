@@ -383,6 +383,18 @@ def test_the_logger_writes_a_call_s_numbers_as_one_event_with_numbered_tags(tmp_
     }
     assert any(v.tag.startswith("20_watch/pair") for e in events if e.step == 5 for v in e.summary.value)
 
+    # A prefix goes before every key, as with Lightning's own log_metrics.
+    prefixed = TensorBoardLogger(str(tmp_path / "prefixed"), prefix="run1")
+    prefixed.log_metrics({"train/loss": 0.5}, step=1)
+    prefixed.close()
+    tags = [
+        v.tag
+        for path in (tmp_path / "prefixed").glob("**/events.out.tfevents.*")
+        for r in RawEventFileLoader(str(path)).Load()
+        for v in Event.FromString(r).summary.value
+    ]
+    assert tags == ["run1-train/loss"]
+
 
 @pytest.mark.slow  # a new interpreter importing torch and Lightning: about 10 s
 def test_torchmetrics_without_optional_imports_leaves_out_torchvision_and_matplotlib():

@@ -123,6 +123,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         super().__init__(save_dir=save_dir, name=name, version=version, **kwargs)
         own = inspect.signature(LightningTensorBoardLogger.__init__).parameters
         self._writer_kwargs = {k: v for k, v in kwargs.items() if k not in own}  # SummaryWriter's
+        # put before every metric's key, as Lightning's log_metrics does (prefix-train/loss)
+        self.key_prefix = f"{kwargs['prefix']}{self.LOGGER_JOIN_CHAR}" if kwargs.get("prefix") else ""
 
     @property
     @override
@@ -148,9 +150,9 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             if isinstance(v, torch.Tensor) and v.numel() == 1:
                 v = v.item()
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                numbers[tensorboard_tag(k)] = v
+                numbers[tensorboard_tag(self.key_prefix + k)] = v
             else:
-                others[k] = v
+                others[k] = v  # Lightning's path adds the prefix itself
         if numbers:
             compat.write_scalars(self.experiment, numbers, step)
         if others:
