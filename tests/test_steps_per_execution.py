@@ -163,3 +163,27 @@ def test_a_gan_trains_the_same_with_several_batches_a_step(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
     auto = run_train([*gan, "trainer.limit_train_batches=40"], tmp_path / "auto")
     assert isinstance(auto["steps_per_execution"], int) and auto["steps_per_execution"] >= 1
+
+
+def test_the_diagnostics_read_every_batch_s_loss_whatever_k(tmp_path, monkeypatch):
+    """With several batches a Lightning step, the loss rules still see one loss per batch: the same
+    losses in the same order as with one batch a step (a step's own loss is only its last batch's);
+    a window closes at the first step that brings it to every_n_steps losses or more."""
+    from zoo.callbacks.diagnostics import Diagnoser
+
+    seen: dict[str, list[list[float]]] = {}
+
+    def observing(name):
+        def observe_losses(self, step, losses):
+            seen.setdefault(name, []).append([round(v, 5) for v in losses])
+            return []
+
+        return observe_losses
+
+    settings = ["trainer.max_epochs=2", "callbacks.diagnostics.every_n_steps=8", "callbacks.early_stopping=null"]
+    for name, k in (("one", "1"), ("five", "5")):
+        monkeypatch.setattr(Diagnoser, "observe_losses", observing(name))
+        run_train([*settings, f"steps_per_execution={k}", "test=false"], tmp_path / name)
+    assert sum(len(w) for w in seen["one"]) == 40  # digits: 20 batches an epoch
+    assert [v for w in seen["five"] for v in w] == [v for w in seen["one"] for v in w]
+    assert all(8 <= len(w) < 8 + 5 for w in seen["five"][:-1])

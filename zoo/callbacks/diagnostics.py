@@ -424,6 +424,10 @@ class Diagnostics(L.Callback):
         # A task that steps its optimizers itself (a GAN) returns one player's loss, which rises
         # and falls by design: the loss rules read only a loss that training minimises.
         if isinstance(loss, torch.Tensor) and pl_module.automatic_optimization:
+            # With several batches a step (zoo/tasks/execution.py) the step's loss is its last batch's;
+            # the others' losses come from the task, so a window counts batches whatever K is.
+            for inner in getattr(pl_module, "inner_losses", ()):
+                self._losses.append(inner.float().reshape(()))
             self._losses.append(loss.detach().float().reshape(()))
         if self.every_n_steps > 0 and len(self._losses) >= self.every_n_steps:
             self._flush(trainer)

@@ -202,6 +202,9 @@ class StepsPerExecution(L.LightningModule):
     def steps_per_execution(self, value: int | str) -> None:
         self.execution = ExecutionPlan(value)
         self._last_batch = None
+        # The losses of the batches the current execution trained before its last (a Lightning
+        # step's own loss is its last batch's): zoo.callbacks.diagnostics reads them with it.
+        self.inner_losses: list[torch.Tensor] = []
 
     def check_steps_per_execution(self) -> None:
         """Begin executions where they can work: refuse an explicit K > 1 that cannot; auto then
@@ -283,6 +286,7 @@ class StepsPerExecution(L.LightningModule):
         calibration) it returns the seconds each took."""
         *earlier, last = self.micro_batches(batch)
         self._last_batch = last
+        self.inner_losses = []
         seconds = []
         for micro in earlier:
             start = time.perf_counter()
@@ -303,6 +307,7 @@ class StepsPerExecution(L.LightningModule):
         returns the optimizer steps taken."""
         with self.trainer.precision_plugin.train_step_context():  # autocast, as around training_step
             loss = self._train_loss(batch)
+        self.inner_losses.append(loss.detach())  # the diagnostics read every batch's loss, not one a step
         self.optimizer_substep(loss)
         index = self.trainer.fit_loop.epoch_loop.batch_idx
         for config in self.trainer.lr_scheduler_configs:
