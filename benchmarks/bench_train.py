@@ -431,7 +431,7 @@ def run_framework(args) -> dict:
         "test_s": timer.test_s,
         "plain_epoch_s": plain_epochs,
         "k": summary.get("steps_per_execution"),
-        "threads": (summary.get("threads") or {}).get("chosen") if isinstance(summary.get("threads"), dict) else None,
+        "threads": summary["threads"].get("chosen") if isinstance(summary.get("threads"), dict) else None,
         **gpu_peak(args),
     }
 

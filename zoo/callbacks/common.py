@@ -160,6 +160,20 @@ def layer_names_of(pl_module: L.LightningModule, named: list[tuple[str, torch.nn
     return layer_names(pl_module, [n for n, _ in named])
 
 
+def layer_layout(
+    cache: dict, pl_module: L.LightningModule, named: list[tuple[str, torch.nn.Parameter]], stepped: list[str]
+) -> tuple[list[str], torch.Tensor]:
+    """The layers of the parameters ``stepped`` (named by type and position among ``named``: conv1,
+    bn1, fc2) and each one's layer index, kept in ``cache`` per network and set of names: naming walks
+    the network, and the per-layer readings ask on every reading."""
+    key = (id(pl_module), *stepped)
+    if key not in cache:
+        names = layer_names_of(pl_module, named)
+        layers = list(dict.fromkeys(names[n] for n in stepped))
+        cache[key] = (layers, torch.tensor([layers.index(names[n]) for n in stepped]))
+    return cache[key]
+
+
 def parameter_tags_of(pl_module: L.LightningModule, named: list[tuple[str, torch.nn.Parameter]]) -> dict[str, str]:
     """For each of these named parameters, ``<layer>.<parameter>`` (``conv1.weight``, ``lstm2.bias_hh``)."""
     return {

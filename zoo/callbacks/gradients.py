@@ -16,7 +16,7 @@ from zoo.callbacks.common import (
     WATCH,
     EveryNSteps,
     epoch_end_step,
-    layer_names_of,
+    layer_layout,
     logging_step,
     named_params_of,
     optimizer_prefix,
@@ -38,16 +38,7 @@ class GradientNormLogger(EveryNSteps, L.Callback):
 
     def __init__(self, every_n_steps: int = 25):
         self.every_n_steps = every_n_steps
-        self._layout: dict[int, tuple] = {}
-
-    def _layers(self, pl_module, named: list[tuple[str, torch.nn.Parameter]], with_grad: list[str]):
-        key = hash(tuple(with_grad))
-        if key not in self._layout:
-            names = layer_names_of(pl_module, named)
-            layers = list(dict.fromkeys(names[n] for n in with_grad))
-            index = torch.tensor([layers.index(names[n]) for n in with_grad])
-            self._layout[key] = (layers, index)
-        return self._layout[key]
+        self._layouts: dict[tuple, tuple[list[str], torch.Tensor]] = {}  # layer_layout's cache
 
     @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
@@ -57,7 +48,7 @@ class GradientNormLogger(EveryNSteps, L.Callback):
         stepped = [(n, p) for n, p in named if p.grad is not None]
         if not stepped:
             return
-        layers, index = self._layers(pl_module, named, [n for n, _ in stepped])
+        layers, index = layer_layout(self._layouts, pl_module, named, [n for n, _ in stepped])
         squares = torch.stack([torch.linalg.vector_norm(p.grad) for _, p in stepped]).float().pow(2)
         per_layer = torch.zeros(len(layers), device=squares.device).index_add_(0, index.to(squares.device), squares)
         values = per_layer.sqrt().tolist() + [math.sqrt(sum(per_layer.tolist()))]

@@ -41,7 +41,7 @@ from zoo.callbacks.common import (
     WATCH,
     FigureBudget,
     epoch_end_step,
-    layer_names_of,
+    layer_layout,
     logging_step,
     named_params_of,
     optimizer_prefix,
@@ -117,7 +117,7 @@ class LayerSignals(L.Callback):
         self._hooks: list = []
         self._stats: dict[str, tuple[nn.Module, torch.Tensor]] = {}
         self._pending: list[tuple] = []  # per optimizer stepped on this batch
-        self._layouts: dict[tuple, tuple[list[str], torch.Tensor]] = {}
+        self._layouts: dict[tuple, tuple[list[str], torch.Tensor]] = {}  # layer_layout's cache
 
     # ---- resume: a run resumed mid-epoch reads where the uninterrupted run would ---------------------
 
@@ -170,16 +170,6 @@ class LayerSignals(L.Callback):
                 counts[kind] = counts.get(kind, 0) + 1
                 self._hooks.append(module.register_forward_hook(hook(f"{kind}{counts[kind]}")))
 
-    def _layout(self, pl_module, names: list[str]) -> tuple[list[str], torch.Tensor]:
-        """The layers (conv1, bn1, fc2: the names of every per-layer view) of the parameters ``names``
-        and each parameter's layer index; kept per set of names, as naming them walks the network."""
-        key = (id(pl_module), *names)
-        if key not in self._layouts:
-            layer_of = layer_names_of(pl_module, [(n, None) for n in names])
-            layers = list(dict.fromkeys(layer_of[n] for n in names))
-            self._layouts[key] = (layers, torch.tensor([layers.index(layer_of[n]) for n in names]))
-        return self._layouts[key]
-
     def _detach(self) -> None:
         for h in self._hooks:
             h.remove()
@@ -194,7 +184,7 @@ class LayerSignals(L.Callback):
         named = [(n, p) for n, p in named_params_of(pl_module, optimizer) if p.grad is not None]
         if not named:
             return
-        layers, index = self._layout(pl_module, [n for n, _ in named])
+        layers, index = layer_layout(self._layouts, pl_module, named, [n for n, _ in named])
         params = [p for _, p in named]
         with torch.no_grad():
             grad_sq = torch.stack([torch.linalg.vector_norm(p.grad).float() for p in params]).pow(2)
