@@ -329,3 +329,47 @@ def test_a_fit_with_no_training_batch_is_an_error(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "the training split of data=digits is empty" in r.stderr.strip().splitlines()[-1]
     assert not (out / "metrics.json").exists() and not (out / ".hydra").exists()
+
+
+def test_a_checkpoint_of_the_same_step_and_weights_is_linked_not_written_again(tmp_path, monkeypatch):
+    """ModelCheckpoint writes best-*.ckpt and then last.ckpt at the same step: the second is a hard link
+    to the first (no second serialisation); other weights, another step or resume.ckpt are written whole."""
+    from zoo.run.reliability import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO(str(tmp_path))
+    saves = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (saves.append(1), real_save(*a, **k))[1])
+    state = {"global_step": 7, "state_dict": {"w": torch.ones(3)}, "optimizer_states": [{"state": {}}]}
+    best, last, resume = tmp_path / "best-epoch002.ckpt", tmp_path / "last.ckpt", tmp_path / "resume.ckpt"
+    io.save_checkpoint(state, best)
+    io.save_checkpoint(state, last)
+    assert len(saves) == 1 and os.stat(best).st_ino == os.stat(last).st_ino
+    assert torch.equal(torch.load(last, weights_only=True)["state_dict"]["w"], torch.ones(3))
+    io.save_checkpoint(state, last)  # LastWeights at the end of the fit: already on disk
+    assert len(saves) == 1
+    io.save_checkpoint(state, resume)  # the loop's and the random state's own moment: always whole
+    assert len(saves) == 2 and os.stat(resume).st_ino != os.stat(last).st_ino
+
+    # The next epoch: new weights at a new step are written, and the old best's removal keeps last.
+    later = {**state, "global_step": 9, "state_dict": {"w": torch.full((3,), 2.0)}}
+    io.save_checkpoint(later, last)
+    assert len(saves) == 3 and os.stat(best).st_ino != os.stat(last).st_ino
+    io.remove_checkpoint(str(best))
+    assert torch.equal(torch.load(last, weights_only=True)["state_dict"]["w"], torch.full((3,), 2.0))
+    # Same step, other weights (a weights-only checkpoint has no optimizer state): written.
+    io.save_checkpoint({"global_step": 9, "state_dict": {"w": torch.full((3,), 2.0)}}, tmp_path / "w.ckpt")
+    assert len(saves) == 4
+
+
+def test_without_hard_links_the_checkpoint_is_written(tmp_path, monkeypatch):
+    from zoo.run.reliability import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO(str(tmp_path))
+    monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError("not supported")))
+    state = {"global_step": 3, "state_dict": {"w": torch.ones(2)}}
+    io.save_checkpoint(state, tmp_path / "best.ckpt")
+    io.save_checkpoint(state, tmp_path / "last.ckpt")
+    assert os.stat(tmp_path / "best.ckpt").st_ino != os.stat(tmp_path / "last.ckpt").st_ino
+    assert torch.equal(torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["w"], torch.ones(2))
+    assert sorted(os.listdir(tmp_path)) == ["best.ckpt", "last.ckpt"]

@@ -46,6 +46,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self, root: str | None = None):
         super().__init__()
         self.root = root
+        self._written: tuple | None = None  # (global step, weights digest, keys, path) of the last file written
 
     def inside_root(self, path: str) -> None:
         if self.root is None:
@@ -66,16 +67,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = str(path)
         self.inside_root(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        checkpoint = {**checkpoint, WEIGHTS_DIGEST: weights_digest(checkpoint)}
+        digest = weights_digest(checkpoint)
+        checkpoint = {**checkpoint, WEIGHTS_DIGEST: digest}
+        written = (checkpoint.get("global_step"), digest, tuple(sorted(map(str, checkpoint))), path)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            if not self._link_to_previous(written, tmp):
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            if os.path.exists(tmp):
+                os.replace(tmp, path)
+            self._written = written
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def _link_to_previous(self, written: tuple, tmp: str) -> bool:
+        """ModelCheckpoint writes the best checkpoint and then last.ckpt at the same step, with the same
+        weights and optimizer state, and LastWeights writes last.ckpt once more when fitting ends: the
+        second file is made a hard link to the first (as Lightning's ``save_last="link"``, which links
+        to whichever was written last, however old), not serialised and synced again, a third of the
+        checkpoint time of a short epoch (matrix factorisation: 3 files of 2 MB per 0.4 s epoch).
+        Only at the same step with the same digest and the same parts (a weights-only checkpoint is
+        not a full one); never for resume.ckpt, whose loop and random state are its own moment's.
+        True when ``tmp`` is the link, or when nothing needs writing."""
+        *identity, path = written
+        if self._written is None:
+            return False
+        *previous_identity, previous = self._written
+        if RESUME_FILE in (os.path.basename(path), os.path.basename(previous)):
+            return False
+        if identity[0] is None or identity != previous_identity or not os.path.isfile(previous):
+            return False
+        if os.path.abspath(previous) == os.path.abspath(path):
+            return True  # the same file, already whole on disk
+        try:
+            os.link(previous, tmp)
+        except OSError:  # a file system without hard links: write it
+            return False
+        return True
 
     @override
     def remove_checkpoint(self, path) -> None:
