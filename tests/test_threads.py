@@ -93,6 +93,28 @@ def test_a_near_tie_keeps_every_thread(monkeypatch):
     assert tuner.trials == 1 and tuner.chosen == 2 and machine.threads == 2
 
 
+def test_a_count_clearly_slower_after_a_round_is_not_timed_again(monkeypatch):
+    """Loaded, a step at two threads took 22x the time at one: the trial stops timing it after the first
+    round instead of spending two more rounds of slow steps on it."""
+    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.02})
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    timed_at = []
+    set_threads = machine._set
+    monkeypatch.setattr(threads_module.torch, "set_num_threads", lambda n: (timed_at.append(n), set_threads(n)))
+    machine.steps(tuner, 40)
+    assert tuner.chosen == 1 and tuner.trials == 1
+    assert len(tuner._times[2]) == threads_module.STEPS  # one round at two threads, not three
+    assert timed_at[:2] == [1, 1]  # after the first round at one thread the trial ended there
+
+    # Within the margin of clear: all rounds are timed (a burst cannot end the trial early).
+    machine = FakeMachine(monkeypatch, {2: 0.012, 1: 0.010})
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.steps(tuner, 60)
+    assert len(tuner._times[2]) == len(tuner._times[1]) == threads_module.STEPS * threads_module.ROUNDS
+
+
 def test_the_first_steps_of_a_fit_do_not_decide_the_count(monkeypatch):
     """A fit's first steps are slow at any count (allocation, cold caches): untimed, so the count
     tried first (every thread) is not judged by them."""

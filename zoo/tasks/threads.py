@@ -13,7 +13,8 @@ count is fastest depends on the model and on the load at that moment, so it is m
   takes about as long at one thread as at two (matrix factorisation: 3.2 against 3.1 ms), and a coin
   flip then chose one thread in a run of four; its validation and test passes, whose larger batches
   do use both cores, ran slower, and the whole epoch 1.44x a plain loop's against 1.27x at two threads.
-  A busy machine is no near tie: there one thread was 2 to 20 times faster.
+  A busy machine is no near tie: there one thread was 2 to 20 times faster, and a count ``CLEAR``
+  times slower than the best after a round is not timed in the rounds left.
 - It then watches the median time per batch over a window of steps; when it drifts by more than
   ``DRIFT`` times from what the choice was made with (the load came or went), the trial is run again.
 - A new count makes the batches' time different, so ``steps_per_execution=auto`` (zoo.tasks.execution)
@@ -44,6 +45,7 @@ STEPS = 4  # timed steps per candidate and round
 ROUNDS = 3  # interleaved rounds of every candidate
 SETTLE = 1  # steps not timed after a change of count (thread pool warm-up)
 WINDOW = 24  # steps in the moving median that watches for drift
+CLEAR = 3.0  # after a round, a count this many times slower than the best so far is not timed again
 MARGIN = 0.2  # fewer threads are kept only when their time per batch is more than this share below more threads'
 DRIFT = 1.6  # a moving median this many times above or below the chosen one starts a new trial
 MIN_GAP = 2.0  # seconds: a trial does not start again sooner than this many trials' time after the last
@@ -197,6 +199,8 @@ class ThreadTuner(L.Callback):
         if self._steps_left > 0:
             return
         self._order.pop(0)
+        if self._order and len(self._times[self._order[0]]) == len(self._times[count]):
+            self._drop_clear_losers()  # a round has ended: every candidate timed as often
         if self._order:
             self._switch(self._order[0])
             return
@@ -214,6 +218,18 @@ class ThreadTuner(L.Callback):
             recalibrate = getattr(getattr(trainer.lightning_module, "execution", None), "recalibrate", None)
             if callable(recalibrate):
                 recalibrate()
+
+    def _drop_clear_losers(self) -> None:
+        """After a round, a count whose median so far is ``CLEAR`` times the best's is not timed again:
+        on a busy machine a step at every thread can take 20 times as long, and two more rounds of
+        it would spend most of a short run's first minute on the trial. A burst on some of one
+        round's steps does not move a median that far."""
+        medians = {c: statistics.median(t) for c, t in self._times.items() if t}
+        best = min(medians.values())
+        losers = {c for c, m in medians.items() if m > CLEAR * best}
+        self._order = [c for c in self._order if c not in losers]
+        if len(set(self._order)) <= 1:
+            self._order = []  # one count left: it is the choice; its median so far is the reference
 
     def _watch(self, per_batch: float, trainer) -> None:
         self._window.append(per_batch)
