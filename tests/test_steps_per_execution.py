@@ -187,3 +187,28 @@ def test_the_diagnostics_read_every_batch_s_loss_whatever_k(tmp_path, monkeypatc
     assert sum(len(w) for w in seen["one"]) == 40  # digits: 20 batches an epoch
     assert [v for w in seen["five"] for v in w] == [v for w in seen["one"] for v in w]
     assert all(8 <= len(w) < 8 + 5 for w in seen["five"][:-1])
+
+
+def test_a_finished_fit_leaves_no_inner_losses_for_the_next(tmp_path):
+    """The diagnostics read ``inner_losses`` beside each step's loss: a fit that ends keeps none of its
+    last execution's, so a later fit of the same task without executions does not count them again."""
+    import lightning as L
+
+    import train
+    from zoo.run.config import compose_run
+
+    cfg = compose_run(
+        ["trainer.max_epochs=1", "steps_per_execution=5", "test=false"], str(tmp_path / "run"), str(tmp_path)
+    )
+    seen = {}
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            seen["during"] = max(seen.get("during", 0), len(pl_module.inner_losses))
+
+        def on_fit_end(self, trainer, pl_module):
+            seen["task"] = pl_module
+
+    train.train(cfg, extra_callbacks=(Watch(),))
+    assert seen["during"] == 4  # executions of 5 batches: 4 trained inside
+    assert seen["task"].inner_losses == []

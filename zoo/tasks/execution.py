@@ -249,6 +249,7 @@ class StepsPerExecution(L.LightningModule):
         plan = self.execution
         plan.trained_with = plan.k if plan.active else 1
         plan.active = False
+        self.inner_losses = []  # a later fit without executions must not read this one's again
 
     @contextlib.contextmanager
     def one_batch_a_step(self):
