@@ -213,3 +213,26 @@ def test_a_diverged_run_is_returned_with_what_happened(tmp_path, capsys):
     assert run.status == "diverged"
     assert run.metrics["error"].startswith("training diverged at step")
     assert "training diverged at step" in capsys.readouterr().err
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
+    """A notebook cell that trains twice within a second (the second run of a lesson diverging at
+    once, say) gets two folders: the default name holds the time to the second."""
+    import datetime
+
+    import hydra.core.utils
+    import zoo
+
+    class Frozen(datetime.datetime):  # Hydra's ${now:...} reads hydra.core.utils.datetime.now()
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 7, 11, 43, 34)
+
+    monkeypatch.setattr(hydra.core.utils, "datetime", Frozen)
+    logs = f"paths.log_dir={tmp_path}"
+    first = zoo.train(*DIGITS, "trainer.max_epochs=1", logs)
+    second = zoo.train(*DIGITS, "trainer.max_epochs=1", "seed=7", logs)
+    assert first.status == second.status == "finished"
+    assert first.folder.name.endswith("_2026-12-07_11-43-34")
+    assert second.folder.name == f"{first.folder.name}-2"
+    assert first.config["seed"] != 7 and second.config["seed"] == 7  # each folder has its own run

@@ -236,3 +236,54 @@ def test_a_refused_command_leaves_no_run_folder_behind(overrides, says, tmp_path
     assert not (logs / "runs").exists() or os.listdir(logs / "runs") == [], os.listdir(logs / "runs")
     if "pairing" in says or "cannot take" in says:
         assert os.listdir(data) == []
+
+
+def test_a_default_folder_taken_in_the_same_second_gives_the_next_name(recorded, tmp_path):
+    """The default folder name holds the time to the second: a run that finds it taken (a run started
+    in the same second, finished, stopped or still writing) takes ``<name>-2``, ``-3``, ... and leaves
+    the earlier folders as they were. A folder the user chose is refused as before."""
+    from zoo.errors import UserError
+    from zoo.run.folder import RunFolder
+
+    before = snapshot(recorded)
+    second = RunFolder(str(recorded))
+    second.acquire(resume=False, overwrite=False, fresh=True)
+    assert second.path == f"{recorded}-2" and second.created
+    third = RunFolder(str(recorded))  # -2 is held (locked) by the run above: the next name
+    third.acquire(resume=False, overwrite=False, fresh=True)
+    assert third.path == f"{recorded}-3"
+    third.undo()  # a refused fresh run removes the folder it made
+    second.release()
+    assert not os.path.exists(third.path) and os.listdir(second.path) == ["run.lock"]
+    assert snapshot(recorded) == before
+    with pytest.raises(UserError, match="already holds a finished run"):
+        RunFolder(str(recorded)).acquire(resume=False, overwrite=False)  # hydra.run.dir=... given
+    resumed = RunFolder(f"{recorded}-2")  # resume=true names its folder: never a new one
+    resumed.acquire(resume=True, overwrite=False, fresh=True)
+    assert resumed.path == f"{recorded}-2"
+    resumed.release()
+
+
+def test_two_commands_in_the_same_second_get_two_folders(tmp_path):
+    """End to end: the folders of the next minute's default names already hold a finished run (as
+    when another ``python train.py`` started in the same second); the command trains in ``<name>-2``."""
+    import datetime
+
+    logs = tmp_path / "logs"
+    first = cli("train.py", "data=digits", "model=mlp", *FAST, f"paths.log_dir={logs}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (name,) = os.listdir(logs / "runs")
+    prefix = name[: -len("2026-12-07_11-43-34")]
+    now = datetime.datetime.now()
+    taken = [
+        logs / "runs" / f"{prefix}{(now + datetime.timedelta(seconds=s)):%Y-%m-%d_%H-%M-%S}" for s in range(0, 90)
+    ]
+    for folder in taken:
+        if not folder.exists():
+            shutil.copytree(logs / "runs" / name, folder)
+    r = cli("train.py", "data=digits", "model=mlp", *FAST, f"paths.log_dir={logs}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    new = [n for n in os.listdir(logs / "runs") if n.endswith("-2")]
+    assert len(new) == 1 and (logs / "runs" / new[0][:-2]) in taken, new
+    assert json.loads((logs / "runs" / new[0] / "metrics.json").read_text())["status"] == "finished"
+    assert f"tensorboard --logdir {logs / 'runs' / new[0]}" in r.stdout

@@ -91,11 +91,13 @@ def _train_config(cfg, args: list[str], callbacks: Sequence):
     HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} and ${now:...} in the folder's name
     folder = os.path.abspath(str(OmegaConf.select(cfg, "hydra.run.dir")))
     held = RunFolder(folder)
-    try:
-        held.acquire(bool(cfg.get("resume")), bool(cfg.get("overwrite")))
+    chosen = any(a.lstrip("+").startswith("hydra.run.dir=") for a in args)
+    try:  # the default name holds the time to the second: a run started in the same second takes <name>-2
+        held.acquire(bool(cfg.get("resume")), bool(cfg.get("overwrite")), fresh=not chosen)
     except AlreadyFinished as e:  # resume=true on a finished run: nothing to do, as the command says
         print(str(e))
         return Run(folder)
+    folder = held.path
     try:
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.runtime.output_dir = folder

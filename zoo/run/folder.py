@@ -69,13 +69,19 @@ class RunFolder:
         self.kept: dict[str, tuple[bytes, int]] = {}  # files of an earlier run changed before training (``keep``)
         self.found: set[str] | None = None  # what an earlier folder held when taken (``entries``)
 
-    def acquire(self, resume: bool, overwrite: bool, keep: tuple[str, ...] = ()) -> None:
+    def acquire(self, resume: bool, overwrite: bool, keep: tuple[str, ...] = (), fresh: bool = False) -> None:
         """Take the folder or refuse with a sentence (UserError); writes nothing before it has decided.
-        ``keep`` are names Hydra already wrote for this run (a multirun job), not moved by overwrite."""
+        ``keep`` are names Hydra already wrote for this run (a multirun job), not moved by overwrite.
+        ``fresh``: the path is the default name of a new run (its time to the second), which another
+        run started in the same second may hold: then this run takes ``<name>-2`` (``-3``, ...) and
+        ``self.path`` says which."""
+        if fresh and not resume and not overwrite:
+            self._take_free_name()
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f"the run folder {self.path} is a file; give hydra.run.dir a folder path.")
         try:
-            self._lock(create=False)  # an earlier run's lock file: refuse now if a run holds it
+            if self._fd is None:  # (held already when a fresh name was taken)
+                self._lock(create=False)  # an earlier run's lock file: refuse now if a run holds it
             earlier = state(self.path) if os.path.isdir(self.path) else None
             if overwrite and resume:
                 raise UserError(
@@ -130,6 +136,27 @@ class RunFolder:
             moved = move_aside(self.path, keep=(LOCK_FILE, *keep))
             print(f"overwrite=true: the earlier content of {self.path} was moved to {moved}.")
         _HELD[os.path.realpath(self.path)] = self
+
+    def _take_free_name(self) -> None:
+        """Make the first of ``path``, ``path-2``, ``path-3``, ... that does not exist (``os.mkdir``
+        fails on an existing name, so two runs starting at once never get the same folder)."""
+        base = self.path
+        try:
+            os.makedirs(os.path.dirname(base), exist_ok=True)
+        except OSError:  # a read-only or special parent: acquire says so in its sentence
+            return
+        for n in range(1, 1000):
+            path = base if n == 1 else f"{base}-{n}"
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                continue
+            except OSError:  # a read-only or special parent: acquire says so in its sentence
+                return
+            self.path, self.lock_path = path, os.path.join(path, LOCK_FILE)
+            self._lock(create=True)
+            self.created = True
+            return
 
     def _lock(self, create: bool) -> None:
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_CREAT if create else 0)
@@ -390,15 +417,16 @@ def claim_before_hydra(cfg, argv: list[str]) -> list[str]:
     HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} in the folder's path
     folder = str(OmegaConf.select(cfg, "hydra.run.dir"))
     held = RunFolder(folder)
+    chosen = any(a.lstrip("+").startswith("hydra.run.dir=") for a in argv)
     try:
-        held.acquire(bool(cfg.get("resume")), bool(cfg.get("overwrite")))
+        held.acquire(bool(cfg.get("resume")), bool(cfg.get("overwrite")), fresh=not chosen)
     except AlreadyFinished as e:
         print(str(e))
         sys.exit(0)
     except UserError as e:
         fail(str(e))
     held.snapshot = FolderSnapshot(held.path, f"{OmegaConf.select(cfg, 'hydra.job.name', default='train')}.log")
-    if any(a.lstrip("+").startswith("hydra.run.dir=") for a in argv):
+    if chosen:
         return []
     from zoo.run.config import hydra_quoted
 
