@@ -221,6 +221,7 @@ def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypat
     import datetime
 
     import hydra.core.utils
+
     import zoo
 
     class Frozen(datetime.datetime):  # Hydra's ${now:...} reads hydra.core.utils.datetime.now()

@@ -275,9 +275,7 @@ def test_two_commands_in_the_same_second_get_two_folders(tmp_path):
     (name,) = os.listdir(logs / "runs")
     prefix = name[: -len("2026-12-07_11-43-34")]
     now = datetime.datetime.now()
-    taken = [
-        logs / "runs" / f"{prefix}{(now + datetime.timedelta(seconds=s)):%Y-%m-%d_%H-%M-%S}" for s in range(0, 90)
-    ]
+    taken = [logs / "runs" / f"{prefix}{(now + datetime.timedelta(seconds=s)):%Y-%m-%d_%H-%M-%S}" for s in range(0, 90)]
     for folder in taken:
         if not folder.exists():
             shutil.copytree(logs / "runs" / name, folder)
