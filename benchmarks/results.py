@@ -252,8 +252,8 @@ def gans(args) -> str:
     confidence on the samples against real test images, precision and recall, the FID-style distance;
     then the rarest class and the confidence of a logistic regression on the pixels (``pixel_judge``)."""
     rows = []
-    for name, recipe in GAN_RECIPES.items():
-        folder = GAN_FILES[name]
+    for name in args.images:
+        recipe, folder = GAN_RECIPES[name], GAN_FILES[name]
         if folder and not os.path.isdir(os.path.join(args.data_dir, folder)) and not args.download:
             print(f"  {name}: no {folder} in {args.data_dir}; skipped (--download fetches it)", flush=True)
             continue
@@ -586,6 +586,9 @@ def main(argv: list[str] | None = None) -> None:
         default=list(TABLES[:3]),
         choices=TABLES,
         help="tables: which (california_housing downloads)",
+    )
+    p.add_argument(
+        "--images", nargs="+", default=list(GAN_RECIPES), choices=list(GAN_RECIPES), help="gans: which datasets"
     )
     p.add_argument("--models", nargs="+", default=list(ETT_MODELS), choices=ETT_MODELS, help="etth1: the recipes")
     p.add_argument("--horizons", nargs="+", type=int, default=list(HORIZONS), choices=HORIZONS)

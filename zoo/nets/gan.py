@@ -105,7 +105,7 @@ class Adversarial(nn.Module):
         self,
         spec,
         latent_dim: int,
-        conditional: bool,
+        conditional: bool | str,
         dropout: float,
         loss: str,
         n_critic: int,
@@ -133,6 +133,10 @@ class Adversarial(nn.Module):
             )
         if not d_lr_scale > 0:
             raise ValueError(f"model.d_lr_scale must be positive, got {d_lr_scale!r}")
+        if conditional == "auto":  # class-conditional where the data has classes: every class is drawn
+            conditional = spec.num_classes >= 2
+        if not isinstance(conditional, bool):
+            raise ValueError(f"model.conditional must be true, false or auto, got {conditional!r}")
         if conditional and spec.num_classes < 2:
             raise ValueError(
                 f"model.conditional=true needs class labels and {spec.name} has none; set model.conditional=false"
@@ -260,7 +264,7 @@ class GAN(Adversarial):
         batchnorm: bool = True,
         d_norm: str = "none",
         dropout: float = 0.3,
-        conditional: bool = False,
+        conditional: bool | str = "auto",
         loss: str = "non_saturating",
         n_critic: int = 1,
         label_smoothing: float = 0.0,
@@ -332,7 +336,7 @@ class DCGAN(Adversarial):
         batchnorm: bool = True,
         d_norm: str = "auto",
         dropout: float = 0.0,
-        conditional: bool = False,
+        conditional: bool | str = "auto",
         loss: str = "non_saturating",
         n_critic: int = 1,
         label_smoothing: float = 0.0,
