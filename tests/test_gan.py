@@ -177,6 +177,12 @@ def test_mode_collapse_is_diagnosed_when_a_class_stays_rare():
     assert "class 3 (1.3%)" in found["message"] and "mode collapse" in found["message"]
     assert "3 validations running" in found["message"]
     assert d.observe_class_shares(50, rare) == []  # said once
+    assert "model.conditional=true" in found["message"]  # not told the class: telling it is the surest fix
+    told = Diagnoser()
+    for step in range(1, 7):
+        found = told.observe_class_shares(step, rare, conditional=True)
+    assert "asked for every class equally often" in found[0]["message"]
+    assert "model.conditional=true" not in found[0]["message"]
 
 
 # ---- training on every image dataset ----------------------------------------------------------

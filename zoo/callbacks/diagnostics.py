@@ -332,8 +332,10 @@ class Diagnoser:
         n = self.t.ratio_readings
         return len(self._ratios) >= n and all(r < self.t.ratio_low for r in self._ratios[-n:])
 
-    def observe_class_shares(self, step: int, shares: dict[str, float]) -> list[dict]:
-        """A GAN's samples per class after a validation (``val/class_share/<class>``): mode_collapse."""
+    def observe_class_shares(self, step: int, shares: dict[str, float], conditional: bool = False) -> list[dict]:
+        """A GAN's samples per class after a validation (``val/class_share/<class>``): mode_collapse.
+        ``conditional``: the generator was told the classes it drew (then rare classes are classes it
+        does not draw when asked, which the advice says)."""
         if len(shares) < 2:
             return []
         t, fair = self.t, 1 / len(shares)
@@ -350,11 +352,20 @@ class Diagnoser:
                 step,
                 None,
                 f"the generator has drawn too few of class {names} for {t.collapse_epochs} validations running "
-                f"(a fair share is {fair:.0%}): mode collapse, the generator settling on the classes that fool the "
-                f"discriminator best, or a generator still learning to draw them. Train for more steps (more epochs, "
-                f"a smaller data.batch_size) or with a higher learning rate (model=dcgan's 2e-3), then try "
-                f"model.minibatch_std=true, model.spectral_norm=true, model.ema=0.99 or model.loss=hinge; "
-                f"samples/fixed_noise in TensorBoard's Images tab shows which classes are missing.",
+                f"(a fair share is {fair:.0%}): "
+                + (
+                    "asked for every class equally often, it draws some as others (val/cond_acc), a generator "
+                    "still learning them or one that ignores its label. Train for more steps (more epochs, a "
+                    "smaller data.batch_size)"
+                    if conditional
+                    else "mode collapse, the generator settling on the classes that fool the discriminator best, "
+                    "or a generator still learning to draw them. Tell it the class (model.conditional=true, "
+                    "what the default auto does on data with classes; docs/guide/gans.md: every digit drawn), "
+                    "or train for more steps (more epochs, a smaller data.batch_size)"
+                )
+                + " or with a higher learning rate (model=dcgan's 2e-3), then try "
+                "model.minibatch_std=true, model.spectral_norm=true, model.ema=0.99 or model.loss=hinge; "
+                "samples/fixed_noise in TensorBoard's Images tab shows which classes are missing.",
             )
         ]
         return [d for d in found if d]
@@ -478,7 +489,9 @@ class Diagnostics(L.Callback):
         prefix = "val/class_share/"
         shares = {k[len(prefix) :]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
         if shares:
-            self._publish(trainer, self.diagnoser.observe_class_shares(logging_step(trainer), shares))
+            net = getattr(pl_module, "net", None)
+            told = bool(getattr(net, "conditional", False))
+            self._publish(trainer, self.diagnoser.observe_class_shares(logging_step(trainer), shares, told))
 
     def _overfitting(self, trainer) -> None:
         val = getattr(self, "_val", None)
