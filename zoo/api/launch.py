@@ -85,15 +85,14 @@ def _train_config(cfg, args: list[str], callbacks: Sequence):
     from omegaconf import OmegaConf, open_dict, read_write
 
     from zoo.api.results import Run
-    from zoo.run.folder import AlreadyFinished, FolderSnapshot, RunFolder
+    from zoo.run.folder import AlreadyFinished, FolderSnapshot, RunFolder, names_its_folder
     from zoo.run.reliability import Diverged, RunStopped
 
     HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} and ${now:...} in the folder's name
     folder = os.path.abspath(str(OmegaConf.select(cfg, "hydra.run.dir")))
     held = RunFolder(folder)
-    chosen = any(a.lstrip("+").startswith("hydra.run.dir=") for a in args)
     try:  # the default name holds the time to the second: a run started in the same second takes <name>-2
-        held.acquire(bool(cfg.get("resume")), bool(cfg.get("overwrite")), fresh=not chosen)
+        held.acquire(bool(cfg.get("resume")), bool(cfg.get("overwrite")), fresh=not names_its_folder(args))
     except AlreadyFinished as e:  # resume=true on a finished run: nothing to do, as the command says
         print(str(e))
         return Run(folder)

@@ -154,7 +154,11 @@ class RunFolder:
             except OSError:  # a read-only or special parent: acquire says so in its sentence
                 return
             self.path, self.lock_path = path, os.path.join(path, LOCK_FILE)
-            self._lock(create=True)
+            try:
+                self._lock(create=True)
+            except BaseException:
+                os.rmdir(path)  # made a moment ago, still empty
+                raise
             self.created = True
             return
 
@@ -399,6 +403,12 @@ class FolderSnapshot:
             os.utime(self.log, ns=(self.log_state[1], self.log_state[1]))
 
 
+def names_its_folder(overrides: list[str]) -> bool:
+    """Whether the command line gives ``hydra.run.dir=...`` (then that folder is used or refused; the
+    default name, which holds the time, gives way to ``<name>-2`` when taken: ``acquire(fresh=True)``)."""
+    return any(a.lstrip("+").startswith("hydra.run.dir=") for a in overrides)
+
+
 def claim_before_hydra(cfg, argv: list[str]) -> list[str]:
     """Take the run folder of ``python train.py`` before Hydra writes into it (``cfg``: the config
     preflight composed, with its ``hydra`` node). Refusals print one sentence and exit 2;
@@ -417,7 +427,7 @@ def claim_before_hydra(cfg, argv: list[str]) -> list[str]:
     HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} in the folder's path
     folder = str(OmegaConf.select(cfg, "hydra.run.dir"))
     held = RunFolder(folder)
-    chosen = any(a.lstrip("+").startswith("hydra.run.dir=") for a in argv)
+    chosen = names_its_folder(argv)
     try:
         held.acquire(bool(cfg.get("resume")), bool(cfg.get("overwrite")), fresh=not chosen)
     except AlreadyFinished as e:
