@@ -89,9 +89,9 @@ PAIRINGS = [
     ("rnn", "news", {}),
     ("rnn", "image", {"dropout": 0.2}),
     ("rnn", "series", {}),
-    ("gan", "image", {}),
+    ("gan", "image", {"conditional": False}),  # (auto, the default, is conditional on labelled images)
     ("gan", "image", {"conditional": True, "d_norm": "layer"}),
-    ("dcgan", "image", {"width": 8}),
+    ("dcgan", "image", {"width": 8, "conditional": False}),
     ("dcgan", "image", {"width": 8, "conditional": True, "loss": "wgan-gp"}),
 ]
 
