@@ -157,7 +157,9 @@ class RunFolder:
             try:
                 self._lock(create=True)
             except BaseException:
-                os.rmdir(path)  # made a moment ago, still empty
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)  # made a moment ago: at most its lock file
                 raise
             self.created = True
             return
