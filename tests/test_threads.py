@@ -24,6 +24,7 @@ class FakeMachine:
         self.cost = cost
         self.threads = 2
         self.calibrations = 0
+        self.seconds_at: dict[int, float] = {}  # training time spent at each thread count
         loop = SimpleNamespace(_batches_that_stepped=0)
         plan = SimpleNamespace(recalibrate=self._recalibrate)
         self.trainer = SimpleNamespace(
@@ -39,11 +40,19 @@ class FakeMachine:
     def _recalibrate(self) -> None:
         self.calibrations += 1
 
-    def steps(self, tuner: ThreadTuner, n: int) -> None:
+    def steps(self, tuner: ThreadTuner, n: int, batches: int = 1) -> None:
+        """``n`` Lightning steps of ``batches`` batches each (steps_per_execution)."""
         for _ in range(n):
-            self.now += self.cost[self.threads]
-            self.trainer.fit_loop.epoch_loop._batches_that_stepped += 1
+            seconds = batches * self.cost[self.threads]
+            self.now += seconds
+            self.seconds_at[self.threads] = self.seconds_at.get(self.threads, 0.0) + seconds
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped += batches
             tuner.on_train_batch_end(self.trainer, None, None, None, 0)
+
+    def run_for(self, tuner: ThreadTuner, seconds: float, batches: int = 1) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.steps(tuner, 1, batches)
 
 
 def test_candidates_halve_down_to_one():
@@ -56,7 +65,7 @@ def test_auto_keeps_the_fastest_count_and_measures_again_when_the_load_changes(m
     machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07})  # loaded: two threads wait on each other
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
-    assert machine.threads == 2  # the trial starts with every thread
+    assert machine.threads == 1  # the trial starts at one thread (cheap on a busy machine, cold steps anyway)
     machine.steps(tuner, 40)
     assert tuner.chosen == 1 and machine.threads == 1
     assert tuner.trials == 1
@@ -94,18 +103,16 @@ def test_a_near_tie_keeps_every_thread(monkeypatch):
 
 
 def test_a_count_clearly_slower_after_a_round_is_not_timed_again(monkeypatch):
-    """Loaded, a step at two threads took 22x the time at one: the trial stops timing it after the first
-    round instead of spending two more rounds of slow steps on it."""
-    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.02})
-    tuner = ThreadTuner("auto", processes=1)
-    tuner.on_fit_start(machine.trainer, None)
-    timed_at = []
-    set_threads = machine._set
-    monkeypatch.setattr(threads_module.torch, "set_num_threads", lambda n: (timed_at.append(n), set_threads(n)))
-    machine.steps(tuner, 40)
-    assert tuner.chosen == 1 and tuner.trials == 1
-    assert len(tuner._times[2]) == threads_module.STEPS  # one round at two threads, not three
-    assert timed_at[:2] == [1, 1]  # after the first round at one thread the trial ended there
+    """Loaded, a step at two threads took 22x the time at one (a CNN's 2.3x): the trial stops timing it
+    after the first round instead of spending two more rounds of slow steps on it."""
+    for slow in (0.40, 0.046):
+        machine = FakeMachine(monkeypatch, {2: slow, 1: 0.02})
+        tuner = ThreadTuner("auto", processes=1)
+        tuner.on_fit_start(machine.trainer, None)
+        machine.steps(tuner, 40)
+        assert tuner.chosen == 1 and tuner.trials == 1
+        assert len(tuner._times[2]) == threads_module.STEPS  # one round at two threads, not three
+        assert machine.seconds_at[2] == pytest.approx(threads_module.STEPS * slow)
 
     # Within the margin of clear: all rounds are timed (a burst cannot end the trial early).
     machine = FakeMachine(monkeypatch, {2: 0.012, 1: 0.010})
@@ -115,13 +122,50 @@ def test_a_count_clearly_slower_after_a_round_is_not_timed_again(monkeypatch):
     assert len(tuner._times[2]) == len(tuner._times[1]) == threads_module.STEPS * threads_module.ROUNDS
 
 
+def test_the_trial_is_counted_in_batches_not_steps(monkeypatch):
+    """With steps_per_execution=K a Lightning step trains K batches: a trial of steps lasted K times as
+    long, and a CNN beside another run was still in it 20 s in. It times ``STEPS`` batches a count and
+    round, at least one step."""
+    machine = FakeMachine(monkeypatch, {2: 0.27, 1: 0.12})  # a CNN beside another run: 2.3x at two threads
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.steps(tuner, threads_module.WARMUP, batches=2)  # the fit's first steps (K=2 while K is measured)
+    before = machine.now
+    machine.steps(tuner, 20, batches=6)
+    assert tuner.chosen == 1 and tuner.trials == 1
+    assert tuner._times[2] == [pytest.approx(0.27)]  # one step of six batches at two threads
+    assert machine.seconds_at[2] == pytest.approx(6 * 0.27)
+    assert tuner.summary()["batch_ms"] == {"2": pytest.approx(270.0), "1": pytest.approx(120.0)}
+    assert machine.now - before == pytest.approx(20 * 6 * 0.12 + 6 * (0.27 - 0.12))
+
+
+def test_fewer_threads_are_timed_again_later_since_their_steps_do_not_show_the_load_leaving(monkeypatch):
+    """On two cores beside another run, one thread is fastest and takes as long a step when the other
+    run ends: no drift shows the free core. With fewer threads than available the trial runs again
+    after ``RECHECK`` seconds, doubling while the choice holds, so a lasting load costs little."""
+    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07})
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.run_for(tuner, 600)
+    assert tuner.chosen == 1
+    # Trials at the start and about 30, 90, 210 and 450 s later: 5, not one every 30 s.
+    assert tuner.trials == 5
+    assert machine.seconds_at[2] < 0.02 * 600  # the rechecks' steps at two threads: under 2% of the time
+    # The other run ends: one thread's step is as long as before, two threads' now shorter.
+    machine.cost = {2: 0.04, 1: 0.07}
+    machine.run_for(tuner, threads_module.RECHECK_MAX + 10)
+    assert tuner.chosen == 2 and machine.threads == 2 and tuner.trials == 6
+    machine.run_for(tuner, 600)
+    assert tuner.trials == 6  # every thread chosen: nothing to look again for while the step time holds
+
+
 def test_the_first_steps_of_a_fit_do_not_decide_the_count(monkeypatch):
     """A fit's first steps are slow at any count (allocation, cold caches): untimed, so the count
     tried first (every thread) is not judged by them."""
     machine = FakeMachine(monkeypatch, {2: 0.5, 1: 0.5})  # the cold start
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
-    machine.steps(tuner, threads_module.WARMUP + threads_module.SETTLE)
+    machine.steps(tuner, threads_module.WARMUP)
     machine.cost = {2: 0.010, 1: 0.014}  # warm: two threads are faster
     machine.steps(tuner, 60)
     assert tuner.chosen == 2 and tuner.measured == {2: pytest.approx(0.010), 1: pytest.approx(0.014)}
@@ -141,8 +185,9 @@ def test_a_burst_during_the_trial_does_not_decide_it(monkeypatch):
     machine = FakeMachine(monkeypatch, {2: 0.010, 1: 0.018})
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
-    machine.steps(tuner, threads_module.WARMUP + 2)  # the fit's first steps, settle, first timed step at two
-    machine.cost = {2: 0.5, 1: 0.018}  # a burst on one step
+    # the fit's first steps, a round at one thread, the first step at two (short: not timed, the pool starts)
+    machine.steps(tuner, threads_module.WARMUP + threads_module.STEPS + 1)
+    machine.cost = {2: 0.5, 1: 0.018}  # a burst on the first timed step at two
     machine.steps(tuner, 1)
     machine.cost = {2: 0.010, 1: 0.018}
     machine.steps(tuner, 40)

@@ -6,17 +6,23 @@ operation's barrier for the thread whose core the other process holds: measured 
 one other CPU-bound training, a 2x256 LSTM step ran 22x slower with two threads than with one. Which
 count is fastest depends on the model and on the load at that moment, so it is measured:
 
-- ``ThreadTuner`` times the first training steps (after ``WARMUP``) with each candidate count (the available threads,
-  then halves down to one), in interleaved rounds so that a change of load during the trial weighs on
+- ``ThreadTuner`` times the first training steps (after ``WARMUP`` untimed ones, at one thread) with each
+  candidate count (one thread, then doubling up to the available threads), ``STEPS`` batches a count
+  and round, in interleaved rounds so that a change of load during the trial weighs on
   every candidate alike, and keeps the count with the lowest median time per batch, but for a near tie:
   a count below the largest must beat it by more than ``MARGIN``. Idle, a small model's training step
   takes about as long at one thread as at two (matrix factorisation: 3.2 against 3.1 ms), and a coin
   flip then chose one thread in a run of four; its validation and test passes, whose larger batches
   do use both cores, ran slower, and the whole epoch 1.44x a plain loop's against 1.27x at two threads.
   A busy machine is no near tie: there one thread was 2 to 20 times faster, and a count ``CLEAR``
-  times slower than the best after a round is not timed in the rounds left.
+  times slower than the best after a round is not timed in the rounds left (one round then decides).
+  The trial is counted in batches, not Lightning steps: with ``steps_per_execution`` K batches a step,
+  a trial of steps lasted K times as long (a CNN beside another run was still in it 20 s in).
 - It then watches the median time per batch over a window of steps; when it drifts by more than
   ``DRIFT`` times from what the choice was made with (the load came or went), the trial is run again.
+  With fewer threads than available it also runs again ``RECHECK`` seconds after the last (doubling
+  while the choice holds): a process that ran one thread beside another on two cores takes as long a
+  step when the other one ends, so no drift shows that the second core is free again.
 - A new count makes the batches' time different, so ``steps_per_execution=auto`` (zoo.tasks.execution)
   is asked to measure its K again.
 
@@ -41,14 +47,16 @@ from zoo import compat
 
 AUTO = "auto"
 WARMUP = 3  # training steps not timed at the start of a fit (allocation, lazy initialisation, cold caches)
-STEPS = 4  # timed steps per candidate and round
+STEPS = 4  # timed batches per candidate and round (at least one step)
 ROUNDS = 3  # interleaved rounds of every candidate
-SETTLE = 1  # steps not timed after a change of count (thread pool warm-up)
+SETTLE_S = 0.02  # after a change of count, a first step shorter than this is not timed (thread pool warm-up)
 WINDOW = 24  # steps in the moving median that watches for drift
-CLEAR = 3.0  # after a round, a count this many times slower than the best so far is not timed again
+CLEAR = 1.5  # after a round, a count this many times slower than the best so far is not timed again
 MARGIN = 0.2  # fewer threads are kept only when their time per batch is more than this share below more threads'
 DRIFT = 1.6  # a moving median this many times above or below the chosen one starts a new trial
 MIN_GAP = 2.0  # seconds: a trial does not start again sooner than this many trials' time after the last
+RECHECK = 30.0  # seconds: with fewer threads than available, the trial runs again this long after the last
+RECHECK_MAX = 480.0  # ... doubling each time it keeps the same count, up to this
 
 
 def available_threads(processes: int = 1) -> int:
@@ -58,7 +66,8 @@ def available_threads(processes: int = 1) -> int:
 
 
 def candidates(most: int) -> list[int]:
-    """``most``, then halves of it down to one: [8, 4, 2, 1], [2, 1], [1]."""
+    """``most``, then halves of it down to one: [8, 4, 2, 1], [2, 1], [1]. The trial times them from
+    the last (one thread: the fastest on a busy machine, and its steps the cheapest to spend there)."""
     counts = [most]
     while counts[-1] > 1:
         counts.append(counts[-1] // 2)
@@ -103,16 +112,18 @@ class ThreadTuner(L.Callback):
         self.chosen: int | None = None
         self.trials = 0  # how many times the counts were measured
         self.measured: dict[int, float] = {}  # seconds per batch of each count, in the last trial
-        self._order: list[int] = []  # the counts still to time in this trial, in order
+        self._rounds: list[list[int]] = []  # the counts still to time in this trial, round by round
         self._times: dict[int, list[float]] = {}
-        self._settle = 0
+        self._warmup = 0  # untimed steps left at the start of the fit
+        self._settling = False  # the first step after a change of count
         self._last: tuple[float, int] | None = None  # (time, batches) at the end of the previous step
         self._window: list[float] = []
         self._reference: float | None = None  # the moving median the current choice was made with
         self._trial_started = 0.0
         self._trial_ended = 0.0
         self._trial_seconds = 0.0
-        self._steps_left = 0
+        self._batches_left = 0  # batches still to time at the current count in this round
+        self._recheck = RECHECK  # seconds from the end of a trial to the next, while fewer threads run
         self._saved: int | None = None
 
     @property
@@ -138,7 +149,7 @@ class ThreadTuner(L.Callback):
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:
-        self._order = []  # validation and test after the fit keep the chosen count
+        self._rounds = []  # validation and test after the fit keep the chosen count
 
     def summary(self) -> dict:
         """metrics.json's ``threads``."""
@@ -154,18 +165,22 @@ class ThreadTuner(L.Callback):
     # ---- timing ---------------------------------------------------------------------------------
 
     def _start_trial(self, warmup: int = 0) -> None:
-        counts = candidates(self.available)
-        self._order = [c for _ in range(ROUNDS) for c in counts]  # interleaved: 2, 1, 2, 1, 2, 1
+        counts = candidates(self.available)[::-1]  # one thread first: [1, 2, 4, ...]
+        self._rounds = [list(counts) for _ in range(ROUNDS)]  # interleaved: 1, 2 | 1, 2 | 1, 2
         self._times = {c: [] for c in counts}
         self._trial_started = time.perf_counter()
         self._window = []
-        self._switch(self._order[0])
-        self._settle += warmup
+        self._warmup = warmup
+        self._switch(counts[0])
+
+    @property
+    def in_trial(self) -> bool:
+        return bool(self._rounds)
 
     def _switch(self, count: int) -> None:
+        self._settling = count != torch.get_num_threads()
         torch.set_num_threads(count)
-        self._settle = SETTLE
-        self._steps_left = STEPS
+        self._batches_left = STEPS
 
     @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -183,30 +198,53 @@ class ThreadTuner(L.Callback):
         last, self._last = self._last, (now, batches)
         if last is None or batches <= last[1]:
             return
-        per_batch = (now - last[0]) / (batches - last[1])
-        if self._order:
-            self._time_trial_step(per_batch, trainer)
+        if self.in_trial:
+            self._time_trial_step(now - last[0], batches - last[1], trainer)
         else:
-            self._watch(per_batch, trainer)
+            self._watch((now - last[0]) / (batches - last[1]))
 
-    def _time_trial_step(self, per_batch: float, trainer) -> None:
-        if self._settle > 0:
-            self._settle -= 1
+    def _time_trial_step(self, seconds: float, batches: int, trainer) -> None:
+        """One training step of ``batches`` batches in ``seconds`` at the count being timed."""
+        if self._warmup > 0:
+            self._warmup -= 1
             return
-        count = self._order[0]
-        self._times[count].append(per_batch)
-        self._steps_left -= 1
-        if self._steps_left > 0:
+        if self._settling:
+            self._settling = False
+            if seconds < SETTLE_S:  # a thread pool starting weighs on a short step; on a long one it is noise
+                return
+        round_ = self._rounds[0]
+        self._times[round_[0]].append(seconds / batches)
+        self._batches_left -= batches
+        if self._batches_left > 0:
             return
-        self._order.pop(0)
-        if self._order and len(self._times[self._order[0]]) == len(self._times[count]):
-            self._drop_clear_losers()  # a round has ended: every candidate timed as often
-        if self._order:
-            self._switch(self._order[0])
-            return
+        round_.pop(0)
+        if not round_:  # a round has ended: every candidate timed as often
+            self._rounds.pop(0)
+            self._drop_clear_losers()
+        if self._rounds:
+            self._switch(self._rounds[0][0])
+        else:
+            self._decide(trainer)
+
+    def _drop_clear_losers(self) -> None:
+        """After a round, a count whose median so far is ``CLEAR`` times the best's is not timed again:
+        on a busy machine a step at every thread can take 20 times as long, and two more rounds of
+        it would spend most of a short run's first minute on the trial. A burst on some of one
+        round's steps does not move a median that far, and a count dropped by one is timed again at
+        the next trial (``RECHECK``)."""
+        medians = {c: statistics.median(t) for c, t in self._times.items() if t}
+        best = min(medians.values())
+        losers = {c for c, m in medians.items() if m > CLEAR * best}
+        self._rounds = [[c for c in r if c not in losers] for r in self._rounds]
+        if len({c for r in self._rounds for c in r}) <= 1:
+            self._rounds = []  # one count left: it is the choice; its median so far is the reference
+
+    def _decide(self, trainer) -> None:
         self.measured = {c: statistics.median(t) for c, t in self._times.items() if t}
         best = choose_count(self.measured)
         changed = best != self.chosen or self.trials == 0
+        # While fewer threads than available hold, look again later, less often each time they are kept.
+        self._recheck = RECHECK if best != self.chosen else min(2 * self._recheck, RECHECK_MAX)
         self.chosen = best
         self.trials += 1
         torch.set_num_threads(best)
@@ -219,30 +257,23 @@ class ThreadTuner(L.Callback):
             if callable(recalibrate):
                 recalibrate()
 
-    def _drop_clear_losers(self) -> None:
-        """After a round, a count whose median so far is ``CLEAR`` times the best's is not timed again:
-        on a busy machine a step at every thread can take 20 times as long, and two more rounds of
-        it would spend most of a short run's first minute on the trial. A burst on some of one
-        round's steps does not move a median that far."""
-        medians = {c: statistics.median(t) for c, t in self._times.items() if t}
-        best = min(medians.values())
-        losers = {c for c, m in medians.items() if m > CLEAR * best}
-        self._order = [c for c in self._order if c not in losers]
-        if len(set(self._order)) <= 1:
-            self._order = []  # one count left: it is the choice; its median so far is the reference
-
-    def _watch(self, per_batch: float, trainer) -> None:
+    def _watch(self, per_batch: float) -> None:
+        now = time.perf_counter()
+        since = now - self._trial_ended
+        if self.chosen < self.available and since >= self._recheck:
+            self._start_trial()  # the load may have gone: one thread's step time would not show it
+            return
         self._window.append(per_batch)
         if len(self._window) < WINDOW:
             return
         self._window = self._window[-WINDOW:]
-        now = statistics.median(self._window)
+        median = statistics.median(self._window)
         ref = self._reference
         if ref is None or ref <= 0:
             return
-        drifted = now > DRIFT * ref or now < ref / DRIFT
+        drifted = median > DRIFT * ref or median < ref / DRIFT
         # A trial costs steps at slower counts: not again sooner than a few trials' time later.
-        if drifted and time.perf_counter() - self._trial_ended > max(MIN_GAP, 10 * self._trial_seconds):
+        if drifted and since > max(MIN_GAP, 10 * self._trial_seconds):
             self._start_trial()
 
     @override
