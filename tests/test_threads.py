@@ -252,6 +252,34 @@ def test_steps_per_execution_auto_is_not_moved_by_a_burst():
     assert plan.k == k
 
 
+@pytest.mark.parametrize(
+    "batch, noise", [(0.13, 0.04), (0.002, 0.001)], ids=["cnn-like: 130 ms a batch", "mlp-like: 2 ms a batch"]
+)
+def test_steps_per_execution_auto_lands_within_a_factor_of_two_of_its_idle_k_when_loaded(batch, noise):
+    """The same command idle and beside another run: every batch gets its own random extra time (load
+    only adds). The lower quartile of the executions less twice that of the batches read a CNN's K as
+    1 to 8 (the low end of a sum of two batches is not twice the low end of one); each execution's
+    excess over twice its own inner batch, taken as a median, is not biased by it."""
+    import random
+
+    from zoo.tasks.execution import OVERHEAD, SAMPLES
+
+    overhead = 0.0005  # Lightning's per-step cost
+    idle = ExecutionPlan("auto")
+    idle.choose([batch] * SAMPLES, [2 * batch + overhead] * SAMPLES)
+    assert idle.k == pytest.approx(overhead / (OVERHEAD * batch), abs=1)  # the overhead is 5% of K batches
+    ks = []
+    for seed in range(50):
+        rng = random.Random(seed)
+        inner = [batch + rng.expovariate(1 / noise) for _ in range(SAMPLES)]
+        executions = [b + batch + rng.expovariate(1 / noise) + overhead for b in inner]
+        plan = ExecutionPlan("auto")
+        plan.choose(inner, executions)
+        ks.append(plan.k)
+    within = sum(idle.k / 2 <= k <= 2 * idle.k for k in ks)
+    assert within >= 40, sorted(ks)  # 4 in 5 calibrations (a third of a batch's time as load, on average)
+
+
 def test_threads_and_k_are_recorded_in_metrics_json_and_a_fixed_count_is_used(tmp_path):
     import lightning as L
 

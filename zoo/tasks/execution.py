@@ -20,8 +20,9 @@ an epoch, ``max_steps``, ModelCheckpoint's ``every_n_train_steps``. What a K > 1
 exactly: the divergence guard and Ctrl-C see the end of an execution (at most K-1 batches later).
 
 ``steps_per_execution=auto`` (the default) measures, over the first executions of two batches, the
-time of one batch trained inside (the step a hand-written loop takes) and Lightning's overhead per
-step (the lower quartile of each, which a burst of load on a busy machine does not move), and then
+time of one batch trained inside (the step a hand-written loop takes; its lower quartile) and
+Lightning's overhead per step (the median excess of an execution over its own two batches), neither
+of which a burst of load on a busy machine moves (``ExecutionPlan.choose``), and then
 takes K so that the overhead is under ``OVERHEAD`` of the batches' time (K=1 for models whose steps
 are long). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads).
 It does so only where it is safe (one device, one optimizer with automatic optimisation or a task
@@ -50,7 +51,7 @@ AUTO = "auto"
 OVERHEAD = 0.05  # auto: Lightning's per-step overhead under this share of the batches' own time
 MAX_AUTO = 64  # auto never takes more batches per step than this
 WARMUP = 3  # auto: executions not timed at the start (first-step costs: allocation, lazy init)
-SAMPLES = 10  # auto: executions of two batches timed before K is chosen
+SAMPLES = 24  # auto: executions of two batches timed before K is chosen (pairs: see choose)
 
 
 class ExecutionPlan:
@@ -117,15 +118,20 @@ class ExecutionPlan:
         return max(m, 1)
 
     def choose(self, inner: list[float], executions: list[float]) -> None:
-        """auto: K from the time of a batch trained inside (``inner``) and of a two-batch execution;
-        Lightning's overhead is what the execution takes beyond its two batches.
+        """auto: K from the time of a batch trained inside (``inner[i]``) and of the two-batch execution
+        it was trained in (``executions[i]``); Lightning's overhead is what an execution takes beyond
+        its two batches.
 
-        Both are the lower quartile of their samples, not the median: another process on the
-        machine only ever adds time, in bursts, so the low end of the samples is what the step costs
-        and stays put when a burst lands on a few of them (with the median, the same command chose K
-        from 1 to 19 on a loaded machine)."""
+        The batch's time is the lower quartile of its samples, not the median: another process on the
+        machine only ever adds time, in bursts, so the low end is what a batch costs and stays put when
+        a burst lands on a few of them (with the median, the same command chose K from 1 to 19 on a
+        loaded machine). The overhead is the median of each execution's own excess over twice its own
+        inner batch: a pair is timed within a fraction of a second, so a load that changes over
+        seconds weighs on both halves, and a burst on either half moves one pair up or down, not the
+        median. (The lower quartile of the executions less twice that of the batches mixed moments of
+        different load: a CNN whose overhead is under 1% of a batch chose K from 1 to 8 beside another run.)"""
         batch = low_quartile(inner)
-        overhead = max(0.0, low_quartile(executions) - 2 * batch)
+        overhead = max(0.0, statistics.median(e - 2 * b for b, e in zip(inner, executions)))
         self.k = max(1, min(MAX_AUTO, math.ceil(overhead / (OVERHEAD * batch)))) if batch > 0 else 1
         self.measured = {"batch_s": batch, "overhead_s": overhead}
         self.calibrating = False
@@ -151,7 +157,7 @@ class ExecutionStep(L.Callback):
         self.plan = plan
         self._inner: list[float] = []
         self._executions: list[float] = []
-        self._last: tuple[float, int] | None = None  # (start, batches) of the execution before
+        self._last: tuple[float, float] | None = None  # (start, its inner batch's seconds) of the execution before
         self._seen = 0
         self._calibration = 0  # the plan's calibrations when these samples began
 
@@ -171,14 +177,15 @@ class ExecutionStep(L.Callback):
         sync = torch.cuda.synchronize if pl_module.device.type == "cuda" else (lambda: None)
         sync()
         now = time.perf_counter()
-        if self._last is not None and self._last[1] == 2:
-            self._executions.append(now - self._last[0])
+        if self._last is not None:  # the execution before ended: a pair of its inner batch and its whole time
+            start, inner_seconds = self._last
+            self._inner.append(inner_seconds)
+            self._executions.append(now - start)
         self._seen += 1
         inner = pl_module.train_inner_batches(batch, sync)
-        self._last = (now, len(inner) + 1) if self._seen > WARMUP else None
-        if self._seen > WARMUP:
-            self._inner += inner
-        if len(self._executions) >= SAMPLES and self._inner:
+        # Only whole two-batch executions make a pair (one cut short by an epoch's end or a due batch has one).
+        self._last = (now, inner[0]) if self._seen > WARMUP and len(inner) == 1 else None
+        if len(self._executions) >= SAMPLES:
             plan.choose(self._inner, self._executions)
 
     @override
