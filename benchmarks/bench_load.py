@@ -56,7 +56,7 @@ class TimedPlainLoop(bench_train.PlainLoop):
                     return {"batches": batches, "seconds": time.perf_counter() - start}
                 idx = perm[i * bs : (i + 1) * bs]
                 if self.kind == "adversarial":
-                    self.gan_step(x_train[idx])
+                    self.gan_step(x_train[idx], y_train[idx])
                 else:
                     self.step(x_train[idx], y_train[idx])
                 batches += 1

@@ -327,22 +327,23 @@ class PlainLoop:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip)
         opt.step()
 
-    def gan_step(self, x) -> None:
-        """One discriminator step and one generator step, the non-saturating loss."""
+    def gan_step(self, x, y) -> None:
+        """One discriminator step and one generator step, the non-saturating loss; a conditional GAN
+        (the default on labelled images) draws each fake with the label of a real image, as the task does."""
         import torch
         import torch.nn.functional as F
 
         net, (opt_g, opt_d) = self.net, self.opts
-        real = x * 2 - 1
-        fake = net.generate(torch.randn(len(real), net.latent_dim, device=self.dev), None)
-        d_real, d_fake = net.discriminate(real, None), net.discriminate(fake.detach(), None)
+        real, labels = x * 2 - 1, (y if net.conditional else None)
+        fake = net.generate(torch.randn(len(real), net.latent_dim, device=self.dev), labels)
+        d_real, d_fake = net.discriminate(real, labels), net.discriminate(fake.detach(), labels)
         d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.softplus(d_fake).mean()
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         net.discriminator.requires_grad_(False)
         net.head.requires_grad_(False)
-        g_loss = F.softplus(-net.discriminate(fake, None)).mean()
+        g_loss = F.softplus(-net.discriminate(fake, labels)).mean()
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -361,7 +362,7 @@ class PlainLoop:
         for i in range(self.n_steps):
             idx = perm[i * bs : (i + 1) * bs]
             if self.kind == "adversarial":
-                self.gan_step(x_train[idx])
+                self.gan_step(x_train[idx], y_train[idx])
             elif self.shift:  # audio: the framework's data shifts each training clip in time
                 self.step(random_shift(x_train[idx], self.shift), y_train[idx])
             else:

@@ -113,6 +113,26 @@ def test_benchmark_script_prints_the_table(bench_data):
 
 
 @pytest.mark.slow
+def test_load_benchmark_prints_the_table(bench_data):
+    """bench_load.py (issue 30): the GAN alone and beside a second process of its kind, the framework
+    against the plain loop. The plain loop trains the GAN the framework builds by default, conditional
+    on the digits' labels (it once called it without them and the benchmark stopped there)."""
+    r = cli("benchmarks/bench_load.py", "--model", "gan", "--seconds", "2", "--data-dir", str(bench_data), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = next((line for line in r.stdout.splitlines() if line.startswith("| gan |")), None)
+    assert row is not None, r.stdout[-2000:]
+    plain_idle, framework_idle, plain_loaded, framework_loaded, *ratios = (float(v) for v in row.split("|")[2:9])
+    assert min(plain_idle, framework_idle, plain_loaded, framework_loaded) > 0, row
+    # The ratios the goals are stated in, from the same (unrounded) medians as the steps/s shown.
+    expected = [framework_loaded / framework_idle, framework_loaded / plain_loaded, plain_idle / framework_idle]
+    assert ratios == [pytest.approx(e, rel=0.05, abs=0.01) for e in expected], row
+    # Each framework process says what it chose: one idle, two loaded.
+    chosen = re.findall(r"(idle|loaded): K=(\d+) threads=(\d+)", r.stdout)
+    assert sorted(state for state, _, _ in chosen) == ["idle", "loaded", "loaded"], r.stdout[-2000:]
+    assert all(int(k) >= 1 and int(t) >= 1 for _, k, t in chosen), chosen
+
+
+@pytest.mark.slow
 def test_benchmark_measures_each_callback(bench_data):
     """Two of the callbacks, one timed on the training epochs and one on the test pass (a process
     each, plus the bare run); the other variants differ only in the callback left on (checked below)."""

@@ -72,18 +72,29 @@ def test_auto_keeps_the_fastest_count_and_measures_again_when_the_load_changes(m
     assert tuner.measured == {2: pytest.approx(0.40), 1: pytest.approx(0.07)}
     assert machine.calibrations == 1  # steps_per_execution=auto measures K again at the new count
 
-    # The other process ends: one thread is now slower than two; the drift starts a new trial, once
-    # ten times the first trial's time has passed (a trial costs steps at slower counts).
+    # The other process ends: one thread is now slower than two; within RECHECK seconds a new trial
+    # (the drift, or the recheck, whichever comes first) chooses two.
     machine.cost = {2: 0.01, 1: 0.018}
     machine.steps(tuner, 200)
-    assert tuner.trials == 1
-    machine.steps(tuner, 5000)
+    assert tuner.trials == 1  # not at once: a trial costs steps at slower counts
+    machine.run_for(tuner, threads_module.RECHECK)
     assert tuner.trials == 2
     assert tuner.chosen == 2 and machine.threads == 2
     assert machine.calibrations == 2
     summary = tuner.summary()
     assert summary["chosen"] == 2 and summary["trials"] == 2 and summary["requested"] == "auto"
     assert summary["batch_ms"] == {"2": pytest.approx(10.0), "1": pytest.approx(18.0)}
+
+
+def test_a_load_that_comes_starts_a_trial_before_the_next_recheck(monkeypatch):
+    machine = FakeMachine(monkeypatch, {2: 0.010, 1: 0.018})  # idle: two threads
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.run_for(tuner, 75)  # rechecks at about 10, 30 and 70 s keep two; the next is 80 s later
+    assert tuner.chosen == 2 and tuner.trials == 4
+    machine.cost = {2: 0.40, 1: 0.07}  # another run starts
+    machine.run_for(tuner, 15)  # the moving median of 24 steps drifts: a trial at once
+    assert tuner.chosen == 1 and machine.threads == 1 and tuner.trials == 5
 
 
 def test_a_near_tie_keeps_every_thread(monkeypatch):
@@ -102,17 +113,18 @@ def test_a_near_tie_keeps_every_thread(monkeypatch):
     assert tuner.trials == 1 and tuner.chosen == 2 and machine.threads == 2
 
 
-def test_a_count_clearly_slower_after_a_round_is_not_timed_again(monkeypatch):
-    """Loaded, a step at two threads took 22x the time at one (a CNN's 2.3x): the trial stops timing it
-    after the first round instead of spending two more rounds of slow steps on it."""
-    for slow in (0.40, 0.046):
+def test_a_count_clearly_slower_is_not_timed_again(monkeypatch):
+    """Loaded, a batch at two threads took 22x the time at one (a CNN's 2.3x, 3.5x while both runs time
+    two threads): the trial leaves it after two such steps, or after the round when it is 1.5x slower,
+    instead of spending two more rounds of slow steps on it."""
+    for slow, timed in ((0.40, 2), (0.046, 2), (0.035, threads_module.STEPS)):
         machine = FakeMachine(monkeypatch, {2: slow, 1: 0.02})
         tuner = ThreadTuner("auto", processes=1)
         tuner.on_fit_start(machine.trainer, None)
         machine.steps(tuner, 40)
         assert tuner.chosen == 1 and tuner.trials == 1
-        assert len(tuner._times[2]) == threads_module.STEPS  # one round at two threads, not three
-        assert machine.seconds_at[2] == pytest.approx(threads_module.STEPS * slow)
+        assert len(tuner._times[2]) == timed, slow  # one round at two threads (or less), not three
+        assert machine.seconds_at[2] == pytest.approx(timed * slow)
 
     # Within the margin of clear: all rounds are timed (a burst cannot end the trial early).
     machine = FakeMachine(monkeypatch, {2: 0.012, 1: 0.010})
@@ -131,32 +143,30 @@ def test_the_trial_is_counted_in_batches_not_steps(monkeypatch):
     tuner.on_fit_start(machine.trainer, None)
     machine.steps(tuner, threads_module.WARMUP, batches=2)  # the fit's first steps (K=2 while K is measured)
     before = machine.now
-    machine.steps(tuner, 20, batches=6)
+    machine.steps(tuner, 12, batches=6)
     assert tuner.chosen == 1 and tuner.trials == 1
     assert tuner._times[2] == [pytest.approx(0.27)]  # one step of six batches at two threads
     assert machine.seconds_at[2] == pytest.approx(6 * 0.27)
     assert tuner.summary()["batch_ms"] == {"2": pytest.approx(270.0), "1": pytest.approx(120.0)}
-    assert machine.now - before == pytest.approx(20 * 6 * 0.12 + 6 * (0.27 - 0.12))
+    assert machine.now - before == pytest.approx(12 * 6 * 0.12 + 6 * (0.27 - 0.12))  # one slow step in all
 
 
-def test_fewer_threads_are_timed_again_later_since_their_steps_do_not_show_the_load_leaving(monkeypatch):
+def test_the_counts_are_timed_again_later_less_often_while_the_choice_holds(monkeypatch):
     """On two cores beside another run, one thread is fastest and takes as long a step when the other
-    run ends: no drift shows the free core. With fewer threads than available the trial runs again
-    after ``RECHECK`` seconds, doubling while the choice holds, so a lasting load costs little."""
+    run ends: no drift shows the free core. So the trial runs again ``RECHECK`` seconds later, then
+    twice as long after each that keeps the count, and a lasting load costs little."""
     machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07})
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
     machine.run_for(tuner, 600)
     assert tuner.chosen == 1
-    # Trials at the start and about 30, 90, 210 and 450 s later: 5, not one every 30 s.
-    assert tuner.trials == 5
-    assert machine.seconds_at[2] < 0.02 * 600  # the rechecks' steps at two threads: under 2% of the time
+    # Trials at the start and about 10, 30, 70, 150 and 310 s later: 6, not one every 10 s.
+    assert tuner.trials == 6
+    assert machine.seconds_at[2] < 0.03 * 600  # the rechecks' batches at two threads: under 3% of the time
     # The other run ends: one thread's step is as long as before, two threads' now shorter.
     machine.cost = {2: 0.04, 1: 0.07}
     machine.run_for(tuner, threads_module.RECHECK_MAX + 10)
-    assert tuner.chosen == 2 and machine.threads == 2 and tuner.trials == 6
-    machine.run_for(tuner, 600)
-    assert tuner.trials == 6  # every thread chosen: nothing to look again for while the step time holds
+    assert tuner.chosen == 2 and machine.threads == 2
 
 
 def test_the_first_steps_of_a_fit_do_not_decide_the_count(monkeypatch):
@@ -185,10 +195,13 @@ def test_a_burst_during_the_trial_does_not_decide_it(monkeypatch):
     machine = FakeMachine(monkeypatch, {2: 0.010, 1: 0.018})
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
-    # the fit's first steps, a round at one thread, the first step at two (short: not timed, the pool starts)
-    machine.steps(tuner, threads_module.WARMUP + threads_module.STEPS + 1)
-    machine.cost = {2: 0.5, 1: 0.018}  # a burst on the first timed step at two
+    # The fit's first step (nothing before it to time it from), its warm-up, the first step at one
+    # thread (short: untimed, the pool starts) and a round at one.
+    machine.steps(tuner, 1 + threads_module.WARMUP + 1 + threads_module.STEPS)
+    assert tuner._times == {1: [pytest.approx(0.018)] * threads_module.STEPS, 2: []}
+    machine.cost = {2: 0.5, 1: 0.018}  # a burst on the first step at two
     machine.steps(tuner, 1)
+    assert tuner._times[2] == [pytest.approx(0.5)]  # timed (a long first step is), and not enough to leave two
     machine.cost = {2: 0.010, 1: 0.018}
     machine.steps(tuner, 40)
     assert tuner.chosen == 2

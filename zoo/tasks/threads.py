@@ -15,14 +15,18 @@ count is fastest depends on the model and on the load at that moment, so it is m
   flip then chose one thread in a run of four; its validation and test passes, whose larger batches
   do use both cores, ran slower, and the whole epoch 1.44x a plain loop's against 1.27x at two threads.
   A busy machine is no near tie: there one thread was 2 to 20 times faster, and a count ``CLEAR``
-  times slower than the best after a round is not timed in the rounds left (one round then decides).
+  times slower than the best after a round is not timed in the rounds left (one round then decides),
+  and one whose steps in a round (two or more) each took ``ABANDON`` times the best is left before the
+  round ends.
   The trial is counted in batches, not Lightning steps: with ``steps_per_execution`` K batches a step,
   a trial of steps lasted K times as long (a CNN beside another run was still in it 20 s in).
 - It then watches the median time per batch over a window of steps; when it drifts by more than
   ``DRIFT`` times from what the choice was made with (the load came or went), the trial is run again.
-  With fewer threads than available it also runs again ``RECHECK`` seconds after the last (doubling
-  while the choice holds): a process that ran one thread beside another on two cores takes as long a
-  step when the other one ends, so no drift shows that the second core is free again.
+  It also runs again ``RECHECK`` seconds after a trial that chose a count, and twice as long after
+  each one that kept it, up to ``RECHECK_MAX``: a process that ran one thread beside another on two cores takes as long a step
+  when the other one ends, so no drift shows that the second core is free again; and two runs started
+  together time each other's trials (one timed two threads while the other ran one, and kept two,
+  2.3x slower, for the rest of its run). A recheck costs a round of batches at the other counts.
 - A new count makes the batches' time different, so ``steps_per_execution=auto`` (zoo.tasks.execution)
   is asked to measure its K again.
 
@@ -52,11 +56,12 @@ ROUNDS = 3  # interleaved rounds of every candidate
 SETTLE_S = 0.02  # after a change of count, a first step shorter than this is not timed (thread pool warm-up)
 WINDOW = 24  # steps in the moving median that watches for drift
 CLEAR = 1.5  # after a round, a count this many times slower than the best so far is not timed again
+ABANDON = 2.0  # within a round, a count whose steps so far (two or more) each took this many times the best is left
 MARGIN = 0.2  # fewer threads are kept only when their time per batch is more than this share below more threads'
 DRIFT = 1.6  # a moving median this many times above or below the chosen one starts a new trial
 MIN_GAP = 2.0  # seconds: a trial does not start again sooner than this many trials' time after the last
-RECHECK = 30.0  # seconds: with fewer threads than available, the trial runs again this long after the last
-RECHECK_MAX = 480.0  # ... doubling each time it keeps the same count, up to this
+RECHECK = 10.0  # seconds: the trial runs again this long after one that chose a new count, ...
+RECHECK_MAX = 480.0  # ... then twice as long after each that keeps the count, up to this
 
 
 def available_threads(processes: int = 1) -> int:
@@ -113,6 +118,7 @@ class ThreadTuner(L.Callback):
         self.trials = 0  # how many times the counts were measured
         self.measured: dict[int, float] = {}  # seconds per batch of each count, in the last trial
         self._rounds: list[list[int]] = []  # the counts still to time in this trial, round by round
+        self._alive: set[int] = set()
         self._times: dict[int, list[float]] = {}
         self._warmup = 0  # untimed steps left at the start of the fit
         self._settling = False  # the first step after a change of count
@@ -123,7 +129,8 @@ class ThreadTuner(L.Callback):
         self._trial_ended = 0.0
         self._trial_seconds = 0.0
         self._batches_left = 0  # batches still to time at the current count in this round
-        self._recheck = RECHECK  # seconds from the end of a trial to the next, while fewer threads run
+        self._this_round: list[float] = []  # seconds per batch of its steps so far
+        self._recheck = RECHECK  # seconds from the end of a trial to the next
         self._saved: int | None = None
 
     @property
@@ -167,6 +174,7 @@ class ThreadTuner(L.Callback):
     def _start_trial(self, warmup: int = 0) -> None:
         counts = candidates(self.available)[::-1]  # one thread first: [1, 2, 4, ...]
         self._rounds = [list(counts) for _ in range(ROUNDS)]  # interleaved: 1, 2 | 1, 2 | 1, 2
+        self._alive = set(counts)  # the counts not yet left as clearly slower
         self._times = {c: [] for c in counts}
         self._trial_started = time.perf_counter()
         self._window = []
@@ -181,6 +189,7 @@ class ThreadTuner(L.Callback):
         self._settling = count != torch.get_num_threads()
         torch.set_num_threads(count)
         self._batches_left = STEPS
+        self._this_round = []
 
     @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -212,19 +221,33 @@ class ThreadTuner(L.Callback):
             self._settling = False
             if seconds < SETTLE_S:  # a thread pool starting weighs on a short step; on a long one it is noise
                 return
-        round_ = self._rounds[0]
-        self._times[round_[0]].append(seconds / batches)
+        count = self._rounds[0][0]
+        self._times[count].append(seconds / batches)
+        self._this_round.append(seconds / batches)
         self._batches_left -= batches
-        if self._batches_left > 0:
+        if self._batches_left <= 0:
+            self._rounds[0].pop(0)
+        elif self._hopeless(count):
+            self._drop({count})
+        else:
             return
-        round_.pop(0)
-        if not round_:  # a round has ended: every candidate timed as often
+        if self._rounds and not self._rounds[0]:  # a round has ended: every candidate timed as often
             self._rounds.pop(0)
             self._drop_clear_losers()
+        if len(self._alive) <= 1:
+            self._rounds = []  # one count left: it is the choice; its median so far is the reference
         if self._rounds:
             self._switch(self._rounds[0][0])
         else:
             self._decide(trainer)
+
+    def _hopeless(self, count: int) -> bool:
+        """The steps of this round at ``count``, two or more, each took ``ABANDON`` times the best
+        median of another count: two runs that both time two threads at once on two cores wait 3.5x as
+        long a batch as at one, and the round's other batches would only add to that. (One slow step
+        may be a burst of load, or the step that writes the logs.)"""
+        others = [statistics.median(t) for c, t in self._times.items() if c != count and t]
+        return len(self._this_round) >= 2 and bool(others) and min(self._this_round) > ABANDON * min(others)
 
     def _drop_clear_losers(self) -> None:
         """After a round, a count whose median so far is ``CLEAR`` times the best's is not timed again:
@@ -234,17 +257,21 @@ class ThreadTuner(L.Callback):
         the next trial (``RECHECK``)."""
         medians = {c: statistics.median(t) for c, t in self._times.items() if t}
         best = min(medians.values())
-        losers = {c for c, m in medians.items() if m > CLEAR * best}
+        self._drop({c for c, m in medians.items() if m > CLEAR * best})
+
+    def _drop(self, losers: set[int]) -> None:
+        """``losers`` are not timed again in this trial (their times so far stay in it)."""
+        self._alive -= losers
         self._rounds = [[c for c in r if c not in losers] for r in self._rounds]
-        if len({c for r in self._rounds for c in r}) <= 1:
-            self._rounds = []  # one count left: it is the choice; its median so far is the reference
+        while self._rounds and not self._rounds[0]:
+            self._rounds.pop(0)
 
     def _decide(self, trainer) -> None:
         self.measured = {c: statistics.median(t) for c, t in self._times.items() if t}
         best = choose_count(self.measured)
         changed = best != self.chosen or self.trials == 0
-        # While fewer threads than available hold, look again later, less often each time they are kept.
-        self._recheck = RECHECK if best != self.chosen else min(2 * self._recheck, RECHECK_MAX)
+        # Look again later, less often each time the count is kept.
+        self._recheck = RECHECK if best != self.chosen or self.trials == 0 else min(2 * self._recheck, RECHECK_MAX)
         self.chosen = best
         self.trials += 1
         torch.set_num_threads(best)
@@ -260,8 +287,8 @@ class ThreadTuner(L.Callback):
     def _watch(self, per_batch: float) -> None:
         now = time.perf_counter()
         since = now - self._trial_ended
-        if self.chosen < self.available and since >= self._recheck:
-            self._start_trial()  # the load may have gone: one thread's step time would not show it
+        if since >= self._recheck:
+            self._start_trial()  # the load may have gone (one thread's step time would not show it)
             return
         self._window.append(per_batch)
         if len(self._window) < WINDOW:
