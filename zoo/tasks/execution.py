@@ -128,8 +128,9 @@ class ExecutionPlan:
         loaded machine). The overhead is the median of each execution's own excess over twice its own
         inner batch: a pair is timed within a fraction of a second, so a load that changes over
         seconds weighs on both halves, and a burst on either half moves one pair up or down, not the
-        median. (The lower quartile of the executions less twice that of the batches mixed moments of
-        different load: a CNN whose overhead is under 1% of a batch chose K from 1 to 8 beside another run.)"""
+        median. (The lower quartile of the executions less twice that of the batches read too much:
+        the low end of a sum of two noisy batches is not twice the low end of one, and a CNN whose
+        overhead is under 1% of a batch chose K from 1 to 8 beside another run.)"""
         batch = low_quartile(inner)
         overhead = max(0.0, statistics.median(e - 2 * b for b, e in zip(inner, executions)))
         self.k = max(1, min(MAX_AUTO, math.ceil(overhead / (OVERHEAD * batch)))) if batch > 0 else 1

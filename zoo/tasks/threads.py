@@ -271,7 +271,7 @@ class ThreadTuner(L.Callback):
         best = choose_count(self.measured)
         changed = best != self.chosen or self.trials == 0
         # Look again later, less often each time the count is kept.
-        self._recheck = RECHECK if best != self.chosen or self.trials == 0 else min(2 * self._recheck, RECHECK_MAX)
+        self._recheck = RECHECK if changed else min(2 * self._recheck, RECHECK_MAX)
         self.chosen = best
         self.trials += 1
         torch.set_num_threads(best)
