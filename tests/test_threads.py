@@ -134,6 +134,19 @@ def test_a_count_clearly_slower_is_not_timed_again(monkeypatch):
     assert len(tuner._times[2]) == len(tuner._times[1]) == threads_module.STEPS * threads_module.ROUNDS
 
 
+def test_on_more_cores_the_clearly_slower_counts_leave_and_the_close_ones_are_timed_to_the_end(monkeypatch):
+    machine = FakeMachine(monkeypatch, {8: 0.40, 4: 0.09, 2: 0.011, 1: 0.012})  # 8 cores, a busy machine
+    machine.threads = 8
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    assert tuner.available == 8 and machine.threads == 1
+    machine.steps(tuner, 60)
+    assert tuner.trials == 1 and tuner.chosen == 2 and machine.threads == 2
+    assert len(tuner._times[8]) == 2  # two steps, each 2x the best: left within the first round
+    assert len(tuner._times[4]) == 2
+    assert len(tuner._times[2]) == len(tuner._times[1]) == threads_module.STEPS * threads_module.ROUNDS
+
+
 def test_the_trial_is_counted_in_batches_not_steps(monkeypatch):
     """With steps_per_execution=K a Lightning step trains K batches: a trial of steps lasted K times as
     long, and a CNN beside another run was still in it 20 s in. It times ``STEPS`` batches a count and

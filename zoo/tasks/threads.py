@@ -23,10 +23,11 @@ count is fastest depends on the model and on the load at that moment, so it is m
 - It then watches the median time per batch over a window of steps; when it drifts by more than
   ``DRIFT`` times from what the choice was made with (the load came or went), the trial is run again.
   It also runs again ``RECHECK`` seconds after a trial that chose a count, and twice as long after
-  each one that kept it, up to ``RECHECK_MAX``: a process that ran one thread beside another on two cores takes as long a step
-  when the other one ends, so no drift shows that the second core is free again; and two runs started
-  together time each other's trials (one timed two threads while the other ran one, and kept two,
-  2.3x slower, for the rest of its run). A recheck costs a round of batches at the other counts.
+  each one that kept it, up to ``RECHECK_MAX``: a process that ran one thread beside another on two
+  cores takes as long a step when the other one ends, so no drift shows that the second core is free
+  again; and two runs started together time each other's trials (one timed two threads while the
+  other ran one, and kept two for the rest of its run). A recheck costs a round of batches at the
+  other counts.
 - A new count makes the batches' time different, so ``steps_per_execution=auto`` (zoo.tasks.execution)
   is asked to measure its K again.
 
@@ -231,14 +232,14 @@ class ThreadTuner(L.Callback):
             self._drop({count})
         else:
             return
-        if self._rounds and not self._rounds[0]:  # a round has ended: every candidate timed as often
+        if not self._rounds[0]:  # a round has ended: every candidate left in it timed as often
             self._rounds.pop(0)
             self._drop_clear_losers()
-        if len(self._alive) <= 1:
-            self._rounds = []  # one count left: it is the choice; its median so far is the reference
-        if self._rounds:
+        # One count left is the choice (its median so far is the reference); so is the best after the last round.
+        if len(self._alive) > 1 and self._rounds:
             self._switch(self._rounds[0][0])
         else:
+            self._rounds = []
             self._decide(trainer)
 
     def _hopeless(self, count: int) -> bool:
@@ -263,8 +264,6 @@ class ThreadTuner(L.Callback):
         """``losers`` are not timed again in this trial (their times so far stay in it)."""
         self._alive -= losers
         self._rounds = [[c for c in r if c not in losers] for r in self._rounds]
-        while self._rounds and not self._rounds[0]:
-            self._rounds.pop(0)
 
     def _decide(self, trainer) -> None:
         self.measured = {c: statistics.median(t) for c, t in self._times.items() if t}
