@@ -15,7 +15,10 @@ bench_train.py's case overrides (no early stopping, no histograms).
 
 The table: steps/s of each alone and loaded, and the ratios the goals are stated in:
 loaded/idle of the framework (goal >= 0.4: a fair share of two cores is 0.5), framework/plain
-loaded (goal >= 2) and framework/plain idle (the time ratio, goal <= 1.2). Medians over rounds.
+loaded (goal >= 2) and framework/plain idle (the time ratio, goal <= 1.2). Steps/s are medians over
+rounds; each ratio is taken within a round (its four measurements follow each other within about two
+minutes) and the median of those is shown, since a shared machine's speed drifts between rounds by
+more than the gaps measured.
 """
 
 from __future__ import annotations
@@ -193,20 +196,33 @@ def main() -> None:
                         f"{state}: K={r.get('k')} threads={(r.get('threads') or {}).get('chosen')}" for r in m["runs"]
                     ]
         med = {k: statistics.median(v) for k, v in cells.items()}
-        rows.append((model, med))
+        ratios = round_ratios(cells)
+        rows.append((model, med, {k: statistics.median(v) for k, v in ratios.items()}))
         print(f"{model}: " + ", ".join(f"{k} {v:.1f} steps/s" for k, v in med.items()) + " | " + "; ".join(detail))
+        if args.rounds > 1:
+            print("  by round: " + "; ".join(f"{k} " + " ".join(f"{r:.2f}" for r in v) for k, v in ratios.items()))
 
     print(
         "\n| model | plain idle | framework idle | plain loaded | framework loaded | framework loaded / idle "
         "(goal >= 0.4) | framework / plain, loaded (goal >= 2) | time framework / plain, idle (goal <= 1.2) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for model, m in rows:
+    for model, m, r in rows:
         print(
             f"| {model} | {m['plain idle']:.1f} | {m['framework idle']:.1f} | {m['plain loaded']:.1f} | "
-            f"{m['framework loaded']:.1f} | {m['framework loaded'] / m['framework idle']:.2f} | "
-            f"{m['framework loaded'] / m['plain loaded']:.2f} | {m['plain idle'] / m['framework idle']:.2f} |"
+            f"{m['framework loaded']:.1f} | {r['kept']:.2f} | {r['loaded']:.2f} | {r['idle']:.2f} |"
         )
+
+
+def round_ratios(cells: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The goals' three ratios in each round: framework loaded / idle ("kept"), framework / plain
+    loaded ("loaded"), and plain / framework steps/s idle (the time ratio, "idle")."""
+    rounds = range(len(cells["plain idle"]))
+    return {
+        "kept": [cells["framework loaded"][i] / cells["framework idle"][i] for i in rounds],
+        "loaded": [cells["framework loaded"][i] / cells["plain loaded"][i] for i in rounds],
+        "idle": [cells["plain idle"][i] / cells["framework idle"][i] for i in rounds],
+    }
 
 
 if __name__ == "__main__":

@@ -132,6 +132,22 @@ def test_load_benchmark_prints_the_table(bench_data):
     assert all(int(k) >= 1 and int(t) >= 1 for _, k, t in chosen), chosen
 
 
+def test_load_benchmark_takes_each_ratio_within_a_round():
+    """On a shared machine a round that runs at half speed moves every cell of that round alike: the
+    ratio within each round holds, the ratio of medians taken from different rounds does not."""
+    bench_load = benchmark_script("bench_load")
+    cells = {
+        "plain idle": [10.0, 5.0, 10.0],
+        "framework idle": [10.0, 5.0, 8.0],
+        "plain loaded": [2.5, 1.0, 2.0],
+        "framework loaded": [5.0, 2.0, 5.0],
+    }
+    ratios = bench_load.round_ratios(cells)
+    assert ratios["loaded"] == [2.0, 2.0, 2.5]  # medians of the cells would read 5.0 / 2.0 = 2.5
+    assert ratios["kept"] == [0.5, 0.4, 0.625]
+    assert ratios["idle"] == [1.0, 1.0, 1.25]
+
+
 @pytest.mark.slow
 def test_benchmark_measures_each_callback(bench_data):
     """Two of the callbacks, one timed on the training epochs and one on the test pass (a process

@@ -19,10 +19,14 @@ class FakeMachine:
     """A clock and a trainer whose training batches take ``cost[threads]`` seconds, the cost given by
     the load at the moment (changed by the test)."""
 
-    def __init__(self, monkeypatch, cost: dict[int, float]):
+    def __init__(self, monkeypatch, cost: dict[int, float], others: float = 0.0, cores: int = 2):
         self.now = 0.0
         self.cost = cost
         self.threads = 2
+        self.others = others  # cores other processes keep busy (a busy machine: about one of two)
+        self.cores = cores
+        self.own_cpu = 0.0
+        self.others_cpu = 0.0
         self.calibrations = 0
         self.seconds_at: dict[int, float] = {}  # training time spent at each thread count
         loop = SimpleNamespace(_batches_that_stepped=0)
@@ -33,6 +37,9 @@ class FakeMachine:
         monkeypatch.setattr(threads_module.time, "perf_counter", lambda: self.now)
         monkeypatch.setattr(threads_module.torch, "set_num_threads", self._set)
         monkeypatch.setattr(threads_module.torch, "get_num_threads", lambda: self.threads)
+        monkeypatch.setattr(
+            threads_module, "cpu_seconds", lambda: (self.own_cpu + self.others_cpu, self.own_cpu, self.cores)
+        )
 
     def _set(self, n: int) -> None:
         self.threads = n
@@ -46,6 +53,8 @@ class FakeMachine:
             seconds = batches * self.cost[self.threads]
             self.now += seconds
             self.seconds_at[self.threads] = self.seconds_at.get(self.threads, 0.0) + seconds
+            self.own_cpu += seconds * min(self.threads, self.cores - self.others)
+            self.others_cpu += seconds * self.others
             self.trainer.fit_loop.epoch_loop._batches_that_stepped += batches
             tuner.on_train_batch_end(self.trainer, None, None, None, 0)
 
@@ -111,6 +120,46 @@ def test_a_near_tie_keeps_every_thread(monkeypatch):
     tuner.on_fit_start(machine.trainer, None)
     machine.steps(tuner, 60)
     assert tuner.trials == 1 and tuner.chosen == 2 and machine.threads == 2
+    assert tuner.summary()["other_cores"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("others, chosen", [(0.0, 2), (0.3, 2), (1.0, 1), (0.7, 1)])
+def test_on_a_busy_machine_the_fastest_count_is_kept_however_close(monkeypatch, others, chosen):
+    """Beside another run a CNN batch took 164 ms at two threads and 135 at one: within the near-tie
+    margin, so two were kept, slowing both runs. When other processes held a core during the trial
+    (read from the machine's CPU time less this process's), there is no tie to protect: the fastest wins."""
+    machine = FakeMachine(monkeypatch, {2: 0.164, 1: 0.135}, others=others)
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+    machine.steps(tuner, 40)
+    assert tuner.trials == 1 and tuner.chosen == chosen and machine.threads == chosen
+    assert tuner.summary()["other_cores"] == pytest.approx(others)
+
+
+def test_on_eight_cores_the_margin_holds_while_the_largest_count_has_its_cores(monkeypatch):
+    """Eight cores, four threads each (a joblib sweep of two jobs): the other job's four cores leave
+    room for this one's four, so a near tie still keeps four; a fifth busy core makes the machine busy."""
+    for others, chosen in ((4.0, 4), (5.0, 2)):
+        machine = FakeMachine(monkeypatch, {4: 0.0100, 2: 0.0090, 1: 0.0130}, others=others, cores=8)
+        machine.threads = 4
+        tuner = ThreadTuner("auto", processes=2)
+        monkeypatch.setattr(threads_module.torch, "get_num_threads", lambda: 8)
+        tuner.on_fit_start(machine.trainer, None)
+        monkeypatch.setattr(threads_module.torch, "get_num_threads", lambda: machine.threads)
+        assert tuner.available == 4
+        machine.steps(tuner, 80)
+        assert tuner.chosen == chosen, others
+
+
+def test_the_machine_s_cpu_time_is_read_where_linux_gives_it():
+    reading = threads_module.cpu_seconds()
+    if reading is None:
+        pytest.skip("no /proc/stat on this system: the near-tie margin always applies here")
+    machine, own, cores = reading
+    assert cores >= 1 and machine >= own > 0
+    assert threads_module.other_cores(reading, reading, 1.0) == 0.0
+    assert threads_module.other_cores(None, reading, 1.0) is None
+    assert threads_module.other_cores((10.0, 4.0, 2), (12.0, 5.0, 2), 2.0) == pytest.approx(0.5)
 
 
 def test_a_count_clearly_slower_is_not_timed_again(monkeypatch):

@@ -10,11 +10,16 @@ count is fastest depends on the model and on the load at that moment, so it is m
   candidate count (one thread, then doubling up to the available threads), ``STEPS`` batches a count
   and round, in interleaved rounds so that a change of load during the trial weighs on
   every candidate alike, and keeps the count with the lowest median time per batch, but for a near tie:
-  a count below the largest must beat it by more than ``MARGIN``. Idle, a small model's training step
+  a count below the largest must beat it by more than ``MARGIN`` when the machine had a free core for
+  every thread. Idle, a small model's training step
   takes about as long at one thread as at two (matrix factorisation: 3.2 against 3.1 ms), and a coin
   flip then chose one thread in a run of four; its validation and test passes, whose larger batches
   do use both cores, ran slower, and the whole epoch 1.44x a plain loop's against 1.27x at two threads.
-  A busy machine is no near tie: there one thread was 2 to 20 times faster, and a count ``CLEAR``
+  On a busy machine the fastest count is kept, however close: there more threads wait on cores other
+  processes hold and slow those processes too (a CNN beside another run: 164 ms a batch at two
+  threads against 135 at one, and the margin kept two). Whether the machine was busy is read from
+  the CPU time every process used during the trial less this one's (Linux's /proc/stat); where that
+  cannot be read, the margin applies. One thread was 2 to 20 times faster there, and a count ``CLEAR``
   times slower than the best after a round is not timed in the rounds left (one round then decides),
   and one whose steps in a round (two or more) each took ``ABANDON`` times the best is left before the
   round ends.
@@ -58,7 +63,8 @@ SETTLE_S = 0.02  # after a change of count, a first step shorter than this is no
 WINDOW = 24  # steps in the moving median that watches for drift
 CLEAR = 1.5  # after a round, a count this many times slower than the best so far is not timed again
 ABANDON = 2.0  # within a round, a count whose steps so far (two or more) each took this many times the best is left
-MARGIN = 0.2  # fewer threads are kept only when their time per batch is more than this share below more threads'
+MARGIN = 0.2  # on a machine with free cores, fewer threads are kept only when this share faster than more
+BUSY_CORES = 0.5  # other processes using this much of the cores the largest count needs make the machine busy
 DRIFT = 1.6  # a moving median this many times above or below the chosen one starts a new trial
 MIN_GAP = 2.0  # seconds: a trial does not start again sooner than this many trials' time after the last
 RECHECK = 10.0  # seconds: the trial runs again this long after one that chose a new count, ...
@@ -99,12 +105,36 @@ def parallel_processes() -> int:
     return min(cores, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)  # joblib: -1 is every core
 
 
-def choose_count(measured: dict[int, float]) -> int:
+def choose_count(measured: dict[int, float], margin: float = MARGIN) -> int:
     """The thread count to keep from the median seconds per batch of each: the fastest, unless a
-    larger count is within ``MARGIN`` of it (then the largest such count: near a tie, more threads
+    larger count is within ``margin`` of it (then the largest such count: near a tie, more threads
     also speed up what the trial did not time, the validation and test passes)."""
     fastest = min(measured.values())
-    return max(c for c, t in measured.items() if t * (1 - MARGIN) <= fastest)
+    return max(c for c, t in measured.items() if t * (1 - margin) <= fastest)
+
+
+def cpu_seconds() -> tuple[float, float, int] | None:
+    """(CPU seconds every process on this machine has used, those of this process, the cores) now;
+    None where the machine's total cannot be read (it is Linux's /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        fields = [int(v) for v in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+        cores = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    if len(fields) < 8 or cores < 1:
+        return None
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and waiting for input/output (steal is taken)
+    return busy / ticks, time.process_time(), cores
+
+
+def other_cores(start: tuple[float, float, int] | None, end: tuple[float, float, int] | None, seconds: float):
+    """How many cores other processes kept busy between two ``cpu_seconds`` readings ``seconds`` apart."""
+    if start is None or end is None or seconds <= 0:
+        return None
+    return max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / seconds)
 
 
 class ThreadTuner(L.Callback):
@@ -133,6 +163,8 @@ class ThreadTuner(L.Callback):
         self._this_round: list[float] = []  # seconds per batch of its steps so far
         self._recheck = RECHECK  # seconds from the end of a trial to the next
         self._saved: int | None = None
+        self._cpu_at_start: tuple[float, float, int] | None = None  # cpu_seconds() when the trial began
+        self.others: float | None = None  # cores other processes kept busy during the last trial
 
     @property
     def auto(self) -> bool:
@@ -168,6 +200,7 @@ class ThreadTuner(L.Callback):
             "chosen": self.chosen,
             "trials": self.trials,
             "batch_ms": {str(k): round(v * 1e3, 3) for k, v in sorted(self.measured.items(), reverse=True)},
+            **({"other_cores": round(self.others, 2)} if self.others is not None else {}),
         }
 
     # ---- timing ---------------------------------------------------------------------------------
@@ -178,6 +211,7 @@ class ThreadTuner(L.Callback):
         self._alive = set(counts)  # the counts not yet left as clearly slower
         self._times = {c: [] for c in counts}
         self._trial_started = time.perf_counter()
+        self._cpu_at_start = cpu_seconds()
         self._window = []
         self._warmup = warmup
         self._switch(counts[0])
@@ -267,7 +301,12 @@ class ThreadTuner(L.Callback):
 
     def _decide(self, trainer) -> None:
         self.measured = {c: statistics.median(t) for c, t in self._times.items() if t}
-        best = choose_count(self.measured)
+        now = time.perf_counter()
+        end = cpu_seconds()
+        self.others = other_cores(self._cpu_at_start, end, now - self._trial_started)
+        # Busy: other processes held more than BUSY_CORES of the cores the largest count would use.
+        busy = self.others is not None and end[2] - self.others < max(self.measured) - BUSY_CORES
+        best = choose_count(self.measured, margin=0.0 if busy else MARGIN)
         changed = best != self.chosen or self.trials == 0
         # Look again later, less often each time the count is kept.
         self._recheck = RECHECK if changed else min(2 * self._recheck, RECHECK_MAX)
@@ -275,7 +314,7 @@ class ThreadTuner(L.Callback):
         self.trials += 1
         torch.set_num_threads(best)
         self._reference = self.measured[best]
-        self._trial_ended = time.perf_counter()
+        self._trial_ended = now
         self._trial_seconds = self._trial_ended - self._trial_started
         self._last = None  # the next step starts at the new count: not timed against the trial's
         if changed:
