@@ -19,7 +19,7 @@ class FakeMachine:
     """A clock and a trainer whose training batches take ``cost[threads]`` seconds, the cost given by
     the load at the moment (changed by the test)."""
 
-    def __init__(self, monkeypatch, cost: dict[int, float], others: float = 0.0, cores: int = 2):
+    def __init__(self, monkeypatch, cost: dict[int, float], others: float = 0.0, cores: int = 2, readable=True):
         self.now = 0.0
         self.cost = cost
         self.threads = 2
@@ -38,8 +38,14 @@ class FakeMachine:
         monkeypatch.setattr(threads_module.torch, "set_num_threads", self._set)
         monkeypatch.setattr(threads_module.torch, "get_num_threads", lambda: self.threads)
         monkeypatch.setattr(
-            threads_module, "cpu_seconds", lambda: (self.own_cpu + self.others_cpu, self.own_cpu, self.cores)
+            threads_module,
+            "cpu_seconds",
+            lambda: (self.own_cpu + self.others_cpu, self.own_cpu, self.cores) if readable else None,
         )
+
+    def load(self, cost: dict[int, float], others: float) -> None:
+        """Another process starts (``others`` about 1 of 2 cores) or ends (0): new costs per count."""
+        self.cost, self.others = cost, others
 
     def _set(self, n: int) -> None:
         self.threads = n
@@ -71,7 +77,7 @@ def test_candidates_halve_down_to_one():
 
 
 def test_auto_keeps_the_fastest_count_and_measures_again_when_the_load_changes(monkeypatch):
-    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07})  # loaded: two threads wait on each other
+    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07}, others=1.0)  # loaded: two threads wait on each other
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
     assert machine.threads == 1  # the trial starts at one thread (cheap on a busy machine, cold steps anyway)
@@ -83,8 +89,8 @@ def test_auto_keeps_the_fastest_count_and_measures_again_when_the_load_changes(m
 
     # The other process ends: one thread is now slower than two; within RECHECK seconds a new trial
     # (the drift, or the recheck, whichever comes first) chooses two.
-    machine.cost = {2: 0.01, 1: 0.018}
-    machine.steps(tuner, 200)
+    machine.load({2: 0.01, 1: 0.018}, others=0.0)
+    machine.steps(tuner, 100)
     assert tuner.trials == 1  # not at once: a trial costs steps at slower counts
     machine.run_for(tuner, threads_module.RECHECK)
     assert tuner.trials == 2
@@ -93,17 +99,42 @@ def test_auto_keeps_the_fastest_count_and_measures_again_when_the_load_changes(m
     summary = tuner.summary()
     assert summary["chosen"] == 2 and summary["trials"] == 2 and summary["requested"] == "auto"
     assert summary["batch_ms"] == {"2": pytest.approx(10.0), "1": pytest.approx(18.0)}
+    assert summary["other_cores"] == pytest.approx(0.0)
 
 
 def test_a_load_that_comes_starts_a_trial_before_the_next_recheck(monkeypatch):
-    machine = FakeMachine(monkeypatch, {2: 0.010, 1: 0.018})  # idle: two threads
+    """Idle, the trial saw room for every thread: no recheck is needed while the load holds (a load
+    that comes shows in the step time and in the reading). When one comes, a trial runs at once."""
+    for readable, trials in ((True, 1), (False, 4)):
+        machine = FakeMachine(monkeypatch, {2: 0.010, 1: 0.018}, readable=readable)  # idle: two threads
+        tuner = ThreadTuner("auto", processes=1)
+        tuner.on_fit_start(machine.trainer, None)
+        # Where the load cannot be read, rechecks at about 10, 30 and 70 s keep two; the next is 80 s later.
+        machine.run_for(tuner, 75)
+        assert tuner.chosen == 2 and tuner.trials == trials
+        machine.load({2: 0.40, 1: 0.07}, others=1.0)  # another run starts
+        machine.run_for(tuner, 9)  # the moving median of 24 steps drifts (and the load shows): a trial at once
+        assert tuner.chosen == 1 and machine.threads == 1 and tuner.trials == trials + 1
+
+
+def test_a_core_freed_by_a_run_that_ends_is_taken_within_seconds(monkeypatch):
+    """Beside another run one thread is fastest, and its step takes as long when that run ends: no
+    drift shows the free core, but the other processes' CPU time does, two readings later."""
+    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07}, others=1.0)
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
-    machine.run_for(tuner, 75)  # rechecks at about 10, 30 and 70 s keep two; the next is 80 s later
-    assert tuner.chosen == 2 and tuner.trials == 4
-    machine.cost = {2: 0.40, 1: 0.07}  # another run starts
-    machine.run_for(tuner, 15)  # the moving median of 24 steps drifts: a trial at once
-    assert tuner.chosen == 1 and machine.threads == 1 and tuner.trials == 5
+    machine.run_for(tuner, 100)  # trials at the start, about 10, 30 and 70 s: the next recheck is at 150 s
+    assert tuner.chosen == 1 and tuner.trials == 4
+    machine.load({2: 0.04, 1: 0.07}, others=0.0)  # the other run ends
+    machine.run_for(tuner, 3 * threads_module.LOAD_EVERY)
+    assert tuner.trials == 5 and tuner.chosen == 2 and machine.threads == 2
+    assert tuner.summary()["other_cores"] == pytest.approx(0.0)
+    # A burst of load in one reading is not a change of load.
+    machine.load({2: 0.04, 1: 0.07}, others=1.0)
+    machine.run_for(tuner, threads_module.LOAD_EVERY)
+    machine.load({2: 0.04, 1: 0.07}, others=0.0)
+    machine.run_for(tuner, 60)
+    assert tuner.trials == 5
 
 
 def test_a_near_tie_keeps_every_thread(monkeypatch):
@@ -141,11 +172,9 @@ def test_on_eight_cores_the_margin_holds_while_the_largest_count_has_its_cores(m
     room for this one's four, so a near tie still keeps four; a fifth busy core makes the machine busy."""
     for others, chosen in ((4.0, 4), (5.0, 2)):
         machine = FakeMachine(monkeypatch, {4: 0.0100, 2: 0.0090, 1: 0.0130}, others=others, cores=8)
-        machine.threads = 4
+        machine.threads = 8  # PyTorch's count on 8 cores, halved for each of the two jobs
         tuner = ThreadTuner("auto", processes=2)
-        monkeypatch.setattr(threads_module.torch, "get_num_threads", lambda: 8)
         tuner.on_fit_start(machine.trainer, None)
-        monkeypatch.setattr(threads_module.torch, "get_num_threads", lambda: machine.threads)
         assert tuner.available == 4
         machine.steps(tuner, 80)
         assert tuner.chosen == chosen, others
@@ -213,11 +242,13 @@ def test_the_trial_is_counted_in_batches_not_steps(monkeypatch):
     assert machine.now - before == pytest.approx(12 * 6 * 0.12 + 6 * (0.27 - 0.12))  # one slow step in all
 
 
-def test_the_counts_are_timed_again_later_less_often_while_the_choice_holds(monkeypatch):
-    """On two cores beside another run, one thread is fastest and takes as long a step when the other
-    run ends: no drift shows the free core. So the trial runs again ``RECHECK`` seconds later, then
-    twice as long after each that keeps the count, and a lasting load costs little."""
-    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07})
+@pytest.mark.parametrize("readable", [True, False])
+def test_the_counts_are_timed_again_later_less_often_while_the_choice_holds(monkeypatch, readable):
+    """On two cores beside another run, two runs started together may have timed each other's trials,
+    and where the load cannot be read no reading shows the other run end. So after a busy trial the
+    counts are timed again ``RECHECK`` seconds later, then twice as long after each that keeps the
+    count, and a lasting load costs little."""
+    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07}, others=1.0, readable=readable)
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
     machine.run_for(tuner, 600)
@@ -225,10 +256,13 @@ def test_the_counts_are_timed_again_later_less_often_while_the_choice_holds(monk
     # Trials at the start and about 10, 30, 70, 150 and 310 s later: 6, not one every 10 s.
     assert tuner.trials == 6
     assert machine.seconds_at[2] < 0.03 * 600  # the rechecks' batches at two threads: under 3% of the time
-    # The other run ends: one thread's step is as long as before, two threads' now shorter.
-    machine.cost = {2: 0.04, 1: 0.07}
+    # The other run ends: one thread's step is as long as before, two threads' now shorter; found
+    # at the next recheck, or two readings of the load later where it can be read.
+    machine.load({2: 0.04, 1: 0.07}, others=0.0)
     machine.run_for(tuner, threads_module.RECHECK_MAX + 10)
     assert tuner.chosen == 2 and machine.threads == 2
+    if readable:
+        assert machine.seconds_at[2] > threads_module.RECHECK_MAX + 10 - 3 * threads_module.LOAD_EVERY - 1
 
 
 def test_the_first_steps_of_a_fit_do_not_decide_the_count(monkeypatch):
@@ -385,3 +419,16 @@ def test_a_thread_count_that_cannot_work_is_refused_naming_the_key(value, tmp_pa
     r = command("train.py", f"threads={value}", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2
     assert "threads" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_console_s_results_say_why_the_count_was_chosen(capsys, monkeypatch):
+    from zoo.run.report import report
+
+    monkeypatch.setenv("COLUMNS", "200")  # one line a row
+
+    threads = {"requested": "auto", "available": 2, "chosen": 1, "trials": 2, "batch_ms": {"2": 191.3, "1": 114.0}}
+    report({"epochs": 1, "threads": {**threads, "other_cores": 0.83}})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 (per batch 2: 191.3 ms, 1: 114 ms; other processes busy on 0.83 cores)" in out
+    report({"epochs": 1, "threads": threads})  # where the load cannot be read
+    assert "1 (per batch 2: 191.3 ms, 1: 114 ms)" in " ".join(capsys.readouterr().out.split())

@@ -66,7 +66,9 @@ def report(summary: dict, out_dir: str | None = None) -> None:
     threads = summary.get("threads")
     if isinstance(threads, dict) and threads.get("chosen") is not None:
         times = ", ".join(f"{n}: {ms:g} ms" for n, ms in threads.get("batch_ms", {}).items())
-        table.add_row("threads", f"{threads['chosen']}" + (f" (per batch {times})" if times else ""))
+        others = threads.get("other_cores")
+        busy = f"; other processes busy on {others:g} cores" if others is not None and times else ""
+        table.add_row("threads", f"{threads['chosen']}" + (f" (per batch {times}{busy})" if times else ""))
     console = Console()
     console.print(table)
     if out_dir:

@@ -27,12 +27,16 @@ count is fastest depends on the model and on the load at that moment, so it is m
   a trial of steps lasted K times as long (a CNN beside another run was still in it 20 s in).
 - It then watches the median time per batch over a window of steps; when it drifts by more than
   ``DRIFT`` times from what the choice was made with (the load came or went), the trial is run again.
-  It also runs again ``RECHECK`` seconds after a trial that chose a count, and twice as long after
-  each one that kept it, up to ``RECHECK_MAX``: a process that ran one thread beside another on two
-  cores takes as long a step when the other one ends, so no drift shows that the second core is free
-  again; and two runs started together time each other's trials (one timed two threads while the
-  other ran one, and kept two for the rest of its run). A recheck costs a round of batches at the
-  other counts.
+  It also watches the load itself: when the cores other processes keep busy differ by ``LOAD_SHIFT``
+  from what they were during the trial, in two readings ``LOAD_EVERY`` seconds long in a row, the
+  trial is run again. A process that ran one thread beside another on two cores takes as long a step
+  when the other one ends, so no drift shows that the second core is free again; the load does.
+- After a trial on a busy machine (or where the load cannot be read) it also runs again ``RECHECK``
+  seconds after a trial that chose a count, and twice as long after each one that kept it, up to
+  ``RECHECK_MAX``: two runs started together time each other's trials (one timed two threads while
+  the other ran one, and kept two for the rest of its run), which no change of load would show. A
+  recheck costs a round of batches at the other counts; a machine with room for every thread during
+  the trial needs none (a load that comes shows in the reading and in the step time).
 - A new count makes the batches' time different, so ``steps_per_execution=auto`` (zoo.tasks.execution)
   is asked to measure its K again.
 
@@ -69,6 +73,8 @@ DRIFT = 1.6  # a moving median this many times above or below the chosen one sta
 MIN_GAP = 2.0  # seconds: a trial does not start again sooner than this many trials' time after the last
 RECHECK = 10.0  # seconds: the trial runs again this long after one that chose a new count, ...
 RECHECK_MAX = 480.0  # ... then twice as long after each that keeps the count, up to this
+LOAD_EVERY = 2.0  # seconds of training between two readings of the other processes' load
+LOAD_SHIFT = 0.5  # cores: other processes' load this far from the trial's, twice in a row, starts a trial
 
 
 def available_threads(processes: int = 1) -> int:
@@ -165,6 +171,9 @@ class ThreadTuner(L.Callback):
         self._saved: int | None = None
         self._cpu_at_start: tuple[float, float, int] | None = None  # cpu_seconds() when the trial began
         self.others: float | None = None  # cores other processes kept busy during the last trial
+        self._busy = False  # the last trial saw other processes hold the cores its largest count needs
+        self._load_mark: tuple[float, tuple[float, float, int] | None] | None = None  # (time, cpu_seconds())
+        self._load_shifts = 0  # readings in a row whose load differed from the trial's
 
     @property
     def auto(self) -> bool:
@@ -229,10 +238,12 @@ class ThreadTuner(L.Callback):
     @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last = None
+        self._load_mark = None  # an epoch's start spawns the loaders' workers: read the load in training only
 
     @override
     def on_validation_start(self, trainer, pl_module) -> None:
         self._last = None  # the time of a validation is not a training step's
+        self._load_mark = None
 
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -305,8 +316,8 @@ class ThreadTuner(L.Callback):
         end = cpu_seconds()
         self.others = other_cores(self._cpu_at_start, end, now - self._trial_started)
         # Busy: other processes held more than BUSY_CORES of the cores the largest count would use.
-        busy = self.others is not None and end[2] - self.others < max(self.measured) - BUSY_CORES
-        best = choose_count(self.measured, margin=0.0 if busy else MARGIN)
+        self._busy = self.others is not None and end[2] - self.others < max(self.measured) - BUSY_CORES
+        best = choose_count(self.measured, margin=0.0 if self._busy else MARGIN)
         changed = best != self.chosen or self.trials == 0
         # Look again later, less often each time the count is kept.
         self._recheck = RECHECK if changed else min(2 * self._recheck, RECHECK_MAX)
@@ -317,6 +328,7 @@ class ThreadTuner(L.Callback):
         self._trial_ended = now
         self._trial_seconds = self._trial_ended - self._trial_started
         self._last = None  # the next step starts at the new count: not timed against the trial's
+        self._load_mark, self._load_shifts = None, 0
         if changed:
             recalibrate = getattr(getattr(trainer.lightning_module, "execution", None), "recalibrate", None)
             if callable(recalibrate):
@@ -325,8 +337,9 @@ class ThreadTuner(L.Callback):
     def _watch(self, per_batch: float) -> None:
         now = time.perf_counter()
         since = now - self._trial_ended
-        if since >= self._recheck:
-            self._start_trial()  # the load may have gone (one thread's step time would not show it)
+        blind = self.others is None or self._busy  # see the module docstring: when rechecks run unasked
+        if self._load_shifted(now) or (blind and since >= self._recheck):
+            self._start_trial()
             return
         self._window.append(per_batch)
         if len(self._window) < WINDOW:
@@ -340,6 +353,23 @@ class ThreadTuner(L.Callback):
         # A trial costs steps at slower counts: not again sooner than a few trials' time later.
         if drifted and since > max(MIN_GAP, 10 * self._trial_seconds):
             self._start_trial()
+
+    def _load_shifted(self, now: float) -> bool:
+        """Whether the other processes' load has differed from the last trial's by ``LOAD_SHIFT``
+        cores in two readings of ``LOAD_EVERY`` seconds in a row (one may be a burst)."""
+        if self.others is None:
+            return False
+        if self._load_mark is None:
+            self._load_mark = (now, cpu_seconds())
+            return False
+        start, reading = self._load_mark
+        if now - start < LOAD_EVERY:
+            return False
+        self._load_mark = (now, cpu_seconds())
+        others = other_cores(reading, self._load_mark[1], now - start)
+        shifted = others is not None and abs(others - self.others) >= LOAD_SHIFT
+        self._load_shifts = self._load_shifts + 1 if shifted else 0
+        return self._load_shifts >= 2
 
     @override
     def on_test_start(self, trainer, pl_module) -> None:
