@@ -242,6 +242,28 @@ def test_the_trial_is_counted_in_batches_not_steps(monkeypatch):
     assert machine.now - before == pytest.approx(12 * 6 * 0.12 + 6 * (0.27 - 0.12))  # one slow step in all
 
 
+def test_the_load_is_read_over_training_when_epochs_are_short(monkeypatch):
+    """An MLP's epoch lasts under two seconds: the load is summed over the training steps of several
+    epochs (a validation's time left out), so the core a finished run frees is still found."""
+    machine = FakeMachine(monkeypatch, {2: 0.40, 1: 0.07}, others=1.0)
+    tuner = ThreadTuner("auto", processes=1)
+    tuner.on_fit_start(machine.trainer, None)
+
+    def epochs(seconds: float) -> None:
+        end = machine.now + seconds
+        while machine.now < end:
+            machine.run_for(tuner, 1.0)  # an epoch of a second, then its validation
+            tuner.on_validation_start(machine.trainer, None)
+            machine.now += 0.5
+            tuner.on_train_epoch_start(machine.trainer, None)
+
+    epochs(100)
+    assert tuner.chosen == 1 and tuner.trials == 4
+    machine.load({2: 0.04, 1: 0.07}, others=0.0)
+    epochs(8 * threads_module.LOAD_EVERY)
+    assert tuner.trials == 5 and tuner.chosen == 2
+
+
 @pytest.mark.parametrize("readable", [True, False])
 def test_the_counts_are_timed_again_later_less_often_while_the_choice_holds(monkeypatch, readable):
     """On two cores beside another run, two runs started together may have timed each other's trials,

@@ -73,7 +73,8 @@ DRIFT = 1.6  # a moving median this many times above or below the chosen one sta
 MIN_GAP = 2.0  # seconds: a trial does not start again sooner than this many trials' time after the last
 RECHECK = 10.0  # seconds: the trial runs again this long after one that chose a new count, ...
 RECHECK_MAX = 480.0  # ... then twice as long after each that keeps the count, up to this
-LOAD_EVERY = 2.0  # seconds of training between two readings of the other processes' load
+LOAD_EVERY = 2.0  # seconds of training steps (validation left out) a reading of the other processes' load spans
+LOAD_PIECE = 0.25  # seconds: /proc/stat is read at most this often (about 30 us a read)
 LOAD_SHIFT = 0.5  # cores: other processes' load this far from the trial's, twice in a row, starts a trial
 
 
@@ -173,6 +174,8 @@ class ThreadTuner(L.Callback):
         self.others: float | None = None  # cores other processes kept busy during the last trial
         self._busy = False  # the last trial saw other processes hold the cores its largest count needs
         self._load_mark: tuple[float, tuple[float, float, int] | None] | None = None  # (time, cpu_seconds())
+        self._load_seconds = 0.0  # training time the current reading has summed so far ...
+        self._load_cpu = 0.0  # ... and the CPU seconds other processes used in it
         self._load_shifts = 0  # readings in a row whose load differed from the trial's
 
     @property
@@ -238,7 +241,7 @@ class ThreadTuner(L.Callback):
     @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last = None
-        self._load_mark = None  # an epoch's start spawns the loaders' workers: read the load in training only
+        self._load_mark = None  # the load is read over training steps only (see _load_shifted)
 
     @override
     def on_validation_start(self, trainer, pl_module) -> None:
@@ -328,7 +331,7 @@ class ThreadTuner(L.Callback):
         self._trial_ended = now
         self._trial_seconds = self._trial_ended - self._trial_started
         self._last = None  # the next step starts at the new count: not timed against the trial's
-        self._load_mark, self._load_shifts = None, 0
+        self._load_mark, self._load_seconds, self._load_cpu, self._load_shifts = None, 0.0, 0.0, 0
         if changed:
             recalibrate = getattr(getattr(trainer.lightning_module, "execution", None), "recalibrate", None)
             if callable(recalibrate):
@@ -356,18 +359,29 @@ class ThreadTuner(L.Callback):
 
     def _load_shifted(self, now: float) -> bool:
         """Whether the other processes' load has differed from the last trial's by ``LOAD_SHIFT``
-        cores in two readings of ``LOAD_EVERY`` seconds in a row (one may be a burst)."""
+        cores in two readings of ``LOAD_EVERY`` seconds in a row (one may be a burst). A reading sums
+        pieces of training between validations and epochs' starts (which reset the mark): an MLP's
+        epoch lasts under two seconds, and a validation's loader workers are not another process's
+        load."""
         if self.others is None:
             return False
         if self._load_mark is None:
             self._load_mark = (now, cpu_seconds())
             return False
         start, reading = self._load_mark
-        if now - start < LOAD_EVERY:
+        if now - start < LOAD_PIECE:
             return False
         self._load_mark = (now, cpu_seconds())
-        others = other_cores(reading, self._load_mark[1], now - start)
-        shifted = others is not None and abs(others - self.others) >= LOAD_SHIFT
+        piece = other_cores(reading, self._load_mark[1], 1.0)  # CPU seconds of other processes in the piece
+        if piece is None:
+            return False
+        self._load_seconds += now - start
+        self._load_cpu += piece
+        if self._load_seconds < LOAD_EVERY:
+            return False
+        others = self._load_cpu / self._load_seconds
+        self._load_seconds, self._load_cpu = 0.0, 0.0
+        shifted = abs(others - self.others) >= LOAD_SHIFT
         self._load_shifts = self._load_shifts + 1 if shifted else 0
         return self._load_shifts >= 2
 
