@@ -290,13 +290,14 @@ def test_the_counts_are_timed_again_later_less_often_while_the_choice_holds(monk
 def test_the_first_steps_of_a_fit_do_not_decide_the_count(monkeypatch):
     """A fit's first steps are slow at any count (allocation, cold caches): untimed, so the count
     tried first (every thread) is not judged by them."""
-    machine = FakeMachine(monkeypatch, {2: 0.5, 1: 0.5})  # the cold start
+    machine = FakeMachine(monkeypatch, {2: 0.5, 1: 0.5}, others=1.0)  # the cold start (loader workers starting)
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
     machine.steps(tuner, threads_module.WARMUP)
-    machine.cost = {2: 0.010, 1: 0.014}  # warm: two threads are faster
+    machine.load({2: 0.010, 1: 0.014}, others=0.0)  # warm: two threads are faster
     machine.steps(tuner, 60)
     assert tuner.chosen == 2 and tuner.measured == {2: pytest.approx(0.010), 1: pytest.approx(0.014)}
+    assert tuner.others == pytest.approx(0.0)  # nor is the load read over them
 
 
 def test_auto_does_not_measure_again_while_the_load_holds(monkeypatch):

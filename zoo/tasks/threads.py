@@ -170,7 +170,7 @@ class ThreadTuner(L.Callback):
         self._this_round: list[float] = []  # seconds per batch of its steps so far
         self._recheck = RECHECK  # seconds from the end of a trial to the next
         self._saved: int | None = None
-        self._cpu_at_start: tuple[float, float, int] | None = None  # cpu_seconds() when the trial began
+        self._cpu_at_start: tuple[float, tuple[float, float, int] | None] = (0.0, None)  # (time, cpu_seconds())
         self.others: float | None = None  # cores other processes kept busy during the last trial
         self._busy = False  # the last trial saw other processes hold the cores its largest count needs
         self._load_mark: tuple[float, tuple[float, float, int] | None] | None = None  # (time, cpu_seconds())
@@ -223,7 +223,7 @@ class ThreadTuner(L.Callback):
         self._alive = set(counts)  # the counts not yet left as clearly slower
         self._times = {c: [] for c in counts}
         self._trial_started = time.perf_counter()
-        self._cpu_at_start = cpu_seconds()
+        self._cpu_at_start = (self._trial_started, cpu_seconds())
         self._window = []
         self._warmup = warmup
         self._switch(counts[0])
@@ -265,6 +265,8 @@ class ThreadTuner(L.Callback):
         """One training step of ``batches`` batches in ``seconds`` at the count being timed."""
         if self._warmup > 0:
             self._warmup -= 1
+            if self._warmup == 0:  # the load is read from here: not the fit's start (sanity check, workers starting)
+                self._cpu_at_start = (time.perf_counter(), cpu_seconds())
             return
         if self._settling:
             self._settling = False
@@ -317,7 +319,8 @@ class ThreadTuner(L.Callback):
         self.measured = {c: statistics.median(t) for c, t in self._times.items() if t}
         now = time.perf_counter()
         end = cpu_seconds()
-        self.others = other_cores(self._cpu_at_start, end, now - self._trial_started)
+        start, reading = self._cpu_at_start
+        self.others = other_cores(reading, end, now - start)
         # Busy: other processes held more than BUSY_CORES of the cores the largest count would use.
         self._busy = self.others is not None and end[2] - self.others < max(self.measured) - BUSY_CORES
         best = choose_count(self.measured, margin=0.0 if self._busy else MARGIN)
@@ -361,8 +364,8 @@ class ThreadTuner(L.Callback):
         """Whether the other processes' load has differed from the last trial's by ``LOAD_SHIFT``
         cores in two readings of ``LOAD_EVERY`` seconds in a row (one may be a burst). A reading sums
         pieces of training between validations and epochs' starts (which reset the mark): an MLP's
-        epoch lasts under two seconds, and a validation's loader workers are not another process's
-        load."""
+        epoch lasts under two seconds, and a validation's own loader workers are not the load the
+        training shares the cores with."""
         if self.others is None:
             return False
         if self._load_mark is None:
