@@ -186,9 +186,9 @@ def test_the_machine_s_cpu_time_is_read_where_linux_gives_it():
         pytest.skip("no /proc/stat on this system: the near-tie margin always applies here")
     machine, own, cores = reading
     assert cores >= 1 and machine >= own > 0
-    assert threads_module.other_cores(reading, reading, 1.0) == 0.0
-    assert threads_module.other_cores(None, reading, 1.0) is None
-    assert threads_module.other_cores((10.0, 4.0, 2), (12.0, 5.0, 2), 2.0) == pytest.approx(0.5)
+    assert threads_module.other_cpu_seconds(reading, reading) == 0.0
+    assert threads_module.other_cpu_seconds(None, reading) is None
+    assert threads_module.other_cpu_seconds((10.0, 4.0, 2), (12.0, 5.0, 2)) == pytest.approx(1.0)
 
 
 def test_a_count_clearly_slower_is_not_timed_again(monkeypatch):

@@ -137,11 +137,11 @@ def cpu_seconds() -> tuple[float, float, int] | None:
     return busy / ticks, time.process_time(), cores
 
 
-def other_cores(start: tuple[float, float, int] | None, end: tuple[float, float, int] | None, seconds: float):
-    """How many cores other processes kept busy between two ``cpu_seconds`` readings ``seconds`` apart."""
-    if start is None or end is None or seconds <= 0:
+def other_cpu_seconds(start: tuple[float, float, int] | None, end: tuple[float, float, int] | None):
+    """The CPU seconds other processes used between two ``cpu_seconds`` readings (None without both)."""
+    if start is None or end is None:
         return None
-    return max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / seconds)
+    return max(0.0, (end[0] - start[0]) - (end[1] - start[1]))
 
 
 class ThreadTuner(L.Callback):
@@ -320,7 +320,8 @@ class ThreadTuner(L.Callback):
         now = time.perf_counter()
         end = cpu_seconds()
         start, reading = self._cpu_at_start
-        self.others = other_cores(reading, end, now - start)
+        used = other_cpu_seconds(reading, end)
+        self.others = used / (now - start) if used is not None and now > start else None  # cores
         # Busy: other processes held more than BUSY_CORES of the cores the largest count would use.
         self._busy = self.others is not None and end[2] - self.others < max(self.measured) - BUSY_CORES
         best = choose_count(self.measured, margin=0.0 if self._busy else MARGIN)
@@ -375,7 +376,7 @@ class ThreadTuner(L.Callback):
         if now - start < LOAD_PIECE:
             return False
         self._load_mark = (now, cpu_seconds())
-        piece = other_cores(reading, self._load_mark[1], 1.0)  # CPU seconds of other processes in the piece
+        piece = other_cpu_seconds(reading, self._load_mark[1])
         if piece is None:
             return False
         self._load_seconds += now - start
