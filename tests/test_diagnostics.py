@@ -248,6 +248,15 @@ def test_gradient_flow_figure_has_a_bar_per_layer_on_log_scales():
     assert top.get_yscale() == "log" and bottom.get_yscale() == "log"
     assert len(top.patches) == len(LAYERS)
     assert [t.get_text() for t in bottom.get_xticklabels()] == ["features.1", "features.4", "features.7", "head"]
+    # The decades are labelled in plain text: mathtext ($10^{-3}$) doubled the figure's drawing time.
+    fig.canvas.draw()
+    labels = [t.get_text() for ax in (top, bottom) for t in ax.get_yticklabels() if t.get_text()]
+    assert "1e\u221203" in labels and not any("$" in label for label in labels)
+    # Less than a decade still gets labels between the decades (6e-02, 2e-01), as matplotlib's default.
+    narrow = gradient_flow_figure(LAYERS, [0.05, 0.1, 0.2, 0.3], [1e-3] * 4)
+    narrow.canvas.draw()
+    shown = [t.get_text() for t in narrow.axes[0].get_yticklabels(minor=True) if t.get_text()]
+    assert "2e\u221201" in shown
 
 
 # ---- networks: model.init, model.activation for cnn, model.residual for mlp ----------------------

@@ -253,6 +253,27 @@ def test_nvml_cuda_check_is_off_while_training_on_a_cpu_and_restored_after(tmp_p
     assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
 
 
+class Fit:
+    """Stands for the trainer a FigureBudget's ledger is kept for (any weakly referable object)."""
+
+
+def timed_figures(monkeypatch):
+    """A clock the budget reads, and figures that take a second of it to draw."""
+    from zoo.callbacks import common
+
+    clock = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+
+    def figure(made: list, label):
+        def make():
+            made.append(label)
+            clock[0] += 1.0  # drawing takes a second
+
+        return make
+
+    return clock, figure
+
+
 @pytest.mark.parametrize(
     "share, epoch_s, drawn",
     [
@@ -264,23 +285,58 @@ def test_nvml_cuda_check_is_off_while_training_on_a_cpu_and_restored_after(tmp_p
 def test_figure_budget_keeps_drawing_within_its_share_and_always_draws_the_last(monkeypatch, share, epoch_s, drawn):
     from zoo.callbacks import common
 
-    clock = [0.0]
-    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
-    budget, made = common.FigureBudget(share), []
-
-    def figure(epoch: int):
-        def make():
-            made.append(epoch)
-            clock[0] += 1.0  # drawing takes a second
-
-        return make
-
+    clock, figure = timed_figures(monkeypatch)
+    budget, made, fit = common.FigureBudget(share), [], Fit()
     for epoch in range(30):
         clock[0] += epoch_s
-        budget.draw(figure(epoch))
+        budget.draw(fit, figure(made, epoch))
     budget.finish()
     assert made == drawn
     from zoo.errors import UserError
 
     with pytest.raises(UserError, match="figure_budget must be a share"):
         common.FigureBudget(0)
+
+
+def test_the_figures_of_one_fit_share_one_budget_and_each_gets_its_turn(monkeypatch):
+    """A forecaster draws a forecast plot and a gradient-flow figure each epoch: together they take the
+    run's 5%, not 5% each, and neither starves the other (the plot comes first in every epoch)."""
+    from zoo.callbacks import common
+
+    clock, figure = timed_figures(monkeypatch)
+    plot, flow, fit = common.FigureBudget(0.05), common.FigureBudget(0.05), Fit()
+    made: list = []
+    for epoch in range(200):
+        clock[0] += 1.0  # one-second epochs
+        plot.draw(fit, figure(made, ("plot", epoch)))
+        flow.draw(fit, figure(made, ("flow", epoch)))
+    drawing = len(made) * 1.0
+    assert drawing <= 0.05 * clock[0] + 2.0  # within the one share (give or take the two first figures)
+    kinds = [kind for kind, _ in made]
+    assert kinds.count("plot") >= 4 and kinds.count("flow") >= 4
+    assert abs(kinds.count("plot") - kinds.count("flow")) <= 1
+    assert made[:2] == [("plot", 0), ("flow", 0)]  # each callback's first figure is drawn at once
+
+    # Another fit keeps its own ledger: its first figures are drawn whatever this one spent.
+    other, again = Fit(), []
+    plot.draw(other, figure(again, "plot"))
+    flow.draw(other, figure(again, "flow"))
+    assert again == ["plot", "flow"]
+
+
+def test_a_figure_drawn_every_epoch_takes_no_share_of_the_others_budget(monkeypatch):
+    """figure_budget=null on one callback (every epoch, for tests that compare events) leaves the other
+    its whole share."""
+    from zoo.callbacks import common
+
+    clock, figure = timed_figures(monkeypatch)
+    every, budgeted, fit = common.FigureBudget(None), common.FigureBudget(0.05), Fit()
+    made: list = []
+    for epoch in range(200):
+        clock[0] += 1.0
+        every.draw(fit, figure(made, ("every", epoch)))
+        budgeted.draw(fit, figure(made, ("budgeted", epoch)))
+    kinds = [kind for kind, _ in made]
+    assert kinds.count("every") == 200
+    budgeted_time = kinds.count("budgeted") * 1.0
+    assert 0.03 * clock[0] <= budgeted_time <= 0.05 * clock[0] + 1.0

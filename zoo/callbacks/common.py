@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable
 
 import lightning as L
@@ -21,15 +22,24 @@ from zoo.nets.naming import layer_names, parameter_names
 
 
 class FigureBudget:
-    """When a per-epoch figure is drawn. A matplotlib figure costs 0.2-1 s on a CPU whatever the
+    """When a per-epoch figure is drawn. A matplotlib figure costs 0.1-1 s on a CPU whatever the
     epoch's length: a small forecaster's epoch takes a fraction of that, so drawing every epoch would
-    more than double its run (benchmarks/bench_train.py). A figure is drawn when the time its
-    callback has spent drawing stays within ``share`` of the time since its first figure was due;
-    the first one is always drawn, and the last one skipped is drawn when fitting ends (``finish``), so the
-    final epoch's figure is always there. Long epochs get a figure every epoch.
+    more than double its run (benchmarks/bench_train.py). A figure is drawn when the time spent drawing
+    stays within ``share`` of the time since the run's first figure was due; the first one is always
+    drawn, and the last one skipped is drawn when fitting ends (``finish``), so the final epoch's
+    figure is always there. Long epochs get a figure every epoch.
+
+    The budget is the run's, not each callback's: the callbacks drawing in one fit (a forecaster's
+    forecast plot and gradient-flow figure) split it evenly, each held to its ``share`` divided by
+    their number, so a second figure does not double the time figures take.
 
     ``share=None`` draws every epoch: which epochs get a figure then does not depend on timing
-    (tests that compare the events of two runs set it)."""
+    (tests that compare the events of two runs set it); such a callback takes no part of the others'
+    budget."""
+
+    # Per fit (the trainer, weakly held: a finished run's ledger goes with it): when the first figure
+    # was due, and each budget's drawing time.
+    _ledgers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __init__(self, share: float | None = 0.05):
         if share is not None and not 0 < share <= 1:
@@ -38,22 +48,24 @@ class FigureBudget:
                 "e.g. 0.05."
             )
         self.share = share
-        self.spent = 0.0
-        self.since: float | None = None
         self.skipped: Callable[[], None] | None = None
 
-    def draw(self, make: Callable[[], None]) -> None:
-        """Calls ``make`` (which draws and writes one figure) now if the budget allows, else keeps it
-        for ``finish``: ``make`` must hold the values it draws, not read them later."""
+    def draw(self, trainer, make: Callable[[], None]) -> None:
+        """Calls ``make`` (which draws and writes one figure) now if the budget of ``trainer``'s fit
+        allows, else keeps it for ``finish``: ``make`` must hold the values it draws, not read them later."""
         now = time.perf_counter()
-        if self.since is None:
-            self.since = now
-        if self.share is not None and self.spent > self.share * (now - self.since):
-            self.skipped = make
-            return
+        ledger = self._ledgers.setdefault(trainer, {"since": now, "spent": {}})
+        spent: dict[FigureBudget, float] = ledger["spent"]
+        if self.share is not None:
+            spent.setdefault(self, 0.0)
+            allowed = self.share * (now - ledger["since"]) / len(spent)
+            if spent[self] > allowed:
+                self.skipped = make
+                return
         self.skipped = None
         make()
-        self.spent += time.perf_counter() - now
+        if self.share is not None:
+            spent[self] += time.perf_counter() - now
 
     def finish(self) -> None:
         """Draws the last figure that was skipped (at the end of fitting)."""

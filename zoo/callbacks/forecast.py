@@ -17,8 +17,9 @@ class ForecastPlot(L.Callback):
     and the forecast of one target channel (``channel``: an index among the targets; -1 the last),
     on the data's original scale: ``val/forecast`` in TensorBoard's Images tab. Reads
     ``outputs["forecast"]`` of the task's validation step. ``figure_budget``: the share of the run's
-    time drawing may take (zoo.callbacks.common.FigureBudget: short epochs get a figure only every few
-    epochs, the last epoch's always); null draws every due epoch."""
+    time its per-epoch figures together may take (zoo.callbacks.common.FigureBudget, shared with the
+    gradient-flow figure: short epochs get a figure only every few epochs, the last epoch's always);
+    null draws every due epoch."""
 
     def __init__(
         self, every_n_epochs: int = 1, windows: int = 4, channel: int = -1, figure_budget: float | None = 0.05
@@ -70,7 +71,7 @@ class ForecastPlot(L.Callback):
         if not self.picked or not self._due(trainer):
             return
         picked, step, epoch = self.picked, logging_step(trainer), trainer.current_epoch
-        self.budget.draw(lambda: self.write(trainer, picked, step, epoch))
+        self.budget.draw(trainer, lambda: self.write(trainer, picked, step, epoch))
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:

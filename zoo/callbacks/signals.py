@@ -96,7 +96,8 @@ def activation_stats(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
 class LayerSignals(L.Callback):
     """Per-layer gradient norm, update ratio, weight norm and activation statistics every
     ``every_n_steps`` batches, as scalars, and the gradient-flow figure every epoch (within
-    ``figure_budget``, a share of the run's time: zoo.callbacks.common.FigureBudget; null: every epoch).
+    ``figure_budget``, the share of the run's time its per-epoch figures together may take:
+    zoo.callbacks.common.FigureBudget; null: every epoch).
 
     Other callbacks (``zoo.callbacks.diagnostics.Diagnostics``) subscribe with ``listeners``: each
     gets ``on_reading(trainer, reading)`` after every reading."""
@@ -274,7 +275,7 @@ class LayerSignals(L.Callback):
         if not self.flow_figure or not readings or not tensorboards(trainer) or not trainer.is_global_zero:
             return
         step, epoch = epoch_end_step(trainer), trainer.current_epoch  # the epoch's last step, as its metrics
-        self.budget.draw(lambda: self.write_flow(trainer, readings, step, epoch))
+        self.budget.draw(trainer, lambda: self.write_flow(trainer, readings, step, epoch))
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -321,6 +322,7 @@ def gradient_flow_figure(layers: list[str], grad: list[float], ratio: list[float
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     n = len(layers)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * n + 2), 5.5), dpi=100, sharex=True)
@@ -331,6 +333,10 @@ def gradient_flow_figure(layers: list[str], grad: list[float], ratio: list[float
         shown = [v if math.isfinite(v) and v > 0 else floor for v in values]
         ax.bar(x, shown, color=colour, label=label)
         ax.set_yscale("log")
+        # Tick labels as plain text (1e-03), not the log scale's default mathtext (10^-3), whose parsing
+        # is half of a figure's drawing time: figures share a time budget (FigureBudget).
+        ax.yaxis.set_major_formatter(ticker.LogFormatter())
+        ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
         ax.set_ylabel(label)
         ax.grid(axis="y", which="major", alpha=0.3)
         finite = [v for v in shown if v > floor]

@@ -60,7 +60,7 @@ class PredictedVsTrue(L.Callback):
             return
         pred, truth = self._values()
         step, epoch = logging_step(trainer), trainer.current_epoch
-        self.budget.draw(lambda: self.write(trainer, "val", pred, truth, step, f"validation, epoch {epoch}"))
+        self.budget.draw(trainer, lambda: self.write(trainer, "val", pred, truth, step, f"validation, epoch {epoch}"))
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:
