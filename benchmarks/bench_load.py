@@ -1,12 +1,14 @@
 """Training speed on a busy machine: the framework at its defaults and a plain PyTorch loop at
 PyTorch's defaults, each alone and each beside a competing CPU-bound process of the same kind.
 
-    python benchmarks/bench_load.py                          # mlp cnn lstm lstm-text transformer gan
-    python benchmarks/bench_load.py --model lstm-text --seconds 60 --rounds 3
+    python benchmarks/bench_load.py --rounds 3               # mlp cnn lstm lstm-text transformer gan
+    python benchmarks/bench_load.py --model lstm-text --seconds 20
 
-Each measurement is a fresh process that trains for ``--seconds`` of wall time from its first
+Each measurement is a fresh process that trains for ``--seconds`` (60) of wall time from its first
 training batch (the framework's thread trial and steps-per-execution calibration included) and
-reports its training batches per second. "Loaded" starts two identical processes at once (a second
+reports its training batches per second. A minute, not less: a run's start (the trial, the
+calibration, the first figure's matplotlib import) is a few seconds a real run amortises, and in
+20-s windows it was a fifth of the time measured. "Loaded" starts two identical processes at once (a second
 experiment of the same kind beside the first, as two runs or a parallel sweep do) and takes the
 median of the two. The plain loop is bench_train.py's (same network, data tensors, loss, optimizer,
 clipping, randperm batches, a validation pass an epoch), left at PyTorch's default intra-op threads;
@@ -152,7 +154,7 @@ def measure(args, kind: str, loaded: bool) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", choices=MODELS, default=None, help="repeatable; default all")
-    p.add_argument("--seconds", type=float, default=20.0, help="training seconds per measurement")
+    p.add_argument("--seconds", type=float, default=60.0, help="training seconds per measurement")
     p.add_argument("--rounds", type=int, default=1, help="rounds of the four measurements per model")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--text-data", default=None, help="a folder with shakespeare/input.txt (lstm-text, transformer)")
