@@ -84,7 +84,10 @@ def test_auto_keeps_the_fastest_count_and_measures_again_when_the_load_changes(m
     machine.steps(tuner, 40)
     assert tuner.chosen == 1 and machine.threads == 1
     assert tuner.trials == 1
-    assert tuner.measured == {2: pytest.approx(0.40), 1: pytest.approx(0.07)}
+    # Another process held one of the two cores during the one-thread steps: two threads were not
+    # timed at all (their steps would wait on that core), and no step ran at two.
+    assert tuner.measured == {1: pytest.approx(0.07)} and tuner.summary()["not_timed"] == [2]
+    assert machine.seconds_at.get(2, 0.0) == 0.0
     assert machine.calibrations == 1  # steps_per_execution=auto measures K again at the new count
 
     # The other process ends: one thread is now slower than two; within RECHECK seconds a new trial
@@ -149,7 +152,7 @@ def test_a_near_tie_keeps_every_thread(monkeypatch):
     machine = FakeMachine(monkeypatch, {2: 0.0036, 1: 0.0033})
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
-    machine.steps(tuner, 60)
+    machine.steps(tuner, 200)  # one thread for LOAD_PIECE seconds (76 steps: the load's reading), then rounds
     assert tuner.trials == 1 and tuner.chosen == 2 and machine.threads == 2
     assert tuner.summary()["other_cores"] == pytest.approx(0.0)
 
@@ -178,6 +181,9 @@ def test_on_eight_cores_the_margin_holds_while_the_largest_count_has_its_cores(m
         assert tuner.available == 4
         machine.steps(tuner, 80)
         assert tuner.chosen == chosen, others
+        # Three free cores have no room for four threads: that count is not timed at all.
+        assert tuner.summary().get("not_timed") == ([4] if others == 5.0 else None)
+        assert (4 in tuner.measured) == (machine.seconds_at.get(4, 0.0) > 0) == (others == 4.0)
 
 
 def test_the_machine_s_cpu_time_is_read_where_linux_gives_it():
@@ -209,20 +215,25 @@ def test_a_count_clearly_slower_is_not_timed_again(monkeypatch):
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
     machine.steps(tuner, 60)
-    assert len(tuner._times[2]) == len(tuner._times[1]) == threads_module.STEPS * threads_module.ROUNDS
+    assert len(tuner._times[2]) == threads_module.STEPS * threads_module.ROUNDS
+    # One thread's first round lasts LOAD_PIECE seconds (the load is read over it), give or take the
+    # step that starts the thread pool (untimed).
+    first_round = len(tuner._times[1]) - threads_module.STEPS * (threads_module.ROUNDS - 1)
+    assert abs(first_round * 0.010 - threads_module.LOAD_PIECE) <= 0.010 + 1e-9
 
 
 def test_on_more_cores_the_clearly_slower_counts_leave_and_the_close_ones_are_timed_to_the_end(monkeypatch):
-    machine = FakeMachine(monkeypatch, {8: 0.40, 4: 0.09, 2: 0.011, 1: 0.012})  # 8 cores, a busy machine
+    machine = FakeMachine(monkeypatch, {8: 0.40, 4: 0.09, 2: 0.011, 1: 0.012}, cores=8)  # slow at 8 and 4 threads
     machine.threads = 8
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
     assert tuner.available == 8 and machine.threads == 1
-    machine.steps(tuner, 60)
+    machine.steps(tuner, 100)
     assert tuner.trials == 1 and tuner.chosen == 2 and machine.threads == 2
     assert len(tuner._times[8]) == 2  # two steps, each 2x the best: left within the first round
     assert len(tuner._times[4]) == 2
-    assert len(tuner._times[2]) == len(tuner._times[1]) == threads_module.STEPS * threads_module.ROUNDS
+    assert len(tuner._times[2]) == threads_module.STEPS * threads_module.ROUNDS
+    assert len(tuner._times[1]) > threads_module.STEPS * threads_module.ROUNDS  # LOAD_PIECE s in its first round
 
 
 def test_the_trial_is_counted_in_batches_not_steps(monkeypatch):
@@ -277,7 +288,13 @@ def test_the_counts_are_timed_again_later_less_often_while_the_choice_holds(monk
     assert tuner.chosen == 1
     # Trials at the start and about 10, 30, 70, 150 and 310 s later: 6, not one every 10 s.
     assert tuner.trials == 6
-    assert machine.seconds_at[2] < 0.03 * 600  # the rechecks' batches at two threads: under 3% of the time
+    # The rechecks' batches at two threads: under 3% of the time; none where the load is read (each
+    # recheck's one-thread steps read another process on one of the two cores: two are not timed).
+    assert machine.seconds_at.get(2, 0.0) < 0.03 * 600
+    if readable:
+        assert machine.seconds_at.get(2, 0.0) == 0.0 and tuner.summary()["not_timed"] == [2]
+    else:  # nothing says the other core is taken: two threads are timed, and left after two slow steps
+        assert machine.seconds_at[2] > 0.0 and "not_timed" not in tuner.summary()
     # The other run ends: one thread's step is as long as before, two threads' now shorter; found
     # at the next recheck, or two readings of the load later where it can be read.
     machine.load({2: 0.04, 1: 0.07}, others=0.0)
@@ -315,9 +332,13 @@ def test_a_burst_during_the_trial_does_not_decide_it(monkeypatch):
     tuner = ThreadTuner("auto", processes=1)
     tuner.on_fit_start(machine.trainer, None)
     # The fit's first step (nothing before it to time it from), its warm-up, the first step at one
-    # thread (short: untimed, the pool starts) and a round at one.
-    machine.steps(tuner, 1 + threads_module.WARMUP + 1 + threads_module.STEPS)
-    assert tuner._times == {1: [pytest.approx(0.018)] * threads_module.STEPS, 2: []}
+    # thread (short: untimed, the pool starts) and a round at one, LOAD_PIECE seconds long at least.
+    machine.steps(tuner, 1 + threads_module.WARMUP + 1)
+    while tuner._rounds[0][0] == 1:
+        machine.steps(tuner, 1)
+    one = len(tuner._times[1])
+    assert tuner._times == {1: [pytest.approx(0.018)] * one, 2: []}
+    assert abs(one * 0.018 - threads_module.LOAD_PIECE) <= 0.018 + 1e-9
     machine.cost = {2: 0.5, 1: 0.018}  # a burst on the first step at two
     machine.steps(tuner, 1)
     assert tuner._times[2] == [pytest.approx(0.5)]  # timed (a long first step is), and not enough to leave two
@@ -455,3 +476,7 @@ def test_the_console_s_results_say_why_the_count_was_chosen(capsys, monkeypatch)
     assert "1 (per batch 2: 191.3 ms, 1: 114 ms; other processes busy on 0.83 cores)" in out
     report({"epochs": 1, "threads": threads})  # where the load cannot be read
     assert "1 (per batch 2: 191.3 ms, 1: 114 ms)" in " ".join(capsys.readouterr().out.split())
+    crowded = {**threads, "batch_ms": {"1": 114.0}, "not_timed": [2], "other_cores": 1.02}
+    report({"epochs": 1, "threads": crowded})  # another run held a core: two threads were not tried
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 (per batch 1: 114 ms; 2 not timed; other processes busy on 1.02 cores)" in out

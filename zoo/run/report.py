@@ -67,6 +67,9 @@ def report(summary: dict, out_dir: str | None = None) -> None:
     if isinstance(threads, dict) and threads.get("chosen") is not None:
         times = ", ".join(f"{n}: {ms:g} ms" for n, ms in threads.get("batch_ms", {}).items())
         others = threads.get("other_cores")
+        untimed = threads.get("not_timed")
+        if untimed and times:  # counts the busy cores left no room for (zoo/tasks/threads.py)
+            times += f"; {', '.join(map(str, untimed))} not timed"
         busy = f"; other processes busy on {others:g} cores" if others is not None and times else ""
         table.add_row("threads", f"{threads['chosen']}" + (f" (per batch {times}{busy})" if times else ""))
     console = Console()

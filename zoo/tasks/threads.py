@@ -25,6 +25,11 @@ count is fastest depends on the model and on the load at that moment, so it is m
   round ends.
   The trial is counted in batches, not Lightning steps: with ``steps_per_execution`` K batches a step,
   a trial of steps lasted K times as long (a CNN beside another run was still in it 20 s in).
+- Counts the machine has no room for are not timed at all. The trial's first steps, at one thread,
+  last at least ``LOAD_PIECE`` seconds, and the load read over them says how many cores other
+  processes hold; a count needing more than ``BUSY_CORES`` beyond the free ones is left out (on 2 cores
+  beside another run: two threads, whose steps took 2.3x a one-thread step for a CNN, 20x for an LSTM).
+  Where the load cannot be read, every count is timed.
 - It then watches the median time per batch over a window of steps; when it drifts by more than
   ``DRIFT`` times from what the choice was made with (the load came or went), the trial is run again.
   It also watches the load itself: when the cores other processes keep busy differ by ``LOAD_SHIFT``
@@ -177,6 +182,8 @@ class ThreadTuner(L.Callback):
         self._load_seconds = 0.0  # training time the current reading has summed so far ...
         self._load_cpu = 0.0  # ... and the CPU seconds other processes used in it
         self._load_shifts = 0  # readings in a row whose load differed from the trial's
+        self._load_read = False  # this trial's first steps have read the load (or cannot)
+        self.not_timed: list[int] = []  # counts the last trial left out: no free core for each thread
 
     @property
     def auto(self) -> bool:
@@ -213,6 +220,7 @@ class ThreadTuner(L.Callback):
             "trials": self.trials,
             "batch_ms": {str(k): round(v * 1e3, 3) for k, v in sorted(self.measured.items(), reverse=True)},
             **({"other_cores": round(self.others, 2)} if self.others is not None else {}),
+            **({"not_timed": self.not_timed} if self.not_timed else {}),
         }
 
     # ---- timing ---------------------------------------------------------------------------------
@@ -226,6 +234,8 @@ class ThreadTuner(L.Callback):
         self._cpu_at_start = (self._trial_started, cpu_seconds())
         self._window = []
         self._warmup = warmup
+        self._load_read = False
+        self.not_timed = []
         self._switch(counts[0])
 
     @property
@@ -276,6 +286,8 @@ class ThreadTuner(L.Callback):
         self._times[count].append(seconds / batches)
         self._this_round.append(seconds / batches)
         self._batches_left -= batches
+        if self._batches_left <= 0 and not self._load_read and not self._read_trial_load():
+            return  # one thread a while longer: the load is read over LOAD_PIECE seconds at least
         if self._batches_left <= 0:
             self._rounds[0].pop(0)
         elif self._hopeless(count):
@@ -291,6 +303,27 @@ class ThreadTuner(L.Callback):
         else:
             self._rounds = []
             self._decide(trainer)
+
+    def _read_trial_load(self) -> bool:
+        """After the trial's first count (one thread) has had its steps: False while they have lasted
+        less than ``LOAD_PIECE`` seconds (too short a reading: /proc/stat counts in 10 ms ticks), else
+        True, with the counts that need more than ``BUSY_CORES`` beyond the cores other processes left
+        free dropped untimed (``not_timed``). Steps at such a count wait at every operation for a core
+        another process holds; timing them cost a loaded CNN two or three seconds a minute."""
+        start, reading = self._cpu_at_start
+        now = time.perf_counter()
+        if reading is not None and now - start < LOAD_PIECE:
+            return False
+        self._load_read = True
+        end = cpu_seconds()
+        used = other_cpu_seconds(reading, end)
+        if used is None:
+            return True
+        free = end[2] - used / (now - start)
+        crowded = {c for c in self._alive if c > 1 and free < c - BUSY_CORES}
+        self.not_timed = sorted(crowded)
+        self._drop(crowded)
+        return True
 
     def _hopeless(self, count: int) -> bool:
         """The steps of this round at ``count``, two or more, each took ``ABANDON`` times the best
@@ -322,8 +355,9 @@ class ThreadTuner(L.Callback):
         start, reading = self._cpu_at_start
         used = other_cpu_seconds(reading, end)
         self.others = used / (now - start) if used is not None and now > start else None  # cores
-        # Busy: other processes held more than BUSY_CORES of the cores the largest count would use.
-        self._busy = self.others is not None and end[2] - self.others < max(self.measured) - BUSY_CORES
+        # Busy: other processes held more than BUSY_CORES of the cores the largest count would use
+        # (timed or not: a count left untimed for want of cores makes the machine busy too).
+        self._busy = self.others is not None and end[2] - self.others < max(self._times) - BUSY_CORES
         best = choose_count(self.measured, margin=0.0 if self._busy else MARGIN)
         changed = best != self.chosen or self.trials == 0
         # Look again later, less often each time the count is kept.
