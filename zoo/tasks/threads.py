@@ -309,7 +309,8 @@ class ThreadTuner(L.Callback):
         less than ``LOAD_PIECE`` seconds (too short a reading: /proc/stat counts in 10 ms ticks), else
         True, with the counts that need more than ``BUSY_CORES`` beyond the cores other processes left
         free dropped untimed (``not_timed``). Steps at such a count wait at every operation for a core
-        another process holds; timing them cost a loaded CNN two or three seconds a minute."""
+        another process holds (a loaded CNN's took 2.3 one-thread steps' time, at the trial and at every
+        recheck)."""
         start, reading = self._cpu_at_start
         now = time.perf_counter()
         if reading is not None and now - start < LOAD_PIECE:
