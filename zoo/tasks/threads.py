@@ -142,6 +142,12 @@ def cpu_seconds() -> tuple[float, float, int] | None:
     return busy / ticks, time.process_time(), cores
 
 
+def crowded(count: int, cores: int, others: float) -> bool:
+    """Whether ``count`` threads need more than ``BUSY_CORES`` beyond the cores ``others`` (cores other
+    processes keep busy) leave free on a machine of ``cores``."""
+    return cores - others < count - BUSY_CORES
+
+
 def other_cpu_seconds(start: tuple[float, float, int] | None, end: tuple[float, float, int] | None):
     """The CPU seconds other processes used between two ``cpu_seconds`` readings (None without both)."""
     if start is None or end is None:
@@ -320,10 +326,10 @@ class ThreadTuner(L.Callback):
         used = other_cpu_seconds(reading, end)
         if used is None:
             return True
-        free = end[2] - used / (now - start)
-        crowded = {c for c in self._alive if c > 1 and free < c - BUSY_CORES}
-        self.not_timed = sorted(crowded)
-        self._drop(crowded)
+        others = used / (now - start)
+        no_room = {c for c in self._alive if c > 1 and crowded(c, end[2], others)}
+        self.not_timed = sorted(no_room)
+        self._drop(no_room)
         return True
 
     def _hopeless(self, count: int) -> bool:
@@ -358,7 +364,7 @@ class ThreadTuner(L.Callback):
         self.others = used / (now - start) if used is not None and now > start else None  # cores
         # Busy: other processes held more than BUSY_CORES of the cores the largest count would use
         # (timed or not: a count left untimed for want of cores makes the machine busy too).
-        self._busy = self.others is not None and end[2] - self.others < max(self._times) - BUSY_CORES
+        self._busy = self.others is not None and crowded(max(self._times), end[2], self.others)
         best = choose_count(self.measured, margin=0.0 if self._busy else MARGIN)
         changed = best != self.chosen or self.trials == 0
         # Look again later, less often each time the count is kept.
