@@ -323,14 +323,20 @@ class ThreadTuner(L.Callback):
             return False
         self._load_read = True
         end = cpu_seconds()
-        used = other_cpu_seconds(reading, end)
-        if used is None:
+        others = self._others_since_mark(now, end)
+        if others is None:
             return True
-        others = used / (now - start)
         no_room = {c for c in self._alive if c > 1 and crowded(c, end[2], others)}
         self.not_timed = sorted(no_room)
         self._drop(no_room)
         return True
+
+    def _others_since_mark(self, now: float, end: tuple[float, float, int] | None) -> float | None:
+        """The cores other processes kept busy from the trial's mark (``_cpu_at_start``) to ``now``,
+        ``end`` the ``cpu_seconds`` reading then; None where the load cannot be read."""
+        start, reading = self._cpu_at_start
+        used = other_cpu_seconds(reading, end)
+        return used / (now - start) if used is not None and now > start else None
 
     def _hopeless(self, count: int) -> bool:
         """The steps of this round at ``count``, two or more, each took ``ABANDON`` times the best
@@ -359,9 +365,7 @@ class ThreadTuner(L.Callback):
         self.measured = {c: statistics.median(t) for c, t in self._times.items() if t}
         now = time.perf_counter()
         end = cpu_seconds()
-        start, reading = self._cpu_at_start
-        used = other_cpu_seconds(reading, end)
-        self.others = used / (now - start) if used is not None and now > start else None  # cores
+        self.others = self._others_since_mark(now, end)
         # Busy: other processes held more than BUSY_CORES of the cores the largest count would use
         # (timed or not: a count left untimed for want of cores makes the machine busy too).
         self._busy = self.others is not None and crowded(max(self._times), end[2], self.others)
