@@ -11,9 +11,10 @@ calibration, the first figure's matplotlib import) is a few seconds a real run a
 20-s windows it weighed on the ratios (the MLP's idle time ratio read 1.39 at 20 s, 1.14 at 60 s).
 "Loaded" starts two identical processes at once (a second experiment of the same kind beside the
 first, as two runs or a parallel sweep do) and takes the median of the two. The plain loop is
-bench_train.py's (same network, data tensors, loss, optimizer, clipping, randperm batches, a validation pass an epoch), left at PyTorch's default intra-op threads;
-the framework runs ``train.py`` with its defaults (threads=auto, steps_per_execution=auto) and
-bench_train.py's case overrides (no early stopping, no histograms).
+bench_train.py's (same network, data tensors, loss, optimizer, clipping, randperm batches, a
+validation pass an epoch), left at PyTorch's default intra-op threads; the framework runs
+``train.py`` with its defaults (threads=auto, steps_per_execution=auto) and bench_train.py's case
+overrides (no early stopping, no histograms).
 
 The table: steps/s of each alone and loaded, and the ratios the goals are stated in:
 loaded/idle of the framework (goal >= 0.4: a fair share of two cores is 0.5), framework/plain
