@@ -212,3 +212,32 @@ def test_a_finished_fit_leaves_no_inner_losses_for_the_next(tmp_path):
     train.train(cfg, extra_callbacks=(Watch(),))
     assert seen["during"] == 4  # executions of 5 batches: 4 trained inside
     assert seen["task"].inner_losses == []
+
+
+def test_auto_k_tiles_the_batches_due_so_every_step_trains_k_batches_on_average():
+    """Readings every 25 batches cut executions there: K=15 would train 15 then 10 (12.5 a step), so
+    the overhead would be 6%, not 5%; auto raises K until the executions tile the interval."""
+    from zoo.tasks.execution import ExecutionPlan
+
+    def executions_per_25(k: int) -> list[int]:
+        plan = ExecutionPlan(k)
+        plan.active, plan.k, plan.due = True, k, [(25, 24), (50, 49)]
+        sizes, done = [], 0
+        while done < 100:
+            sizes.append(plan.size(done, done, 1000))
+            done += sizes[-1]
+        return sizes
+
+    assert executions_per_25(15) == [15, 10] * 4  # what a K of 15 trains: 12.5 batches a step
+
+    plan = ExecutionPlan("auto")
+    plan.due = [(25, 24), (50, 49)]
+    for needed, tiled in ((15, 25), (13, 25), (12, 13), (8, 9), (5, 5), (1, 1), (25, 25), (40, 40)):
+        # a batch of 1 ms, and an overhead that needs `needed` batches a step to be 5% of their time
+        plan.choose([0.001] * 4, [0.002 + 0.00005 * (needed - 0.5)] * 4)  # ceil: needed
+        assert plan.k == tiled, (needed, plan.k)
+        sizes = executions_per_25(plan.k)
+        assert sum(sizes) / len(sizes) >= min(needed, 25)  # no execution runs past a due batch
+    plan.due = []  # nothing due: K is what the overhead needs
+    plan.choose([0.001] * 4, [0.002 + 0.00005 * 14.5] * 4)
+    assert plan.k == 15

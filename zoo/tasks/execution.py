@@ -24,7 +24,7 @@ time of one batch trained inside (the step a hand-written loop takes; its lower 
 Lightning's overhead per step (the median excess of an execution over its own two batches), neither
 of which a burst of load on a busy machine moves (``ExecutionPlan.choose``), and then
 takes K so that the overhead is under ``OVERHEAD`` of the batches' time (K=1 for models whose steps
-are long). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads).
+are long), raised so that executions tile the batches due evenly (``ExecutionPlan.tiling``). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads).
 It does so only where it is safe (one device, one optimizer with automatic optimisation or a task
 that trains its own inner batches, as the GAN does with its two, no gradient accumulation, a
 datamodule that batches executions) and otherwise trains with K=1 without a word; an explicit K > 1 where it cannot work is refused in one
@@ -133,10 +133,23 @@ class ExecutionPlan:
         overhead is under 1% of a batch chose K from 1 to 8 beside another run.)"""
         batch = low_quartile(inner)
         overhead = max(0.0, statistics.median(e - 2 * b for b, e in zip(inner, executions)))
-        self.k = max(1, min(MAX_AUTO, math.ceil(overhead / (OVERHEAD * batch)))) if batch > 0 else 1
+        needed = max(1, min(MAX_AUTO, math.ceil(overhead / (OVERHEAD * batch)))) if batch > 0 else 1
+        self.k = self.tiling(needed)
         self.measured = {"batch_s": batch, "overhead_s": overhead}
         self.calibrating = False
         self.calibrations += 1
+
+    def tiling(self, k: int) -> int:
+        """``k`` raised so that executions tile the shortest interval of due batches evenly. An execution
+        stops at every due batch (the readings every 25 batches), so K=15 would train 15 and then 10:
+        two steps' overhead per 25 batches, 12.5 batches a step on average, not 15. With
+        m = floor(n / k) executions per interval of n, K = ceil(n / m) trains n / m >= k batches a step
+        on average (and k <= K <= 2k)."""
+        intervals = [n for n, _ in self.due + self.due_in_epoch if n > 1]
+        if k <= 1 or not intervals or k >= min(intervals):
+            return k
+        n = min(intervals)
+        return min(MAX_AUTO, math.ceil(n / (n // k)))
 
     def recalibrate(self) -> None:
         """auto: measure K again from the next executions (the intra-op threads changed: zoo.tasks.threads)."""
