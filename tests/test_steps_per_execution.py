@@ -215,29 +215,37 @@ def test_a_finished_fit_leaves_no_inner_losses_for_the_next(tmp_path):
 
 
 def test_auto_k_tiles_the_batches_due_so_every_step_trains_k_batches_on_average():
-    """Readings every 25 batches cut executions there: K=15 would train 15 then 10 (12.5 a step), so
-    the overhead would be 6%, not 5%; auto raises K until the executions tile the interval."""
-    from zoo.tasks.execution import ExecutionPlan
+    """The default readings (b % 25 == 0) and logging (b % 50 == 49) cut executions there: K=15 would
+    train 25 batches as 15 + 10 (10 a step on average, so the overhead would be 7.5%, not 5%); auto
+    takes the smallest K whose steps average what the overhead needs, or the fewest steps where
+    none does."""
+    from zoo.tasks.execution import ExecutionPlan, executions_in
 
-    def executions_per_25(k: int) -> list[int]:
+    due = [(50, 49), (25, 0)]
+
+    def sizes(k: int) -> list[int]:
         plan = ExecutionPlan(k)
-        plan.active, plan.k, plan.due = True, k, [(25, 24), (50, 49)]
-        sizes, done = [], 0
+        plan.active, plan.k, plan.due = True, k, due
+        out, done = [], 0
         while done < 100:
-            sizes.append(plan.size(done, done, 1000))
-            done += sizes[-1]
-        return sizes
+            out.append(plan.size(done, done, 1000))
+            done += out[-1]
+        return out
 
-    assert executions_per_25(15) == [15, 10] * 4  # what a K of 15 trains: 12.5 batches a step
+    assert sizes(15) == [1, 15, 10, 15, 9, 1, 15, 10, 15, 9]  # what a K of 15 trains
+    assert executions_in(50, 15, due) == 5 and executions_in(50, 25, due) == 3
 
     plan = ExecutionPlan("auto")
-    plan.due = [(25, 24), (50, 49)]
-    for needed, tiled in ((15, 25), (13, 25), (12, 13), (8, 9), (5, 5), (1, 1), (25, 25), (40, 40)):
+    plan.due = due
+    average = lambda k: 50 / executions_in(50, k, due)  # noqa: E731 - batches a step, over the period
+    for needed in range(2, 17):  # 50 / 3: the most a step can average between these due batches
         # a batch of 1 ms, and an overhead that needs `needed` batches a step to be 5% of their time
         plan.choose([0.001] * 4, [0.002 + 0.00005 * (needed - 0.5)] * 4)  # ceil: needed
-        assert plan.k == tiled, (needed, plan.k)
-        sizes = executions_per_25(plan.k)
-        assert sum(sizes) / len(sizes) >= min(needed, 25)  # no execution runs past a due batch
+        assert plan.k >= needed and average(plan.k) >= needed, (needed, plan.k)
+        assert all(average(k) < needed for k in range(needed, plan.k)), (needed, plan.k)  # the smallest such
+    for needed, k in ((15, 25), (5, 6), (1, 1), (40, 40), (64, 64)):  # 40: none averages 40; 40 is as few steps as any
+        plan.choose([0.001] * 4, [0.002 + 0.00005 * (needed - 0.5)] * 4)
+        assert plan.k == k, (needed, plan.k)
     plan.due = []  # nothing due: K is what the overhead needs
     plan.choose([0.001] * 4, [0.002 + 0.00005 * 14.5] * 4)
     assert plan.k == 15

@@ -24,7 +24,8 @@ time of one batch trained inside (the step a hand-written loop takes; its lower 
 Lightning's overhead per step (the median excess of an execution over its own two batches), neither
 of which a burst of load on a busy machine moves (``ExecutionPlan.choose``), and then
 takes K so that the overhead is under ``OVERHEAD`` of the batches' time (K=1 for models whose steps
-are long), raised so that executions tile the batches due evenly (``ExecutionPlan.tiling``). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads).
+are long), raised until its executions average that many batches between the batches due
+(``ExecutionPlan.tiling``). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads).
 It does so only where it is safe (one device, one optimizer with automatic optimisation or a task
 that trains its own inner batches, as the GAN does with its two, no gradient accumulation, a
 datamodule that batches executions) and otherwise trains with K=1 without a word; an explicit K > 1 where it cannot work is refused in one
@@ -52,6 +53,7 @@ OVERHEAD = 0.05  # auto: Lightning's per-step overhead under this share of the b
 MAX_AUTO = 64  # auto never takes more batches per step than this
 WARMUP = 3  # auto: executions not timed at the start (first-step costs: allocation, lazy init)
 SAMPLES = 24  # auto: executions of two batches timed before K is chosen (pairs: see choose)
+TILING_PERIOD = 10_000  # auto: due batches repeating over more batches than this are not tiled
 
 
 class ExecutionPlan:
@@ -140,22 +142,37 @@ class ExecutionPlan:
         self.calibrations += 1
 
     def tiling(self, k: int) -> int:
-        """``k`` raised so that executions tile the shortest interval of due batches evenly. An execution
-        stops at every due batch (the readings every 25 batches), so K=15 would train 15 and then 10:
-        two steps' overhead per 25 batches, 12.5 batches a step on average, not 15. With
-        m = floor(n / k) executions per interval of n, K = ceil(n / m) trains n / m >= k batches a step
-        on average (and k <= K <= 2k)."""
-        intervals = [n for n, _ in self.due + self.due_in_epoch if n > 1]
-        if k <= 1 or not intervals or k >= min(intervals):
+        """The smallest K >= ``k`` whose executions average ``k`` batches or more between the batches
+        due (or, where none does, the one with the fewest executions). An execution stops at every due
+        batch: with readings on b % 25 == 0 and logging on b % 50 == 49, K=15 trains 25 batches as
+        15 + 10, five steps' overhead per 50 batches (10 a step, not 15); K=25 takes three."""
+        period = math.lcm(*(n for n, _ in self.due)) if self.due else 0
+        if k <= 1 or not 1 < period <= TILING_PERIOD:
             return k
-        n = min(intervals)
-        return min(MAX_AUTO, math.ceil(n / (n // k)))
+        best, fewest = k, None
+        for candidate in range(k, min(MAX_AUTO, period) + 1):
+            steps = executions_in(period, candidate, self.due)
+            if period / steps >= k:
+                return candidate
+            if fewest is None or steps < fewest:
+                best, fewest = candidate, steps
+        return best
 
     def recalibrate(self) -> None:
         """auto: measure K again from the next executions (the intra-op threads changed: zoo.tasks.threads)."""
         if self.auto and self.active:
             self.calibrating = True
             self.k = 2
+
+
+def executions_in(period: int, k: int, due: list[tuple[int, int]]) -> int:
+    """How many executions of at most ``k`` batches train ``period`` batches when each must end on
+    the batches b with b % n == r for every (n, r) in ``due`` (``ExecutionPlan.size``'s rule)."""
+    done = steps = 0
+    while done < period:
+        done += max(1, min([k, *((r - done) % n + 1 for n, r in due)]))
+        steps += 1
+    return steps
 
 
 def low_quartile(samples: list[float]) -> float:
