@@ -85,7 +85,7 @@ def test_auto_trains_the_same_model_as_one_batch_a_step(one_batch_a_step, tmp_pa
 
 
 @pytest.mark.slow  # two runs with every view on: about 15 s
-def test_explicit_k_counts_batches_in_every_setting(tmp_path):
+def test_explicit_k_counts_batches_in_every_setting(tmp_path, monkeypatch):
     """max_steps not a multiple of K, validation every 6 batches, a one-cycle schedule stepped every
     batch, gradient clipping: as with one batch a step."""
     options = [
@@ -95,9 +95,19 @@ def test_explicit_k_counts_batches_in_every_setting(tmp_path):
         "scheduler=onecycle",
         "trainer.gradient_clip_val=0.05",
     ]
+    from zoo.tasks.execution import StepsPerExecution
+
     reference = run_train([*options, "steps_per_execution=1"], tmp_path / "k1", views=True)
+    inner = []  # the batches trained inside an execution (none: one batch a step, whatever K says)
+    train_inner_batch = StepsPerExecution.train_inner_batch
+    monkeypatch.setattr(
+        StepsPerExecution, "train_inner_batch", lambda task, batch: inner.append(1) or train_inner_batch(task, batch)
+    )
     run = run_train([*options, "steps_per_execution=5"], tmp_path / "k5", views=True)
     assert run["global_step"] == 45 and run["steps_per_execution"] == 5
+    # The one-cycle schedule asks Lightning for the run's length, which builds the training loader before
+    # the executions begin: it is built again, so the steps do train five batches.
+    assert len(inner) >= 20, len(inner)
     assert_same_run(run, reference, tmp_path / "k5", tmp_path / "k1")
     assert [s for s, _ in scalars(tmp_path / "k5")[tb("val/loss")]] == [
         s for s, _ in scalars(tmp_path / "k1")[tb("val/loss")]

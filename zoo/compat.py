@@ -91,6 +91,18 @@ def count_inner_batch(trainer, optimizer_steps: int) -> None:
         loop.manual_optimization.optim_step_progress.increment_by(optimizer_steps)
 
 
+def rebuild_train_loader(trainer) -> None:
+    """Make the fit loop build its training loader again when the fit starts (after ``on_fit_start``).
+
+    Why: a schedule that asks for ``trainer.estimated_stepping_batches`` in ``configure_optimizers``
+    (cosine, one-cycle) makes Lightning build the training loader then, before ``on_fit_start``, where
+    the task hands the datamodule its execution plan (zoo.tasks.execution); that loader, kept for the
+    fit, gave one batch a step whatever K was. Missing public API: ``trainer.train_dataloader`` only
+    reads the loader; the fit loop rebuilds it only when ``_combined_loader`` is None."""
+    if trainer.train_dataloader is not None:
+        trainer.fit_loop._combined_loader = None
+
+
 def checkpoint_every_n_train_steps(callback) -> int:
     """A ModelCheckpoint's ``every_n_train_steps`` (0 for any other callback or when it is off).
 

@@ -271,6 +271,7 @@ class StepsPerExecution(L.LightningModule):
             return
         plan.active = True
         trainer.datamodule.execution = plan
+        compat.rebuild_train_loader(trainer)  # one built before now (for a schedule's length) has no plan
         if not any(isinstance(cb, ExecutionStep) and cb.plan is plan for cb in trainer.callbacks):
             trainer.callbacks.insert(0, ExecutionStep(plan))
 
