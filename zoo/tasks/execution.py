@@ -25,7 +25,8 @@ Lightning's overhead per step (the median excess of an execution over its own tw
 of which a burst of load on a busy machine moves (``ExecutionPlan.choose``), and then
 takes K so that the overhead is under ``OVERHEAD`` of the batches' time (K=1 for models whose steps
 are long), raised until its executions average that many batches between the batches due
-(``ExecutionPlan.tiling``). It measures again when ``threads=auto`` changes the intra-op threads (zoo.tasks.threads).
+(``ExecutionPlan.tiling``). It measures again when ``threads=auto`` changes the intra-op threads
+(zoo.tasks.threads).
 It does so only where it is safe (one device, one optimizer with automatic optimisation or a task
 that trains its own inner batches, as the GAN does with its two, no gradient accumulation, a
 datamodule that batches executions) and otherwise trains with K=1 without a word; an explicit K > 1 where it cannot work is refused in one
@@ -114,9 +115,7 @@ class ExecutionPlan:
         m = min(m, epoch_batches - done_in_epoch)
         if self.stop_at is not None and self.stop_at > done:
             m = min(m, self.stop_at - done)
-        for lattice, at in ((self.due, done), (self.due_in_epoch, done_in_epoch)):
-            for n, r in lattice:
-                m = min(m, (r - at) % n + 1)  # up to and including the next batch b = r (mod n)
+        m = min(m, batches_until_due(done, self.due), batches_until_due(done_in_epoch, self.due_in_epoch))
         return max(m, 1)
 
     def choose(self, inner: list[float], executions: list[float]) -> None:
@@ -165,12 +164,18 @@ class ExecutionPlan:
             self.k = 2
 
 
+def batches_until_due(done: int, due: list[tuple[int, int]]) -> int:
+    """The batches after ``done`` up to and including the next one due: b with b % n == r for some
+    (n, r) in ``due`` (a large number when nothing is)."""
+    return min(((r - done) % n + 1 for n, r in due), default=1 << 62)
+
+
 def executions_in(period: int, k: int, due: list[tuple[int, int]]) -> int:
     """How many executions of at most ``k`` batches train ``period`` batches when each must end on
-    the batches b with b % n == r for every (n, r) in ``due`` (``ExecutionPlan.size``'s rule)."""
+    the batches ``due`` (``ExecutionPlan.size``'s rule)."""
     done = steps = 0
     while done < period:
-        done += max(1, min([k, *((r - done) % n + 1 for n, r in due)]))
+        done += max(1, min(k, batches_until_due(done, due)))
         steps += 1
     return steps
 
