@@ -246,16 +246,19 @@ def test_auto_k_tiles_the_batches_due_so_every_step_trains_k_batches_on_average(
     assert executions_in(50, 15, due) == 5 and executions_in(50, 25, due) == 3
 
     plan = ExecutionPlan("auto")
+
+    def calibrate(needed: float) -> int:
+        """K after timings of a batch of 1 ms and an overhead 5% of `needed` batches (ceil: needed)."""
+        plan.choose([0.001] * 4, [0.002 + 0.00005 * (needed - 0.5)] * 4)
+        return plan.k
+
     plan.due = due
     average = lambda k: 50 / executions_in(50, k, due)  # noqa: E731 - batches a step, over the period
     for needed in range(2, 17):  # 50 / 3: the most a step can average between these due batches
-        # a batch of 1 ms, and an overhead that needs `needed` batches a step to be 5% of their time
-        plan.choose([0.001] * 4, [0.002 + 0.00005 * (needed - 0.5)] * 4)  # ceil: needed
-        assert plan.k >= needed and average(plan.k) >= needed, (needed, plan.k)
-        assert all(average(k) < needed for k in range(needed, plan.k)), (needed, plan.k)  # the smallest such
+        k = calibrate(needed)
+        assert k >= needed and average(k) >= needed, (needed, k)
+        assert all(average(smaller) < needed for smaller in range(needed, k)), (needed, k)  # the smallest such
     for needed, k in ((15, 25), (5, 6), (1, 1), (40, 40), (64, 64)):  # 40: none averages 40; 40 is as few steps as any
-        plan.choose([0.001] * 4, [0.002 + 0.00005 * (needed - 0.5)] * 4)
-        assert plan.k == k, (needed, plan.k)
+        assert calibrate(needed) == k, needed
     plan.due = []  # nothing due: K is what the overhead needs
-    plan.choose([0.001] * 4, [0.002 + 0.00005 * 14.5] * 4)
-    assert plan.k == 15
+    assert calibrate(15) == 15
